@@ -1,0 +1,159 @@
+//! The error body every endpoint returns and the codes it may carry.
+//!
+//! One small enum serves both HTTP responses and bus replies, so a failure keeps its code when it
+//! crosses from one to the other.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `{"error": {"code": "...", "message": "..."}}`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code: one of [`ErrorCode`] in snake_case.
+    pub code: ErrorCode,
+    /// What went wrong and, where the caller can act, what to fix.
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { error: ErrorDetail { code, message: message.into() } }
+    }
+}
+
+/// Every error code of the API and the bus. Adding a code is a compatible change; renaming or
+/// removing one is not.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // --- caller errors (4xx) ---
+    /// The body is not valid JSON.
+    InvalidJson,
+    /// The body is JSON but does not match the expected shape (unknown or missing field, wrong type).
+    InvalidBody,
+    /// A field has a value that is not allowed; the message names the field.
+    InvalidField,
+    /// The body is larger than the configured limit.
+    BodyTooLarge,
+    /// The request's content type is not `application/json`.
+    UnsupportedMediaType,
+    /// No `Authorization: Bearer` header.
+    MissingToken,
+    /// The token is not one this zone issued (unknown, malformed or revoked).
+    InvalidToken,
+    /// The token was valid but has expired; ask for a new one.
+    TokenExpired,
+    /// Wrong username or password.
+    InvalidCredentials,
+    /// Authenticated, but the role does not allow this.
+    Forbidden,
+    /// No such resource (or not visible to the caller).
+    NotFound,
+    /// The resource already exists (duplicate name, username...).
+    Conflict,
+    /// The request is well formed but cannot be done in the resource's current state.
+    InvalidState,
+    /// The path or method does not exist.
+    NoSuchRoute,
+
+    // --- bus and cluster errors ---
+    /// The call's deadline passed before a reply arrived.
+    Timeout,
+    /// The node the message was addressed to has left the zone or was evicted.
+    NodeUnavailable,
+    /// The broker could not route the message to any queue.
+    Unroutable,
+    /// The message bus is not reachable (broker down, reconnecting).
+    BusUnavailable,
+    /// No service of that name handles this message type.
+    NoSuchService,
+    /// The ring did not settle while the message was being routed; retry.
+    RingUnstable,
+    /// The database is not reachable.
+    StoreUnavailable,
+    /// This node has been fenced (evicted by its peers) and no longer serves.
+    NodeFenced,
+    /// A bug or an unexpected failure; details are in the node's log, not in the response.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is returned with.
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            InvalidJson | InvalidBody | InvalidField => 400,
+            MissingToken | InvalidToken | TokenExpired | InvalidCredentials => 401,
+            Forbidden => 403,
+            NotFound | NoSuchRoute | NoSuchService => 404,
+            Conflict | InvalidState => 409,
+            BodyTooLarge => 413,
+            UnsupportedMediaType => 415,
+            Timeout => 504,
+            NodeUnavailable | Unroutable | BusUnavailable | RingUnstable | StoreUnavailable
+            | NodeFenced => 503,
+            Internal => 500,
+        }
+    }
+
+    /// The snake_case text of the code, as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            InvalidJson => "invalid_json",
+            InvalidBody => "invalid_body",
+            InvalidField => "invalid_field",
+            BodyTooLarge => "body_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            MissingToken => "missing_token",
+            InvalidToken => "invalid_token",
+            TokenExpired => "token_expired",
+            InvalidCredentials => "invalid_credentials",
+            Forbidden => "forbidden",
+            NotFound => "not_found",
+            Conflict => "conflict",
+            InvalidState => "invalid_state",
+            NoSuchRoute => "no_such_route",
+            Timeout => "timeout",
+            NodeUnavailable => "node_unavailable",
+            Unroutable => "unroutable",
+            BusUnavailable => "bus_unavailable",
+            NoSuchService => "no_such_service",
+            RingUnstable => "ring_unstable",
+            StoreUnavailable => "store_unavailable",
+            NodeFenced => "node_fenced",
+            Internal => "internal",
+        }
+    }
+
+    /// Parses the wire text of a code; unknown codes (from a newer peer) become `Internal`.
+    pub fn parse(text: &str) -> ErrorCode {
+        serde_json::from_value(serde_json::Value::String(text.to_owned())).unwrap_or(ErrorCode::Internal)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_str_matches_serde() {
+        for code in [ErrorCode::InvalidJson, ErrorCode::NodeUnavailable, ErrorCode::BodyTooLarge] {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, serde_json::Value::String(code.as_str().into()));
+            assert_eq!(ErrorCode::parse(code.as_str()), code);
+        }
+        assert_eq!(ErrorCode::parse("from_the_future"), ErrorCode::Internal);
+    }
+}

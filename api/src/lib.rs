@@ -1,0 +1,18 @@
+//! The public contract of a zone: request and response types, error codes and a typed HTTP client.
+//!
+//! Everything another program depends on lives here, and only here: the JSON shapes of the REST API
+//! (`/v1/...`), the error body and its codes, and [`client::Client`], the typed HTTP client that
+//! operators' commands, tests and parent zones use. This crate does no I/O beyond that client.
+//!
+//! # Layout
+//! - [`error`]: the error body and the one list of error codes used by HTTP and the bus
+//! - [`types`]: request and response bodies, grouped by resource
+//! - [`client`]: the typed HTTP client
+
+pub mod client;
+pub mod error;
+pub mod types;
+
+pub use client::{Client, ClientError};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use types::*;

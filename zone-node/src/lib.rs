@@ -1,0 +1,34 @@
+//! The management node of one zone: one process of a zone's cluster, in the style of ZStack's
+//! in-process microservices.
+//!
+//! Every node of a zone shares one database ([`store`]) and one message bus ([`bus`]). Nodes find
+//! each other through heartbeat rows in the database ([`cluster::membership`]), agree on a
+//! consistent-hashing ring of themselves ([`cluster::ring`]), and route each resource's messages to
+//! the ring owner of the resource ([`cluster::router`]), where a per-resource work queue
+//! ([`workqueue`]) serialises the work: no locks between nodes, no shared state but the database.
+//!
+//! # Layout, in reading order
+//! - [`config`]: the node's configuration, from a file and `ZONE_*` variables, validated at start
+//! - [`error`]: this crate's error type and its mapping to API error codes
+//! - [`store`]: the database (SQLite or PostgreSQL) behind one type; migrations run at start
+//! - [`bus`]: the CloudBus: send, call, reply and publish over RabbitMQ or in-process
+//! - [`cluster`]: membership (heartbeats, eviction, fencing), the ring, and message routing
+//! - [`workqueue`]: per-resource in-memory queues and the database-backed queue
+//! - [`auth`]: password hashing and bearer tokens
+//! - [`services`]: the services a node runs on the bus
+//! - [`http`]: the REST API every node serves
+//! - [`app`]: wires it all together: `Application::build`, `run_until_stopped`
+//! - [`cli`]: the `zone-node` command line (serve and the operator commands)
+
+pub mod app;
+pub mod auth;
+pub mod bus;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod services;
+pub mod store;
+pub mod time;
+pub mod workqueue;
