@@ -12,6 +12,7 @@
 pub mod client;
 pub mod error;
 pub mod types;
+pub mod validate;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};

@@ -1,1 +1,215 @@
-//! App.
+//! Wires a node together: `Application::build` connects the store and the bus, registers the
+//! node's services and joins the zone; `run_until_stopped` serves until SIGINT/SIGTERM (then
+//! leaves the zone gracefully) or until peers evict this node.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use moka::future::Cache;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::bus::Bus;
+use crate::cluster::{Cluster, ClusterSettings, ResourceService};
+use crate::config::{redact_url, Config};
+use crate::services::portal::Portal;
+use crate::services::probe::Probe;
+use crate::store::{AccountRow, Store, TokenRow, ZoneRow};
+use crate::workqueue::WorkQueues;
+
+/// Everything a request handler needs. Cheap to clone: `Arc`s and handles.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub bus: Bus,
+    pub cluster: Cluster,
+    pub work: WorkQueues,
+    pub zone: ZoneRow,
+    /// Verified tokens by SHA-256, for [`crate::http::auth::TOKEN_CACHE_TTL`].
+    pub tokens: Cache<String, TokenRow>,
+}
+
+/// How the node stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Asked to stop (SIGINT/SIGTERM); left the zone gracefully.
+    Shutdown,
+    /// Peers evicted this node (it missed heartbeats): it must not serve again under this id.
+    Evicted,
+}
+
+pub struct Application {
+    state: AppState,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connects, migrates, bootstraps the admin, registers services and joins the zone.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let node_id = Uuid::new_v4();
+        tracing::info!(
+            node = %node_id,
+            zone = %config.zone.name,
+            database = %redact_url(config.database_url()),
+            bus = %redact_url(config.bus.url.expose()),
+            prefix = config.bus_prefix(),
+            "starting node"
+        );
+        if config.database_url().starts_with("sqlite:") {
+            std::fs::create_dir_all(&config.zone.data_dir)
+                .with_context(|| format!("cannot create data directory {}", config.zone.data_dir.display()))?;
+        }
+        let store = Store::connect(config.database_url())
+            .await
+            .with_context(|| format!("cannot open the database {}", redact_url(config.database_url())))?;
+        let zone = store.zone_identity(&config.zone.name).await.context("cannot read the zone's identity")?;
+        bootstrap_admin(&store, &config).await?;
+
+        let listener = TcpListener::bind(config.listen_addr())
+            .await
+            .with_context(|| format!("cannot listen on {} (ZONE_LISTEN)", config.zone.listen))?;
+
+        let bus = Bus::connect(config.bus.url.expose(), config.bus_prefix(), node_id)
+            .await
+            .with_context(|| format!("cannot connect to the message bus {}", redact_url(config.bus.url.expose())))?;
+        let work = WorkQueues::new();
+        let settings = ClusterSettings {
+            heartbeat_interval: config.heartbeat_interval(),
+            dead_after: config.dead_after(),
+            virtual_nodes: config.cluster.virtual_nodes,
+        };
+        let cluster = Cluster::new(store.clone(), bus.clone(), work.clone(), settings, node_id, config.api_url().to_owned());
+
+        // Service queues first, then the row: peers route to this node as soon as they see it.
+        let probe = ResourceService::new(crate::services::PROBE, cluster.clone(), bus.clone(), work.clone(), 1, Probe::new(store.clone(), node_id));
+        bus.serve(crate::services::PROBE, Arc::new(probe)).await.context("cannot serve the probe service")?;
+        cluster.join().await.context("cannot join the zone")?;
+        let portal = Portal::new(bus.clone(), cluster.clone(), zone.clone(), config.api_url().to_owned());
+        bus.serve_portal(Arc::new(portal)).await.context("cannot join the api.portal queue")?;
+
+        let tokens = Cache::builder().time_to_live(crate::http::auth::TOKEN_CACHE_TTL).max_capacity(100_000).build();
+        let state = AppState { config: Arc::new(config), store, bus, cluster, work, zone, tokens };
+        Ok(Application { state, listener, shutdown: CancellationToken::new() })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A token that stops the node as SIGTERM would.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until asked to stop or evicted.
+    pub async fn run_until_stopped(self) -> anyhow::Result<Stopped> {
+        let Application { state, listener, shutdown } = self;
+        let tasks = CancellationToken::new();
+        let mut handles = state.cluster.spawn(tasks.clone());
+        handles.push(tokio::spawn(purge_tokens(state.store.clone(), tasks.clone())));
+
+        let evicted = state.cluster.evicted();
+        let stop_http = CancellationToken::new();
+        let reason = {
+            let stop_http = stop_http.clone();
+            let shutdown = shutdown.clone();
+            let evicted = evicted.clone();
+            async move {
+                let reason = tokio::select! {
+                    _ = shutdown_signal() => Stopped::Shutdown,
+                    _ = shutdown.cancelled() => Stopped::Shutdown,
+                    _ = evicted.cancelled() => Stopped::Evicted,
+                };
+                stop_http.cancel();
+                reason
+            }
+        };
+        let reason = tokio::spawn(reason);
+        tracing::info!(addr = %listener.local_addr()?, api_url = state.config.api_url(), "serving the API");
+        let app = crate::http::router(state.clone());
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop_http.cancelled().await })
+            .await
+            .context("the HTTP server failed")?;
+        let reason = reason.await.unwrap_or(Stopped::Shutdown);
+        if reason == Stopped::Shutdown {
+            state.cluster.leave().await;
+        }
+        tasks.cancel();
+        for handle in handles {
+            let _ = handle.await;
+        }
+        state.bus.close().await;
+        state.store.close().await;
+        tracing::info!(?reason, "node stopped");
+        Ok(reason)
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Creates the bootstrap admin on first start. With no configured password one is generated and
+/// printed once to standard output (never to the log).
+async fn bootstrap_admin(store: &Store, config: &Config) -> anyhow::Result<()> {
+    let username = config.admin.username.clone();
+    if store.account_get(&username).await?.is_some() {
+        return Ok(());
+    }
+    let (password, generated) = match &config.admin.password {
+        Some(p) => (p.expose().to_owned(), false),
+        None => (crate::auth::generate_password(), true),
+    };
+    let to_hash = password.clone();
+    let password_hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&to_hash)).await?;
+    let row = AccountRow { username: username.clone(), password_hash, role: "admin".into(), client_id: None, created_at_ms: 0 };
+    if store.account_create_if_absent(&row).await? {
+        tracing::info!(username = %username, "created the bootstrap admin");
+        if generated {
+            println!("bootstrap admin created: username {username} password {password}");
+            println!("(shown once; set ZONE_ADMIN_PASSWORD to choose it yourself)");
+        }
+    }
+    Ok(())
+}
+
+/// Deletes expired tokens now and then, so the table does not grow without bound.
+async fn purge_tokens(store: Store, stop: CancellationToken) {
+    let every = std::time::Duration::from_secs(300);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        match store.tokens_purge_expired().await {
+            Ok(n) if n > 0 => tracing::debug!(purged = n, "purged expired tokens"),
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "purging expired tokens failed"),
+        }
+    }
+}

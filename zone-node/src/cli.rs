@@ -1,1 +1,159 @@
-//! CLI.
+//! The `zone-node` command line: `serve` (the default) runs a node; the operator commands talk to
+//! a zone's API with `ZONE_URL` and `ZONE_USERNAME`/`ZONE_PASSWORD` (or `ZONE_TOKEN`), printing
+//! tables, or JSON with `--json`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use api::{AccountCreate, Client, Role};
+
+#[derive(Debug, Parser)]
+#[command(name = "zone-node", version, about = "A management node of a zone, and the operator commands that talk to one")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Configuration file for `serve` (environment variables win over it).
+    #[arg(long, global = true, env = "ZONE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a management node (the default when no command is given).
+    Serve,
+    /// Validate the configuration and print it (secrets redacted), without starting.
+    CheckConfig,
+    /// Log in and print a bearer token (for ZONE_TOKEN).
+    Login(Conn),
+    /// Show this zone and its management nodes.
+    ZoneShow(ConnJson),
+    /// Create an account (admin).
+    AccountAdd {
+        #[command(flatten)]
+        conn: Conn,
+        username: String,
+        /// admin or member.
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// The client (tenant) a member belongs to.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// The new account's password (or set ZONE_NEW_PASSWORD, which keeps it out of `ps`).
+        #[arg(long, env = "ZONE_NEW_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
+    /// List accounts (admin).
+    AccountList(ConnJson),
+    /// Delete an account and revoke its tokens (admin).
+    AccountDelete {
+        #[command(flatten)]
+        conn: Conn,
+        username: String,
+    },
+}
+
+/// How to reach a zone's API.
+#[derive(Debug, Clone, Args)]
+pub struct Conn {
+    /// The zone's API URL.
+    #[arg(long, env = "ZONE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long, env = "ZONE_USERNAME", default_value = "admin")]
+    pub username: String,
+    #[arg(long, env = "ZONE_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// A bearer token instead of username and password.
+    #[arg(long, env = "ZONE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConnJson {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Conn {
+    async fn client(&self) -> anyhow::Result<Client> {
+        let client = Client::new(&self.url);
+        if let Some(token) = &self.token {
+            return Ok(client.with_token(token.clone()));
+        }
+        let password = self.password.as_deref().context("set ZONE_PASSWORD (or ZONE_TOKEN) to talk to the zone")?;
+        let (client, _) = client.login(&self.username, password).await.context("login failed")?;
+        Ok(client)
+    }
+}
+
+/// Runs an operator command.
+pub async fn run_operator(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Login(conn) => {
+            let password = conn.password.as_deref().context("set ZONE_PASSWORD to log in")?;
+            let (_, token) = Client::new(&conn.url).login(&conn.username, password).await.context("login failed")?;
+            println!("{}", token.token);
+            eprintln!("expires at {}; api_url {}", token.expires_at, token.api_url);
+        }
+        Command::ZoneShow(ConnJson { conn, json }) => {
+            let zone = conn.client().await?.zone().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&zone)?);
+            } else {
+                println!("zone {} ({})  api {}  ring epoch {}", zone.name, zone.id, zone.api_url, zone.ring_epoch);
+                let rows = zone
+                    .nodes
+                    .iter()
+                    .map(|n| vec![n.id.clone(), n.state.clone(), n.api_url.clone(), n.last_heartbeat.clone()])
+                    .collect::<Vec<_>>();
+                print_table(&["NODE", "STATE", "API", "LAST HEARTBEAT"], &rows);
+            }
+        }
+        Command::AccountAdd { conn, username, role, client_id, password } => {
+            let role = Role::parse(&role).with_context(|| format!("--role must be admin or member, not {role:?}"))?;
+            let account = conn.client().await?.account_create(&AccountCreate { username, password, role, client_id }).await?;
+            println!("created {} ({})", account.username, account.role.as_str());
+        }
+        Command::AccountList(ConnJson { conn, json }) => {
+            let list = conn.client().await?.accounts().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                let rows = list
+                    .accounts
+                    .iter()
+                    .map(|a| vec![a.username.clone(), a.role.as_str().into(), a.client_id.clone().unwrap_or_else(|| "-".into()), a.created_at.clone()])
+                    .collect::<Vec<_>>();
+                print_table(&["USERNAME", "ROLE", "CLIENT", "CREATED"], &rows);
+            }
+        }
+        Command::AccountDelete { conn, username } => {
+            conn.client().await?.account_delete(&username).await?;
+            println!("deleted {username}");
+        }
+        Command::Serve | Command::CheckConfig => unreachable!("handled by main"),
+    }
+    Ok(())
+}
+
+/// Prints rows under headers, columns padded to their widest cell.
+pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let text: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", text.join("  ").trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}

@@ -1,1 +1,81 @@
-fn main() {}
+//! `zone-node`: runs a management node (`serve`, the default) or an operator command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use zone_node::app::{Application, Stopped};
+use zone_node::cli::{self, Cli, Command};
+use zone_node::config::Config;
+
+/// Exit codes: 2 bad configuration, 3 evicted by peers (restart it), 1 any other failure.
+const EXIT_CONFIG: u8 = 2;
+const EXIT_EVICTED: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("ZONE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> ExitCode {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(cli.config).await,
+        Command::CheckConfig => match Config::load_from_process(cli.config.as_deref()) {
+            Ok(config) => {
+                println!("{config:#?}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        operator => match cli::run_operator(operator).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve(file: Option<std::path::PathBuf>) -> ExitCode {
+    let config = match Config::load_from_process(file.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let app = match Application::build(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "node failed to start");
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match app.run_until_stopped().await {
+        Ok(Stopped::Shutdown) => ExitCode::SUCCESS,
+        Ok(Stopped::Evicted) => {
+            eprintln!("error: this node was evicted by its peers (missed heartbeats); restart it to rejoin");
+            ExitCode::from(EXIT_EVICTED)
+        }
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "node failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,39 @@
-//! HTTP.
+//! The REST API every node serves (axum).
+//!
+//! One `router()` per resource module, merged here. Every `/v1` route but token issue sits
+//! behind [`auth::require_token`]; admin-only routes check the caller's role in the handler.
+//! Errors leave through [`error::ApiError`], the one place an error becomes a status and a body.
+//!
+//! - [`error`]: `ApiError` and the JSON body extractor that turns bad input into error codes
+//! - [`auth`]: token issue and the bearer-token middleware; the [`auth::Caller`] it yields
+//! - [`accounts`], [`zone`], [`health`]: the routes
+//! - [`openapi`]: the OpenAPI document served at `/openapi.json`
+
+pub mod accounts;
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod openapi;
+pub mod zone;
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+
+use crate::app::AppState;
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .merge(zone::router())
+        .merge(accounts::router())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(protected)
+        .fallback(error::no_such_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.http.body_limit_bytes))
+        .layer(axum::middleware::from_fn(health::track_metrics))
+        .with_state(state)
+}

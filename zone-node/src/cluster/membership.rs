@@ -1,0 +1,533 @@
+//! Membership: heartbeats, eviction, fencing, and ring handoff.
+//!
+//! Every node stamps a heartbeat row with the database clock each tick, evicts peers whose
+//! heartbeat is older than `dead_after`, and re-reads the membership rows. Each membership change
+//! bumps a zone-wide ring epoch in the same transaction, so a node knows at once whether its view
+//! is current; join/leave events on the bus only make nodes look sooner.
+//!
+//! # One resource, one node
+//! Two rings are derived from the rows: the *route* ring (alive and joining nodes: where new work
+//! goes) and the *running* ring (alive and leaving nodes: who may be working right now).
+//! [`Cluster::admit`] decides, at the moment a task is about to start, whether this node runs it,
+//! forwards it to the route owner, or holds it:
+//! - a joining node holds all its work until it is alive, and it becomes alive only when every
+//!   other live node has acknowledged an epoch at least that of its join; a node acknowledges an
+//!   epoch after applying it and draining in-flight tasks on keys it no longer owns. So the old
+//!   owner has stopped before the new one starts.
+//! - an alive node holds keys whose running-ring owner is a leaving node until that node is gone.
+//! - a dead node was fenced first: a node that cannot stamp its heartbeat for `dead_after / 2`
+//!   stops serving (its running tasks are cancelled) before peers, waiting `dead_after`, evict it.
+//!   A node that finds its row evicted stops for good.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::bus::{Bus, Event};
+use crate::cluster::ring::Ring;
+use crate::store::{Membership, NodeRow, Store};
+use crate::workqueue::WorkQueues;
+
+/// How long dead and departed node rows stay visible in `GET /v1/zone`.
+const PURGE_AFTER: Duration = Duration::from_secs(3600);
+/// Purge old rows every this many ticks.
+const PURGE_EVERY_TICKS: u64 = 60;
+/// The longest a graceful leave waits for in-flight work before leaving anyway.
+const LEAVE_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Event kinds published on `<prefix>.event`.
+pub const EVENT_NODE_JOINED: &str = "node.joined";
+pub const EVENT_NODE_ALIVE: &str = "node.alive";
+pub const EVENT_NODE_LEAVING: &str = "node.leaving";
+pub const EVENT_NODE_LEFT: &str = "node.left";
+pub const EVENT_NODE_EVICTED: &str = "node.evicted";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Joining,
+    Alive,
+    Leaving,
+    Left,
+    Dead,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Joining => "joining",
+            NodeState::Alive => "alive",
+            NodeState::Leaving => "leaving",
+            NodeState::Left => "left",
+            NodeState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> NodeState {
+        match text {
+            "joining" => NodeState::Joining,
+            "alive" => NodeState::Alive,
+            "leaving" => NodeState::Leaving,
+            "left" => NodeState::Left,
+            _ => NodeState::Dead,
+        }
+    }
+
+    /// Still heartbeating and part of the zone.
+    pub fn is_live(self) -> bool {
+        matches!(self, NodeState::Joining | NodeState::Alive | NodeState::Leaving)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub heartbeat_interval: Duration,
+    pub dead_after: Duration,
+    pub virtual_nodes: u32,
+}
+
+/// One membership snapshot and the rings derived from it.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub epoch: i64,
+    pub nodes: Vec<NodeRow>,
+    /// Alive and joining nodes: where new work goes.
+    pub route: Ring,
+    /// Alive and leaving nodes: who may be running work now.
+    pub running: Ring,
+    pub leaving: HashSet<Uuid>,
+}
+
+impl View {
+    fn from_membership(m: &Membership, virtual_nodes: u32) -> View {
+        let state = |n: &NodeRow| NodeState::parse(&n.state);
+        let route = Ring::new(
+            m.nodes.iter().filter(|n| matches!(state(n), NodeState::Alive | NodeState::Joining)).map(|n| n.id),
+            virtual_nodes,
+        );
+        let running = Ring::new(
+            m.nodes.iter().filter(|n| matches!(state(n), NodeState::Alive | NodeState::Leaving)).map(|n| n.id),
+            virtual_nodes,
+        );
+        let leaving = m.nodes.iter().filter(|n| state(n) == NodeState::Leaving).map(|n| n.id).collect();
+        View { epoch: m.epoch, nodes: m.nodes.clone(), route, running, leaving }
+    }
+
+    pub fn state_of(&self, node: Uuid) -> Option<NodeState> {
+        self.nodes.iter().find(|n| n.id == node).map(|n| NodeState::parse(&n.state))
+    }
+}
+
+/// What a node does with a task on a resource, decided when the task is about to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// This node owns the resource and nobody else may be working on it.
+    Run,
+    /// Another node owns it: hand the message over.
+    Forward(Uuid),
+    /// This node will own it, but the previous owner may still be working on it: wait.
+    Hold,
+    /// This node does not serve (fenced, paused or gone).
+    Stop,
+}
+
+struct Inner {
+    me: Uuid,
+    api_url: String,
+    store: Store,
+    bus: Bus,
+    work: WorkQueues,
+    settings: ClusterSettings,
+    view: RwLock<Arc<View>>,
+    /// The epoch of the applied view; receivers wake on every change.
+    applied: watch::Sender<i64>,
+    /// Whether this node serves resource work now; tasks are cancelled when it turns false.
+    serving: watch::Sender<bool>,
+    /// The epoch at which this node's row was inserted.
+    join_epoch: AtomicI64,
+    /// Set once peers have evicted this node: terminal.
+    evicted: CancellationToken,
+    /// Set when this node starts a graceful leave.
+    leaving: AtomicBool,
+    last_heartbeat_ok: Mutex<Instant>,
+    /// Wakes the tick loop early (membership events from peers).
+    poke: Notify,
+}
+
+/// This node's membership in its zone. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl Cluster {
+    /// A cluster handle with an empty view. Register this node's bus services next, then
+    /// [`Cluster::join`], so peers never route to a queue that does not exist yet.
+    pub fn new(store: Store, bus: Bus, work: WorkQueues, settings: ClusterSettings, me: Uuid, api_url: String) -> Cluster {
+        let empty = Membership { epoch: -1, now_ms: 0, nodes: Vec::new() };
+        let view = Arc::new(View::from_membership(&empty, settings.virtual_nodes));
+        let (applied, _) = watch::channel(view.epoch);
+        let (serving, _) = watch::channel(false);
+        Cluster {
+            inner: Arc::new(Inner {
+                me,
+                api_url,
+                store,
+                bus,
+                work,
+                settings,
+                view: RwLock::new(view),
+                applied,
+                serving,
+                join_epoch: AtomicI64::new(i64::MAX),
+                evicted: CancellationToken::new(),
+                leaving: AtomicBool::new(false),
+                last_heartbeat_ok: Mutex::new(Instant::now()),
+                poke: Notify::new(),
+            }),
+        }
+    }
+
+    /// Inserts this node's row (state `joining`) and reads the first view. Call
+    /// [`Cluster::spawn`] next to start heartbeating; the node becomes alive once its peers have
+    /// handed over.
+    pub async fn join(&self) -> crate::error::Result<()> {
+        let inner = &self.inner;
+        let join_epoch = inner.store.node_join(inner.me, &inner.api_url, false).await?;
+        inner.join_epoch.store(join_epoch, Ordering::SeqCst);
+        *inner.last_heartbeat_ok.lock().expect("heartbeat lock poisoned") = Instant::now();
+        self.refresh().await?;
+        tracing::info!(node = %inner.me, epoch = join_epoch, "joined zone as joining");
+        self.publish(EVENT_NODE_JOINED).await;
+        Ok(())
+    }
+
+    /// Starts the tick loop (heartbeat, eviction, reconcile, join completion), the drainer (acks
+    /// epochs once moved work has drained) and the event listener. They stop on `shutdown`.
+    pub fn spawn(&self, shutdown: CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+        let ticker = {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { this.tick_loop(shutdown).await })
+        };
+        let drainer = {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { this.drain_loop(shutdown).await })
+        };
+        let listener = {
+            let this = self.clone();
+            tokio::spawn(async move { this.event_loop(shutdown).await })
+        };
+        vec![ticker, drainer, listener]
+    }
+
+    pub fn me(&self) -> Uuid {
+        self.inner.me
+    }
+
+    pub fn view(&self) -> Arc<View> {
+        self.inner.view.read().expect("view lock poisoned").clone()
+    }
+
+    pub fn my_state(&self) -> NodeState {
+        self.view().state_of(self.inner.me).unwrap_or(NodeState::Dead)
+    }
+
+    /// Serving resource work: alive (or leaving) per the applied view, heartbeat fresh, not evicted.
+    pub fn is_serving(&self) -> bool {
+        *self.inner.serving.borrow()
+    }
+
+    /// Resolves when peers have evicted this node; the node must stop.
+    pub fn evicted(&self) -> CancellationToken {
+        self.inner.evicted.clone()
+    }
+
+    /// The node that should receive new work on `key`.
+    pub fn route_owner(&self, key: &str) -> Option<Uuid> {
+        self.view().route.owner(key)
+    }
+
+    /// Whether this node may start a task on `key` now (see the module docs).
+    pub fn admit(&self, key: &str) -> Admission {
+        let view = self.view();
+        let me = self.inner.me;
+        let Some(owner) = view.route.owner(key) else { return Admission::Stop };
+        if owner != me {
+            return Admission::Forward(owner);
+        }
+        if !self.is_serving() {
+            // Joining (not yet handed over), paused or evicted: a joining node holds; the others stop.
+            return match view.state_of(me) {
+                Some(NodeState::Joining) if !self.inner.evicted.is_cancelled() => Admission::Hold,
+                _ => Admission::Stop,
+            };
+        }
+        match view.running.owner(key) {
+            Some(running) if running == me => Admission::Run,
+            // The previous owner is leaving (or, in a view that is still settling, another node):
+            // wait until it is gone.
+            Some(_) => Admission::Hold,
+            None => Admission::Hold,
+        }
+    }
+
+    /// Resolves at the next applied view change or serving change, whichever first.
+    pub async fn changed(&self) {
+        let mut applied = self.inner.applied.subscribe();
+        let mut serving = self.inner.serving.subscribe();
+        tokio::select! {
+            _ = applied.changed() => {}
+            _ = serving.changed() => {}
+        }
+    }
+
+    /// Resolves when this node stops serving (fenced, paused, evicted). Tasks select on it.
+    pub async fn stopped_serving(&self) {
+        let mut rx = self.inner.serving.subscribe();
+        let _ = rx.wait_for(|serving| !serving).await;
+    }
+
+    /// The last heartbeat this node managed to write, for `/readyz`.
+    pub fn heartbeat_age(&self) -> Duration {
+        self.inner.last_heartbeat_ok.lock().expect("heartbeat lock poisoned").elapsed()
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // the loops
+
+    async fn tick_loop(&self, shutdown: CancellationToken) {
+        let mut ticks: u64 = 0;
+        loop {
+            self.tick(ticks).await;
+            ticks += 1;
+            if self.inner.evicted.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.inner.settings.heartbeat_interval) => {}
+                _ = self.inner.poke.notified() => {}
+            }
+        }
+    }
+
+    async fn tick(&self, ticks: u64) {
+        let inner = &self.inner;
+        // 1. Heartbeat. A node that cannot write it for half the eviction timeout stops serving
+        //    before its peers (waiting the full timeout) could take over its resources.
+        match inner.store.node_heartbeat(inner.me).await {
+            Ok(true) => {
+                *inner.last_heartbeat_ok.lock().expect("heartbeat lock poisoned") = Instant::now();
+            }
+            Ok(false) => {
+                tracing::error!(node = %inner.me, "this node was evicted by its peers; stopping");
+                inner.serving.send_replace(false);
+                inner.evicted.cancel();
+                return;
+            }
+            Err(error) => {
+                let age = self.heartbeat_age();
+                tracing::warn!(node = %inner.me, %error, age_ms = age.as_millis() as u64, "heartbeat failed");
+                if age >= inner.settings.dead_after / 2 && *inner.serving.borrow() {
+                    tracing::error!(node = %inner.me, "heartbeat stale for half the eviction timeout; pausing work");
+                    inner.serving.send_replace(false);
+                }
+                return;
+            }
+        }
+        // 2. Evict peers that stopped heartbeating.
+        match inner.store.nodes_evict_stale(inner.settings.dead_after.as_millis() as i64).await {
+            Ok(evicted) => {
+                for node in evicted {
+                    tracing::warn!(node = %node, "evicted a node that stopped heartbeating");
+                    inner.bus.fail_calls_to(node);
+                    self.publish_about(EVENT_NODE_EVICTED, node).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "eviction check failed"),
+        }
+        // 3. Reconcile the view with the database: the safety net under the events.
+        if let Err(error) = self.refresh().await {
+            tracing::warn!(%error, "membership read failed");
+            return;
+        }
+        // 4. A joining node becomes alive once every other live node has applied its join.
+        if self.my_state() == NodeState::Joining && !inner.leaving.load(Ordering::SeqCst) {
+            self.try_become_alive().await;
+        }
+        // 5. Forget long-gone nodes.
+        if ticks % PURGE_EVERY_TICKS == PURGE_EVERY_TICKS - 1 {
+            if let Err(error) = inner.store.nodes_purge(PURGE_AFTER.as_millis() as i64).await {
+                tracing::warn!(%error, "purging old node rows failed");
+            }
+        }
+    }
+
+    /// Reads membership and applies it if the epoch moved.
+    async fn refresh(&self) -> crate::error::Result<()> {
+        let membership = self.inner.store.membership().await?;
+        let current = self.view();
+        let fresh = Arc::new(View::from_membership(&membership, self.inner.settings.virtual_nodes));
+        let state = fresh.state_of(self.inner.me).unwrap_or(NodeState::Dead);
+        if fresh.epoch != current.epoch {
+            self.apply(current, fresh.clone());
+        }
+        // Serving follows the row: alive or leaving with a fresh heartbeat.
+        let should_serve = matches!(state, NodeState::Alive | NodeState::Leaving) && !self.inner.evicted.is_cancelled();
+        if *self.inner.serving.borrow() != should_serve {
+            tracing::info!(node = %self.inner.me, serving = should_serve, state = state.as_str(), "serving changed");
+            self.inner.serving.send_replace(should_serve);
+        }
+        Ok(())
+    }
+
+    fn apply(&self, old: Arc<View>, new: Arc<View>) {
+        // Calls still waiting on nodes that are gone fail now rather than at their deadline.
+        for node in old.nodes.iter().filter(|n| NodeState::parse(&n.state).is_live()) {
+            let gone = !new.state_of(node.id).map(NodeState::is_live).unwrap_or(false);
+            if gone && node.id != self.inner.me {
+                self.inner.bus.fail_calls_to(node.id);
+            }
+        }
+        tracing::info!(
+            node = %self.inner.me,
+            epoch = new.epoch,
+            route = new.route.nodes().len(),
+            running = new.running.nodes().len(),
+            "applied membership view"
+        );
+        let epoch = new.epoch;
+        *self.inner.view.write().expect("view lock poisoned") = new;
+        self.inner.applied.send_replace(epoch);
+    }
+
+    async fn try_become_alive(&self) {
+        let inner = &self.inner;
+        let join_epoch = inner.join_epoch.load(Ordering::SeqCst);
+        let view = self.view();
+        let waiting_on: Vec<Uuid> = view
+            .nodes
+            .iter()
+            .filter(|n| n.id != inner.me && NodeState::parse(&n.state).is_live() && n.applied_epoch < join_epoch)
+            .map(|n| n.id)
+            .collect();
+        if !waiting_on.is_empty() {
+            tracing::debug!(node = %inner.me, ?waiting_on, "waiting for peers to hand over");
+            return;
+        }
+        match inner.store.node_transition(inner.me, &["joining"], "alive").await {
+            Ok(true) => {
+                tracing::info!(node = %inner.me, "peers handed over; this node is alive");
+                self.publish(EVENT_NODE_ALIVE).await;
+                if let Err(error) = self.refresh().await {
+                    tracing::warn!(%error, "membership read failed");
+                }
+            }
+            Ok(false) => tracing::warn!(node = %inner.me, "could not become alive: row no longer joining"),
+            Err(error) => tracing::warn!(%error, "becoming alive failed"),
+        }
+    }
+
+    /// Acknowledges each applied epoch once no task runs here on a key this node no longer owns.
+    async fn drain_loop(&self, shutdown: CancellationToken) {
+        let mut applied = self.inner.applied.subscribe();
+        let mut acked = i64::MIN;
+        loop {
+            let view = self.view();
+            if view.epoch != acked {
+                let me = self.inner.me;
+                let route = view.route.clone();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.inner.work.wait_idle(move |key| route.owner(key) != Some(me)) => {}
+                }
+                match self.inner.store.node_ack_epoch(me, view.epoch).await {
+                    Ok(()) => {
+                        acked = view.epoch;
+                        tracing::debug!(node = %me, epoch = view.epoch, "acknowledged epoch");
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "acknowledging epoch failed; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(self.inner.settings.heartbeat_interval) => {}
+                        }
+                        continue;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = applied.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Membership events from peers make this node reconcile at once instead of at its next tick.
+    async fn event_loop(&self, shutdown: CancellationToken) {
+        let mut events = self.inner.bus.subscribe();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = events.recv() => match event {
+                    Ok(event) if event.kind.starts_with("node.") && event.source != self.inner.me => {
+                        self.inner.poke.notify_one();
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.inner.poke.notify_one(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------
+    // leaving
+
+    /// Leaves the zone gracefully: stop taking new work (it is forwarded to the new owners, who
+    /// hold it), drain what runs, then mark the row `left`.
+    pub async fn leave(&self) {
+        let inner = &self.inner;
+        if inner.evicted.is_cancelled() || inner.leaving.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        match inner.store.node_transition(inner.me, &["joining", "alive"], "leaving").await {
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "marking this node leaving failed"),
+        }
+        self.publish(EVENT_NODE_LEAVING).await;
+        let _ = self.refresh().await;
+        if tokio::time::timeout(LEAVE_DRAIN_TIMEOUT, inner.work.wait_idle(|_| true)).await.is_err() {
+            tracing::warn!(node = %inner.me, "in-flight work did not finish in time; leaving anyway");
+        }
+        inner.serving.send_replace(false);
+        match inner.store.node_transition(inner.me, &["leaving", "joining", "alive"], "left").await {
+            Ok(_) => tracing::info!(node = %inner.me, "left the zone"),
+            Err(error) => tracing::warn!(%error, "marking this node left failed; peers will evict it"),
+        }
+        self.publish(EVENT_NODE_LEFT).await;
+    }
+
+    async fn publish(&self, kind: &str) {
+        self.publish_about(kind, self.inner.me).await
+    }
+
+    async fn publish_about(&self, kind: &str, node: Uuid) {
+        let body = serde_json::json!({ "node_id": node, "api_url": if node == self.inner.me { Some(&self.inner.api_url) } else { None } });
+        let event = Event { kind: kind.to_owned(), source: self.inner.me, body: body.to_string().into_bytes() };
+        if let Err(error) = self.inner.bus.publish(event).await {
+            // Events only speed things up; the tick reconciles without them.
+            tracing::debug!(%error, kind, "publishing membership event failed");
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+}

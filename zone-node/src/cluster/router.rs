@@ -1,0 +1,126 @@
+//! Resource services: the bus handler that puts every message about a resource through the ring
+//! owner's work queue.
+//!
+//! A message reaches a node because some node's ring said this node owns the resource. By the
+//! time its task starts that may no longer be true, so the decision is taken again then, with
+//! [`Cluster::admit`]: run it, forward it to the owner (its reply still goes straight to the
+//! original caller), or hold it until the previous owner has let go.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{ErrorBody, ErrorCode};
+
+use crate::bus::{Bus, Delivery, Destination, Handler, Message};
+use crate::cluster::membership::{Admission, Cluster};
+use crate::workqueue::WorkQueues;
+
+/// Forwarded more than this many times, a message is failed with `ring_unstable`: the nodes'
+/// views disagree for longer than any ring change should take.
+const MAX_HOPS: u32 = 16;
+/// After this many hops, wait a little before forwarding again, so views can settle.
+const SETTLE_AFTER_HOPS: u32 = 3;
+const SETTLE_DELAY: Duration = Duration::from_millis(100);
+
+/// The business logic of a resource service: handles one message whose resource this node owns,
+/// with no other task on that resource running anywhere in the zone.
+#[async_trait::async_trait]
+pub trait ResourceHandler: Send + Sync + 'static {
+    async fn handle(&self, msg: &Message) -> Result<Vec<u8>, ErrorBody>;
+}
+
+/// Adapts a [`ResourceHandler`] to the bus: queueing per resource, ownership checks, forwarding,
+/// fencing.
+pub struct ResourceService<H> {
+    service: String,
+    cluster: Cluster,
+    bus: Bus,
+    work: WorkQueues,
+    /// Concurrency per resource: 1 serialises all work on one resource.
+    level: usize,
+    handler: Arc<H>,
+}
+
+impl<H: ResourceHandler> ResourceService<H> {
+    pub fn new(service: &str, cluster: Cluster, bus: Bus, work: WorkQueues, level: usize, handler: H) -> Self {
+        ResourceService { service: service.to_owned(), cluster, bus, work, level, handler: Arc::new(handler) }
+    }
+}
+
+#[async_trait::async_trait]
+impl<H: ResourceHandler> Handler for ResourceService<H> {
+    async fn handle(&self, delivery: Delivery) {
+        let Some(key) = delivery.msg.resource_id.clone() else {
+            let error = ErrorBody::new(ErrorCode::InvalidBody, format!("a {} message needs the x-resource-id header", self.service));
+            delivery.reply(Err(error)).await;
+            return;
+        };
+        let (service, cluster, bus, handler) = (self.service.clone(), self.cluster.clone(), self.bus.clone(), self.handler.clone());
+        self.work.submit(&key.clone(), self.level, move || async move {
+            run_owned(&service, &key, cluster, bus, handler, delivery).await;
+        });
+    }
+}
+
+/// Runs one task, inside its resource's queue slot.
+async fn run_owned<H: ResourceHandler>(service: &str, key: &str, cluster: Cluster, bus: Bus, handler: Arc<H>, delivery: Delivery) {
+    loop {
+        if expired(&delivery.msg) {
+            // Nobody waits for the answer any more; doing the work now could surprise the caller.
+            delivery.reply(Err(ErrorBody::new(ErrorCode::Timeout, "the message's deadline passed before it could run"))).await;
+            return;
+        }
+        match cluster.admit(key) {
+            Admission::Run => {
+                let outcome = tokio::select! {
+                    outcome = handler.handle(&delivery.msg) => outcome,
+                    // Fenced mid-task: peers may take this resource over, so stop touching it.
+                    _ = cluster.stopped_serving() => Err(ErrorBody::new(ErrorCode::NodeFenced, "the node stopped serving while the task ran")),
+                };
+                delivery.reply(outcome).await;
+                return;
+            }
+            Admission::Forward(owner) => {
+                let mut delivery = delivery;
+                if delivery.msg.hops >= MAX_HOPS {
+                    let error = ErrorBody::new(ErrorCode::RingUnstable, "the zone's ring did not settle; retry");
+                    delivery.reply(Err(error)).await;
+                    return;
+                }
+                if delivery.msg.hops >= SETTLE_AFTER_HOPS {
+                    tokio::time::sleep(SETTLE_DELAY).await;
+                }
+                delivery.msg.hops += 1;
+                tracing::debug!(service, resource = key, to = %owner, hops = delivery.msg.hops, "forwarding to the ring owner");
+                // A failed forward already answered the caller with the bus error, or the bus
+                // could not reach the caller either: nothing more to do here.
+                if let Err(error) = bus.forward(Destination::Node { service: service.to_owned(), node: owner }, delivery).await {
+                    tracing::warn!(service, resource = key, to = %owner, %error, "forward failed");
+                }
+                return;
+            }
+            Admission::Hold => {
+                // Wait for the view (or this node's serving state) to change, or the deadline.
+                let wait = deadline_left(&delivery.msg).unwrap_or(Duration::from_secs(60));
+                if tokio::time::timeout(wait, cluster.changed()).await.is_err() {
+                    continue; // re-checked as expired at the top
+                }
+            }
+            Admission::Stop => {
+                let error = ErrorBody::new(ErrorCode::NodeFenced, "this node does not serve resources now; retry");
+                delivery.reply(Err(error)).await;
+                return;
+            }
+        }
+    }
+}
+
+fn expired(msg: &Message) -> bool {
+    matches!(deadline_left(msg), Some(left) if left.is_zero())
+}
+
+fn deadline_left(msg: &Message) -> Option<Duration> {
+    let deadline = msg.deadline_ms?;
+    let left = deadline - crate::time::local_now_ms();
+    Some(Duration::from_millis(left.max(0) as u64))
+}

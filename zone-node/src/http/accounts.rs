@@ -1,0 +1,87 @@
+//! Accounts (admin only): `POST /v1/accounts`, `GET /v1/accounts`, `DELETE /v1/accounts/{username}`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Extension, Router};
+
+use api::{Account, AccountCreate, AccountList, ErrorCode, Role};
+
+use crate::app::AppState;
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, ApiResult, Json};
+use crate::store::AccountRow;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/accounts", get(list_accounts).post(create_account))
+        .route("/v1/accounts/{username}", delete(delete_account))
+}
+
+fn to_api(row: AccountRow) -> ApiResult<Account> {
+    let role = Role::parse(&row.role).ok_or_else(|| crate::error::Error::Internal(format!("account has unknown role {:?}", row.role)))?;
+    Ok(Account { username: row.username, role, client_id: row.client_id, created_at: crate::time::rfc3339_ms(row.created_at_ms) })
+}
+
+/// Create an account.
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = AccountCreate,
+    responses((status = 201, body = Account), (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_account(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<AccountCreate>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    if !api::validate::valid_username(&req.username) {
+        return Err(ApiError::new(ErrorCode::InvalidField, "username: use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', '@' and '-'"));
+    }
+    if let Err(problem) = api::validate::check_password_policy(&req.password) {
+        return Err(ApiError::new(ErrorCode::InvalidField, format!("password: {problem}")));
+    }
+    match (&req.role, &req.client_id) {
+        (Role::Member, None) => return Err(ApiError::new(ErrorCode::InvalidField, "client_id: required for a member")),
+        (_, Some(id)) if !api::validate::valid_client_id(id) => {
+            return Err(ApiError::new(ErrorCode::InvalidField, "client_id: use 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'"))
+        }
+        _ => {}
+    }
+    let password = req.password;
+    let password_hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+        .await
+        .map_err(|e| crate::error::Error::Internal(format!("password hashing panicked: {e}")))?;
+    let row = AccountRow { username: req.username, password_hash, role: req.role.as_str().to_owned(), client_id: req.client_id, created_at_ms: 0 };
+    let created = state.store.account_create(&row).await?;
+    tracing::info!(username = %created.username, role = %created.role, by = %caller.username, "created account");
+    Ok((StatusCode::CREATED, axum::Json(to_api(created)?)).into_response())
+}
+
+/// List accounts.
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", responses((status = 200, body = AccountList)), security(("bearer" = [])))]
+pub async fn list_accounts(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<axum::Json<AccountList>> {
+    caller.require_admin()?;
+    let accounts = state.store.accounts().await?.into_iter().map(to_api).collect::<ApiResult<Vec<_>>>()?;
+    Ok(axum::Json(AccountList { accounts }))
+}
+
+/// Delete an account and revoke its tokens.
+#[utoipa::path(delete, path = "/v1/accounts/{username}", tag = "accounts",
+    params(("username" = String, Path)),
+    responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)), security(("bearer" = [])))]
+pub async fn delete_account(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(username): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    if username == caller.username {
+        return Err(ApiError::new(ErrorCode::InvalidState, "you cannot delete the account you are logged in as"));
+    }
+    if !state.store.account_delete(&username).await? {
+        return Err(ApiError::new(ErrorCode::NotFound, format!("account {username:?} not found")));
+    }
+    state.tokens.invalidate_all();
+    tracing::info!(username = %username, by = %caller.username, "deleted account");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,107 @@
+//! This zone: `GET /v1/zone`, and the admin diagnostics of its ring (`POST /v1/zone/owners`,
+//! `POST /v1/zone/probe/{resource_id}`).
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+
+use api::{ErrorCode, NodeInfo, OwnersRequest, OwnersResponse, ProbeRequest, ProbeResponse, ZoneInfo};
+
+use crate::app::AppState;
+use crate::bus::{Destination, Message};
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, ApiResult, Json};
+use crate::services::probe::MAX_HOLD_MS;
+
+/// The most resource ids one owners request may ask about.
+const MAX_OWNER_QUERIES: usize = 100_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/zone", get(get_zone))
+        .route("/v1/zone/owners", post(owners))
+        .route("/v1/zone/probe/{resource_id}", post(probe))
+}
+
+/// This zone: identity and management nodes.
+#[utoipa::path(get, path = "/v1/zone", tag = "zone", responses((status = 200, body = ZoneInfo)), security(("bearer" = [])))]
+pub async fn get_zone(State(state): State<AppState>, Extension(_caller): Extension<Caller>) -> ApiResult<axum::Json<ZoneInfo>> {
+    let membership = state.store.membership().await?;
+    let nodes = membership
+        .nodes
+        .into_iter()
+        .map(|n| NodeInfo {
+            id: n.id.to_string(),
+            state: n.state,
+            api_url: n.api_url,
+            last_heartbeat: crate::time::rfc3339_ms(n.heartbeat_ms),
+            joined_at: crate::time::rfc3339_ms(n.joined_at_ms),
+        })
+        .collect();
+    Ok(axum::Json(ZoneInfo {
+        id: state.zone.id.to_string(),
+        name: state.zone.name.clone(),
+        api_url: state.config.api_url().to_owned(),
+        nodes,
+        capabilities: serde_json::json!({}),
+        children: Vec::new(),
+        generation: 0,
+        ring_epoch: membership.epoch,
+    }))
+}
+
+/// Which node owns each resource id, on this node's ring (admin).
+#[utoipa::path(post, path = "/v1/zone/owners", tag = "zone", request_body = OwnersRequest,
+    responses((status = 200, body = OwnersResponse), (status = 400, body = api::ErrorBody)), security(("bearer" = [])))]
+pub async fn owners(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<OwnersRequest>,
+) -> ApiResult<axum::Json<OwnersResponse>> {
+    caller.require_admin()?;
+    if req.resources.len() > MAX_OWNER_QUERIES {
+        return Err(ApiError::new(ErrorCode::InvalidField, format!("resources: at most {MAX_OWNER_QUERIES} per request")));
+    }
+    let view = state.cluster.view();
+    let owners = req
+        .resources
+        .iter()
+        .map(|r| view.route.owner(r).map(|n| n.to_string()).unwrap_or_default())
+        .collect();
+    Ok(axum::Json(OwnersResponse { node_id: state.cluster.me().to_string(), ring_epoch: view.epoch, owners }))
+}
+
+/// Run a probe task on the resource's ring owner (admin, diagnostic).
+#[utoipa::path(post, path = "/v1/zone/probe/{resource_id}", tag = "zone", request_body = ProbeRequest,
+    params(("resource_id" = String, Path)),
+    responses((status = 200, body = ProbeResponse), (status = 503, body = api::ErrorBody)), security(("bearer" = [])))]
+pub async fn probe(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(resource_id): Path<String>,
+    Json(req): Json<ProbeRequest>,
+) -> ApiResult<axum::Json<ProbeResponse>> {
+    caller.require_admin()?;
+    if resource_id.is_empty() || resource_id.len() > 128 {
+        return Err(ApiError::new(ErrorCode::InvalidField, "resource_id: 1 to 128 characters"));
+    }
+    if req.hold_ms > MAX_HOLD_MS {
+        return Err(ApiError::new(ErrorCode::InvalidField, format!("hold_ms: at most {MAX_HOLD_MS}")));
+    }
+    let owner = state
+        .cluster
+        .route_owner(&resource_id)
+        .ok_or_else(|| ApiError::new(ErrorCode::RingUnstable, "this node has no ring yet; retry"))?;
+    let timeout = state.config.call_timeout().max(Duration::from_millis(req.hold_ms) + Duration::from_secs(5));
+    let mut msg = Message::new("probe.run", serde_json::to_vec(&req).map_err(|e| crate::error::Error::Internal(e.to_string()))?)
+        .with_resource(resource_id);
+    msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
+    let reply = state
+        .bus
+        .call(Destination::Node { service: crate::services::PROBE.into(), node: owner }, msg, timeout)
+        .await?;
+    let response: ProbeResponse = serde_json::from_slice(&reply).map_err(|e| crate::error::Error::Internal(format!("probe reply: {e}")))?;
+    Ok(axum::Json(response))
+}
