@@ -120,6 +120,8 @@ pub struct ZoneInfo {
     pub id: String,
     pub name: String,
     pub api_url: String,
+    /// The management node that answered.
+    pub node_id: String,
     pub nodes: Vec<NodeInfo>,
     /// Aggregated capabilities (filled in by zone resources and federation).
     #[schema(value_type = Object)]

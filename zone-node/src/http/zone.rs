@@ -44,6 +44,7 @@ pub async fn get_zone(State(state): State<AppState>, Extension(_caller): Extensi
         id: state.zone.id.to_string(),
         name: state.zone.name.clone(),
         api_url: state.config.api_url().to_owned(),
+        node_id: state.cluster.me().to_string(),
         nodes,
         capabilities: serde_json::json!({}),
         children: Vec::new(),

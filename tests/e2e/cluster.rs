@@ -1,0 +1,187 @@
+//! A zone of several real `zone-node` processes on PostgreSQL and RabbitMQ: membership, the ring,
+//! eviction after `kill -9`, and a fourth node joining while work runs.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use api::ErrorCode;
+use e2e::{Cluster, ClusterOptions};
+use uuid::Uuid;
+
+fn random_resources(n: usize) -> Vec<String> {
+    (0..n).map(|_| Uuid::new_v4().to_string()).collect()
+}
+
+/// Asks every node of the zone for the owners of `resources`; panics unless all agree.
+async fn agreed_owners(zone: &Cluster, resources: &[String]) -> Vec<String> {
+    let mut answers = Vec::new();
+    for node in zone.nodes() {
+        let client = node.client().await;
+        answers.push(client.owners(resources.to_vec()).await.expect("owners"));
+    }
+    let first = &answers[0];
+    for other in &answers[1..] {
+        assert_eq!(other.ring_epoch, first.ring_epoch, "nodes answered from different ring epochs");
+        let disagreements = first.owners.iter().zip(&other.owners).filter(|(a, b)| a != b).count();
+        assert_eq!(disagreements, 0, "node {} and node {} disagree on {disagreements} owners", first.node_id, other.node_id);
+    }
+    first.owners.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_one_zone_and_agree_on_owners() {
+    let zone = Cluster::start(3, ClusterOptions::default()).await;
+    let ids: Vec<String> = zone.nodes().iter().map(|n| n.node_id()).collect();
+    for node in zone.nodes() {
+        let info = node.client().await.zone().await.expect("zone");
+        let mut alive: Vec<String> = info.nodes.iter().filter(|n| n.state == "alive").map(|n| n.id.clone()).collect();
+        alive.sort();
+        let mut expected = ids.clone();
+        expected.sort();
+        assert_eq!(alive, expected, "{} lists other nodes", node.url());
+    }
+    let resources = random_resources(10_000);
+    let owners = agreed_owners(&zone, &resources).await;
+    let mut share: HashMap<&str, usize> = HashMap::new();
+    for o in &owners {
+        *share.entry(o.as_str()).or_default() += 1;
+    }
+    assert_eq!(share.len(), 3, "every node owns part of the ring: {share:?}");
+    for (node, n) in &share {
+        assert!(*n > 2000, "node {node} owns only {n} of 10000");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_node_is_evicted_its_calls_fail_and_survivors_take_over() {
+    let options = ClusterOptions::default();
+    let (heartbeat, dead_after) = (Duration::from_millis(options.heartbeat_ms), Duration::from_millis(options.dead_after_ms));
+    let mut zone = Cluster::start(3, options).await;
+    let victim = zone.node(2).node_id();
+    let admin0 = zone.node(0).client().await;
+
+    // Resources the victim owns.
+    let resources = random_resources(300);
+    let owners = agreed_owners(&zone, &resources).await;
+    let victims: Vec<String> = resources.iter().zip(&owners).filter(|(_, o)| **o == victim).map(|(r, _)| r.clone()).collect();
+    assert!(victims.len() > 30, "victim owns {} of 300", victims.len());
+
+    // A call waiting on the victim when it dies.
+    let waiting = {
+        let client = admin0.clone();
+        let resource = victims[0].clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let result = client.probe(&resource, 9_000).await;
+            (result, started.elapsed())
+        })
+    };
+    // Let the probe start on the victim.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let killed_at = Instant::now();
+    zone.node_mut(2).kill9().await;
+
+    // Survivors evict it within the timeout plus one tick (plus scheduling slack for 2 cores).
+    let limit = dead_after + heartbeat + Duration::from_millis(1500);
+    let mut evicted_after = None;
+    while killed_at.elapsed() < limit + Duration::from_secs(5) {
+        let info = admin0.zone().await.expect("zone");
+        if info.nodes.iter().any(|n| n.id == victim && n.state == "dead") {
+            evicted_after = Some(killed_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let evicted_after = evicted_after.expect("victim never evicted");
+    assert!(evicted_after <= limit, "evicted after {evicted_after:?}, limit {limit:?}");
+
+    // The waiting call failed with node_unavailable at eviction, not at its deadline.
+    let (result, took) = waiting.await.expect("join");
+    let error = result.expect_err("the probe on a killed node cannot succeed");
+    assert_eq!(error.code(), Some(ErrorCode::NodeUnavailable), "{error}");
+    assert!(took < Duration::from_secs(9), "the call waited {took:?}, as long as its hold");
+
+    // The victim's share is now served by the survivors, through either survivor.
+    let survivors = [zone.node(0).node_id(), zone.node(1).node_id()];
+    for (i, resource) in victims.iter().take(20).enumerate() {
+        let client = zone.node(i % 2).client().await;
+        let done = e2e::poll_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            let client = client.clone();
+            let resource = resource.clone();
+            async move { client.probe(&resource, 0).await.ok() }
+        })
+        .await
+        .unwrap_or_else(|| panic!("resource {resource} of the dead node never served"));
+        assert!(survivors.contains(&done.node_id), "served by {}", done.node_id);
+    }
+
+    // Restarted, it rejoins (as a new node id) and the zone has three alive nodes again.
+    zone.node_mut(2).restart().await;
+    zone.wait_for_alive(3, Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fourth_node_takes_a_quarter_and_no_resource_runs_twice() {
+    let mut zone = Cluster::start(3, ClusterOptions::default()).await;
+    let resources = random_resources(10_000);
+    let before = agreed_owners(&zone, &resources).await;
+
+    // Keep probes running on 64 resources through all three APIs while the fourth node joins.
+    let hot: Vec<String> = resources[..64].to_vec();
+    let stop = tokio_util_stop();
+    let mut workers = Vec::new();
+    for (w, resource) in hot.iter().enumerate() {
+        let client = zone.node(w % 3).client().await;
+        let resource = resource.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match client.probe(&resource, 20).await {
+                    Ok(r) => {
+                        assert_eq!(r.active, 1, "two handlers on {resource} at once");
+                        ok += 1;
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (resource, ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let fourth = zone.add_node().await.node_id();
+    zone.wait_for_alive(4, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let mut calls = 0;
+    for worker in workers {
+        let (resource, ok, failed) = worker.await.expect("worker");
+        assert!(failed.is_empty(), "probes on {resource} failed during the join: {failed:?}");
+        calls += ok;
+    }
+    assert!(calls > 64, "too few probes ran ({calls})");
+
+    // The database's own count: no probe ever saw another one running on its resource.
+    let stats = zone.probe_stats().await;
+    let total: i64 = stats.iter().map(|s| s.completed).sum();
+    assert_eq!(total as u64, calls, "completed probes in the database differ from successful calls");
+    for s in &stats {
+        assert_eq!(s.max_active, 1, "resource {} had {} concurrent handlers", s.resource_id, s.max_active);
+    }
+
+    let after = agreed_owners(&zone, &resources).await;
+    let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
+    for (b, a) in before.iter().zip(&after) {
+        if b != a {
+            assert_eq!(a, &fourth, "a resource moved between two old nodes");
+        }
+    }
+    let share = moved as f64 / resources.len() as f64;
+    assert!((0.20..=0.30).contains(&share), "the fourth node took {:.1}% of resources", share * 100.0);
+}
+
+fn tokio_util_stop() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
+}

@@ -1,0 +1,30 @@
+//! The embedded default (SQLite, in-process bus) runs with no server, and a bad setting stops the
+//! node at start with a message naming it.
+
+use e2e::{NodeProcess, NodeSpec};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_node_serves_alone() {
+    let node = NodeProcess::start(NodeSpec::embedded()).await;
+    let client = node.client().await;
+    let zone = client.zone().await.expect("zone");
+    assert_eq!(zone.nodes.len(), 1);
+    assert_eq!(zone.nodes[0].state, "alive");
+    assert_eq!(zone.node_id, zone.nodes[0].id);
+    // The ring routes through the in-process bus to the node itself.
+    let probe = client.probe("r-1", 0).await.expect("probe");
+    assert_eq!(probe.node_id, zone.node_id);
+    assert_eq!(probe.active, 1);
+    // The OpenAPI document is served without a token and names the API's paths.
+    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", node.url())).await.unwrap().json().await.unwrap();
+    assert!(doc["paths"]["/v1/auth/tokens"].is_object(), "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_stop_the_node_naming_the_setting() {
+    for (var, value) in [("ZONE_DEAD_AFTER_MS", "100"), ("ZONE_BUS_URL", "kafka://x"), ("ZONE_LISTEN", "nowhere")] {
+        let output = NodeSpec::embedded().with_env(var, value).run_to_exit().await;
+        assert_eq!(output.code, Some(2), "{var}={value}: exit {:?}, stderr {}", output.code, output.stderr);
+        assert!(output.stderr.contains(var), "{var}={value}: stderr does not name it: {}", output.stderr);
+    }
+}
