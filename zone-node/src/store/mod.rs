@@ -29,10 +29,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::Connection;
 use uuid::Uuid;
 
 /// Runs `$body` with `$pool` bound to the concrete pool behind the store. The body is expanded
@@ -103,12 +104,14 @@ impl From<sqlx::Error> for StoreError {
 
 /// True when `e` is a unique-constraint violation.
 fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error().is_some_and(|d| d.is_unique_violation())
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 /// Parses a UUID read back from a text column.
 fn parse_uuid(what: &str, s: &str) -> Result<Uuid> {
-    Uuid::parse_str(s).map_err(|e| StoreError::Other(format!("bad {what} id {s:?} in database: {e}")))
+    Uuid::parse_str(s)
+        .map_err(|e| StoreError::Other(format!("bad {what} id {s:?} in database: {e}")))
 }
 
 /// A management node's row.
@@ -212,7 +215,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("backend", &self.backend()).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
     }
 }
 
@@ -267,7 +272,11 @@ impl Store {
         if in_memory {
             // Each connection to `:memory:` would see its own database, and the shared cache sqlx
             // uses instead reports table locks without waiting: keep one connection, forever.
-            pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
         } else {
             let path = opts.get_filename();
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -278,38 +287,50 @@ impl Store {
             pool = pool.max_connections(max_connections);
         }
         let path = opts.get_filename().display().to_string();
-        let pool = pool
-            .connect_with(opts)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot open sqlite database {path}: {e}")))?;
-        Ok(Store { backend: Backend::Sqlite(pool) })
+        let pool = pool.connect_with(opts).await.map_err(|e| {
+            StoreError::Unavailable(format!("cannot open sqlite database {path}: {e}"))
+        })?;
+        Ok(Store {
+            backend: Backend::Sqlite(pool),
+        })
     }
 
     async fn connect_postgres(url: &str, max_connections: u32) -> Result<Store> {
         // sqlx's parse errors do not echo the URL, so the password stays out of the message.
-        let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        let opts =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
         let target = format!(
             "postgres at {}:{}/{}",
             opts.get_host(),
             opts.get_port(),
             opts.get_database().unwrap_or("(default database)")
         );
-        let connecting = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(CONNECT_TIMEOUT)
-            .connect_with(opts);
-        // The pool's acquire timeout bounds the first connection too; the outer timeout is a
-        // backstop so start-up can never hang on an unreachable server.
-        let pool = match tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(1), connecting).await {
-            Ok(Ok(pool)) => pool,
-            Ok(Err(e)) => return Err(StoreError::Unavailable(format!("cannot connect to {target}: {e}"))),
-            Err(_) => {
+        // One direct connection first: a pool that cannot connect only reports that it timed
+        // out, while this reports why (refused, unknown host, authentication failed).
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => {
                 return Err(StoreError::Unavailable(format!(
-                    "cannot connect to {target}: timed out after {CONNECT_TIMEOUT:?}"
+                    "cannot connect to {target}: {e}"
                 )))
             }
-        };
-        Ok(Store { backend: Backend::Postgres(pool) })
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot connect to {target}: no answer within {CONNECT_TIMEOUT:?}"
+                )))
+            }
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {target}: {e}")))?;
+        Ok(Store {
+            backend: Backend::Postgres(pool),
+        })
     }
 
     /// Applies the embedded migrations. PostgreSQL serialises concurrent migrators with an
@@ -341,7 +362,10 @@ impl Store {
     /// A round trip to the database (for readiness checks).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn ping(&self) -> Result<()> {
-        with_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
+        with_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -349,7 +373,9 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn now_ms(&self) -> Result<i64> {
         let now: i64 = with_pool!(self, |pool| {
-            sqlx::query_scalar("SELECT now_ms FROM db_clock").fetch_one(pool).await
+            sqlx::query_scalar("SELECT now_ms FROM db_clock")
+                .fetch_one(pool)
+                .await
         })?;
         Ok(now)
     }
@@ -372,8 +398,16 @@ impl Store {
              RETURNING id, name, created_at_ms";
         let new_id = Uuid::new_v4().to_string();
         let raw: RawZone = with_pool!(self, |pool| {
-            sqlx::query_as(SQL).bind(&new_id).bind(name).fetch_one(pool).await
+            sqlx::query_as(SQL)
+                .bind(&new_id)
+                .bind(name)
+                .fetch_one(pool)
+                .await
         })?;
-        Ok(ZoneRow { id: parse_uuid("zone", &raw.id)?, name: raw.name, created_at_ms: raw.created_at_ms })
+        Ok(ZoneRow {
+            id: parse_uuid("zone", &raw.id)?,
+            name: raw.name,
+            created_at_ms: raw.created_at_ms,
+        })
     }
 }

@@ -26,7 +26,10 @@ impl Store {
                  THEN probe.active + 1 ELSE probe.max_active END \
              RETURNING active";
         let active: i64 = with_pool!(self, |pool| {
-            sqlx::query_scalar(SQL).bind(resource_id).fetch_one(pool).await
+            sqlx::query_scalar(SQL)
+                .bind(resource_id)
+                .fetch_one(pool)
+                .await
         })?;
         Ok(active)
     }
@@ -43,7 +46,10 @@ impl Store {
              completed = probe.completed + 1 \
              RETURNING completed";
         let completed: i64 = with_pool!(self, |pool| {
-            sqlx::query_scalar(SQL).bind(resource_id).fetch_one(pool).await
+            sqlx::query_scalar(SQL)
+                .bind(resource_id)
+                .fetch_one(pool)
+                .await
         })?;
         Ok(completed)
     }
@@ -53,7 +59,8 @@ impl Store {
     pub async fn probe_stats(&self) -> Result<Vec<ProbeRow>> {
         const SQL: &str =
             "SELECT resource_id, active, max_active, completed FROM probe ORDER BY resource_id";
-        let raw: Vec<RawProbe> = with_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)?;
+        let raw: Vec<RawProbe> =
+            with_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)?;
         Ok(raw
             .into_iter()
             .map(|r| ProbeRow {
