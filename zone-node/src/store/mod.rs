@@ -92,14 +92,25 @@ impl From<sqlx::Error> for StoreError {
             E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
                 StoreError::Unavailable(e.to_string())
             }
-            // SQLITE_BUSY (5) and SQLITE_LOCKED (6): another writer held the database for longer
-            // than the busy timeout; the database is there but not available to us right now.
-            E::Database(d) if matches!(d.code().as_deref(), Some("5") | Some("6")) => {
-                StoreError::Unavailable(e.to_string())
-            }
+            E::Database(d) if is_transient(d.as_ref()) => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Other(e.to_string()),
         }
     }
+}
+
+/// True for database errors that say the database cannot serve us right now, rather than that
+/// the request was wrong.
+fn is_transient(d: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
+    if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), in any extended form: another writer held the
+        // database for longer than the busy timeout.
+        let code: i64 = d.code().and_then(|c| c.parse().ok()).unwrap_or(0);
+        return matches!(code & 0xff, 5 | 6);
+    }
+    // PostgreSQL SQLSTATE classes 08 (connection exception), 53 (insufficient resources, such as
+    // too many connections) and 57P (the server is shutting down or restarting).
+    let code = d.code().unwrap_or_default();
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
 }
 
 /// True when `e` is a unique-constraint violation.
