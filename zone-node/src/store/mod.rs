@@ -5,10 +5,66 @@
 //! database clock, never from a node's clock. Ids are stored as text, times as epoch milliseconds
 //! (BIGINT), so both dialects hold the same values.
 //!
-//! INTERFACE CONTRACT (skeleton): the implementation replaces the `todo!()` bodies; the signatures
-//! are what the rest of the node codes against.
+//! # How the two backends share one code path
+//! [`Store`] holds a concrete pool per backend (no `sqlx::Any`). Each method writes its SQL once,
+//! with `$1` placeholders (SQLite understands them too), and the `with_pool!` macro expands the
+//! query code once per pool, so both drivers type-check the same text. The only dialect-specific
+//! fragment, the database clock, lives in the `db_clock` view that each backend's first migration
+//! creates; queries read `(SELECT now_ms FROM db_clock)`.
+//!
+//! # Layout
+//! - this file: connection, errors, row types, the zone identity
+//! - [`nodes`](self::nodes): membership rows and the ring epoch
+//! - [`accounts`](self::accounts): accounts and bearer tokens
+//! - [`jobs`](self::jobs): the database-backed work queue (one running job per queue, zone-wide)
+//! - [`probe`](self::probe): diagnostic concurrency counters
+//!
+//! # SQLite and concurrency
+//! Writers in WAL mode queue on the database lock for up to [`SQLITE_BUSY_TIMEOUT`]. SQLite only
+//! honours that wait when a transaction's first statement is a write (a transaction that reads
+//! first and then writes fails at once with "database is locked" if another writer got in
+//! between), so every multi-statement transaction here starts with a write.
 
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Connection;
 use uuid::Uuid;
+
+/// Runs `$body` with `$pool` bound to the concrete pool behind the store. The body is expanded
+/// once per backend, so the same query code is compiled against both drivers.
+macro_rules! with_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.backend {
+            $crate::store::Backend::Sqlite($pool) => $body,
+            $crate::store::Backend::Postgres($pool) => $body,
+        }
+    };
+}
+
+pub mod accounts;
+pub mod jobs;
+pub mod nodes;
+pub mod probe;
+
+/// How long a PostgreSQL connection attempt (and a wait for a pooled connection) may take before
+/// the store reports [`StoreError::Unavailable`].
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a SQLite writer waits for another writer to commit before failing.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a caller waits for a free pooled SQLite connection. Longer than the busy timeout:
+/// on a local file, waiting is always better than failing.
+const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pool size when [`Store::connect`] is used.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,6 +81,49 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl From<sqlx::Error> for StoreError {
+    /// Connection and pool failures become [`StoreError::Unavailable`], everything else
+    /// [`StoreError::Other`]. Unique violations are mapped by the caller, which knows what
+    /// conflicted. sqlx's messages carry no bound values, so no secret reaches the text.
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+                StoreError::Unavailable(e.to_string())
+            }
+            E::Database(d) if is_transient(d.as_ref()) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Other(e.to_string()),
+        }
+    }
+}
+
+/// True for database errors that say the database cannot serve us right now, rather than that
+/// the request was wrong.
+fn is_transient(d: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
+    if d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLITE_BUSY (5) and SQLITE_LOCKED (6), in any extended form: another writer held the
+        // database for longer than the busy timeout.
+        let code: i64 = d.code().and_then(|c| c.parse().ok()).unwrap_or(0);
+        return matches!(code & 0xff, 5 | 6);
+    }
+    // PostgreSQL SQLSTATE classes 08 (connection exception), 53 (insufficient resources, such as
+    // too many connections) and 57P (the server is shutting down or restarting).
+    let code = d.code().unwrap_or_default();
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
+}
+
+/// True when `e` is a unique-constraint violation.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+/// Parses a UUID read back from a text column.
+fn parse_uuid(what: &str, s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s)
+        .map_err(|e| StoreError::Other(format!("bad {what} id {s:?} in database: {e}")))
+}
 
 /// A management node's row.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +146,7 @@ pub struct Membership {
     pub nodes: Vec<NodeRow>,
 }
 
+/// This zone's identity, shared by all of its nodes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ZoneRow {
     pub id: Uuid,
@@ -54,7 +154,8 @@ pub struct ZoneRow {
     pub created_at_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// An account. `password_hash` is an argon2id PHC string (see [`crate::auth`]).
+#[derive(Clone, PartialEq)]
 pub struct AccountRow {
     pub username: String,
     pub password_hash: String,
@@ -64,6 +165,20 @@ pub struct AccountRow {
     pub created_at_ms: i64,
 }
 
+// By hand, so the password hash never reaches a log line through `{:?}`.
+impl std::fmt::Debug for AccountRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRow")
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .field("role", &self.role)
+            .field("client_id", &self.client_id)
+            .field("created_at_ms", &self.created_at_ms)
+            .finish()
+    }
+}
+
+/// What a bearer token grants: its account's identity and its expiry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenRow {
     pub username: String,
@@ -74,6 +189,7 @@ pub struct TokenRow {
     pub expired: bool,
 }
 
+/// A job of the database-backed work queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRow {
     pub id: i64,
@@ -86,6 +202,7 @@ pub struct JobRow {
     pub result: Option<String>,
 }
 
+/// Diagnostic counters of one resource: how many workers were inside it at once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeRow {
     pub resource_id: String,
@@ -94,154 +211,214 @@ pub struct ProbeRow {
     pub completed: i64,
 }
 
+/// The concrete pool behind a [`Store`].
+#[derive(Clone)]
+pub(crate) enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
 /// The database of one zone. Cheap to clone (a pool).
 #[derive(Clone)]
 pub struct Store {
-    _private: (),
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RawZone {
+    id: String,
+    name: String,
+    created_at_ms: i64,
 }
 
 impl Store {
     /// Connects to `sqlite://...` or `postgres://...` and applies migrations.
     pub async fn connect(url: &str) -> Result<Store> {
-        let _ = url;
-        todo!()
+        Self::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
     }
+
+    /// [`Store::connect`] with a pool of at most `max_connections` connections.
+    ///
+    /// SQLite: `sqlite://path` (or `sqlite:path`); the file and its parent directory are created
+    /// if missing. `sqlite::memory:` gives a private in-memory database on a single connection,
+    /// for tests. PostgreSQL: `postgres://` or `postgresql://`.
+    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Store> {
+        let max_connections = max_connections.max(1);
+        let store = if url.starts_with("sqlite:") {
+            Self::connect_sqlite(url, max_connections).await?
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Self::connect_postgres(url, max_connections).await?
+        } else {
+            // Only the scheme: the rest of a URL may hold a password.
+            let scheme = url.split_once(':').map_or("(none)", |(s, _)| s);
+            return Err(StoreError::InvalidUrl(format!(
+                "unsupported scheme {scheme:?}: expected sqlite://… or postgres://…"
+            )));
+        };
+        store.migrate().await?;
+        tracing::info!(backend = store.backend(), "database ready");
+        Ok(store)
+    }
+
+    async fn connect_sqlite(url: &str, max_connections: u32) -> Result<Store> {
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::InvalidUrl(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is the usual pairing with WAL: durable across a process crash, and a power
+            // loss can only lose the last commits, never corrupt the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let mut pool = SqlitePoolOptions::new().acquire_timeout(SQLITE_ACQUIRE_TIMEOUT);
+        if in_memory {
+            // Each connection to `:memory:` would see its own database, and the shared cache sqlx
+            // uses instead reports table locks without waiting: keep one connection, forever.
+            pool = pool
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        } else {
+            let path = opts.get_filename();
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            pool = pool.max_connections(max_connections);
+        }
+        let path = opts.get_filename().display().to_string();
+        let pool = pool.connect_with(opts).await.map_err(|e| {
+            StoreError::Unavailable(format!("cannot open sqlite database {path}: {e}"))
+        })?;
+        Ok(Store {
+            backend: Backend::Sqlite(pool),
+        })
+    }
+
+    async fn connect_postgres(url: &str, max_connections: u32) -> Result<Store> {
+        // sqlx's parse errors do not echo the URL, so the password stays out of the message.
+        let opts =
+            PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        let target = format!(
+            "postgres at {}:{}/{}",
+            opts.get_host(),
+            opts.get_port(),
+            opts.get_database().unwrap_or("(default database)")
+        );
+        // One direct connection first: a pool that cannot connect only reports that it timed
+        // out, while this reports why (refused, unknown host, authentication failed).
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&opts)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot connect to {target}: {e}"
+                )))
+            }
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot connect to {target}: no answer within {CONNECT_TIMEOUT:?}"
+                )))
+            }
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(CONNECT_TIMEOUT)
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to {target}: {e}")))?;
+        Ok(Store {
+            backend: Backend::Postgres(pool),
+        })
+    }
+
+    /// Applies the embedded migrations. PostgreSQL serialises concurrent migrators with an
+    /// advisory lock; SQLite has none, so when two processes race on a fresh file the loser fails
+    /// on a table the winner just created, and one retry (which then finds the migration
+    /// recorded) settles it.
+    async fn migrate(&self) -> Result<()> {
+        let err = |e: sqlx::migrate::MigrateError| StoreError::Migration(e.to_string());
+        match &self.backend {
+            Backend::Sqlite(pool) => {
+                if let Err(e) = SQLITE_MIGRATOR.run(pool).await {
+                    tracing::warn!(error = %e, "sqlite migration failed, retrying once");
+                    SQLITE_MIGRATOR.run(pool).await.map_err(err)?;
+                }
+            }
+            Backend::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await.map_err(err)?,
+        }
+        Ok(())
+    }
+
     /// `sqlite` or `postgres`.
     pub fn backend(&self) -> &'static str {
-        todo!()
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
     }
+
+    /// A round trip to the database (for readiness checks).
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn ping(&self) -> Result<()> {
-        todo!()
+        with_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
     }
+
     /// The database clock, epoch milliseconds.
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn now_ms(&self) -> Result<i64> {
-        todo!()
+        let now: i64 = with_pool!(self, |pool| {
+            sqlx::query_scalar("SELECT now_ms FROM db_clock")
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(now)
     }
-    pub async fn close(&self) {}
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        with_pool!(self, |pool| pool.close().await)
+    }
 
     // --- zone identity ---
+
     /// The zone's row, created with a new v4 id on first call; `name` updates the stored name.
+    ///
+    /// One upsert, so nodes starting together on a fresh database all get the first one's id.
+    #[tracing::instrument(level = "debug", skip(self))]
     pub async fn zone_identity(&self, name: &str) -> Result<ZoneRow> {
-        let _ = name;
-        todo!()
-    }
-
-    // --- membership ---
-    /// Inserts this node in state `joining` (or `alive` when `alive` is true), stamped with the
-    /// database clock, and bumps the ring epoch. Returns the new epoch.
-    pub async fn node_join(&self, id: Uuid, api_url: &str, alive: bool) -> Result<i64> {
-        let _ = (id, api_url, alive);
-        todo!()
-    }
-    /// Stamps the heartbeat with the database clock. Returns false when the row is missing or in a
-    /// state that means this node must stop (`dead`, `left`): it was evicted.
-    pub async fn node_heartbeat(&self, id: Uuid) -> Result<bool> {
-        let _ = id;
-        todo!()
-    }
-    /// Moves the node from one of `from` to `to`, bumping the epoch. False if it was in none of them.
-    pub async fn node_transition(&self, id: Uuid, from: &[&str], to: &str) -> Result<bool> {
-        let _ = (id, from, to);
-        todo!()
-    }
-    /// Records that `id` has applied (and drained for) `epoch`; never lowers it.
-    pub async fn node_ack_epoch(&self, id: Uuid, epoch: i64) -> Result<()> {
-        let _ = (id, epoch);
-        todo!()
-    }
-    /// Marks `dead` every `joining`/`alive`/`leaving` node whose heartbeat is older than
-    /// `dead_after_ms` by the database clock, bumping the epoch once if any. Returns them.
-    pub async fn nodes_evict_stale(&self, dead_after_ms: i64) -> Result<Vec<Uuid>> {
-        let _ = dead_after_ms;
-        todo!()
-    }
-    /// All node rows, with the epoch and the database clock, read in one transaction.
-    pub async fn membership(&self) -> Result<Membership> {
-        todo!()
-    }
-    /// Deletes `dead`/`left` rows whose heartbeat is older than `older_than_ms`.
-    pub async fn nodes_purge(&self, older_than_ms: i64) -> Result<u64> {
-        let _ = older_than_ms;
-        todo!()
-    }
-
-    // --- accounts ---
-    /// Conflict when the username exists.
-    pub async fn account_create(&self, row: &AccountRow) -> Result<AccountRow> {
-        let _ = row;
-        todo!()
-    }
-    /// Creates the account only if no account of that username exists; true if created.
-    pub async fn account_create_if_absent(&self, row: &AccountRow) -> Result<bool> {
-        let _ = row;
-        todo!()
-    }
-    pub async fn account_get(&self, username: &str) -> Result<Option<AccountRow>> {
-        let _ = username;
-        todo!()
-    }
-    pub async fn accounts(&self) -> Result<Vec<AccountRow>> {
-        todo!()
-    }
-    /// Deletes the account and its tokens; false if absent.
-    pub async fn account_delete(&self, username: &str) -> Result<bool> {
-        let _ = username;
-        todo!()
-    }
-
-    // --- tokens (only their SHA-256 is stored) ---
-    pub async fn token_insert(&self, token_hash: &str, username: &str, ttl_ms: i64) -> Result<i64> {
-        let _ = (token_hash, username, ttl_ms);
-        todo!()
-    }
-    pub async fn token_lookup(&self, token_hash: &str) -> Result<Option<TokenRow>> {
-        let _ = token_hash;
-        todo!()
-    }
-    pub async fn tokens_purge_expired(&self) -> Result<u64> {
-        todo!()
-    }
-
-    // --- database-backed work queue ---
-    pub async fn job_enqueue(&self, queue: &str, payload: &str) -> Result<i64> {
-        let _ = (queue, payload);
-        todo!()
-    }
-    /// Claims the oldest pending job of `queue` for `node` with a lease, but only when no other
-    /// job of that queue is running under a live lease: one job per queue at a time, zone-wide.
-    pub async fn job_claim(&self, queue: &str, node: Uuid, lease_ms: i64) -> Result<Option<JobRow>> {
-        let _ = (queue, node, lease_ms);
-        todo!()
-    }
-    pub async fn job_renew(&self, id: i64, node: Uuid, lease_ms: i64) -> Result<bool> {
-        let _ = (id, node, lease_ms);
-        todo!()
-    }
-    pub async fn job_finish(&self, id: i64, node: Uuid, ok: bool, result: &str) -> Result<bool> {
-        let _ = (id, node, ok, result);
-        todo!()
-    }
-    pub async fn job_get(&self, id: i64) -> Result<Option<JobRow>> {
-        let _ = id;
-        todo!()
-    }
-    /// Queue names with pending jobs.
-    pub async fn job_queues_pending(&self) -> Result<Vec<String>> {
-        todo!()
-    }
-
-    // --- probe (diagnostic counters) ---
-    /// Increments `active` (and `max_active` if exceeded) of the resource; returns `active`.
-    pub async fn probe_enter(&self, resource_id: &str) -> Result<i64> {
-        let _ = resource_id;
-        todo!()
-    }
-    /// Decrements `active`, increments `completed`; returns `completed`.
-    pub async fn probe_exit(&self, resource_id: &str) -> Result<i64> {
-        let _ = resource_id;
-        todo!()
-    }
-    pub async fn probe_stats(&self) -> Result<Vec<ProbeRow>> {
-        todo!()
+        const SQL: &str = "INSERT INTO zone (one, id, name, created_at_ms) \
+             VALUES (1, $1, $2, (SELECT now_ms FROM db_clock)) \
+             ON CONFLICT (one) DO UPDATE SET name = excluded.name \
+             RETURNING id, name, created_at_ms";
+        let new_id = Uuid::new_v4().to_string();
+        let raw: RawZone = with_pool!(self, |pool| {
+            sqlx::query_as(SQL)
+                .bind(&new_id)
+                .bind(name)
+                .fetch_one(pool)
+                .await
+        })?;
+        Ok(ZoneRow {
+            id: parse_uuid("zone", &raw.id)?,
+            name: raw.name,
+            created_at_ms: raw.created_at_ms,
+        })
     }
 }
