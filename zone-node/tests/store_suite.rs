@@ -190,6 +190,7 @@ store_test_suite!(
     expired_lease_is_taken_over,
     one_running_job_per_queue_under_concurrency,
     probe_counters_are_atomic,
+    db_queue_runners_serialise_across_nodes,
 );
 
 fn account(username: &str, role: &str, client_id: Option<&str>) -> AccountRow {
@@ -867,4 +868,66 @@ fn test_helpers() {
     );
     assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
     assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+}
+
+/// The database-backed work queue as nodes run it: three runners (three "nodes", each with its
+/// own pool) on one queue run its jobs one at a time, in order, recording each job's outcome.
+async fn db_queue_runners_serialise_across_nodes(db: &TestDb) {
+    use zone_node::workqueue::DbQueue;
+    const JOBS: usize = 20;
+    let setup = DbQueue::new(db.connect().await, Uuid::new_v4());
+    let mut ids = Vec::new();
+    for i in 0..JOBS {
+        let payload = if i == 7 { "fail".to_string() } else { format!("job-{i}") };
+        ids.push(setup.enqueue("vr-create", &payload).await.unwrap());
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
+    let active = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut runners = Vec::new();
+    for _ in 0..3 {
+        let queue = DbQueue::new(db.connect_small(2).await, Uuid::new_v4());
+        let (stop, active, overlaps, order) = (stop.clone(), active.clone(), overlaps.clone(), order.clone());
+        runners.push(tokio::spawn(async move {
+            queue
+                .run("vr-create", stop, |job| {
+                    let (active, overlaps, order) = (active.clone(), overlaps.clone(), order.clone());
+                    async move {
+                        if active.fetch_add(1, Ordering::SeqCst) > 0 {
+                            overlaps.fetch_add(1, Ordering::SeqCst);
+                        }
+                        order.lock().unwrap().push(job.id);
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        active.fetch_sub(1, Ordering::SeqCst);
+                        if job.payload == "fail" { Err("agent refused".to_string()) } else { Ok(format!("done {}", job.payload)) }
+                    }
+                })
+                .await
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let last = setup.job(*ids.last().unwrap()).await.unwrap().unwrap();
+        if last.state == "done" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the queue did not drain in 60 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    for r in runners {
+        r.await.unwrap();
+    }
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two jobs of one queue ran at once");
+    assert_eq!(*order.lock().unwrap(), ids, "jobs ran out of order (or one ran twice)");
+    for (i, id) in ids.iter().enumerate() {
+        let job = setup.job(*id).await.unwrap().unwrap();
+        if i == 7 {
+            assert_eq!((job.state.as_str(), job.result.as_deref()), ("failed", Some("agent refused")));
+        } else {
+            assert_eq!(job.state, "done");
+            assert_eq!(job.result, Some(format!("done job-{i}")));
+        }
+    }
 }
