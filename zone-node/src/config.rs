@@ -32,7 +32,7 @@ impl std::fmt::Debug for Secret {
 }
 
 /// The whole configuration of a node, as validated.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub zone: ZoneConfig,
@@ -56,7 +56,7 @@ pub struct ZoneConfig {
     pub data_dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://...` or `postgres://...` (`ZONE_DATABASE_URL`); default a SQLite file in the
@@ -104,28 +104,9 @@ pub struct HttpConfig {
     pub token_ttl_secs: u64,
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            zone: ZoneConfig::default(),
-            database: DatabaseConfig::default(),
-            bus: BusConfig::default(),
-            admin: AdminConfig::default(),
-            cluster: ClusterConfig::default(),
-            http: HttpConfig::default(),
-        }
-    }
-}
-
 impl Default for ZoneConfig {
     fn default() -> Self {
         ZoneConfig { name: "default".into(), listen: "127.0.0.1:8080".into(), api_url: None, data_dir: "./data".into() }
-    }
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig { url: None }
     }
 }
 
