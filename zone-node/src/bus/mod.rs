@@ -20,16 +20,29 @@
 //! - [`envelope`]: [`Message`], [`Event`], the headers, and how a reply carries success or error
 //! - `memory`: the in-process transport
 //! - `amqp`: the RabbitMQ transport, with reconnection
+//!
+//! # Concurrency
+//! Every delivery runs in its own tokio task, so a slow handler never blocks the consumer loop,
+//! with at most [`MAX_IN_FLIGHT`] handlers running per queue and node: on RabbitMQ that bound is
+//! the consumer prefetch (a message is acknowledged when its handler returns, so the broker gives
+//! the portal's next message to a less busy node); in-process it is a semaphore per queue.
 
+pub mod amqp;
 pub mod envelope;
+pub mod memory;
 
 pub use envelope::{Delivery, Event, Message, ReplySink};
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::ErrorCode;
+use api::{ErrorBody, ErrorCode};
+use futures::FutureExt;
 use uuid::Uuid;
+
+/// How many handlers of one queue may run at once on one node (AMQP prefetch per consumer).
+pub const MAX_IN_FLIGHT: u16 = 256;
 
 /// Where a message goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +55,48 @@ pub enum Destination {
 
 /// The name of the shared API service.
 pub const PORTAL: &str = "api.portal";
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Node { service, node } => write!(f, "{service}@{node}"),
+            Destination::Portal => f.write_str(PORTAL),
+        }
+    }
+}
+
+impl Destination {
+    /// The node this destination names, if it names one.
+    pub fn node(&self) -> Option<Uuid> {
+        match self {
+            Destination::Node { node, .. } => Some(*node),
+            Destination::Portal => None,
+        }
+    }
+
+    /// The queue name on the wire (docs/wire-format.md).
+    pub fn queue_name(&self, prefix: &str) -> String {
+        match self {
+            Destination::Node { service, node } => service_queue(prefix, service, *node),
+            Destination::Portal => portal_queue(prefix),
+        }
+    }
+}
+
+/// `<prefix>.message.<service>.<node-uuid>`
+pub fn service_queue(prefix: &str, service: &str, node: Uuid) -> String {
+    format!("{prefix}.message.{service}.{node}")
+}
+
+/// `<prefix>.message.api.portal`
+pub fn portal_queue(prefix: &str) -> String {
+    format!("{prefix}.message.{PORTAL}")
+}
+
+/// `<prefix>.event`
+pub fn event_exchange(prefix: &str) -> String {
+    format!("{prefix}.event")
+}
 
 /// Receives the deliveries of one service queue (or of the portal).
 ///
@@ -104,6 +159,10 @@ pub trait Transport: Send + Sync + 'static {
     async fn publish(&self, event: Event) -> Result<(), BusError>;
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
     fn fail_calls_to(&self, node: Uuid);
+    /// Undoes [`Transport::fail_calls_to`] for `node` (it was seen again).
+    fn node_available(&self, node: Uuid) {
+        let _ = node;
+    }
     fn is_connected(&self) -> bool;
     async fn close(&self);
 }
@@ -111,9 +170,24 @@ pub trait Transport: Send + Sync + 'static {
 impl Bus {
     /// Connects to `url` (`memory://`, `memory://<name>`, or `amqp://...`) as node `node`, with
     /// every queue and exchange name starting with `prefix`.
+    ///
+    /// `memory://` is a broker private to this `Bus`; `memory://<name>` a broker shared by every
+    /// `Bus` of this process connected with the same name (several nodes in one test). An
+    /// `amqp://` connection that fails at once (broker down, bad credentials) is an error here;
+    /// once connected, the bus reconnects by itself for as long as it lives.
     pub async fn connect(url: &str, prefix: &str, node: Uuid) -> Result<Bus, BusError> {
-        let _ = (url, prefix, node);
-        todo!("implemented by the bus transports")
+        if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+            return Err(BusError::InvalidUrl(format!("invalid bus prefix {prefix:?}")));
+        }
+        if let Some(name) = url.strip_prefix("memory://") {
+            let transport = memory::MemoryTransport::new(name, prefix, node);
+            return Ok(Bus::from_transport(Arc::new(transport)));
+        }
+        if url.starts_with("amqp://") || url.starts_with("amqps://") {
+            let transport = amqp::AmqpTransport::connect(url, prefix, node).await?;
+            return Ok(Bus::from_transport(Arc::new(transport)));
+        }
+        Err(BusError::InvalidUrl(redact_url(url)))
     }
 
     pub fn from_transport(inner: Arc<dyn Transport>) -> Bus {
@@ -139,21 +213,28 @@ impl Bus {
     }
 
     /// Fire and forget: fails only when the message cannot be handed to the broker or routed.
+    #[tracing::instrument(name = "bus.send", skip_all, fields(to = %to, kind = %msg.kind, id = %msg.id))]
     pub async fn send(&self, to: Destination, msg: Message) -> Result<(), BusError> {
         self.inner.send(to, msg).await
     }
 
     /// Sends and waits for the reply body, at most `timeout`.
+    #[tracing::instrument(name = "bus.call", skip_all, fields(to = %to, kind = %msg.kind, id = %msg.id))]
     pub async fn call(&self, to: Destination, msg: Message, timeout: Duration) -> Result<Vec<u8>, BusError> {
         self.inner.call(to, msg, timeout).await
     }
 
     /// Hands a delivery to another destination; its reply still goes to the original caller.
+    ///
+    /// When the delivery cannot be handed on (unroutable, node unavailable, bus down), the bus
+    /// answers the original caller with that error itself, then returns it here too.
+    #[tracing::instrument(name = "bus.forward", skip_all, fields(to = %to, kind = %delivery.msg.kind, id = %delivery.msg.id, hops = delivery.msg.hops))]
     pub async fn forward(&self, to: Destination, delivery: Delivery) -> Result<(), BusError> {
         self.inner.forward(to, delivery).await
     }
 
     /// Publishes a canonical event on `<prefix>.event` with the event's kind as routing key.
+    #[tracing::instrument(name = "bus.publish", skip_all, fields(kind = %event.kind))]
     pub async fn publish(&self, event: Event) -> Result<(), BusError> {
         self.inner.publish(event).await
     }
@@ -170,6 +251,12 @@ impl Bus {
         self.inner.fail_calls_to(node)
     }
 
+    /// Lets calls to `node` through again after [`Bus::fail_calls_to`] (membership calls this
+    /// when the node is seen again).
+    pub fn node_available(&self, node: Uuid) {
+        self.inner.node_available(node)
+    }
+
     /// Whether the transport is connected now (always true in-process).
     pub fn is_connected(&self) -> bool {
         self.inner.is_connected()
@@ -177,5 +264,57 @@ impl Bus {
 
     pub async fn close(&self) {
         self.inner.close().await
+    }
+}
+
+/// Runs one delivery through its handler, in the caller's task: answers `timeout` at once when the
+/// deadline passed before the message got here (nobody waits for it any more; see
+/// docs/wire-format.md), and contains a handler's panic to the one delivery.
+pub(crate) async fn dispatch(handler: Arc<dyn Handler>, delivery: Delivery) {
+    if delivery.msg.expired_at(envelope::now_ms()) {
+        tracing::debug!(kind = %delivery.msg.kind, id = %delivery.msg.id, "message arrived after its deadline");
+        let err = ErrorBody::new(ErrorCode::Timeout, "the deadline passed before the message was handled");
+        delivery.reply(Err(err)).await;
+        return;
+    }
+    let kind = delivery.msg.kind.clone();
+    let id = delivery.msg.id;
+    if std::panic::AssertUnwindSafe(handler.handle(delivery)).catch_unwind().await.is_err() {
+        tracing::error!(%kind, %id, "bus handler panicked; the caller gets no reply");
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else { return url.to_owned() };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or("");
+    let redacted = if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
+    format!("{}://{}{}", &url[..scheme_end], redacted, &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(redact_url("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
+        assert_eq!(redact_url("amqp://host:5672"), "amqp://host:5672");
+        assert_eq!(redact_url("amqp://u@host"), "amqp://u@host");
+        assert_eq!(redact_url("amqp://u:p@ss@host/v"), "amqp://u:***@host/v");
+    }
+
+    #[test]
+    fn wire_names() {
+        let node = Uuid::nil();
+        let to = Destination::Node { service: "probe".into(), node };
+        assert_eq!(to.queue_name("z1"), format!("z1.message.probe.{node}"));
+        assert_eq!(Destination::Portal.queue_name("z1"), "z1.message.api.portal");
+        assert_eq!(event_exchange("z1"), "z1.event");
     }
 }

@@ -1,0 +1,91 @@
+//! Handlers shared by the bus integration tests (bus_memory.rs and bus_amqp.rs).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::{ErrorBody, ErrorCode};
+use tokio::sync::{mpsc, Notify};
+use uuid::Uuid;
+use zone_node::bus::{Bus, Delivery, Destination, Handler};
+
+/// A prefix of its own for every test, so tests run in parallel on one broker.
+pub fn prefix() -> String {
+    format!("t{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Replies with the request body.
+pub struct Echo;
+
+#[async_trait::async_trait]
+impl Handler for Echo {
+    async fn handle(&self, d: Delivery) {
+        let body = d.msg.body.clone();
+        d.reply(Ok(body)).await;
+    }
+}
+
+/// Replies with what it saw: node, kind, hops, resource and deadline.
+pub struct Describe(pub Uuid);
+
+#[async_trait::async_trait]
+impl Handler for Describe {
+    async fn handle(&self, d: Delivery) {
+        let body = serde_json::json!({
+            "node": self.0.to_string(),
+            "kind": d.msg.kind,
+            "hops": d.msg.hops,
+            "resource": d.msg.resource_id,
+            "has_deadline": d.msg.deadline_ms.is_some(),
+            "trace": d.msg.trace,
+        });
+        d.reply(Ok(body.to_string().into_bytes())).await;
+    }
+}
+
+/// Replies with an error.
+pub struct Fails(pub ErrorCode, pub &'static str);
+
+#[async_trait::async_trait]
+impl Handler for Fails {
+    async fn handle(&self, d: Delivery) {
+        d.reply(Err(ErrorBody::new(self.0, self.1))).await;
+    }
+}
+
+/// Signals that it started, then never replies in time.
+pub struct Slow(pub Arc<Notify>);
+
+#[async_trait::async_trait]
+impl Handler for Slow {
+    async fn handle(&self, d: Delivery) {
+        self.0.notify_one();
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        d.reply(Ok(b"{}".to_vec())).await;
+    }
+}
+
+/// Passes every delivery (body and whether it expects a reply) to a channel.
+pub struct Collect(pub mpsc::UnboundedSender<(Vec<u8>, bool)>);
+
+#[async_trait::async_trait]
+impl Handler for Collect {
+    async fn handle(&self, d: Delivery) {
+        let expects = d.expects_reply();
+        let _ = self.0.send((d.msg.body.clone(), expects));
+        d.reply(Ok(b"{}".to_vec())).await;
+    }
+}
+
+/// Forwards every delivery to `to` on `bus`.
+pub struct Forward {
+    pub bus: Bus,
+    pub to: Destination,
+}
+
+#[async_trait::async_trait]
+impl Handler for Forward {
+    async fn handle(&self, d: Delivery) {
+        let _ = self.bus.forward(self.to.clone(), d).await;
+    }
+}
