@@ -1,0 +1,123 @@
+//! An extra RabbitMQ node that a test may stop and start, for tests about losing the broker.
+//!
+//! It wraps `scripts/rabbitmq-node start NAME PORT` / `stop NAME`, which run a separate broker node
+//! `NAME@localhost` with AMQP on `PORT` (the shared broker on 5672 is never touched). Each instance has
+//! a unique name and a free port, kept across stop and start so nodes can reconnect to the same URL.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::net::{free_port_where, port_bindable};
+
+/// How long `scripts/rabbitmq-node start` may take (an Erlang VM boot on a loaded machine).
+pub const RABBIT_START_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long `scripts/rabbitmq-node stop` may take.
+pub const RABBIT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// RabbitMQ's distribution listener is on the AMQP port plus this.
+const DIST_PORT_OFFSET: u16 = 20_000;
+
+/// A RabbitMQ node of one test. Stopped when dropped.
+#[derive(Debug)]
+pub struct RabbitInstance {
+    name: String,
+    port: u16,
+    running: AtomicBool,
+}
+
+impl RabbitInstance {
+    /// Picks a unique name and a free port and starts the node (see [`start`](Self::start)).
+    pub async fn launch() -> RabbitInstance {
+        let port = free_port_where(|p| p.checked_add(DIST_PORT_OFFSET).is_some_and(port_bindable));
+        let instance =
+            RabbitInstance { name: format!("zt_{}", crate::net::short_id()), port, running: AtomicBool::new(false) };
+        instance.start().await;
+        instance
+    }
+
+    /// The node's name (`NAME` in `NAME@localhost`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Whether the harness started it and has not stopped it since.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Starts the node (again) and returns once it accepts AMQP connections. Panics with the script's
+    /// output when it fails.
+    pub async fn start(&self) {
+        let port = self.port.to_string();
+        self.run(&["start", &self.name, &port], RABBIT_START_TIMEOUT).await;
+        self.running.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops the node. Panics with the script's output when it fails.
+    pub async fn stop(&self) {
+        self.run(&["stop", &self.name], RABBIT_STOP_TIMEOUT).await;
+        self.running.store(false, Ordering::SeqCst);
+    }
+
+    async fn run(&self, args: &[&str], timeout: Duration) {
+        let script = script_path();
+        assert!(
+            script.is_file(),
+            "{} is missing: RabbitInstance needs it to run an extra broker node",
+            script.display()
+        );
+        let child = tokio::process::Command::new(&script)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let command = format!("{} {}", script.display(), args.join(" "));
+        match tokio::time::timeout(timeout, child).await {
+            Ok(Ok(output)) if output.status.success() => {}
+            Ok(Ok(output)) => panic!("`{command}` failed ({}):\n{}", output.status, show_output(&output)),
+            Ok(Err(e)) => panic!("cannot run `{command}`: {e}"),
+            Err(_) => panic!("`{command}` did not finish within {timeout:?}"),
+        }
+    }
+}
+
+impl Drop for RabbitInstance {
+    fn drop(&mut self) {
+        if !self.is_running() {
+            return;
+        }
+        // Synchronous on purpose: the test process may end right after this.
+        match Command::new(script_path()).args(["stop", &self.name]).stdin(std::process::Stdio::null()).output() {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => eprintln!(
+                "warning: stopping RabbitMQ node {} failed ({}):\n{}",
+                self.name,
+                output.status,
+                show_output(&output)
+            ),
+            Err(e) => eprintln!("warning: cannot stop RabbitMQ node {}: {e}", self.name),
+        }
+    }
+}
+
+fn script_path() -> PathBuf {
+    crate::workspace_root().join("scripts").join("rabbitmq-node")
+}
+
+fn show_output(output: &Output) -> String {
+    format!(
+        "--- stdout ---\n{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&output.stdout).trim_end(),
+        String::from_utf8_lossy(&output.stderr).trim_end()
+    )
+}
