@@ -64,7 +64,7 @@ impl TestDb {
 
     /// Whether a database of this name exists on the server (used to check that dropping works).
     pub async fn exists(&self) -> bool {
-        database_exists(&self.admin_url, &self.name).await
+        database_exists_at(&self.admin_url, &self.name).await
     }
 
     /// Drops the database now, ending the connections still open on it. Panics when that fails.
@@ -115,7 +115,12 @@ async fn drop_database(admin_url: &str, name: &str) -> Result<(), String> {
     }
 }
 
-async fn database_exists(admin_url: &str, name: &str) -> bool {
+/// Whether a database named `name` exists on the server at [`pg_admin_url`](crate::pg_admin_url).
+pub async fn database_exists(name: &str) -> bool {
+    database_exists_at(&services::pg_admin_url(), name).await
+}
+
+async fn database_exists_at(admin_url: &str, name: &str) -> bool {
     let mut conn = connect_pg(admin_url).await.unwrap_or_else(|e| panic!("cannot reach PostgreSQL: {e}"));
     let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(name)
