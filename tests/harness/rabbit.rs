@@ -3,6 +3,8 @@
 //! It wraps `scripts/rabbitmq-node start NAME PORT` / `stop NAME`, which run a separate broker node
 //! `NAME@localhost` with AMQP on `PORT` (the shared broker on 5672 is never touched). Each instance has
 //! a unique name and a free port, kept across stop and start so nodes can reconnect to the same URL.
+//! The script keeps the node's data and logs in `${TMPDIR:-/tmp}/zone-rabbit-NAME`; the instance
+//! removes that directory when dropped, unless the test is failing (then it prints where it is).
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -50,6 +52,11 @@ impl RabbitInstance {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// Where `scripts/rabbitmq-node` keeps the node's data and logs.
+    pub fn data_dir(&self) -> PathBuf {
+        std::env::temp_dir().join(format!("zone-rabbit-{}", self.name))
+    }
+
     /// Whether the harness started it and has not stopped it since.
     pub fn is_running(&self) -> bool {
         self.running.load(Ordering::SeqCst)
@@ -93,19 +100,39 @@ impl RabbitInstance {
 
 impl Drop for RabbitInstance {
     fn drop(&mut self) {
-        if !self.is_running() {
+        if self.is_running() && !self.stop_blocking() {
             return;
         }
+        let dir = self.data_dir();
+        if std::thread::panicking() {
+            eprintln!("RabbitMQ node {}: data and logs kept at {}", self.name, dir.display());
+        } else if dir.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                eprintln!("warning: cannot remove {}: {e}", dir.display());
+            }
+        }
+    }
+}
+
+impl RabbitInstance {
+    /// Stops the node from a destructor; false (with a warning) when that failed.
+    fn stop_blocking(&self) -> bool {
         // Synchronous on purpose: the test process may end right after this.
         match Command::new(script_path()).args(["stop", &self.name]).stdin(std::process::Stdio::null()).output() {
-            Ok(output) if output.status.success() => {}
-            Ok(output) => eprintln!(
-                "warning: stopping RabbitMQ node {} failed ({}):\n{}",
-                self.name,
-                output.status,
-                show_output(&output)
-            ),
-            Err(e) => eprintln!("warning: cannot stop RabbitMQ node {}: {e}", self.name),
+            Ok(output) if output.status.success() => true,
+            Ok(output) => {
+                eprintln!(
+                    "warning: stopping RabbitMQ node {} failed ({}):\n{}",
+                    self.name,
+                    output.status,
+                    show_output(&output)
+                );
+                false
+            }
+            Err(e) => {
+                eprintln!("warning: cannot stop RabbitMQ node {}: {e}", self.name);
+                false
+            }
         }
     }
 }
