@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 
 use e2e::node::{default_binary_path, locate_binary};
-use e2e::{free_port, poll_until, unique_prefix, Cluster, ClusterOptions, NodeProcess, NodeSpec, TestDb};
+use e2e::{free_port, poll_until, poll_until_detailed, unique_prefix, Cluster, ClusterOptions, NodeProcess, NodeSpec, TestDb};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -23,7 +23,7 @@ fn fake_cluster_options(registry: &tempfile::TempDir) -> ClusterOptions {
     ClusterOptions {
         binary: Some(fake_node()),
         env: vec![("FAKE_NODE_REGISTRY".to_owned(), registry.path().display().to_string())],
-        heartbeat_interval_ms: 100,
+        heartbeat_ms: 100,
         dead_after_ms: 1_000,
         ..ClusterOptions::default()
     }
@@ -122,11 +122,12 @@ async fn poll_until_returns_the_value_or_the_last_observation() {
         (start.elapsed() > Duration::from_millis(50)).then_some(42)
     })
     .await
-    .unwrap();
+    .expect("the condition holds after 50 ms");
     assert_eq!(value, 42);
+    assert!(poll_until(Duration::from_millis(50), Duration::from_millis(10), || async { false }).await.is_none());
 
     let mut attempts = 0;
-    let err = poll_until(Duration::from_millis(200), Duration::from_millis(20), || {
+    let err = poll_until_detailed(Duration::from_millis(200), Duration::from_millis(20), || {
         attempts += 1;
         let n = attempts;
         async move { Err::<(), _>(format!("attempt {n} saw 2 nodes")) }
@@ -156,7 +157,8 @@ async fn node_process_lifecycle() {
     let client = node.client().await;
     let zone = client.zone().await.unwrap();
     assert_eq!(zone.name, node.spec().zone_name);
-    let first_id = node.node_id().await.unwrap();
+    let first_id = node.node_id();
+    assert_eq!(first_id, node.fetch_node_id().await.unwrap());
     assert!(node.log_tail(1000).contains("serving"), "{}", node.log_tail(1000));
 
     // Graceful stop: the fake exits 0 on SIGTERM.
@@ -165,12 +167,12 @@ async fn node_process_lifecycle() {
     assert!(!node.is_running());
 
     node.restart().await;
-    let second_id = node.node_id().await.unwrap();
+    let second_id = node.node_id();
     assert_ne!(first_id, second_id, "a restarted node is a new process with a new id");
     assert!(node.log_tail(1000).contains("start #2"));
 
     let pid = node.pid().unwrap();
-    node.kill9();
+    node.kill9().await;
     assert!(!node.is_running());
     assert!(!PathBuf::from(format!("/proc/{pid}")).exists(), "pid {pid} survived kill9");
     node.restart().await;
@@ -189,14 +191,20 @@ async fn cluster_converges_evicts_and_grows() {
     }
     assert!(zone.db().unwrap().exists().await);
 
-    zone.node(0).kill9();
+    zone.node(0).kill9().await;
     zone.wait_converged(WAIT).await;
     assert_eq!(zone.running(), vec![1, 2]);
     assert_eq!(zone.alive_count_seen_by(1).await, Some(2));
 
-    let added = zone.add_node().await;
-    assert_eq!(added, 3);
-    assert_eq!(zone.alive_count_seen_by(added).await, Some(3));
+    let added = zone.add_node().await.node_id();
+    assert_eq!(zone.node(3).node_id(), added);
+    assert_eq!(zone.alive_count_seen_by(3).await, Some(3));
+
+    // A killed node restarted in place rejoins with a new id.
+    let old_id = zone.node(0).node_id();
+    zone.node_mut(0).restart().await;
+    zone.wait_for_alive(4, WAIT).await;
+    assert_ne!(zone.node(0).node_id(), old_id);
 
     let db_name = zone.db().unwrap().name().to_owned();
     drop(zone);
@@ -219,4 +227,18 @@ async fn cluster_wait_until_failure_names_the_condition_and_shows_logs() {
     for needle in [zone.name(), "waiting until the impossible happens", "last observation: still possible", "--- node 0", "serving"] {
         assert!(message.contains(needle), "failure message lacks {needle:?}:\n{message}");
     }
+}
+
+#[tokio::test]
+async fn run_to_exit_reports_code_and_output() {
+    // A stand-in for a node that refuses a setting: names it on stderr and exits 2.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("refuses-settings");
+    std::fs::write(&script, "#!/bin/sh\necho \"bad setting ZONE_SMOKE_MARKER=$ZONE_SMOKE_MARKER\" >&2\nexit 2\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut spec = NodeSpec::embedded().with_env("ZONE_SMOKE_MARKER", "marker-42");
+    spec.binary = Some(script);
+    let output = spec.run_to_exit().await;
+    assert_eq!(output.code, Some(2), "{output:?}");
+    assert!(output.stderr.contains("ZONE_SMOKE_MARKER=marker-42"), "{output:?}");
 }

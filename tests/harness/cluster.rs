@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::db::TestDb;
 use crate::node::{NodeProcess, NodeSpec, DEFAULT_READY_TIMEOUT};
-use crate::poll::{poll_until, Outcome, DEFAULT_POLL_INTERVAL};
+use crate::poll::{poll_until_detailed, Outcome, DEFAULT_POLL_INTERVAL};
 use crate::services;
 
 /// Heartbeat interval of test nodes: faster than the node's default (1 s) so failover tests are quick.
@@ -44,7 +44,7 @@ pub struct ClusterOptions {
     /// Bootstrap admin password; generated when `None`.
     pub admin_password: Option<String>,
     /// `ZONE_HEARTBEAT_INTERVAL_MS` of every node.
-    pub heartbeat_interval_ms: u64,
+    pub heartbeat_ms: u64,
     /// `ZONE_DEAD_AFTER_MS` of every node.
     pub dead_after_ms: u64,
     /// More environment variables for every node.
@@ -66,7 +66,7 @@ impl Default for ClusterOptions {
             bus_prefix: None,
             admin_username: None,
             admin_password: None,
-            heartbeat_interval_ms: TEST_HEARTBEAT_INTERVAL_MS,
+            heartbeat_ms: TEST_HEARTBEAT_INTERVAL_MS,
             dead_after_ms: TEST_DEAD_AFTER_MS,
             env: Vec::new(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
@@ -118,7 +118,7 @@ impl Cluster {
         if let Some(password) = &options.admin_password {
             template.admin_password = password.clone();
         }
-        template.heartbeat_interval_ms = Some(options.heartbeat_interval_ms);
+        template.heartbeat_interval_ms = Some(options.heartbeat_ms);
         template.dead_after_ms = Some(options.dead_after_ms);
         template.env = options.env.clone();
         template.binary = options.binary.clone();
@@ -135,14 +135,14 @@ impl Cluster {
         cluster
     }
 
-    /// Starts one more node of the zone, waits until it is ready and every running node lists it as
-    /// alive, and returns its index.
-    pub async fn add_node(&mut self) -> usize {
+    /// Starts one more node of the zone (its index is the number of nodes before), waits until it is
+    /// ready and every running node lists it as alive, and returns it.
+    pub async fn add_node(&mut self) -> &NodeProcess {
         let i = self.nodes.len();
         self.nodes.push(NodeProcess::spawn(self.spec_for(i)));
         self.wait_ready(i).await;
         self.wait_converged(self.options.converge_timeout).await;
-        i
+        &self.nodes[i]
     }
 
     /// Node `i`, in start order. Panics when there is no such node.
@@ -150,6 +150,13 @@ impl Cluster {
         self.nodes
             .get(i)
             .unwrap_or_else(|| panic!("{}: no node {i}, the cluster has {} nodes", self.name(), self.nodes.len()))
+    }
+
+    /// Node `i`, mutably. Every [`NodeProcess`] method takes `&self`, so [`node`](Self::node) does as
+    /// well; this exists for callers that hold the cluster mutably anyway.
+    pub fn node_mut(&mut self, i: usize) -> &mut NodeProcess {
+        let (name, len) = (self.name().to_owned(), self.nodes.len());
+        self.nodes.get_mut(i).unwrap_or_else(|| panic!("{name}: no node {i}, the cluster has {len} nodes"))
     }
 
     /// All nodes, running or not, in start order.
@@ -252,6 +259,54 @@ impl Cluster {
         .await
     }
 
+    /// Waits until every running node lists exactly `n` alive nodes.
+    pub async fn wait_for_alive(&self, n: usize, timeout: Duration) {
+        self.wait_until(timeout, &format!("every running node lists {n} alive nodes"), || async {
+            let running = self.running();
+            if running.is_empty() {
+                return Err("no node is running".to_owned());
+            }
+            let mut report = Vec::new();
+            let mut agreed = true;
+            for i in running {
+                match self.alive_seen_by(i).await {
+                    Ok(alive) => {
+                        agreed &= alive.len() == n;
+                        report.push(format!("node {i} lists {} alive", alive.len()));
+                    }
+                    Err(e) => {
+                        agreed = false;
+                        report.push(e);
+                    }
+                }
+            }
+            if agreed {
+                Ok(())
+            } else {
+                Err(report.join("; "))
+            }
+        })
+        .await
+    }
+
+    /// The zone's probe counters, read from its database (`probe` table): per resource, the probes
+    /// completed and the most handlers ever active at once. Sorted by resource id.
+    pub async fn probe_stats(&self) -> Vec<ProbeStat> {
+        use sqlx::Connection;
+        let url = self.database_url();
+        let mut conn = sqlx::PgConnection::connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("zone {}: cannot open its database: {e}", self.name()));
+        let rows: Vec<(String, i64, i64, i64)> =
+            sqlx::query_as("SELECT resource_id, active, max_active, completed FROM probe ORDER BY resource_id")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("zone {}: cannot read the probe table: {e}", self.name()));
+        rows.into_iter()
+            .map(|(resource_id, active, max_active, completed)| ProbeStat { resource_id, active, max_active, completed })
+            .collect()
+    }
+
     /// Polls `condition` every 100 ms until it is done (see [`Outcome`]: `true`, `Some(v)` or
     /// `Ok(v)`), and returns its value. On timeout panics naming the zone, `what` was awaited, the last
     /// observation (a condition returning `Err(text)` reports `text`) and every node's log tail.
@@ -261,7 +316,7 @@ impl Cluster {
         Fut: Future<Output = O>,
         O: Outcome,
     {
-        match poll_until(timeout, DEFAULT_POLL_INTERVAL, condition).await {
+        match poll_until_detailed(timeout, DEFAULT_POLL_INTERVAL, condition).await {
             Ok(value) => value,
             Err(timed_out) => panic!("{}", self.failure(&format!("waiting until {what}: {timed_out}"))),
         }
@@ -299,4 +354,16 @@ impl Cluster {
         spec.label = format!("{}/node-{i}", self.template.zone_name);
         spec
     }
+}
+
+/// One row of the zone's probe counters (see [`Cluster::probe_stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeStat {
+    pub resource_id: String,
+    /// Handlers active now.
+    pub active: i64,
+    /// The most handlers ever active at once on this resource (1 when it was always serial).
+    pub max_active: i64,
+    /// Probes completed on this resource.
+    pub completed: i64,
 }

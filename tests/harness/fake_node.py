@@ -94,7 +94,7 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/v1/zone":
             if self.headers.get("authorization") != "Bearer " + TOKEN:
                 return self.error(401, "unauthenticated", "missing or invalid token")
-            self.answer(200, {"id": "zone-" + ZONE, "name": ZONE, "api_url": API_URL, "nodes": nodes(),
+            self.answer(200, {"id": "zone-" + ZONE, "name": ZONE, "api_url": API_URL, "node_id": NODE_ID, "nodes": nodes(),
                               "capabilities": {}, "children": [], "generation": 0, "ring_epoch": 0})
         else:
             self.error(404, "not_found", "no route " + self.path)

@@ -12,7 +12,7 @@
 //!
 //! # async fn example() {
 //! let zone = Cluster::start(3, ClusterOptions::default()).await;
-//! zone.node(0).kill9();
+//! zone.node(0).kill9().await;
 //! // The survivors evict node 0 and agree on who is alive.
 //! zone.wait_converged(Duration::from_secs(15)).await;
 //! zone.wait_until(Duration::from_secs(5), "node 1 lists two alive nodes", || async {
@@ -39,12 +39,12 @@ pub mod poll;
 pub mod rabbit;
 pub mod services;
 
-pub use cluster::{Cluster, ClusterOptions};
+pub use cluster::{Cluster, ClusterOptions, ProbeStat};
 pub use db::TestDb;
 pub use net::{free_port, unique_prefix};
-pub use node::{NodeProcess, NodeSpec};
-pub use poll::{poll_until, Outcome, TimedOut};
-pub use rabbit::RabbitInstance;
+pub use node::{NodeProcess, NodeSpec, RunOutput};
+pub use poll::{poll_until, poll_until_detailed, Outcome, TimedOut};
+pub use rabbit::{RabbitInstance, RabbitNode};
 pub use services::{amqp_url, pg_admin_url, require_postgres, require_rabbitmq};
 
 /// The workspace root: the parent of this crate's directory.

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::net::free_port;
-use crate::poll::{poll_until, DEFAULT_POLL_INTERVAL};
+use crate::poll::{poll_until, poll_until_detailed, DEFAULT_POLL_INTERVAL};
 
 /// Environment variable naming the `zone-node` binary to run.
 pub const NODE_BIN_ENV: &str = "ZONE_NODE_BIN";
@@ -33,6 +33,8 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const TERMINATE_GRACE: Duration = Duration::from_secs(10);
 /// Lines of log shown in failure messages.
 pub const FAILURE_LOG_LINES: usize = 40;
+/// How long [`NodeSpec::run_to_exit`] lets the process run before it is killed.
+pub const RUN_TO_EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of one `/readyz` request while waiting for readiness.
 const READY_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the harness looks for a node's exit.
@@ -98,11 +100,110 @@ impl NodeSpec {
         }
     }
 
+    /// A single node on the embedded defaults (SQLite in its data directory, the in-process bus),
+    /// in a zone of its own.
+    pub fn embedded() -> NodeSpec {
+        NodeSpec::new(format!("embedded-{}", crate::net::short_id()))
+    }
+
     /// Sets one more environment variable.
     pub fn with_env(mut self, name: impl Into<String>, value: impl Into<String>) -> NodeSpec {
         self.env.push((name.into(), value.into()));
         self
     }
+
+    /// Runs the node to its exit (for settings that must stop it at start), in a fresh data directory
+    /// on a free port, and returns its exit code and output. Panics when it is still running after
+    /// [`RUN_TO_EXIT_TIMEOUT`].
+    pub async fn run_to_exit(&self) -> RunOutput {
+        let binary = self.locate().unwrap_or_else(|message| panic!("{message}"));
+        let dir = tempfile::Builder::new()
+            .prefix("zone-e2e-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory for {}: {e}", self.label));
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| dir.path().join("data"));
+        fs::create_dir_all(&data_dir)
+            .unwrap_or_else(|e| panic!("cannot create data directory {} for {}: {e}", data_dir.display(), self.label));
+        let port = self.port.unwrap_or_else(free_port);
+        let mut cmd = tokio::process::Command::from(self.command(&binary, port, &data_dir));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+        let output = match tokio::time::timeout(RUN_TO_EXIT_TIMEOUT, cmd.output()).await {
+            Ok(Ok(output)) => output,
+            Ok(Err(e)) => panic!("cannot run {} ({}): {e}", self.label, binary.display()),
+            Err(_) => panic!("{} was still running after {RUN_TO_EXIT_TIMEOUT:?}; it was expected to exit", self.label),
+        };
+        RunOutput {
+            code: output.status.code(),
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// The binary this spec runs (see [`locate_binary`]).
+    fn locate(&self) -> Result<PathBuf, String> {
+        match &self.binary {
+            Some(path) => locate_binary(Some(path.as_os_str()), Path::new("")),
+            None => locate_binary(std::env::var_os(NODE_BIN_ENV).as_deref(), &default_binary_path()),
+        }
+    }
+
+    /// The command line and environment of one process of this spec: `serve`, the `ZONE_*` settings,
+    /// nothing of the developer's own `ZONE_*` environment.
+    fn command(&self, binary: &Path, port: u16, data_dir: &Path) -> Command {
+        let mut cmd = if Path::new(SETPRIV).exists() {
+            // The node gets SIGKILL when the thread that started it ends, even if the test process is
+            // killed without running destructors.
+            let mut c = Command::new(SETPRIV);
+            c.args(["--pdeathsig", "KILL", "--"]).arg(binary);
+            c
+        } else {
+            Command::new(binary)
+        };
+        cmd.arg("serve").args(&self.args);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ZONE_") {
+                cmd.env_remove(&name);
+            }
+        }
+        let log_filter = self
+            .log_filter
+            .clone()
+            .or_else(|| std::env::var(NODE_LOG_ENV).ok())
+            .unwrap_or_else(|| "info".to_owned());
+        cmd.env("ZONE_NAME", &self.zone_name)
+            .env("ZONE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("ZONE_API_URL", format!("http://127.0.0.1:{port}"))
+            .env("ZONE_DATA_DIR", data_dir)
+            .env("ZONE_ADMIN_USERNAME", &self.admin_username)
+            .env("ZONE_ADMIN_PASSWORD", &self.admin_password)
+            .env("ZONE_LOG", &log_filter)
+            .env("RUST_BACKTRACE", "1");
+        let optional = [
+            ("ZONE_DATABASE_URL", self.database_url.clone()),
+            ("ZONE_BUS_URL", self.bus_url.clone()),
+            ("ZONE_BUS_PREFIX", self.bus_prefix.clone()),
+            ("ZONE_HEARTBEAT_INTERVAL_MS", self.heartbeat_interval_ms.map(|v| v.to_string())),
+            ("ZONE_DEAD_AFTER_MS", self.dead_after_ms.map(|v| v.to_string())),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                cmd.env(name, value);
+            }
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+}
+
+/// How a process run by [`NodeSpec::run_to_exit`] ended.
+#[derive(Debug, Clone)]
+pub struct RunOutput {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
 }
 
 /// A running (or stopped) `zone-node` process. Methods take `&self`, so a test can stop and restart
@@ -123,6 +224,8 @@ pub struct NodeProcess {
     starts: AtomicU32,
     /// The admin client of the current process, logged in once.
     admin: tokio::sync::Mutex<Option<(u32, api::Client)>>,
+    /// The current process's node id, learnt when it became ready.
+    node_id: Mutex<Option<String>>,
 }
 
 impl NodeProcess {
@@ -136,11 +239,7 @@ impl NodeProcess {
 
     /// Starts a node without waiting for it to be ready.
     pub fn spawn(spec: NodeSpec) -> NodeProcess {
-        let binary = match &spec.binary {
-            Some(path) => locate_binary(Some(path.as_os_str()), Path::new("")),
-            None => locate_binary(std::env::var_os(NODE_BIN_ENV).as_deref(), &default_binary_path()),
-        }
-        .unwrap_or_else(|message| panic!("{message}"));
+        let binary = spec.locate().unwrap_or_else(|message| panic!("{message}"));
         let dir = tempfile::Builder::new()
             .prefix("zone-e2e-")
             .tempdir()
@@ -161,6 +260,7 @@ impl NodeProcess {
             child: Mutex::new(None),
             starts: AtomicU32::new(0),
             admin: tokio::sync::Mutex::new(None),
+            node_id: Mutex::new(None),
         };
         node.respawn();
         node
@@ -233,8 +333,8 @@ impl NodeProcess {
         )
     }
 
-    /// Waits until `GET /readyz` answers 200; panics with the reason and the log tail otherwise, or as
-    /// soon as the process exits.
+    /// Waits until `GET /readyz` answers 200 and the node tells its id; panics with the reason and the
+    /// log tail otherwise, or as soon as the process exits.
     pub async fn wait_ready(&self, timeout: Duration) {
         if let Err(why) = self.try_wait_ready(timeout).await {
             panic!("{}", self.failure(&why));
@@ -249,13 +349,16 @@ impl NodeProcess {
             .build()
             .expect("the reqwest client builder only fails on a broken TLS backend");
         let url = format!("{}/readyz", self.url());
-        let outcome = poll_until(timeout, DEFAULT_POLL_INTERVAL, || async {
+        let outcome = poll_until_detailed(timeout, DEFAULT_POLL_INTERVAL, || async {
             if let Some(status) = self.exit_status() {
                 // Not a timeout: stop polling at once with the exit as the reason.
                 return Ok(Err(format!("exited with {status} before it was ready")));
             }
             match http.get(&url).send().await {
-                Ok(resp) if resp.status().is_success() => Ok(Ok(())),
+                Ok(resp) if resp.status().is_success() => match self.fetch_node_id().await {
+                    Ok(id) => Ok(Ok(id)),
+                    Err(e) => Err(format!("ready, but its id is not known yet: {e}")),
+                },
                 Ok(resp) => {
                     let status = resp.status();
                     let body = resp.text().await.unwrap_or_default();
@@ -266,7 +369,10 @@ impl NodeProcess {
         })
         .await;
         match outcome {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(id)) => {
+                *self.node_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+                Ok(())
+            }
             Ok(Err(exited)) => Err(exited),
             Err(timed_out) => Err(format!("not ready: {timed_out}")),
         }
@@ -281,12 +387,31 @@ impl NodeProcess {
 
     /// Waits up to `timeout` for the process to exit on its own (for example when it fences itself).
     pub async fn wait_exit(&self, timeout: Duration) -> Option<ExitStatus> {
-        poll_until(timeout, EXIT_POLL_INTERVAL, || async { self.exit_status() }).await.ok()
+        poll_until(timeout, EXIT_POLL_INTERVAL, || async { self.exit_status() }).await
     }
 
-    /// Kills the process with SIGKILL (a crash: no shutdown code runs) and reaps it. Returns at once
-    /// when it is not running. Synchronous because the kernel ends a SIGKILLed process immediately.
-    pub fn kill9(&self) {
+    /// Kills the process with SIGKILL (a crash: no shutdown code runs) and waits until it has exited.
+    /// Returns at once when it is not running.
+    pub async fn kill9(&self) {
+        {
+            let mut child = self.lock_child();
+            if let Some(c) = child.as_mut() {
+                // Fails only when it already exited, which is what we want.
+                let _ = c.kill();
+            }
+        }
+        // Waiting without blocking the runtime; the kernel ends a SIGKILLed process at once.
+        poll_until(Duration::from_secs(30), EXIT_POLL_INTERVAL, || async {
+            let mut child = self.lock_child();
+            child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
+        })
+        .await
+        .unwrap_or_else(|| panic!("{} (pid {:?}) survived SIGKILL for 30s", self.spec.label, self.pid()));
+        self.kill_now();
+    }
+
+    /// SIGKILL and reap, blocking (for `Drop`, which cannot await).
+    fn kill_now(&self) {
         let mut child = self.lock_child();
         if let Some(c) = child.as_mut() {
             if c.try_wait().ok().flatten().is_none() {
@@ -311,7 +436,7 @@ impl NodeProcess {
                 "warning: {} did not exit within {TERMINATE_GRACE:?} of SIGTERM; sending SIGKILL",
                 self.spec.label
             );
-            self.kill9();
+            self.kill9().await;
         }
         *self.lock_child() = None;
         status
@@ -337,6 +462,7 @@ impl NodeProcess {
             );
         }
         let start = self.starts.fetch_add(1, Ordering::SeqCst) + 1;
+        *self.node_id.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *child = Some(self.spawn_process(start));
     }
 
@@ -368,15 +494,70 @@ impl NodeProcess {
         api::Client::new(&self.url())
     }
 
-    /// The node's id (its UUID for this process), read from its own `GET /v1/zone`.
-    pub async fn node_id(&self) -> Result<String, String> {
-        let zone = self.try_client().await?.zone().await.map_err(|e| format!("GET /v1/zone failed: {e}"))?;
+    /// The node's id (its UUID, new with every process), learnt when it last became ready. Panics when
+    /// the current process has not been ready yet.
+    pub fn node_id(&self) -> String {
+        self.node_id.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| {
+            panic!("{}: its node id is not known: it has not been ready since it was last started", self.spec.label)
+        })
+    }
+
+    /// Asks the node for its id: the `node_id` of its `GET /v1/zone` (the node that answered), or else
+    /// the listed node with this node's `api_url` that has not left.
+    pub async fn fetch_node_id(&self) -> Result<String, String> {
+        let zone: serde_json::Value =
+            self.try_client().await?.get("/v1/zone").await.map_err(|e| format!("GET /v1/zone failed: {e}"))?;
+        if let Some(id) = zone.get("node_id").and_then(|v| v.as_str()) {
+            return Ok(id.to_owned());
+        }
         let url = self.url();
-        zone.nodes
-            .iter()
-            .find(|n| n.api_url.trim_end_matches('/') == url && n.state == "alive")
-            .map(|n| n.id.clone())
-            .ok_or_else(|| format!("GET /v1/zone lists no alive node with api_url {url}"))
+        let mut mine: Vec<&serde_json::Value> = zone
+            .get("nodes")
+            .and_then(|n| n.as_array())
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter(|n| n.get("api_url").and_then(|u| u.as_str()).map(|u| u.trim_end_matches('/')) == Some(&url))
+                    .filter(|n| !matches!(n.get("state").and_then(|s| s.as_str()), Some("dead" | "left")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        mine.sort_by_key(|n| n.get("joined_at").and_then(|j| j.as_str()).unwrap_or_default().to_owned());
+        mine.last()
+            .and_then(|n| n.get("id").and_then(|id| id.as_str()))
+            .map(str::to_owned)
+            .ok_or_else(|| format!("GET /v1/zone has no node_id and lists no live node with api_url {url}"))
+    }
+
+    /// Ages a bearer token so the node sees it as expired, by setting its expiry in the node's
+    /// database (tokens are stored as the SHA-256 hex of the token). Panics when the token is not there.
+    pub async fn expire_token(&self, token: &str) {
+        use sha2::Digest;
+        use sqlx::Connection;
+        let hash: String = sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let url = self.database_url();
+        const SQL: &str = "UPDATE tokens SET expires_at_ms = 1 WHERE hash = $1";
+        let updated = if url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{}: cannot open its database {url}: {e}", self.spec.label));
+            sqlx::query(SQL).bind(&hash).execute(&mut conn).await.map(|r| r.rows_affected())
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{}: cannot open its database: {e}", self.spec.label));
+            sqlx::query(SQL).bind(&hash).execute(&mut conn).await.map(|r| r.rows_affected())
+        }
+        .unwrap_or_else(|e| panic!("{}: cannot expire a token: {e}", self.spec.label));
+        assert_eq!(updated, 1, "{}: the token to expire is not in its database", self.spec.label);
+    }
+
+    /// The node's database: the spec's, or the embedded default (`zone.db` in its data directory).
+    pub fn database_url(&self) -> String {
+        self.spec
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("zone.db").display()))
     }
 
     fn spawn_process(&self, start: u32) -> Child {
@@ -386,49 +567,8 @@ impl NodeProcess {
             .append(true)
             .open(&self.log_path)
             .unwrap_or_else(|e| panic!("cannot open log {} for {}: {e}", self.log_path.display(), spec.label));
-        let mut cmd = if Path::new(SETPRIV).exists() {
-            // The node gets SIGKILL when the thread that started it ends, even if the test process is
-            // killed without running destructors.
-            let mut c = Command::new(SETPRIV);
-            c.args(["--pdeathsig", "KILL", "--"]).arg(&self.binary);
-            c
-        } else {
-            Command::new(&self.binary)
-        };
-        cmd.arg("serve").args(&spec.args);
-        // The developer's own ZONE_* settings must not leak into test nodes.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ZONE_") {
-                cmd.env_remove(&name);
-            }
-        }
         let listen = format!("127.0.0.1:{}", self.port);
-        let log_filter = spec
-            .log_filter
-            .clone()
-            .or_else(|| std::env::var(NODE_LOG_ENV).ok())
-            .unwrap_or_else(|| "info".to_owned());
-        cmd.env("ZONE_NAME", &spec.zone_name)
-            .env("ZONE_LISTEN", &listen)
-            .env("ZONE_API_URL", self.url())
-            .env("ZONE_DATA_DIR", &self.data_dir)
-            .env("ZONE_ADMIN_USERNAME", &spec.admin_username)
-            .env("ZONE_ADMIN_PASSWORD", &spec.admin_password)
-            .env("ZONE_LOG", &log_filter)
-            .env("RUST_BACKTRACE", "1");
-        let optional = [
-            ("ZONE_DATABASE_URL", spec.database_url.clone()),
-            ("ZONE_BUS_URL", spec.bus_url.clone()),
-            ("ZONE_BUS_PREFIX", spec.bus_prefix.clone()),
-            ("ZONE_HEARTBEAT_INTERVAL_MS", spec.heartbeat_interval_ms.map(|v| v.to_string())),
-            ("ZONE_DEAD_AFTER_MS", spec.dead_after_ms.map(|v| v.to_string())),
-        ];
-        for (name, value) in optional {
-            if let Some(value) = value {
-                cmd.env(name, value);
-            }
-        }
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        let mut cmd = spec.command(&self.binary, self.port, &self.data_dir);
         let _ = writeln!(
             log,
             "==== e2e harness: start #{start} of {} on {listen}: {} serve ====",
@@ -451,7 +591,7 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
-        self.kill9();
+        self.kill_now();
         if std::thread::panicking() {
             let kept = self.dir.lock().unwrap_or_else(|e| e.into_inner()).take().map(tempfile::TempDir::keep);
             eprintln!(

@@ -64,22 +64,40 @@ impl fmt::Display for TimedOut {
 
 impl std::error::Error for TimedOut {}
 
-/// Evaluates `condition` every `interval` until it is done or `timeout` has passed.
+/// Evaluates `condition` every `interval` until it is done, and returns its value; `None` when
+/// `timeout` passed first. Use [`poll_until_detailed`] (or [`Cluster::wait_until`](crate::Cluster::wait_until),
+/// which panics with a full report) to learn what the condition saw last.
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # async fn f(client: api::Client) {
+/// let zone = e2e::poll_until(Duration::from_secs(10), Duration::from_millis(100), || async {
+///     client.zone().await.ok().filter(|z| z.nodes.len() == 3)
+/// })
+/// .await
+/// .expect("the zone never listed three nodes");
+/// # }
+/// ```
+pub async fn poll_until<F, Fut, O>(timeout: Duration, interval: Duration, condition: F) -> Option<O::Value>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = O>,
+    O: Outcome,
+{
+    poll_until_detailed(timeout, interval, condition).await.ok()
+}
+
+/// Like [`poll_until`], with a [`TimedOut`] report (attempts, time waited, last observation) when the
+/// condition did not hold in time.
 ///
 /// The condition always runs at least once, and once more at the deadline, so a short timeout cannot
 /// miss a condition that just became true. One evaluation is not cut short: a condition that does I/O
 /// should bound it (the API client has its own timeouts).
-///
-/// ```no_run
-/// # use std::time::Duration;
-/// # async fn f(client: api::Client) -> Result<(), e2e::TimedOut> {
-/// let zone = e2e::poll_until(Duration::from_secs(10), Duration::from_millis(100), || async {
-///     client.zone().await.ok().filter(|z| z.nodes.len() == 3)
-/// })
-/// .await?;
-/// # Ok(()) }
-/// ```
-pub async fn poll_until<F, Fut, O>(timeout: Duration, interval: Duration, mut condition: F) -> Result<O::Value, TimedOut>
+pub async fn poll_until_detailed<F, Fut, O>(
+    timeout: Duration,
+    interval: Duration,
+    mut condition: F,
+) -> Result<O::Value, TimedOut>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = O>,

@@ -5,7 +5,20 @@
 //! a unique name and a free port, kept across stop and start so nodes can reconnect to the same URL.
 //! The script keeps the node's data and logs in `${TMPDIR:-/tmp}/zone-rabbit-NAME`; the instance
 //! removes that directory when dropped, unless the test is failing (then it prints where it is).
+//!
+//! ```no_run
+//! # async fn f() {
+//! let rabbit = e2e::RabbitInstance::start().await; // a new node, running
+//! let url = rabbit.url();
+//! rabbit.stop().await; // the same node, stopped ...
+//! rabbit.start().await; // ... and started again on the same port
+//! # }
+//! ```
+//!
+//! `RabbitInstance::start()` makes a new node; the instance dereferences to its [`RabbitNode`], whose
+//! `start`/`stop` methods restart and stop that node.
 
+use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,24 +33,46 @@ pub const RABBIT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// RabbitMQ's distribution listener is on the AMQP port plus this.
 const DIST_PORT_OFFSET: u16 = 20_000;
 
-/// A RabbitMQ node of one test. Stopped when dropped.
+/// A RabbitMQ node of one test: created running by [`RabbitInstance::start`], stopped and its
+/// directory removed when dropped. Its methods are those of [`RabbitNode`].
 #[derive(Debug)]
 pub struct RabbitInstance {
+    node: RabbitNode,
+}
+
+/// The node of a [`RabbitInstance`]: its address, and stopping and starting it.
+#[derive(Debug)]
+pub struct RabbitNode {
     name: String,
     port: u16,
     running: AtomicBool,
 }
 
 impl RabbitInstance {
-    /// Picks a unique name and a free port and starts the node (see [`start`](Self::start)).
-    pub async fn launch() -> RabbitInstance {
+    /// Starts a new node with a unique name on a free port (whose distribution port, 20000 above, is
+    /// free too), and returns once it accepts AMQP connections.
+    pub async fn start() -> RabbitInstance {
         let port = free_port_where(|p| p.checked_add(DIST_PORT_OFFSET).is_some_and(port_bindable));
-        let instance =
-            RabbitInstance { name: format!("zt_{}", crate::net::short_id()), port, running: AtomicBool::new(false) };
-        instance.start().await;
-        instance
+        let node = RabbitNode { name: format!("zt_{}", crate::net::short_id()), port, running: AtomicBool::new(false) };
+        node.start().await;
+        RabbitInstance { node }
     }
+}
 
+impl Deref for RabbitInstance {
+    type Target = RabbitNode;
+    fn deref(&self) -> &RabbitNode {
+        &self.node
+    }
+}
+
+impl DerefMut for RabbitInstance {
+    fn deref_mut(&mut self) -> &mut RabbitNode {
+        &mut self.node
+    }
+}
+
+impl RabbitNode {
     /// The node's name (`NAME` in `NAME@localhost`).
     pub fn name(&self) -> &str {
         &self.name
@@ -100,6 +135,13 @@ impl RabbitInstance {
 
 impl Drop for RabbitInstance {
     fn drop(&mut self) {
+        let node = &self.node;
+        node.drop_node();
+    }
+}
+
+impl RabbitNode {
+    fn drop_node(&self) {
         if self.is_running() && !self.stop_blocking() {
             return;
         }
@@ -112,9 +154,7 @@ impl Drop for RabbitInstance {
             }
         }
     }
-}
 
-impl RabbitInstance {
     /// Stops the node from a destructor; false (with a warning) when that failed.
     fn stop_blocking(&self) -> bool {
         // Synchronous on purpose: the test process may end right after this.
