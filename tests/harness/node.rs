@@ -178,6 +178,8 @@ impl NodeSpec {
             .env("ZONE_ADMIN_USERNAME", &self.admin_username)
             .env("ZONE_ADMIN_PASSWORD", &self.admin_password)
             .env("ZONE_LOG", &log_filter)
+            // Plain text in the log files that failure messages quote.
+            .env("NO_COLOR", "1")
             .env("RUST_BACKTRACE", "1");
         let optional = [
             ("ZONE_DATABASE_URL", self.database_url.clone()),

@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn f() {
-//! let rabbit = e2e::RabbitInstance::start().await; // a new node, running
+//! let mut rabbit = e2e::RabbitInstance::start().await; // a new node, running
 //! let url = rabbit.url();
 //! rabbit.stop().await; // the same node, stopped ...
 //! rabbit.start().await; // ... and started again on the same port
@@ -21,7 +21,6 @@
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::net::{free_port_where, port_bindable};
@@ -45,7 +44,7 @@ pub struct RabbitInstance {
 pub struct RabbitNode {
     name: String,
     port: u16,
-    running: AtomicBool,
+    running: bool,
 }
 
 impl RabbitInstance {
@@ -53,7 +52,7 @@ impl RabbitInstance {
     /// free too), and returns once it accepts AMQP connections.
     pub async fn start() -> RabbitInstance {
         let port = free_port_where(|p| p.checked_add(DIST_PORT_OFFSET).is_some_and(port_bindable));
-        let node = RabbitNode { name: format!("zt_{}", crate::net::short_id()), port, running: AtomicBool::new(false) };
+        let mut node = RabbitNode { name: format!("zt_{}", crate::net::short_id()), port, running: false };
         node.start().await;
         RabbitInstance { node }
     }
@@ -94,21 +93,21 @@ impl RabbitNode {
 
     /// Whether the harness started it and has not stopped it since.
     pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
+        self.running
     }
 
     /// Starts the node (again) and returns once it accepts AMQP connections. Panics with the script's
     /// output when it fails.
-    pub async fn start(&self) {
+    pub async fn start(&mut self) {
         let port = self.port.to_string();
         self.run(&["start", &self.name, &port], RABBIT_START_TIMEOUT).await;
-        self.running.store(true, Ordering::SeqCst);
+        self.running = true;
     }
 
     /// Stops the node. Panics with the script's output when it fails.
-    pub async fn stop(&self) {
+    pub async fn stop(&mut self) {
         self.run(&["stop", &self.name], RABBIT_STOP_TIMEOUT).await;
-        self.running.store(false, Ordering::SeqCst);
+        self.running = false;
     }
 
     async fn run(&self, args: &[&str], timeout: Duration) {
