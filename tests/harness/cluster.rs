@@ -331,6 +331,9 @@ impl Cluster {
                 (None, Some(status)) => format!("exited: {status}"),
                 (None, None) => "stopped by the test".to_owned(),
             };
+            if let Some(panic) = node.last_panic() {
+                message.push_str(&format!("\nnode {i} panicked: {panic}"));
+            }
             message.push_str(&format!(
                 "\n--- node {i} ({}, {state}), last {CLUSTER_FAILURE_LOG_LINES} lines of {} ---\n{}",
                 node.url(),

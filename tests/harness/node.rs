@@ -324,15 +324,26 @@ impl NodeProcess {
         }
     }
 
-    /// A failure message about this node, followed by its log tail.
+    /// A failure message about this node, followed by its last panic (when it panicked: a backtrace
+    /// can push the message out of the tail) and its log tail.
     pub fn failure(&self, what: &str) -> String {
+        let panic = self.last_panic().map(|p| format!("\nthe node panicked: {p}")).unwrap_or_default();
         format!(
-            "{} ({}): {what}\n--- last {FAILURE_LOG_LINES} lines of {} ---\n{}\n--- end of log ---",
+            "{} ({}): {what}{panic}\n--- last {FAILURE_LOG_LINES} lines of {} ---\n{}\n--- end of log ---",
             self.spec.label,
             self.url(),
             self.log_path.display(),
             self.log_tail(FAILURE_LOG_LINES)
         )
+    }
+
+    /// The last Rust panic in the node's log: the `panicked at` line and the message after it.
+    pub fn last_panic(&self) -> Option<String> {
+        let text = fs::read(&self.log_path).ok()?;
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text.lines().collect();
+        let at = lines.iter().rposition(|l| l.contains("panicked at "))?;
+        Some(lines[at..(at + 2).min(lines.len())].join(" "))
     }
 
     /// Waits until `GET /readyz` answers 200 and the node tells its id; panics with the reason and the
