@@ -202,6 +202,7 @@ impl Cluster {
         *inner.last_heartbeat_ok.lock().expect("heartbeat lock poisoned") = Instant::now();
         self.refresh().await?;
         tracing::info!(node = %inner.me, epoch = join_epoch, "joined zone as joining");
+        self.inner.poke.notify_one();
         self.publish(EVENT_NODE_JOINED).await;
         Ok(())
     }
@@ -353,13 +354,16 @@ impl Cluster {
             Err(error) => tracing::warn!(%error, "eviction check failed"),
         }
         // 3. Reconcile the view with the database: the safety net under the events.
-        if let Err(error) = self.refresh().await {
-            tracing::warn!(%error, "membership read failed");
-            return;
-        }
+        let membership = match self.refresh().await {
+            Ok(membership) => membership,
+            Err(error) => {
+                tracing::warn!(%error, "membership read failed");
+                return;
+            }
+        };
         // 4. A joining node becomes alive once every other live node has applied its join.
         if self.my_state() == NodeState::Joining && !inner.leaving.load(Ordering::SeqCst) {
-            self.try_become_alive().await;
+            self.try_become_alive(&membership).await;
         }
         // 5. Forget long-gone nodes.
         if ticks % PURGE_EVERY_TICKS == PURGE_EVERY_TICKS - 1 {
@@ -369,8 +373,9 @@ impl Cluster {
         }
     }
 
-    /// Reads membership and applies it if the epoch moved.
-    async fn refresh(&self) -> crate::error::Result<()> {
+    /// Reads membership and applies it if the epoch moved. Returns the rows read: fresher than
+    /// the view, whose rows only change with the epoch (acknowledgements do not bump it).
+    async fn refresh(&self) -> crate::error::Result<Membership> {
         let membership = self.inner.store.membership().await?;
         let current = self.view();
         let fresh = Arc::new(View::from_membership(&membership, self.inner.settings.virtual_nodes));
@@ -384,7 +389,7 @@ impl Cluster {
             tracing::info!(node = %self.inner.me, serving = should_serve, state = state.as_str(), "serving changed");
             self.inner.serving.send_replace(should_serve);
         }
-        Ok(())
+        Ok(membership)
     }
 
     fn apply(&self, old: Arc<View>, new: Arc<View>) {
@@ -407,11 +412,10 @@ impl Cluster {
         self.inner.applied.send_replace(epoch);
     }
 
-    async fn try_become_alive(&self) {
+    async fn try_become_alive(&self, membership: &Membership) {
         let inner = &self.inner;
         let join_epoch = inner.join_epoch.load(Ordering::SeqCst);
-        let view = self.view();
-        let waiting_on: Vec<Uuid> = view
+        let waiting_on: Vec<Uuid> = membership
             .nodes
             .iter()
             .filter(|n| n.id != inner.me && NodeState::parse(&n.state).is_live() && n.applied_epoch < join_epoch)
