@@ -9,3 +9,4 @@ mod cluster;
 mod embedded;
 mod harness_smoke;
 mod http_input;
+mod portal_client;

@@ -263,9 +263,10 @@ impl Cluster {
             return Admission::Forward(owner);
         }
         if !self.is_serving() {
-            // Joining (not yet handed over), paused or evicted: a joining node holds; the others stop.
+            // Joining (not yet handed over) or paused (heartbeat stale): hold, bounded by the
+            // message's deadline. Evicted or gone: refuse, the caller should use another node.
             return match view.state_of(me) {
-                Some(NodeState::Joining) if !self.inner.evicted.is_cancelled() => Admission::Hold,
+                Some(state) if state.is_live() && !self.inner.evicted.is_cancelled() => Admission::Hold,
                 _ => Admission::Stop,
             };
         }
@@ -380,14 +381,15 @@ impl Cluster {
         let current = self.view();
         let fresh = Arc::new(View::from_membership(&membership, self.inner.settings.virtual_nodes));
         let state = fresh.state_of(self.inner.me).unwrap_or(NodeState::Dead);
-        if fresh.epoch != current.epoch {
-            self.apply(current, fresh.clone());
-        }
-        // Serving follows the row: alive or leaving with a fresh heartbeat.
+        // Serving follows the row: alive or leaving, and not evicted. It is switched before the
+        // view is applied, because applying wakes held tasks, which must see both together.
         let should_serve = matches!(state, NodeState::Alive | NodeState::Leaving) && !self.inner.evicted.is_cancelled();
         if *self.inner.serving.borrow() != should_serve {
             tracing::info!(node = %self.inner.me, serving = should_serve, state = state.as_str(), "serving changed");
             self.inner.serving.send_replace(should_serve);
+        }
+        if fresh.epoch != current.epoch {
+            self.apply(current, fresh.clone());
         }
         Ok(membership)
     }

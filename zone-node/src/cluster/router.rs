@@ -81,7 +81,6 @@ async fn run_owned<H: ResourceHandler>(service: &str, key: &str, cluster: Cluste
                 return;
             }
             Admission::Forward(owner) => {
-                let mut delivery = delivery;
                 if delivery.msg.hops >= MAX_HOPS {
                     let error = ErrorBody::new(ErrorCode::RingUnstable, "the zone's ring did not settle; retry");
                     delivery.reply(Err(error)).await;
@@ -90,7 +89,7 @@ async fn run_owned<H: ResourceHandler>(service: &str, key: &str, cluster: Cluste
                 if delivery.msg.hops >= SETTLE_AFTER_HOPS {
                     tokio::time::sleep(SETTLE_DELAY).await;
                 }
-                delivery.msg.hops += 1;
+                // The bus counts the hop (`x-hops`) as it forwards.
                 tracing::debug!(service, resource = key, to = %owner, hops = delivery.msg.hops, "forwarding to the ring owner");
                 // A failed forward already answered the caller with the bus error, or the bus
                 // could not reach the caller either: nothing more to do here.

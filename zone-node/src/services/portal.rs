@@ -46,7 +46,7 @@ impl Portal {
 
 #[async_trait::async_trait]
 impl Handler for Portal {
-    async fn handle(&self, mut delivery: Delivery) {
+    async fn handle(&self, delivery: Delivery) {
         let kind = delivery.msg.kind.clone();
         if let Some(resource) = delivery.msg.resource_id.clone() {
             let service = kind.split('.').next().unwrap_or_default().to_owned();
@@ -58,7 +58,6 @@ impl Handler for Portal {
                 delivery.reply(Err(ErrorBody::new(ErrorCode::RingUnstable, "this node has no ring yet; retry"))).await;
                 return;
             };
-            delivery.msg.hops += 1;
             if let Err(error) = self.bus.forward(Destination::Node { service, node: owner }, delivery).await {
                 tracing::warn!(%error, kind, resource, "portal could not route a message");
             }
