@@ -22,6 +22,30 @@ const MAX_HOPS: u32 = 16;
 const SETTLE_AFTER_HOPS: u32 = 3;
 const SETTLE_DELAY: Duration = Duration::from_millis(100);
 
+/// What a message is, for routing (ZStack's rules).
+#[derive(Debug, Clone, Copy)]
+pub enum Route<'a> {
+    /// About one resource: to the ring owner's service queue.
+    Resource(&'a str),
+    /// Creational or non-resource (creates something, or concerns no single resource): to this
+    /// node's own service queue, whose consumer is surely alive, being this process.
+    Local,
+    /// An API message from outside: to the shared `api.portal` queue, which routes it.
+    Api,
+}
+
+/// Where a message for `service` goes by [`Route`].
+pub fn destination(cluster: &Cluster, service: &str, route: Route<'_>) -> Result<Destination, ErrorBody> {
+    match route {
+        Route::Resource(key) => cluster
+            .route_owner(key)
+            .map(|node| Destination::Node { service: service.to_owned(), node })
+            .ok_or_else(|| ErrorBody::new(ErrorCode::RingUnstable, "this node has no ring yet; retry")),
+        Route::Local => Ok(Destination::Node { service: service.to_owned(), node: cluster.me() }),
+        Route::Api => Ok(Destination::Portal),
+    }
+}
+
 /// The business logic of a resource service: handles one message whose resource this node owns,
 /// with no other task on that resource running anywhere in the zone.
 #[async_trait::async_trait]

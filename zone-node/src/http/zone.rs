@@ -10,7 +10,8 @@ use axum::{Extension, Router};
 use api::{ErrorCode, NodeInfo, OwnersRequest, OwnersResponse, ProbeRequest, ProbeResponse, ZoneInfo};
 
 use crate::app::AppState;
-use crate::bus::{Destination, Message};
+use crate::bus::Message;
+use crate::cluster::{destination, Route};
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ApiResult, Json};
 use crate::services::probe::MAX_HOLD_MS;
@@ -91,17 +92,15 @@ pub async fn probe(
     if req.hold_ms > MAX_HOLD_MS {
         return Err(ApiError::new(ErrorCode::InvalidField, format!("hold_ms: at most {MAX_HOLD_MS}")));
     }
-    let owner = state
-        .cluster
-        .route_owner(&resource_id)
-        .ok_or_else(|| ApiError::new(ErrorCode::RingUnstable, "this node has no ring yet; retry"))?;
+    let to = destination(&state.cluster, crate::services::PROBE, Route::Resource(&resource_id))
+        .map_err(|e| ApiError::new(e.error.code, e.error.message))?;
     let timeout = state.config.call_timeout().max(Duration::from_millis(req.hold_ms) + Duration::from_secs(5));
     let mut msg = Message::new("probe.run", serde_json::to_vec(&req).map_err(|e| crate::error::Error::Internal(e.to_string()))?)
         .with_resource(resource_id);
     msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
     let reply = state
         .bus
-        .call(Destination::Node { service: crate::services::PROBE.into(), node: owner }, msg, timeout)
+        .call(to, msg, timeout)
         .await?;
     let response: ProbeResponse = serde_json::from_slice(&reply).map_err(|e| crate::error::Error::Internal(format!("probe reply: {e}")))?;
     Ok(axum::Json(response))

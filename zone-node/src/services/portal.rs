@@ -13,8 +13,8 @@
 
 use api::{ErrorBody, ErrorCode};
 
-use crate::bus::{Bus, Delivery, Destination, Handler};
-use crate::cluster::Cluster;
+use crate::bus::{Bus, Delivery, Handler};
+use crate::cluster::{destination, Cluster, Route};
 use crate::store::ZoneRow;
 
 pub struct Portal {
@@ -54,11 +54,14 @@ impl Handler for Portal {
                 delivery.reply(Err(ErrorBody::new(ErrorCode::NoSuchService, format!("type {kind:?} names no service")))).await;
                 return;
             }
-            let Some(owner) = self.cluster.route_owner(&resource) else {
-                delivery.reply(Err(ErrorBody::new(ErrorCode::RingUnstable, "this node has no ring yet; retry"))).await;
-                return;
+            let to = match destination(&self.cluster, &service, Route::Resource(&resource)) {
+                Ok(to) => to,
+                Err(error) => {
+                    delivery.reply(Err(error)).await;
+                    return;
+                }
             };
-            if let Err(error) = self.bus.forward(Destination::Node { service, node: owner }, delivery).await {
+            if let Err(error) = self.bus.forward(to, delivery).await {
                 tracing::warn!(%error, kind, resource, "portal could not route a message");
             }
             return;

@@ -57,6 +57,9 @@ pub mod probe;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a SQLite writer waits for another writer to commit before failing.
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often opening a SQLite file is retried when it is locked by a concurrent opener.
+const SQLITE_OPEN_RETRIES: u32 = 5;
+
 /// How long a caller waits for a free pooled SQLite connection. Longer than the busy timeout:
 /// on a local file, waiting is always better than failing.
 const SQLITE_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -298,9 +301,23 @@ impl Store {
             pool = pool.max_connections(max_connections);
         }
         let path = opts.get_filename().display().to_string();
-        let pool = pool.connect_with(opts).await.map_err(|e| {
-            StoreError::Unavailable(format!("cannot open sqlite database {path}: {e}"))
-        })?;
+        // Switching a fresh file to WAL takes an exclusive lock that does not wait on the busy
+        // handler, so processes opening the same new file at the same instant can see "database
+        // is locked" once. A few short retries settle it; anything else fails at once.
+        let mut attempt = 0;
+        let pool = loop {
+            match pool.clone().connect_with(opts.clone()).await {
+                Ok(pool) => break pool,
+                Err(e) if attempt < SQLITE_OPEN_RETRIES && e.to_string().contains("locked") => {
+                    attempt += 1;
+                    tracing::debug!(attempt, error = %e, "sqlite database locked while opening; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    return Err(StoreError::Unavailable(format!("cannot open sqlite database {path}: {e}")))
+                }
+            }
+        };
         Ok(Store {
             backend: Backend::Sqlite(pool),
         })
