@@ -33,7 +33,9 @@ pub enum Command {
     AccountAdd {
         #[command(flatten)]
         conn: Conn,
-        username: String,
+        /// The new account's username.
+        #[arg(value_name = "USERNAME")]
+        name: String,
         /// admin or member.
         #[arg(long, default_value = "member")]
         role: String,
@@ -41,8 +43,8 @@ pub enum Command {
         #[arg(long)]
         client_id: Option<String>,
         /// The new account's password (or set ZONE_NEW_PASSWORD, which keeps it out of `ps`).
-        #[arg(long, env = "ZONE_NEW_PASSWORD", hide_env_values = true)]
-        password: String,
+        #[arg(long = "new-password", env = "ZONE_NEW_PASSWORD", hide_env_values = true)]
+        new_password: String,
     },
     /// List accounts (admin).
     AccountList(ConnJson),
@@ -50,7 +52,8 @@ pub enum Command {
     AccountDelete {
         #[command(flatten)]
         conn: Conn,
-        username: String,
+        #[arg(value_name = "USERNAME")]
+        name: String,
     },
 }
 
@@ -113,9 +116,9 @@ pub async fn run_operator(command: Command) -> anyhow::Result<()> {
                 print_table(&["NODE", "STATE", "API", "LAST HEARTBEAT"], &rows);
             }
         }
-        Command::AccountAdd { conn, username, role, client_id, password } => {
+        Command::AccountAdd { conn, name, role, client_id, new_password } => {
             let role = Role::parse(&role).with_context(|| format!("--role must be admin or member, not {role:?}"))?;
-            let account = conn.client().await?.account_create(&AccountCreate { username, password, role, client_id }).await?;
+            let account = conn.client().await?.account_create(&AccountCreate { username: name, password: new_password, role, client_id }).await?;
             println!("created {} ({})", account.username, account.role.as_str());
         }
         Command::AccountList(ConnJson { conn, json }) => {
@@ -131,9 +134,9 @@ pub async fn run_operator(command: Command) -> anyhow::Result<()> {
                 print_table(&["USERNAME", "ROLE", "CLIENT", "CREATED"], &rows);
             }
         }
-        Command::AccountDelete { conn, username } => {
-            conn.client().await?.account_delete(&username).await?;
-            println!("deleted {username}");
+        Command::AccountDelete { conn, name } => {
+            conn.client().await?.account_delete(&name).await?;
+            println!("deleted {name}");
         }
         Command::Serve | Command::CheckConfig => unreachable!("handled by main"),
     }
@@ -155,5 +158,30 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     line(headers.to_vec());
     for row in rows {
         line(row.iter().map(String::as_str).collect());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn account_add_takes_a_positional_username_beside_the_login_username() {
+        let cli = Cli::try_parse_from(["zone-node", "account-add", "alice", "--role", "member", "--client-id", "acme", "--new-password", "pw-123456", "--username", "admin"]).unwrap();
+        match cli.command {
+            Some(Command::AccountAdd { conn, name, role, client_id, .. }) => {
+                assert_eq!((name.as_str(), role.as_str(), client_id.as_deref()), ("alice", "member", Some("acme")));
+                assert_eq!(conn.username, "admin");
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(matches!(Cli::try_parse_from(["zone-node"]).unwrap().command, None));
     }
 }
