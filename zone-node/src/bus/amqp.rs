@@ -292,11 +292,14 @@ impl Shared {
     async fn supervise(self: Arc<Self>, mut link: Arc<Link>) {
         loop {
             tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {}
                 _ = link.dead.cancelled() => {}
-                _ = self.shutdown.cancelled() => {
-                    let _ = link.conn.close(200, "bus closed").await;
-                    return;
-                }
+            }
+            if self.shutdown.is_cancelled() {
+                // close() or the last handle dropped: not a disconnection.
+                let _ = link.conn.close(200, "bus closed").await;
+                return;
             }
             warn!(url = %self.log_url, node = %self.node, "bus disconnected; failing pending calls and reconnecting");
             *self.link.write().unwrap_or_else(PoisonError::into_inner) = None;
@@ -697,6 +700,10 @@ impl AmqpTransport {
             queues.insert(queue.clone(), (kind, slot.clone()));
             slot
         };
+        if self.shared.shutdown.is_cancelled() {
+            lock(&self.shared.queues).remove(&queue);
+            return Err(BusError::Unavailable("the bus is closed".into()));
+        }
         // While disconnected, the supervisor declares it on reconnection.
         let Ok(link) = self.shared.current() else { return Ok(()) };
         match self.shared.start_queue(&link, &queue, kind, slot).await {
