@@ -306,6 +306,7 @@ fn rand_u16() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_the_broker_restarts() {
+    init_logs();
     let broker = ExtraBroker { name: format!("zt-{}", &Uuid::new_v4().simple().to_string()[..10]), port: free_port_pair() };
     broker.start().await;
     let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);

@@ -319,7 +319,13 @@ impl Shared {
                     Ok(new_link) => break new_link,
                     Err(err) => {
                         let next = (backoff * 2).min(BACKOFF_MAX);
-                        debug!(url = %self.log_url, attempt, error = %err, retry_in_ms = next.as_millis() as u64, "bus reconnect failed");
+                        let retry_in_ms = next.as_millis() as u64;
+                        // Warn on the first failure and then about once a minute, not every 2 s.
+                        if attempt == 1 || attempt % 30 == 0 {
+                            warn!(url = %self.log_url, attempt, error = %err, retry_in_ms, "bus reconnect failed; retrying");
+                        } else {
+                            debug!(url = %self.log_url, attempt, error = %err, retry_in_ms, "bus reconnect failed; retrying");
+                        }
                         backoff = next;
                     }
                 }
