@@ -10,8 +10,10 @@
 //!   is matched to its call by `correlation_id` in the `pending` map.
 //! - `reply`: no confirms, used by handlers to answer; a reply whose caller is gone is simply
 //!   dropped by the broker (it is not published with `mandatory`).
-//! - `consume`: the service, portal and event consumers, with prefetch [`MAX_IN_FLIGHT`] per
-//!   consumer; a request is acknowledged when its handler returns.
+//! - `consume`: the service, portal and event consumers. The portal is consumed with
+//!   acknowledgements (prefetch [`MAX_IN_FLIGHT`], a request is acknowledged when its handler
+//!   returns); a node's own service queues and event queue without (they die with the
+//!   connection, so an acknowledgement could never give a message to anyone else).
 //!
 //! # Ordering of confirms
 //! lapin numbers a publish (`delivery_tag`) before it queues its frames, so two tasks
@@ -49,7 +51,7 @@ use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -228,8 +230,15 @@ impl Shared {
     async fn start_queue(self: &Arc<Self>, link: &Arc<Link>, queue: &str, kind: QueueKind, slot: HandlerSlot) -> Result<(), lapin::Error> {
         link.consume.queue_declare(queue, Self::queue_options(kind), FieldTable::default()).await?;
         let tag = format!("{}.{}", self.node, queue);
-        let consumer = link.consume.basic_consume(queue, &tag, BasicConsumeOptions::default(), FieldTable::default()).await?;
-        tokio::spawn(request_loop(self.clone(), link.clone(), queue.to_owned(), consumer, slot));
+        // A service queue lives and dies with this connection, so acknowledgements would buy
+        // nothing (no other consumer could get a message back): it is consumed without them,
+        // which saves the broker and this node a frame per message, and its concurrency is
+        // bounded here. The portal is acknowledged per message (see request_loop).
+        let no_ack = kind == QueueKind::Service;
+        let options = BasicConsumeOptions { no_ack, ..Default::default() };
+        let consumer = link.consume.basic_consume(queue, &tag, options, FieldTable::default()).await?;
+        let limit = no_ack.then(|| Arc::new(Semaphore::new(usize::from(MAX_IN_FLIGHT))));
+        tokio::spawn(request_loop(self.clone(), link.clone(), queue.to_owned(), consumer, slot, limit));
         Ok(())
     }
 
@@ -436,9 +445,18 @@ async fn reply_loop(shared: Arc<Shared>, link: Arc<Link>, mut replies: lapin::Co
     link.dead.cancel();
 }
 
-/// Receives the requests of one queue; each runs in its own task and is acknowledged when its
-/// handler returns (the prefetch bounds how many run at once).
-async fn request_loop(shared: Arc<Shared>, link: Arc<Link>, queue: String, mut consumer: lapin::Consumer, slot: HandlerSlot) {
+/// Receives the requests of one queue; each runs in its own task. With `limit` (a queue consumed
+/// without acknowledgements) at most that many run at once; without it, a message is
+/// acknowledged when its handler returns and the consumer prefetch bounds how many run at once
+/// (so the broker hands the portal's next message to a less busy node).
+async fn request_loop(
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+    queue: String,
+    mut consumer: lapin::Consumer,
+    slot: HandlerSlot,
+    limit: Option<Arc<Semaphore>>,
+) {
     while let Some(item) = consumer.next().await {
         let raw = match item {
             Ok(raw) => raw,
@@ -447,14 +465,25 @@ async fn request_loop(shared: Arc<Shared>, link: Arc<Link>, queue: String, mut c
                 break;
             }
         };
-        let acker = raw.acker.clone();
+        let permit = match &limit {
+            // Never closed while this loop holds it.
+            Some(limit) => match limit.clone().acquire_owned().await {
+                Ok(permit) => Some(permit),
+                Err(_) => break,
+            },
+            None => None,
+        };
+        let acker = (permit.is_none()).then(|| raw.acker.clone());
         match decode_request(&shared, raw) {
             Ok(delivery) => {
                 let handler = slot.read().unwrap_or_else(PoisonError::into_inner).clone();
                 tokio::spawn(async move {
                     dispatch(handler, delivery).await;
-                    if let Err(err) = acker.ack(BasicAckOptions::default()).await {
-                        debug!(error = %err, "ack failed (connection lost?)");
+                    drop(permit);
+                    if let Some(acker) = acker {
+                        if let Err(err) = acker.ack(BasicAckOptions::default()).await {
+                            debug!(error = %err, "ack failed (connection lost?)");
+                        }
                     }
                 });
             }
@@ -463,7 +492,10 @@ async fn request_loop(shared: Arc<Shared>, link: Arc<Link>, queue: String, mut c
                 let sink = rejected.sink;
                 tokio::spawn(async move {
                     sink.send(Err(ErrorBody::new(ErrorCode::InvalidBody, rejected.reason))).await;
-                    let _ = acker.reject(BasicRejectOptions { requeue: false }).await;
+                    drop(permit);
+                    if let Some(acker) = acker {
+                        let _ = acker.reject(BasicRejectOptions { requeue: false }).await;
+                    }
                 });
             }
         }
