@@ -390,3 +390,44 @@ async fn python_portal_client_written_from_the_docs() {
     assert_eq!(v["body"]["error"]["code"], "invalid_body");
     server.close().await;
 }
+
+/// Returned messages are matched to their own publish even when many publishes share one
+/// confirmation batch: every routable message succeeds, every unroutable one fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unroutable_is_reported_to_the_right_caller_under_load() {
+    let p = prefix();
+    let server = node(&p).await;
+    let client = node(&p).await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    server.serve("echo", Arc::new(Echo)).await.unwrap();
+    server.serve("sink", Arc::new(Collect(tx))).await.unwrap();
+    let started = Instant::now();
+    let calls = (0..400).map(|i| {
+        let client = client.clone();
+        let routable = i % 2 == 0;
+        let node = if routable { server.node_id() } else { Uuid::new_v4() };
+        async move {
+            let body = format!("{i}").into_bytes();
+            if i % 4 < 2 {
+                let dest = Destination::Node { service: "echo".into(), node };
+                let result = client.call(dest, Message::new("echo", body.clone()), LONG).await;
+                match (routable, result) {
+                    (true, Ok(reply)) => assert_eq!(reply, body),
+                    (false, Err(BusError::Unroutable(_))) => {}
+                    (routable, other) => panic!("call {i} (routable: {routable}): {other:?}"),
+                }
+            } else {
+                let dest = Destination::Node { service: "sink".into(), node };
+                let result = client.send(dest, Message::new("note", body)).await;
+                match (routable, result) {
+                    (true, Ok(())) | (false, Err(BusError::Unroutable(_))) => {}
+                    (routable, other) => panic!("send {i} (routable: {routable}): {other:?}"),
+                }
+            }
+        }
+    });
+    futures::future::join_all(calls).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    client.close().await;
+    server.close().await;
+}

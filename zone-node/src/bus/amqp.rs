@@ -19,11 +19,13 @@
 //! lapin numbers a publish (`delivery_tag`) before it queues its frames, so two tasks
 //! publishing at once on one channel could queue their frames in the other order and have their
 //! confirmations swapped; `publish` therefore runs that synchronous first step under a small
-//! mutex. lapin hands a returned message to whichever confirmation of the ack batch completes
-//! first, not necessarily the returned message's own; the confirm tracker (one task per
-//! connection) polls every outstanding confirmation, collects the returned messages of each
-//! batch and matches them to their publish by (`message_id`, `correlation_id`), so an
-//! `Unroutable` is always reported to the right caller.
+//! mutex, which also gives every publish a sequence number. lapin hands a returned message to
+//! whichever confirmation of the broker's (multiple) ack completes first, not necessarily the
+//! returned message's own, and that carrier may belong to a publish whose task has not yet
+//! picked up its confirmation. The confirm tracker (one task per connection) therefore settles a
+//! confirmed publish only once every publish numbered before the confirmation was seen has been
+//! handed to it and polled; it collects the carried returned messages and matches them to their
+//! publish by (`message_id`, `correlation_id`), so `Unroutable` always reaches the right caller.
 //!
 //! # Reconnection
 //! A supervisor task owns the connection. When lapin reports a connection or channel error, or a
@@ -32,7 +34,7 @@
 //! (100 ms doubling to 2 s, forever), then re-declares the event exchange, every queue, binding
 //! and consumer with the same handlers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,10 +104,26 @@ fn return_key(props: &BasicProperties) -> ReturnKey {
     (id, corr)
 }
 
-struct TrackedConfirm {
-    key: ReturnKey,
-    confirm: PublisherConfirm,
-    done: oneshot::Sender<Outcome>,
+/// What a publish hands to the confirm tracker: its confirmation, or (when it failed or was
+/// abandoned before getting one) just its sequence number, so the tracker stops waiting for it.
+enum Track {
+    Confirm { seq: u64, key: ReturnKey, confirm: PublisherConfirm, done: oneshot::Sender<Outcome> },
+    Skip { seq: u64 },
+}
+
+/// Tells the tracker about a sequence number however its publish ends (error, or the caller's
+/// future dropped mid-publish), unless the publish handed over its confirmation.
+struct SeqGuard<'a> {
+    tracker: &'a mpsc::UnboundedSender<Track>,
+    seq: Option<u64>,
+}
+
+impl Drop for SeqGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq.take() {
+            let _ = self.tracker.send(Track::Skip { seq });
+        }
+    }
 }
 
 /// One connection and its channels; replaced as a whole on reconnection.
@@ -114,9 +132,10 @@ struct Link {
     publish: Channel,
     reply: Channel,
     consume: Channel,
-    /// Serialises the numbering-and-queueing step of publishes (see the module docs).
-    order: Mutex<()>,
-    confirms: mpsc::UnboundedSender<TrackedConfirm>,
+    /// Serialises the numbering-and-queueing step of publishes (see the module docs); holds the
+    /// sequence number of the next publish.
+    order: Arc<Mutex<u64>>,
+    confirms: mpsc::UnboundedSender<Track>,
     /// Cancelled when anything says this connection is broken.
     dead: CancellationToken,
 }
@@ -138,13 +157,14 @@ impl Link {
         let key = return_key(&props);
         let options = BasicPublishOptions { mandatory, immediate: false };
         let mut publish = std::pin::pin!(self.publish.basic_publish(exchange, routing_key, options, body, props));
-        let mut first = true;
+        let mut guard = SeqGuard { tracker: &self.confirms, seq: None };
         // The first poll numbers the publish and queues its frames, with no await in between:
         // doing it under `order` keeps delivery tags in the order the frames reach the broker.
         let confirm = std::future::poll_fn(|cx| {
-            if first {
-                first = false;
-                let _order = lock(&self.order);
+            if guard.seq.is_none() {
+                let mut next = lock(&self.order);
+                guard.seq = Some(*next);
+                *next += 1;
                 publish.as_mut().poll(cx)
             } else {
                 publish.as_mut().poll(cx)
@@ -156,7 +176,8 @@ impl Link {
             unavailable(format!("publish failed: {e}"))
         })?;
         let (done, outcome) = oneshot::channel();
-        if self.confirms.send(TrackedConfirm { key, confirm, done }).is_err() {
+        let Some(seq) = guard.seq.take() else { return Err(unavailable("publish was not numbered")) };
+        if self.confirms.send(Track::Confirm { seq, key, confirm, done }).is_err() {
             return Err(unavailable("the connection is closing"));
         }
         Ok(outcome)
@@ -272,8 +293,9 @@ impl Shared {
             .basic_consume(DIRECT_REPLY_TO, "replies", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
             .await?;
         let (confirms, confirms_rx) = mpsc::unbounded_channel();
-        let link = Arc::new(Link { conn, publish, reply, consume, order: Mutex::new(()), confirms, dead });
-        tokio::spawn(track_confirms(confirms_rx, link.dead.clone()));
+        let order = Arc::new(Mutex::new(0));
+        let link = Arc::new(Link { conn, publish, reply, consume, order: order.clone(), confirms, dead });
+        tokio::spawn(track_confirms(confirms_rx, order, link.dead.clone()));
         tokio::spawn(reply_loop(self.clone(), link.clone(), replies));
 
         // Events: the topic exchange, and this node's own queue bound to every routing key.
@@ -347,66 +369,91 @@ impl Shared {
 
 /// Settles every tracked confirmation: Routed, Returned (matched by key, see the module docs)
 /// or Failed.
-async fn track_confirms(mut rx: mpsc::UnboundedReceiver<TrackedConfirm>, dead: CancellationToken) {
-    let mut open: Vec<TrackedConfirm> = Vec::new();
+async fn track_confirms(mut rx: mpsc::UnboundedReceiver<Track>, order: Arc<Mutex<u64>>, dead: CancellationToken) {
+    struct Open {
+        key: ReturnKey,
+        confirm: PublisherConfirm,
+        done: oneshot::Sender<Outcome>,
+    }
+    /// Acked; settled once every publish numbered below `bound` has been handed over.
+    struct Acked {
+        key: ReturnKey,
+        done: oneshot::Sender<Outcome>,
+        bound: u64,
+    }
+    let mut open: Vec<Open> = Vec::new();
+    let mut acked: Vec<Acked> = Vec::new();
     let mut returned: HashSet<ReturnKey> = HashSet::new();
+    // Every sequence number below `handed` has been handed over; `early` holds those above it.
+    let mut handed: u64 = 0;
+    let mut early: BTreeSet<u64> = BTreeSet::new();
     let mut rx_open = true;
     std::future::poll_fn(|cx: &mut Context<'_>| {
         while rx_open {
-            match rx.poll_recv(cx) {
-                Poll::Ready(Some(tracked)) => open.push(tracked),
-                Poll::Ready(None) => rx_open = false,
-                Poll::Pending => break,
-            }
-        }
-        let mut ready: Vec<(TrackedConfirm, lapin::Result<Confirmation>)> = Vec::new();
-        // Two passes: the confirmation that carries a returned message completes no later than
-        // the returned message's own, so after seeing any completion, one more pass finds
-        // every carrier that completed before it.
-        for _pass in 0..2 {
-            let mut i = 0;
-            while i < open.len() {
-                match Pin::new(&mut open[i].confirm).poll(cx) {
-                    Poll::Ready(result) => ready.push((open.swap_remove(i), result)),
-                    Poll::Pending => i += 1,
+            let seq = match rx.poll_recv(cx) {
+                Poll::Ready(Some(Track::Confirm { seq, key, confirm, done })) => {
+                    open.push(Open { key, confirm, done });
+                    seq
                 }
-            }
-            if ready.is_empty() {
-                break;
+                Poll::Ready(Some(Track::Skip { seq })) => seq,
+                Poll::Ready(None) => {
+                    rx_open = false;
+                    break;
+                }
+                Poll::Pending => break,
+            };
+            early.insert(seq);
+            while early.remove(&handed) {
+                handed += 1;
             }
         }
-        let mut settled: Vec<(TrackedConfirm, Outcome)> = Vec::with_capacity(ready.len());
-        for (tracked, result) in ready {
-            let outcome = match result {
+        let mut i = 0;
+        while i < open.len() {
+            let Poll::Ready(result) = Pin::new(&mut open[i].confirm).poll(cx) else {
+                i += 1;
+                continue;
+            };
+            let Open { key, done, .. } = open.swap_remove(i);
+            match result {
                 Ok(Confirmation::Ack(carried)) => {
                     if let Some(msg) = carried {
                         returned.insert(return_key(&msg.delivery.properties));
                     }
-                    Outcome::Routed
+                    // Any carrier of this publish's returned message was numbered before now.
+                    let bound = *lock(&order);
+                    acked.push(Acked { key, done, bound });
+                }
+                Ok(Confirmation::NotRequested) => {
+                    let _ = done.send(Outcome::Routed);
                 }
                 Ok(Confirmation::Nack(carried)) => {
                     if let Some(msg) = carried {
                         returned.insert(return_key(&msg.delivery.properties));
                     }
-                    Outcome::Failed("the broker refused the message (nack)".into())
+                    let _ = done.send(Outcome::Failed("the broker refused the message (nack)".into()));
                 }
-                Ok(Confirmation::NotRequested) => Outcome::Routed,
-                Err(err) => Outcome::Failed(err.to_string()),
-            };
-            settled.push((tracked, outcome));
+                Err(err) => {
+                    let _ = done.send(Outcome::Failed(err.to_string()));
+                }
+            }
         }
-        for (tracked, outcome) in settled {
-            let outcome = match outcome {
-                Outcome::Routed if returned.remove(&tracked.key) => Outcome::Returned,
-                other => other,
-            };
-            let _ = tracked.done.send(outcome);
+        // Every publish numbered below `handed` is in `open` (just polled) or settled, so an
+        // acked publish with `bound <= handed` has had its carrier, if any, seen by now.
+        let mut i = 0;
+        while i < acked.len() {
+            if acked[i].bound > handed && !dead.is_cancelled() {
+                i += 1;
+                continue;
+            }
+            let Acked { key, done, .. } = acked.swap_remove(i);
+            let outcome = if returned.remove(&key) { Outcome::Returned } else { Outcome::Routed };
+            let _ = done.send(outcome);
         }
         if returned.len() > 10_000 {
             // Keys whose publish never matched (a foreign id scheme): do not grow forever.
             returned.clear();
         }
-        if (!rx_open || dead.is_cancelled()) && open.is_empty() {
+        if (!rx_open || dead.is_cancelled()) && open.is_empty() && acked.is_empty() {
             return Poll::Ready(());
         }
         Poll::Pending
