@@ -70,6 +70,8 @@ const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 /// Heartbeat asked for when the URL does not say: a silently dead broker is noticed within
 /// about two intervals.
 const DEFAULT_HEARTBEAT_S: u16 = 10;
+/// How long one connection attempt (TCP, handshake, declarations) may take.
+const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(15);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Capacity of the local event channel; a subscriber that lags further loses the oldest.
@@ -340,19 +342,27 @@ impl Shared {
 
             let mut backoff = BACKOFF_MIN;
             let mut attempt: u32 = 0;
+            let mut warn_at: u32 = 1;
             link = loop {
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = self.shutdown.cancelled() => return,
                 }
                 attempt += 1;
-                match self.establish().await {
+                // A broker that accepts TCP but never finishes the handshake (still booting)
+                // must not stall reconnection.
+                let attempt_result = match tokio::time::timeout(ESTABLISH_TIMEOUT, self.establish()).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {ESTABLISH_TIMEOUT:?}")),
+                };
+                match attempt_result {
                     Ok(new_link) => break new_link,
                     Err(err) => {
                         let next = (backoff * 2).min(BACKOFF_MAX);
                         let retry_in_ms = next.as_millis() as u64;
                         // Warn on the first failure and then about once a minute, not every 2 s.
-                        if attempt == 1 || attempt % 30 == 0 {
+                        if attempt >= warn_at {
+                            warn_at = attempt + 30;
                             warn!(url = %self.log_url, attempt, error = %err, retry_in_ms, "bus reconnect failed; retrying");
                         } else {
                             debug!(url = %self.log_url, attempt, error = %err, retry_in_ms, "bus reconnect failed; retrying");
@@ -766,7 +776,11 @@ impl AmqpTransport {
             events: broadcast::channel(EVENT_CAPACITY).0,
             shutdown: CancellationToken::new(),
         });
-        let link = shared.establish().await.map_err(|e| BusError::Unavailable(format!("cannot connect to {log_url}: {e}")))?;
+        let link = match tokio::time::timeout(ESTABLISH_TIMEOUT, shared.establish()).await {
+            Ok(Ok(link)) => link,
+            Ok(Err(err)) => return Err(BusError::Unavailable(format!("cannot connect to {log_url}: {err}"))),
+            Err(_) => return Err(BusError::Unavailable(format!("cannot connect to {log_url}: no answer within {ESTABLISH_TIMEOUT:?}"))),
+        };
         *shared.link.write().unwrap_or_else(PoisonError::into_inner) = Some(link.clone());
         info!(url = %log_url, %prefix, %node, "bus connected");
         tokio::spawn(shared.clone().supervise(link));
