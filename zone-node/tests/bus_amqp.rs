@@ -388,7 +388,30 @@ async fn python_portal_client_written_from_the_docs() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
     assert_eq!(v["status"], "error");
     assert_eq!(v["body"]["error"]["code"], "invalid_body");
+
+    // So is a request of an envelope version this node does not speak.
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args(["--url", &amqp_url(), "--prefix", &p, "--kind", "zone.get", "--bus-version", "2"])
+        .output()
+        .await
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["body"]["error"]["code"], "invalid_body");
+    assert!(v["body"]["error"]["message"].as_str().unwrap_or("").contains("x-bus-version"), "{v}");
+
+    // With no node serving the portal, the request is unroutable at once.
     server.close().await;
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args(["--url", &amqp_url(), "--prefix", &p, "--kind", "zone.get"])
+        .output()
+        .await
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "expected unroutable: {stdout}");
 }
 
 /// Returned messages are matched to their own publish even when many publishes share one
