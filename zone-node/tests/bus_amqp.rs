@@ -454,3 +454,26 @@ async fn unroutable_is_reported_to_the_right_caller_under_load() {
     client.close().await;
     server.close().await;
 }
+
+/// A queue the broker refuses to declare (same name, other arguments) fails `serve` with an
+/// error and leaves the rest of the bus working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_declaration_fails_serve_only() {
+    use lapin::options::QueueDeclareOptions;
+    let p = prefix();
+    let raw = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.expect("raw connection");
+    let channel = raw.create_channel().await.unwrap();
+    let portal = format!("{p}.message.api.portal");
+    // Durable and not auto-delete: not what the bus declares.
+    channel.queue_declare(&portal, QueueDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
+    let bus = node(&p).await;
+    let err = bus.serve_portal(Arc::new(Echo)).await.unwrap_err();
+    assert!(matches!(err, BusError::Unavailable(_)), "{err:?}");
+    assert!(bus.is_connected());
+    bus.serve("echo", Arc::new(Echo)).await.unwrap();
+    let reply = bus.call(to(&bus, "echo"), Message::new("echo", b"7".to_vec()), LONG).await.unwrap();
+    assert_eq!(reply, b"7");
+    channel.queue_delete(&portal, Default::default()).await.unwrap();
+    let _ = raw.close(200, "done").await;
+    bus.close().await;
+}

@@ -20,12 +20,12 @@
 //! publishing at once on one channel could queue their frames in the other order and have their
 //! confirmations swapped; `publish` therefore runs that synchronous first step under a small
 //! mutex, which also gives every publish a sequence number. lapin hands a returned message to
-//! whichever confirmation of the broker's (multiple) ack completes first, not necessarily the
-//! returned message's own, and that carrier may belong to a publish whose task has not yet
+//! the next confirmation that completes, not necessarily the returned message's own (the broker
+//! batches and may reorder acks), and that carrier may belong to a publish whose task has not yet
 //! picked up its confirmation. The confirm tracker (one task per connection) therefore settles a
-//! confirmed publish only once every publish numbered before the confirmation was seen has been
-//! handed to it and polled; it collects the carried returned messages and matches them to their
-//! publish by (`message_id`, `correlation_id`), so `Unroutable` always reaches the right caller.
+//! confirmed publish only when every carrier that could hold its returned message has been seen
+//! (see `track_confirms`), and matches returned messages to their publish by (`message_id`,
+//! `correlation_id`), so `Unroutable` always reaches the right caller.
 //!
 //! # Reconnection
 //! A supervisor task owns the connection. When lapin reports a connection or channel error, or a
@@ -56,7 +56,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Exchange
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use super::envelope::{error_body_json, headers, is_json, now_ms, parse_error_body, SinkInner, BUS_VERSION, REPLY_KIND};
@@ -251,7 +251,14 @@ impl Shared {
 
     /// Declares `queue` and starts its consumer on `link`.
     async fn start_queue(self: &Arc<Self>, link: &Arc<Link>, queue: &str, kind: QueueKind, slot: HandlerSlot) -> Result<(), lapin::Error> {
-        link.consume.queue_declare(queue, Self::queue_options(kind), FieldTable::default()).await?;
+        // Declared on a channel of its own: a refused declaration (a queue of that name with
+        // other arguments) closes only that channel, not the consumers' one.
+        let declare = link.conn.create_channel().await?;
+        let declared = declare.queue_declare(queue, Self::queue_options(kind), FieldTable::default()).await;
+        if declare.status().connected() {
+            let _ = declare.close(200, "declared").await;
+        }
+        declared?;
         let tag = format!("{}.{}", self.node, queue);
         // A service queue lives and dies with this connection, so acknowledgements would buy
         // nothing (no other consumer could get a message back): it is consumed without them,
@@ -279,46 +286,79 @@ impl Shared {
                 dead.cancel();
             });
         }
-        let publish = conn.create_channel().await?;
-        let reply = conn.create_channel().await?;
-        let consume = conn.create_channel().await?;
-        for channel in [&publish, &reply, &consume] {
-            let dead = dead.clone();
-            channel.on_error(move |err| {
-                warn!(error = %err, "bus channel error");
-                dead.cancel();
-            });
-        }
-        publish.confirm_select(ConfirmSelectOptions::default()).await?;
-        consume.basic_qos(MAX_IN_FLIGHT, BasicQosOptions::default()).await?;
-        let replies = publish
-            .basic_consume(DIRECT_REPLY_TO, "replies", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
-            .await?;
+        let channels = async {
+            let publish = conn.create_channel().await?;
+            let reply = conn.create_channel().await?;
+            let consume = conn.create_channel().await?;
+            for channel in [&publish, &reply, &consume] {
+                let dead = dead.clone();
+                channel.on_error(move |err| {
+                    warn!(error = %err, "bus channel error");
+                    dead.cancel();
+                });
+            }
+            publish.confirm_select(ConfirmSelectOptions::default()).await?;
+            consume.basic_qos(MAX_IN_FLIGHT, BasicQosOptions::default()).await?;
+            let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+            let replies = publish.basic_consume(DIRECT_REPLY_TO, "replies", no_ack, FieldTable::default()).await?;
+            Ok::<_, lapin::Error>((publish, reply, consume, replies))
+        };
+        let (publish, reply, consume, replies) = match channels.await {
+            Ok(channels) => channels,
+            Err(err) => {
+                // lapin keeps a connection open until it is closed: do not leak one per attempt.
+                let _ = conn.close(200, "setup failed").await;
+                return Err(err);
+            }
+        };
         let (confirms, confirms_rx) = mpsc::unbounded_channel();
         let order = Arc::new(Mutex::new(0));
         let link = Arc::new(Link { conn, publish, reply, consume, order: order.clone(), confirms, dead });
         tokio::spawn(track_confirms(confirms_rx, order, link.dead.clone()));
         tokio::spawn(reply_loop(self.clone(), link.clone(), replies));
+        if let Err(err) = self.declare_all(&link).await {
+            link.dead.cancel();
+            let _ = link.conn.close(200, "setup failed").await;
+            return Err(err);
+        }
+        Ok(link)
+    }
 
+    /// Declares the event exchange, this node's event queue and every served queue, and starts
+    /// their consumers.
+    async fn declare_all(self: &Arc<Self>, link: &Arc<Link>) -> Result<(), lapin::Error> {
         // Events: the topic exchange, and this node's own queue bound to every routing key.
+        // Declared on a channel of its own (see start_queue).
         let exchange = event_exchange(&self.prefix);
-        link.consume.exchange_declare(&exchange, ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default()).await?;
         let event_queue = format!("{exchange}.{}", self.node);
-        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        link.consume.queue_declare(&event_queue, options, FieldTable::default()).await?;
-        link.consume.queue_bind(&event_queue, &exchange, "#", QueueBindOptions::default(), FieldTable::default()).await?;
-        let events = link
-            .consume
-            .basic_consume(&event_queue, &format!("{}.events", self.node), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
-            .await?;
+        let declare = link.conn.create_channel().await?;
+        let declared = async {
+            declare.exchange_declare(&exchange, ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default()).await?;
+            let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+            declare.queue_declare(&event_queue, options, FieldTable::default()).await?;
+            declare.queue_bind(&event_queue, &exchange, "#", QueueBindOptions::default(), FieldTable::default()).await
+        }
+        .await;
+        if declare.status().connected() {
+            let _ = declare.close(200, "declared").await;
+        }
+        declared?;
+        let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+        let events = link.consume.basic_consume(&event_queue, &format!("{}.events", self.node), no_ack, FieldTable::default()).await?;
         tokio::spawn(event_loop(self.clone(), link.clone(), events));
 
         let queues: Vec<(String, QueueKind, HandlerSlot)> =
             lock(&self.queues).iter().map(|(q, (k, s))| (q.clone(), *k, s.clone())).collect();
         for (queue, kind, slot) in queues {
-            self.start_queue(&link, &queue, kind, slot).await?;
+            if let Err(err) = self.start_queue(link, &queue, kind, slot).await {
+                if !link.alive() {
+                    return Err(err);
+                }
+                // One refused queue must not keep the whole bus down: the others still work.
+                error!(%queue, error = %err, "cannot declare queue; its handler gets no messages");
+            }
         }
-        Ok(link)
+        Ok(())
     }
 
     /// Keeps the bus connected until shutdown.
@@ -379,17 +419,29 @@ impl Shared {
 
 /// Settles every tracked confirmation: Routed, Returned (matched by key, see the module docs)
 /// or Failed.
+///
+/// lapin gives each returned message to the next confirmation that completes after it arrived
+/// (FIFO), which may be an earlier or a later publish's, and the broker may ack out of order.
+/// Since a returned message always arrives before its own publish's ack, once every publish
+/// numbered before an ack was seen has completed, every returned message of those publishes
+/// has been handed to some completed confirmation; once every publish numbered before *that*
+/// moment has been handed over and polled, its carrier has been seen. An acked publish is
+/// settled in those two steps.
 async fn track_confirms(mut rx: mpsc::UnboundedReceiver<Track>, order: Arc<Mutex<u64>>, dead: CancellationToken) {
     struct Open {
+        seq: u64,
         key: ReturnKey,
         confirm: PublisherConfirm,
         done: oneshot::Sender<Outcome>,
     }
-    /// Acked; settled once every publish numbered below `bound` has been handed over.
+    /// Acked, waiting until every publish numbered below `bound` has completed (`settling`
+    /// false), then until every publish numbered below the new `bound` is handed over and has
+    /// been polled once more (`settling` true).
     struct Acked {
         key: ReturnKey,
         done: oneshot::Sender<Outcome>,
         bound: u64,
+        settling: bool,
     }
     let mut open: Vec<Open> = Vec::new();
     let mut acked: Vec<Acked> = Vec::new();
@@ -402,7 +454,7 @@ async fn track_confirms(mut rx: mpsc::UnboundedReceiver<Track>, order: Arc<Mutex
         while rx_open {
             let seq = match rx.poll_recv(cx) {
                 Poll::Ready(Some(Track::Confirm { seq, key, confirm, done })) => {
-                    open.push(Open { key, confirm, done });
+                    open.push(Open { seq, key, confirm, done });
                     seq
                 }
                 Poll::Ready(Some(Track::Skip { seq })) => seq,
@@ -429,9 +481,8 @@ async fn track_confirms(mut rx: mpsc::UnboundedReceiver<Track>, order: Arc<Mutex
                     if let Some(msg) = carried {
                         returned.insert(return_key(&msg.delivery.properties));
                     }
-                    // Any carrier of this publish's returned message was numbered before now.
                     let bound = *lock(&order);
-                    acked.push(Acked { key, done, bound });
+                    acked.push(Acked { key, done, bound, settling: false });
                 }
                 Ok(Confirmation::NotRequested) => {
                     let _ = done.send(Outcome::Routed);
@@ -447,11 +498,25 @@ async fn track_confirms(mut rx: mpsc::UnboundedReceiver<Track>, order: Arc<Mutex
                 }
             }
         }
-        // Every publish numbered below `handed` is in `open` (just polled) or settled, so an
-        // acked publish with `bound <= handed` has had its carrier, if any, seen by now.
+        // Every publish numbered below `completed_below` has completed (or was skipped).
+        let oldest_open = open.iter().map(|o| o.seq).min().unwrap_or(u64::MAX);
+        let completed_below = handed.min(oldest_open);
+        let mut again = false;
         let mut i = 0;
         while i < acked.len() {
-            if acked[i].bound > handed && !dead.is_cancelled() {
+            let entry = &mut acked[i];
+            let dead_now = dead.is_cancelled();
+            if !entry.settling {
+                if entry.bound <= completed_below || dead_now {
+                    // Poll once more before settling: a carrier may complete after this pass polled.
+                    entry.settling = true;
+                    entry.bound = *lock(&order);
+                    again = true;
+                }
+                i += 1;
+                continue;
+            }
+            if entry.bound > handed && !dead_now {
                 i += 1;
                 continue;
             }
@@ -465,6 +530,9 @@ async fn track_confirms(mut rx: mpsc::UnboundedReceiver<Track>, order: Arc<Mutex
         }
         if (!rx_open || dead.is_cancelled()) && open.is_empty() && acked.is_empty() {
             return Poll::Ready(());
+        }
+        if again {
+            cx.waker().wake_by_ref();
         }
         Poll::Pending
     })
