@@ -27,6 +27,12 @@
 //! (see `track_confirms`), and matches returned messages to their publish by (`message_id`,
 //! `correlation_id`), so `Unroutable` always reaches the right caller.
 //!
+//! # Logging
+//! lapin itself logs every returned (unroutable) message at WARN, body included, and every
+//! connection loss at ERROR. Unroutable calls are a normal event here (a node left), and bodies
+//! may hold secrets, so the node's log filter should include `lapin=error` (or at least
+//! `lapin::returned_messages=error`); this module logs those events itself, without bodies.
+//!
 //! # Reconnection
 //! A supervisor task owns the connection. When lapin reports a connection or channel error, or a
 //! consumer stream ends, it marks the bus disconnected (new calls fail at once with
@@ -558,8 +564,11 @@ async fn reply_loop(shared: Arc<Shared>, link: Arc<Link>, mut replies: lapin::Co
             debug!(correlation_id = %format!("{id:x}"), "late reply dropped (the call already ended)");
             continue;
         };
+        let version = header_int(props, headers::VERSION).unwrap_or(BUS_VERSION);
         let is_error = header_str(props, headers::STATUS).is_some_and(|s| s == "error");
-        let result = if is_error {
+        let result = if version != BUS_VERSION {
+            Err(BusError::Remote { code: ErrorCode::Internal, message: format!("reply with unsupported x-bus-version {version}") })
+        } else if is_error {
             let (code, message) = parse_error_body(&delivery.data);
             Err(BusError::Remote { code, message })
         } else {
