@@ -24,7 +24,7 @@ fn amqp_url() -> String {
 async fn node_at(url: &str, prefix: &str) -> Bus {
     match Bus::connect(url, prefix, Uuid::new_v4()).await {
         Ok(bus) => bus,
-        Err(err) => panic!("these tests need RabbitMQ at {url} (set ZONE_TEST_AMQP_URL): {err}"),
+        Err(err) => panic!("these tests need RabbitMQ at {} (set ZONE_TEST_AMQP_URL): {err}", zone_node::bus::redact_url(url)),
     }
 }
 
