@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--body", default="{}", help="the JSON body, sent as is")
     parser.add_argument("--resource", help="x-resource-id header")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
+    parser.add_argument("--bus-version", type=int, default=BUS_VERSION, help="x-bus-version to send (tests)")
     args = parser.parse_args()
 
     connection = pika.BlockingConnection(pika.URLParameters(args.url))
@@ -62,7 +63,7 @@ def main() -> int:
 
     timeout_ms = int(args.timeout * 1000)
     headers = {
-        "x-bus-version": BUS_VERSION,
+        "x-bus-version": args.bus_version,
         "x-deadline": int(time.time() * 1000) + timeout_ms,
         "x-hops": 0,
     }

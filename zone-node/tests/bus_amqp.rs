@@ -24,7 +24,7 @@ fn amqp_url() -> String {
 async fn node_at(url: &str, prefix: &str) -> Bus {
     match Bus::connect(url, prefix, Uuid::new_v4()).await {
         Ok(bus) => bus,
-        Err(err) => panic!("these tests need RabbitMQ at {url} (set ZONE_TEST_AMQP_URL): {err}"),
+        Err(err) => panic!("these tests need RabbitMQ at {} (set ZONE_TEST_AMQP_URL): {err}", zone_node::bus::redact_url(url)),
     }
 }
 
@@ -306,6 +306,7 @@ fn rand_u16() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_the_broker_restarts() {
+    init_logs();
     let broker = ExtraBroker { name: format!("zt-{}", &Uuid::new_v4().simple().to_string()[..10]), port: free_port_pair() };
     broker.start().await;
     let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);
@@ -387,5 +388,92 @@ async fn python_portal_client_written_from_the_docs() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
     assert_eq!(v["status"], "error");
     assert_eq!(v["body"]["error"]["code"], "invalid_body");
+
+    // So is a request of an envelope version this node does not speak.
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args(["--url", &amqp_url(), "--prefix", &p, "--kind", "zone.get", "--bus-version", "2"])
+        .output()
+        .await
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
+    assert_eq!(v["status"], "error");
+    assert_eq!(v["body"]["error"]["code"], "invalid_body");
+    assert!(v["body"]["error"]["message"].as_str().unwrap_or("").contains("x-bus-version"), "{v}");
+
+    // With no node serving the portal, the request is unroutable at once.
     server.close().await;
+    let out = tokio::process::Command::new("python3")
+        .arg(&script)
+        .args(["--url", &amqp_url(), "--prefix", &p, "--kind", "zone.get"])
+        .output()
+        .await
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "expected unroutable: {stdout}");
+}
+
+/// Returned messages are matched to their own publish even when many publishes share one
+/// confirmation batch: every routable message succeeds, every unroutable one fails at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unroutable_is_reported_to_the_right_caller_under_load() {
+    let p = prefix();
+    let server = node(&p).await;
+    let client = node(&p).await;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    server.serve("echo", Arc::new(Echo)).await.unwrap();
+    server.serve("sink", Arc::new(Collect(tx))).await.unwrap();
+    let started = Instant::now();
+    let calls = (0..400).map(|i| {
+        let client = client.clone();
+        let routable = i % 2 == 0;
+        let node = if routable { server.node_id() } else { Uuid::new_v4() };
+        async move {
+            let body = format!("{i}").into_bytes();
+            if i % 4 < 2 {
+                let dest = Destination::Node { service: "echo".into(), node };
+                let result = client.call(dest, Message::new("echo", body.clone()), LONG).await;
+                match (routable, result) {
+                    (true, Ok(reply)) => assert_eq!(reply, body),
+                    (false, Err(BusError::Unroutable(_))) => {}
+                    (routable, other) => panic!("call {i} (routable: {routable}): {other:?}"),
+                }
+            } else {
+                let dest = Destination::Node { service: "sink".into(), node };
+                let result = client.send(dest, Message::new("note", body)).await;
+                match (routable, result) {
+                    (true, Ok(())) | (false, Err(BusError::Unroutable(_))) => {}
+                    (routable, other) => panic!("send {i} (routable: {routable}): {other:?}"),
+                }
+            }
+        }
+    });
+    futures::future::join_all(calls).await;
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    client.close().await;
+    server.close().await;
+}
+
+/// A queue the broker refuses to declare (same name, other arguments) fails `serve` with an
+/// error and leaves the rest of the bus working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_declaration_fails_serve_only() {
+    use lapin::options::QueueDeclareOptions;
+    let p = prefix();
+    let raw = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.expect("raw connection");
+    let channel = raw.create_channel().await.unwrap();
+    let portal = format!("{p}.message.api.portal");
+    // Durable and not auto-delete: not what the bus declares.
+    channel.queue_declare(&portal, QueueDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
+    let bus = node(&p).await;
+    let err = bus.serve_portal(Arc::new(Echo)).await.unwrap_err();
+    assert!(matches!(err, BusError::Unavailable(_)), "{err:?}");
+    assert!(bus.is_connected());
+    bus.serve("echo", Arc::new(Echo)).await.unwrap();
+    let reply = bus.call(to(&bus, "echo"), Message::new("echo", b"7".to_vec()), LONG).await.unwrap();
+    assert_eq!(reply, b"7");
+    channel.queue_delete(&portal, Default::default()).await.unwrap();
+    let _ = raw.close(200, "done").await;
+    bus.close().await;
 }

@@ -10,18 +10,28 @@
 //!   is matched to its call by `correlation_id` in the `pending` map.
 //! - `reply`: no confirms, used by handlers to answer; a reply whose caller is gone is simply
 //!   dropped by the broker (it is not published with `mandatory`).
-//! - `consume`: the service, portal and event consumers, with prefetch [`MAX_IN_FLIGHT`] per
-//!   consumer; a request is acknowledged when its handler returns.
+//! - `consume`: the service, portal and event consumers. The portal is consumed with
+//!   acknowledgements (prefetch [`MAX_IN_FLIGHT`], a request is acknowledged when its handler
+//!   returns); a node's own service queues and event queue without (they die with the
+//!   connection, so an acknowledgement could never give a message to anyone else).
 //!
 //! # Ordering of confirms
 //! lapin numbers a publish (`delivery_tag`) before it queues its frames, so two tasks
 //! publishing at once on one channel could queue their frames in the other order and have their
 //! confirmations swapped; `publish` therefore runs that synchronous first step under a small
-//! mutex. lapin hands a returned message to whichever confirmation of the ack batch completes
-//! first, not necessarily the returned message's own; the confirm tracker (one task per
-//! connection) polls every outstanding confirmation, collects the returned messages of each
-//! batch and matches them to their publish by (`message_id`, `correlation_id`), so an
-//! `Unroutable` is always reported to the right caller.
+//! mutex, which also gives every publish a sequence number. lapin hands a returned message to
+//! the next confirmation that completes, not necessarily the returned message's own (the broker
+//! batches and may reorder acks), and that carrier may belong to a publish whose task has not yet
+//! picked up its confirmation. The confirm tracker (one task per connection) therefore settles a
+//! confirmed publish only when every carrier that could hold its returned message has been seen
+//! (see `track_confirms`), and matches returned messages to their publish by (`message_id`,
+//! `correlation_id`), so `Unroutable` always reaches the right caller.
+//!
+//! # Logging
+//! lapin itself logs every returned (unroutable) message at WARN, body included, and every
+//! connection loss at ERROR. Unroutable calls are a normal event here (a node left), and bodies
+//! may hold secrets, so the node's log filter should include `lapin=error` (or at least
+//! `lapin::returned_messages=error`); this module logs those events itself, without bodies.
 //!
 //! # Reconnection
 //! A supervisor task owns the connection. When lapin reports a connection or channel error, or a
@@ -30,7 +40,7 @@
 //! (100 ms doubling to 2 s, forever), then re-declares the event exchange, every queue, binding
 //! and consumer with the same handlers.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,10 +59,10 @@ use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
 use super::envelope::{error_body_json, headers, is_json, now_ms, parse_error_body, SinkInner, BUS_VERSION, REPLY_KIND};
@@ -66,6 +76,8 @@ const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 /// Heartbeat asked for when the URL does not say: a silently dead broker is noticed within
 /// about two intervals.
 const DEFAULT_HEARTBEAT_S: u16 = 10;
+/// How long one connection attempt (TCP, handshake, declarations) may take.
+const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(15);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Capacity of the local event channel; a subscriber that lags further loses the oldest.
@@ -100,10 +112,26 @@ fn return_key(props: &BasicProperties) -> ReturnKey {
     (id, corr)
 }
 
-struct TrackedConfirm {
-    key: ReturnKey,
-    confirm: PublisherConfirm,
-    done: oneshot::Sender<Outcome>,
+/// What a publish hands to the confirm tracker: its confirmation, or (when it failed or was
+/// abandoned before getting one) just its sequence number, so the tracker stops waiting for it.
+enum Track {
+    Confirm { seq: u64, key: ReturnKey, confirm: PublisherConfirm, done: oneshot::Sender<Outcome> },
+    Skip { seq: u64 },
+}
+
+/// Tells the tracker about a sequence number however its publish ends (error, or the caller's
+/// future dropped mid-publish), unless the publish handed over its confirmation.
+struct SeqGuard<'a> {
+    tracker: &'a mpsc::UnboundedSender<Track>,
+    seq: Option<u64>,
+}
+
+impl Drop for SeqGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(seq) = self.seq.take() {
+            let _ = self.tracker.send(Track::Skip { seq });
+        }
+    }
 }
 
 /// One connection and its channels; replaced as a whole on reconnection.
@@ -112,9 +140,10 @@ struct Link {
     publish: Channel,
     reply: Channel,
     consume: Channel,
-    /// Serialises the numbering-and-queueing step of publishes (see the module docs).
-    order: Mutex<()>,
-    confirms: mpsc::UnboundedSender<TrackedConfirm>,
+    /// Serialises the numbering-and-queueing step of publishes (see the module docs); holds the
+    /// sequence number of the next publish.
+    order: Arc<Mutex<u64>>,
+    confirms: mpsc::UnboundedSender<Track>,
     /// Cancelled when anything says this connection is broken.
     dead: CancellationToken,
 }
@@ -136,13 +165,14 @@ impl Link {
         let key = return_key(&props);
         let options = BasicPublishOptions { mandatory, immediate: false };
         let mut publish = std::pin::pin!(self.publish.basic_publish(exchange, routing_key, options, body, props));
-        let mut first = true;
+        let mut guard = SeqGuard { tracker: &self.confirms, seq: None };
         // The first poll numbers the publish and queues its frames, with no await in between:
         // doing it under `order` keeps delivery tags in the order the frames reach the broker.
         let confirm = std::future::poll_fn(|cx| {
-            if first {
-                first = false;
-                let _order = lock(&self.order);
+            if guard.seq.is_none() {
+                let mut next = lock(&self.order);
+                guard.seq = Some(*next);
+                *next += 1;
                 publish.as_mut().poll(cx)
             } else {
                 publish.as_mut().poll(cx)
@@ -154,7 +184,8 @@ impl Link {
             unavailable(format!("publish failed: {e}"))
         })?;
         let (done, outcome) = oneshot::channel();
-        if self.confirms.send(TrackedConfirm { key, confirm, done }).is_err() {
+        let Some(seq) = guard.seq.take() else { return Err(unavailable("publish was not numbered")) };
+        if self.confirms.send(Track::Confirm { seq, key, confirm, done }).is_err() {
             return Err(unavailable("the connection is closing"));
         }
         Ok(outcome)
@@ -226,10 +257,24 @@ impl Shared {
 
     /// Declares `queue` and starts its consumer on `link`.
     async fn start_queue(self: &Arc<Self>, link: &Arc<Link>, queue: &str, kind: QueueKind, slot: HandlerSlot) -> Result<(), lapin::Error> {
-        link.consume.queue_declare(queue, Self::queue_options(kind), FieldTable::default()).await?;
+        // Declared on a channel of its own: a refused declaration (a queue of that name with
+        // other arguments) closes only that channel, not the consumers' one.
+        let declare = link.conn.create_channel().await?;
+        let declared = declare.queue_declare(queue, Self::queue_options(kind), FieldTable::default()).await;
+        if declare.status().connected() {
+            let _ = declare.close(200, "declared").await;
+        }
+        declared?;
         let tag = format!("{}.{}", self.node, queue);
-        let consumer = link.consume.basic_consume(queue, &tag, BasicConsumeOptions::default(), FieldTable::default()).await?;
-        tokio::spawn(request_loop(self.clone(), link.clone(), queue.to_owned(), consumer, slot));
+        // A service queue lives and dies with this connection, so acknowledgements would buy
+        // nothing (no other consumer could get a message back): it is consumed without them,
+        // which saves the broker and this node a frame per message, and its concurrency is
+        // bounded here. The portal is acknowledged per message (see request_loop).
+        let no_ack = kind == QueueKind::Service;
+        let options = BasicConsumeOptions { no_ack, ..Default::default() };
+        let consumer = link.consume.basic_consume(queue, &tag, options, FieldTable::default()).await?;
+        let limit = no_ack.then(|| Arc::new(Semaphore::new(usize::from(MAX_IN_FLIGHT))));
+        tokio::spawn(request_loop(self.clone(), link.clone(), queue.to_owned(), consumer, slot, limit));
         Ok(())
     }
 
@@ -247,56 +292,93 @@ impl Shared {
                 dead.cancel();
             });
         }
-        let publish = conn.create_channel().await?;
-        let reply = conn.create_channel().await?;
-        let consume = conn.create_channel().await?;
-        for channel in [&publish, &reply, &consume] {
-            let dead = dead.clone();
-            channel.on_error(move |err| {
-                warn!(error = %err, "bus channel error");
-                dead.cancel();
-            });
-        }
-        publish.confirm_select(ConfirmSelectOptions::default()).await?;
-        consume.basic_qos(MAX_IN_FLIGHT, BasicQosOptions::default()).await?;
-        let replies = publish
-            .basic_consume(DIRECT_REPLY_TO, "replies", BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
-            .await?;
+        let channels = async {
+            let publish = conn.create_channel().await?;
+            let reply = conn.create_channel().await?;
+            let consume = conn.create_channel().await?;
+            for channel in [&publish, &reply, &consume] {
+                let dead = dead.clone();
+                channel.on_error(move |err| {
+                    warn!(error = %err, "bus channel error");
+                    dead.cancel();
+                });
+            }
+            publish.confirm_select(ConfirmSelectOptions::default()).await?;
+            consume.basic_qos(MAX_IN_FLIGHT, BasicQosOptions::default()).await?;
+            let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+            let replies = publish.basic_consume(DIRECT_REPLY_TO, "replies", no_ack, FieldTable::default()).await?;
+            Ok::<_, lapin::Error>((publish, reply, consume, replies))
+        };
+        let (publish, reply, consume, replies) = match channels.await {
+            Ok(channels) => channels,
+            Err(err) => {
+                // lapin keeps a connection open until it is closed: do not leak one per attempt.
+                let _ = conn.close(200, "setup failed").await;
+                return Err(err);
+            }
+        };
         let (confirms, confirms_rx) = mpsc::unbounded_channel();
-        let link = Arc::new(Link { conn, publish, reply, consume, order: Mutex::new(()), confirms, dead });
-        tokio::spawn(track_confirms(confirms_rx, link.dead.clone()));
+        let order = Arc::new(Mutex::new(0));
+        let link = Arc::new(Link { conn, publish, reply, consume, order: order.clone(), confirms, dead });
+        tokio::spawn(track_confirms(confirms_rx, order, link.dead.clone()));
         tokio::spawn(reply_loop(self.clone(), link.clone(), replies));
+        if let Err(err) = self.declare_all(&link).await {
+            link.dead.cancel();
+            let _ = link.conn.close(200, "setup failed").await;
+            return Err(err);
+        }
+        Ok(link)
+    }
 
+    /// Declares the event exchange, this node's event queue and every served queue, and starts
+    /// their consumers.
+    async fn declare_all(self: &Arc<Self>, link: &Arc<Link>) -> Result<(), lapin::Error> {
         // Events: the topic exchange, and this node's own queue bound to every routing key.
+        // Declared on a channel of its own (see start_queue).
         let exchange = event_exchange(&self.prefix);
-        link.consume.exchange_declare(&exchange, ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default()).await?;
         let event_queue = format!("{exchange}.{}", self.node);
-        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-        link.consume.queue_declare(&event_queue, options, FieldTable::default()).await?;
-        link.consume.queue_bind(&event_queue, &exchange, "#", QueueBindOptions::default(), FieldTable::default()).await?;
-        let events = link
-            .consume
-            .basic_consume(&event_queue, &format!("{}.events", self.node), BasicConsumeOptions { no_ack: true, ..Default::default() }, FieldTable::default())
-            .await?;
+        let declare = link.conn.create_channel().await?;
+        let declared = async {
+            declare.exchange_declare(&exchange, ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default()).await?;
+            let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+            declare.queue_declare(&event_queue, options, FieldTable::default()).await?;
+            declare.queue_bind(&event_queue, &exchange, "#", QueueBindOptions::default(), FieldTable::default()).await
+        }
+        .await;
+        if declare.status().connected() {
+            let _ = declare.close(200, "declared").await;
+        }
+        declared?;
+        let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
+        let events = link.consume.basic_consume(&event_queue, &format!("{}.events", self.node), no_ack, FieldTable::default()).await?;
         tokio::spawn(event_loop(self.clone(), link.clone(), events));
 
         let queues: Vec<(String, QueueKind, HandlerSlot)> =
             lock(&self.queues).iter().map(|(q, (k, s))| (q.clone(), *k, s.clone())).collect();
         for (queue, kind, slot) in queues {
-            self.start_queue(&link, &queue, kind, slot).await?;
+            if let Err(err) = self.start_queue(link, &queue, kind, slot).await {
+                if !link.alive() {
+                    return Err(err);
+                }
+                // One refused queue must not keep the whole bus down: the others still work.
+                error!(%queue, error = %err, "cannot declare queue; its handler gets no messages");
+            }
         }
-        Ok(link)
+        Ok(())
     }
 
     /// Keeps the bus connected until shutdown.
     async fn supervise(self: Arc<Self>, mut link: Arc<Link>) {
         loop {
             tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => {}
                 _ = link.dead.cancelled() => {}
-                _ = self.shutdown.cancelled() => {
-                    let _ = link.conn.close(200, "bus closed").await;
-                    return;
-                }
+            }
+            if self.shutdown.is_cancelled() {
+                // close() or the last handle dropped: not a disconnection.
+                let _ = link.conn.close(200, "bus closed").await;
+                return;
             }
             warn!(url = %self.log_url, node = %self.node, "bus disconnected; failing pending calls and reconnecting");
             *self.link.write().unwrap_or_else(PoisonError::into_inner) = None;
@@ -306,17 +388,31 @@ impl Shared {
 
             let mut backoff = BACKOFF_MIN;
             let mut attempt: u32 = 0;
+            let mut warn_at: u32 = 1;
             link = loop {
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = self.shutdown.cancelled() => return,
                 }
                 attempt += 1;
-                match self.establish().await {
+                // A broker that accepts TCP but never finishes the handshake (still booting)
+                // must not stall reconnection.
+                let attempt_result = match tokio::time::timeout(ESTABLISH_TIMEOUT, self.establish()).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("no answer within {ESTABLISH_TIMEOUT:?}")),
+                };
+                match attempt_result {
                     Ok(new_link) => break new_link,
                     Err(err) => {
                         let next = (backoff * 2).min(BACKOFF_MAX);
-                        debug!(url = %self.log_url, attempt, error = %err, retry_in_ms = next.as_millis() as u64, "bus reconnect failed");
+                        let retry_in_ms = next.as_millis() as u64;
+                        // Warn on the first failure and then about once a minute, not every 2 s.
+                        if attempt >= warn_at {
+                            warn_at = attempt + 30;
+                            warn!(url = %self.log_url, attempt, error = %err, retry_in_ms, "bus reconnect failed; retrying");
+                        } else {
+                            debug!(url = %self.log_url, attempt, error = %err, retry_in_ms, "bus reconnect failed; retrying");
+                        }
                         backoff = next;
                     }
                 }
@@ -329,67 +425,120 @@ impl Shared {
 
 /// Settles every tracked confirmation: Routed, Returned (matched by key, see the module docs)
 /// or Failed.
-async fn track_confirms(mut rx: mpsc::UnboundedReceiver<TrackedConfirm>, dead: CancellationToken) {
-    let mut open: Vec<TrackedConfirm> = Vec::new();
+///
+/// lapin gives each returned message to the next confirmation that completes after it arrived
+/// (FIFO), which may be an earlier or a later publish's, and the broker may ack out of order.
+/// Since a returned message always arrives before its own publish's ack, once every publish
+/// numbered before an ack was seen has completed, every returned message of those publishes
+/// has been handed to some completed confirmation; once every publish numbered before *that*
+/// moment has been handed over and polled, its carrier has been seen. An acked publish is
+/// settled in those two steps.
+async fn track_confirms(mut rx: mpsc::UnboundedReceiver<Track>, order: Arc<Mutex<u64>>, dead: CancellationToken) {
+    struct Open {
+        seq: u64,
+        key: ReturnKey,
+        confirm: PublisherConfirm,
+        done: oneshot::Sender<Outcome>,
+    }
+    /// Acked, waiting until every publish numbered below `bound` has completed (`settling`
+    /// false), then until every publish numbered below the new `bound` is handed over and has
+    /// been polled once more (`settling` true).
+    struct Acked {
+        key: ReturnKey,
+        done: oneshot::Sender<Outcome>,
+        bound: u64,
+        settling: bool,
+    }
+    let mut open: Vec<Open> = Vec::new();
+    let mut acked: Vec<Acked> = Vec::new();
     let mut returned: HashSet<ReturnKey> = HashSet::new();
+    // Every sequence number below `handed` has been handed over; `early` holds those above it.
+    let mut handed: u64 = 0;
+    let mut early: BTreeSet<u64> = BTreeSet::new();
     let mut rx_open = true;
     std::future::poll_fn(|cx: &mut Context<'_>| {
         while rx_open {
-            match rx.poll_recv(cx) {
-                Poll::Ready(Some(tracked)) => open.push(tracked),
-                Poll::Ready(None) => rx_open = false,
-                Poll::Pending => break,
-            }
-        }
-        let mut ready: Vec<(TrackedConfirm, lapin::Result<Confirmation>)> = Vec::new();
-        // Two passes: the confirmation that carries a returned message completes no later than
-        // the returned message's own, so after seeing any completion, one more pass finds
-        // every carrier that completed before it.
-        for _pass in 0..2 {
-            let mut i = 0;
-            while i < open.len() {
-                match Pin::new(&mut open[i].confirm).poll(cx) {
-                    Poll::Ready(result) => ready.push((open.swap_remove(i), result)),
-                    Poll::Pending => i += 1,
+            let seq = match rx.poll_recv(cx) {
+                Poll::Ready(Some(Track::Confirm { seq, key, confirm, done })) => {
+                    open.push(Open { seq, key, confirm, done });
+                    seq
                 }
-            }
-            if ready.is_empty() {
-                break;
+                Poll::Ready(Some(Track::Skip { seq })) => seq,
+                Poll::Ready(None) => {
+                    rx_open = false;
+                    break;
+                }
+                Poll::Pending => break,
+            };
+            early.insert(seq);
+            while early.remove(&handed) {
+                handed += 1;
             }
         }
-        let mut settled: Vec<(TrackedConfirm, Outcome)> = Vec::with_capacity(ready.len());
-        for (tracked, result) in ready {
-            let outcome = match result {
+        let mut i = 0;
+        while i < open.len() {
+            let Poll::Ready(result) = Pin::new(&mut open[i].confirm).poll(cx) else {
+                i += 1;
+                continue;
+            };
+            let Open { key, done, .. } = open.swap_remove(i);
+            match result {
                 Ok(Confirmation::Ack(carried)) => {
                     if let Some(msg) = carried {
                         returned.insert(return_key(&msg.delivery.properties));
                     }
-                    Outcome::Routed
+                    let bound = *lock(&order);
+                    acked.push(Acked { key, done, bound, settling: false });
+                }
+                Ok(Confirmation::NotRequested) => {
+                    let _ = done.send(Outcome::Routed);
                 }
                 Ok(Confirmation::Nack(carried)) => {
                     if let Some(msg) = carried {
                         returned.insert(return_key(&msg.delivery.properties));
                     }
-                    Outcome::Failed("the broker refused the message (nack)".into())
+                    let _ = done.send(Outcome::Failed("the broker refused the message (nack)".into()));
                 }
-                Ok(Confirmation::NotRequested) => Outcome::Routed,
-                Err(err) => Outcome::Failed(err.to_string()),
-            };
-            settled.push((tracked, outcome));
+                Err(err) => {
+                    let _ = done.send(Outcome::Failed(err.to_string()));
+                }
+            }
         }
-        for (tracked, outcome) in settled {
-            let outcome = match outcome {
-                Outcome::Routed if returned.remove(&tracked.key) => Outcome::Returned,
-                other => other,
-            };
-            let _ = tracked.done.send(outcome);
+        // Every publish numbered below `completed_below` has completed (or was skipped).
+        let oldest_open = open.iter().map(|o| o.seq).min().unwrap_or(u64::MAX);
+        let completed_below = handed.min(oldest_open);
+        let mut again = false;
+        let mut i = 0;
+        while i < acked.len() {
+            let entry = &mut acked[i];
+            let dead_now = dead.is_cancelled();
+            if !entry.settling {
+                if entry.bound <= completed_below || dead_now {
+                    // Poll once more before settling: a carrier may complete after this pass polled.
+                    entry.settling = true;
+                    entry.bound = *lock(&order);
+                    again = true;
+                }
+                i += 1;
+                continue;
+            }
+            if entry.bound > handed && !dead_now {
+                i += 1;
+                continue;
+            }
+            let Acked { key, done, .. } = acked.swap_remove(i);
+            let outcome = if returned.remove(&key) { Outcome::Returned } else { Outcome::Routed };
+            let _ = done.send(outcome);
         }
         if returned.len() > 10_000 {
             // Keys whose publish never matched (a foreign id scheme): do not grow forever.
             returned.clear();
         }
-        if (!rx_open || dead.is_cancelled()) && open.is_empty() {
+        if (!rx_open || dead.is_cancelled()) && open.is_empty() && acked.is_empty() {
             return Poll::Ready(());
+        }
+        if again {
+            cx.waker().wake_by_ref();
         }
         Poll::Pending
     })
@@ -415,8 +564,11 @@ async fn reply_loop(shared: Arc<Shared>, link: Arc<Link>, mut replies: lapin::Co
             debug!(correlation_id = %format!("{id:x}"), "late reply dropped (the call already ended)");
             continue;
         };
+        let version = header_int(props, headers::VERSION).unwrap_or(BUS_VERSION);
         let is_error = header_str(props, headers::STATUS).is_some_and(|s| s == "error");
-        let result = if is_error {
+        let result = if version != BUS_VERSION {
+            Err(BusError::Remote { code: ErrorCode::Internal, message: format!("reply with unsupported x-bus-version {version}") })
+        } else if is_error {
             let (code, message) = parse_error_body(&delivery.data);
             Err(BusError::Remote { code, message })
         } else {
@@ -427,9 +579,18 @@ async fn reply_loop(shared: Arc<Shared>, link: Arc<Link>, mut replies: lapin::Co
     link.dead.cancel();
 }
 
-/// Receives the requests of one queue; each runs in its own task and is acknowledged when its
-/// handler returns (the prefetch bounds how many run at once).
-async fn request_loop(shared: Arc<Shared>, link: Arc<Link>, queue: String, mut consumer: lapin::Consumer, slot: HandlerSlot) {
+/// Receives the requests of one queue; each runs in its own task. With `limit` (a queue consumed
+/// without acknowledgements) at most that many run at once; without it, a message is
+/// acknowledged when its handler returns and the consumer prefetch bounds how many run at once
+/// (so the broker hands the portal's next message to a less busy node).
+async fn request_loop(
+    shared: Arc<Shared>,
+    link: Arc<Link>,
+    queue: String,
+    mut consumer: lapin::Consumer,
+    slot: HandlerSlot,
+    limit: Option<Arc<Semaphore>>,
+) {
     while let Some(item) = consumer.next().await {
         let raw = match item {
             Ok(raw) => raw,
@@ -438,14 +599,25 @@ async fn request_loop(shared: Arc<Shared>, link: Arc<Link>, queue: String, mut c
                 break;
             }
         };
-        let acker = raw.acker.clone();
+        let permit = match &limit {
+            // Never closed while this loop holds it.
+            Some(limit) => match limit.clone().acquire_owned().await {
+                Ok(permit) => Some(permit),
+                Err(_) => break,
+            },
+            None => None,
+        };
+        let acker = (permit.is_none()).then(|| raw.acker.clone());
         match decode_request(&shared, raw) {
             Ok(delivery) => {
                 let handler = slot.read().unwrap_or_else(PoisonError::into_inner).clone();
                 tokio::spawn(async move {
                     dispatch(handler, delivery).await;
-                    if let Err(err) = acker.ack(BasicAckOptions::default()).await {
-                        debug!(error = %err, "ack failed (connection lost?)");
+                    drop(permit);
+                    if let Some(acker) = acker {
+                        if let Err(err) = acker.ack(BasicAckOptions::default()).await {
+                            debug!(error = %err, "ack failed (connection lost?)");
+                        }
                     }
                 });
             }
@@ -454,7 +626,10 @@ async fn request_loop(shared: Arc<Shared>, link: Arc<Link>, queue: String, mut c
                 let sink = rejected.sink;
                 tokio::spawn(async move {
                     sink.send(Err(ErrorBody::new(ErrorCode::InvalidBody, rejected.reason))).await;
-                    let _ = acker.reject(BasicRejectOptions { requeue: false }).await;
+                    drop(permit);
+                    if let Some(acker) = acker {
+                        let _ = acker.reject(BasicRejectOptions { requeue: false }).await;
+                    }
                 });
             }
         }
@@ -678,7 +853,11 @@ impl AmqpTransport {
             events: broadcast::channel(EVENT_CAPACITY).0,
             shutdown: CancellationToken::new(),
         });
-        let link = shared.establish().await.map_err(|e| BusError::Unavailable(format!("cannot connect to {log_url}: {e}")))?;
+        let link = match tokio::time::timeout(ESTABLISH_TIMEOUT, shared.establish()).await {
+            Ok(Ok(link)) => link,
+            Ok(Err(err)) => return Err(BusError::Unavailable(format!("cannot connect to {log_url}: {err}"))),
+            Err(_) => return Err(BusError::Unavailable(format!("cannot connect to {log_url}: no answer within {ESTABLISH_TIMEOUT:?}"))),
+        };
         *shared.link.write().unwrap_or_else(PoisonError::into_inner) = Some(link.clone());
         info!(url = %log_url, %prefix, %node, "bus connected");
         tokio::spawn(shared.clone().supervise(link));
@@ -697,6 +876,10 @@ impl AmqpTransport {
             queues.insert(queue.clone(), (kind, slot.clone()));
             slot
         };
+        if self.shared.shutdown.is_cancelled() {
+            lock(&self.shared.queues).remove(&queue);
+            return Err(BusError::Unavailable("the bus is closed".into()));
+        }
         // While disconnected, the supervisor declares it on reconnection.
         let Ok(link) = self.shared.current() else { return Ok(()) };
         match self.shared.start_queue(&link, &queue, kind, slot).await {

@@ -69,9 +69,9 @@ impl Broker {
     }
 
     /// Hands `delivery` to one consumer of `queue`, or gives it back when nobody consumes it.
-    fn deliver(&self, queue: &str, mut delivery: Delivery) -> Result<(), Delivery> {
+    fn deliver(&self, queue: &str, mut delivery: Delivery) -> Result<(), Box<Delivery>> {
         let mut queues = lock(&self.queues);
-        let Some(q) = queues.get_mut(queue) else { return Err(delivery) };
+        let Some(q) = queues.get_mut(queue) else { return Err(Box::new(delivery)) };
         while !q.consumers.is_empty() {
             let i = q.next % q.consumers.len();
             match q.consumers[i].tx.send(delivery) {
@@ -87,7 +87,7 @@ impl Broker {
             }
         }
         queues.remove(queue);
-        Err(delivery)
+        Err(Box::new(delivery))
     }
 
     fn add_consumer(&self, queue: &str, owner: Uuid, tx: mpsc::UnboundedSender<Delivery>) {
@@ -290,7 +290,7 @@ impl Transport for MemoryTransport {
         let queue = to.queue_name(&self.prefix);
         if let Err(back) = self.broker.deliver(&queue, delivery) {
             let err = BusError::Unroutable(queue);
-            back.reply(Err(ErrorBody::new(ErrorCode::Unroutable, err.to_string()))).await;
+            (*back).reply(Err(ErrorBody::new(ErrorCode::Unroutable, err.to_string()))).await;
             return Err(err);
         }
         Ok(())

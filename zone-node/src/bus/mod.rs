@@ -23,9 +23,10 @@
 //!
 //! # Concurrency
 //! Every delivery runs in its own tokio task, so a slow handler never blocks the consumer loop,
-//! with at most [`MAX_IN_FLIGHT`] handlers running per queue and node: on RabbitMQ that bound is
-//! the consumer prefetch (a message is acknowledged when its handler returns, so the broker gives
-//! the portal's next message to a less busy node); in-process it is a semaphore per queue.
+//! with at most [`MAX_IN_FLIGHT`] handlers running per queue and node. For the RabbitMQ portal
+//! that bound is the consumer prefetch (a message is acknowledged when its handler returns, so
+//! the broker gives the portal's next message to a less busy node); for a node's own service
+//! queues (consumed without acknowledgements) and in-process it is a semaphore per queue.
 
 pub mod amqp;
 pub mod envelope;

@@ -89,3 +89,9 @@ impl Handler for Forward {
         let _ = self.bus.forward(self.to.clone(), d).await;
     }
 }
+
+/// Shows the bus's logs in a failing test's output (`RUST_LOG` filters, default `info`).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=error".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
