@@ -15,7 +15,9 @@ const EXIT_EVICTED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = EnvFilter::try_from_env("ZONE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // lapin logs returned messages at WARN with their bodies, which may hold secrets: keep it to
+    // errors unless ZONE_LOG asks otherwise.
+    let filter = EnvFilter::try_from_env("ZONE_LOG").unwrap_or_else(|_| EnvFilter::new("info,lapin=error"));
     // Colours only for a person at a terminal, not for log files and collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
