@@ -1335,6 +1335,7 @@ async fn concurrent_placements_never_overcommit(db: &TestDb) {
             }
         }
     }
+    eprintln!("{}: {placed} of {PLACEMENTS} placements succeeded on {} hosts", db.backend, reserved.len());
     assert!(placed > 100, "only {placed} of {PLACEMENTS} placements succeeded");
     for h in hosts.values() {
         assert!(
