@@ -478,3 +478,80 @@ pub fn merge_aggregates(into: &mut Aggregate, other: &Aggregate) {
         }
     }
 }
+
+#[cfg(test)]
+mod resource_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn capability_values_keep_their_json_type() {
+        let reg: HostRegister = serde_json::from_value(json!({
+            "name": "h1", "agent_url": "http://a",
+            "capabilities": {"free-disk": 500, "can-run-windows": true, "hypervisor": "kvm"},
+            "resources": {"vcpus": 8, "memory_mb": 1024, "disk_gb": 10}
+        }))
+        .unwrap();
+        assert_eq!(reg.resources.vcpus, 8);
+        let v: CapabilityValue = serde_json::from_value(json!(500)).unwrap();
+        assert_eq!(v, CapabilityValue::Float(500.0));
+        assert_eq!(serde_json::from_value::<CapabilityValue>(json!(true)).unwrap(), CapabilityValue::Bool(true));
+        assert_eq!(
+            serde_json::from_value::<CapabilityValue>(json!("1")).unwrap(),
+            CapabilityValue::String("1".into())
+        );
+        let cap = Capability::from(CapabilityValue::Bool(false));
+        assert_eq!(serde_json::to_value(&cap).unwrap(), json!({"type": "bool", "value": false}));
+        // Unknown fields are refused.
+        assert!(serde_json::from_value::<HostRegister>(json!({"name": "h", "agent_url": "u", "capabilites": {}})).is_err());
+    }
+
+    #[test]
+    fn requirements_parse_and_unknown_ops_fail() {
+        let r: Vec<Requirement> = serde_json::from_value(json!([
+            {"key": "free-disk", "op": "ge", "value": 100},
+            {"key": "gpu", "op": "exists"}
+        ]))
+        .unwrap();
+        assert_eq!(r[0].op, Op::Ge);
+        assert_eq!(r[1].value, None);
+        let err = serde_json::from_value::<Requirement>(json!({"key": "k", "op": "like", "value": 1})).unwrap_err();
+        assert!(err.to_string().contains("unknown variant"));
+        let p: PlacementRequest = serde_json::from_value(json!({"requirements": [], "resources": {"vcpus": 1, "memory_mb": 2, "disk_gb": 3}})).unwrap();
+        assert_eq!(p.resources.disk_gb, 3);
+    }
+
+    #[test]
+    fn aggregates_have_the_design_shape_and_merge() {
+        let mut a = Aggregate::new();
+        a.insert("free-disk".into(), AggregateEntry::of(&CapabilityValue::Float(100.0)));
+        a.insert("win".into(), AggregateEntry::of(&CapabilityValue::Bool(true)));
+        a.insert("hv".into(), AggregateEntry::of(&CapabilityValue::String("kvm".into())));
+        let mut b = Aggregate::new();
+        b.insert("free-disk".into(), AggregateEntry::of(&CapabilityValue::Float(50.0)));
+        b.insert("win".into(), AggregateEntry::of(&CapabilityValue::Bool(false)));
+        b.insert("hv".into(), AggregateEntry::of(&CapabilityValue::String("xen".into())));
+        merge_aggregates(&mut a, &b);
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            json!({
+                "free-disk": {"type": "float", "min": 50.0, "max": 100.0, "sum": 150.0, "count": 2},
+                "win": {"type": "bool", "any": true, "all": false, "count": 2},
+                "hv": {"type": "string", "values": ["kvm", "xen"], "count": 2}
+            })
+        );
+        // String sets stay bounded.
+        let mut big = AggregateEntry::of(&CapabilityValue::String("v000".into()));
+        for i in 1..100 {
+            big.merge(&AggregateEntry::of(&CapabilityValue::String(format!("v{i:03}"))));
+        }
+        match big {
+            AggregateEntry::String { values, count, truncated } => {
+                assert_eq!((values.len(), count, truncated), (AGGREGATE_MAX_VALUES, 100, true));
+            }
+            other => panic!("{other:?}"),
+        }
+        let back: Aggregate = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+    }
+}
