@@ -101,7 +101,10 @@ impl Builder {
                         self.param(bind)
                     })
                     .collect();
-                format!("(c.kind = '{kind}' AND c.{column} IN ({}))", list.join(", "))
+                format!(
+                    "(c.kind = '{kind}' AND c.{column} IN ({}))",
+                    list.join(", ")
+                )
             }
             Test::Exists => "1 = 1".into(),
         }
@@ -153,14 +156,31 @@ mod tests {
     fn values_are_bound_never_spliced() {
         let evil = "x'; DROP TABLE hosts; --".to_string();
         let filters = vec![
-            Filter { key: "os".into(), test: Test::Eq(CapabilityValue::String(evil.clone())) },
-            Filter { key: "free-disk".into(), test: Test::Ge(100.0) },
+            Filter {
+                key: "os".into(),
+                test: Test::Eq(CapabilityValue::String(evil.clone())),
+            },
+            Filter {
+                key: "free-disk".into(),
+                test: Test::Ge(100.0),
+            },
             Filter {
                 key: "hv".into(),
-                test: Test::In(vec![CapabilityValue::String("kvm".into()), CapabilityValue::String("xen".into())]),
+                test: Test::In(vec![
+                    CapabilityValue::String("kvm".into()),
+                    CapabilityValue::String("xen".into()),
+                ]),
             },
         ];
-        let q = candidates_query(&filters, &Resources { vcpus: 1, memory_mb: 2, disk_gb: 3 }, 5);
+        let q = candidates_query(
+            &filters,
+            &Resources {
+                vcpus: 1,
+                memory_mb: 2,
+                disk_gb: 3,
+            },
+            5,
+        );
         assert!(!q.sql.contains("DROP"));
         assert_eq!(q.sql.matches("EXISTS").count(), 3);
         assert_eq!(q.binds.len(), 3 + 2 + 2 + 3 + 1);

@@ -302,10 +302,11 @@ mod tests {
     use serde_json::json;
 
     fn req(v: serde_json::Value) -> Result<Vec<Filter>, ValidationError> {
-        let reqs: Vec<Requirement> = serde_json::from_value(v).map_err(|e| ValidationError::Field {
-            field: "serde",
-            reason: e.to_string(),
-        })?;
+        let reqs: Vec<Requirement> =
+            serde_json::from_value(v).map_err(|e| ValidationError::Field {
+                field: "serde",
+                reason: e.to_string(),
+            })?;
         validate_requirements(&reqs)
     }
 
@@ -327,12 +328,27 @@ mod tests {
     #[test]
     fn bad_requirements_name_the_index() {
         for (body, needle) in [
-            (json!([{"key": "a", "op": "like", "value": 1}]), "unknown variant"),
-            (json!([{"key": "a", "op": "eq", "value": 1}, {"key": "b", "op": "lt", "value": "x"}]), "requirements[1]"),
+            (
+                json!([{"key": "a", "op": "like", "value": 1}]),
+                "unknown variant",
+            ),
+            (
+                json!([{"key": "a", "op": "eq", "value": 1}, {"key": "b", "op": "lt", "value": "x"}]),
+                "requirements[1]",
+            ),
             (json!([{"key": "a", "op": "in", "value": []}]), "non-empty"),
-            (json!([{"key": "a", "op": "in", "value": [1, "x"]}]), "one type"),
-            (json!([{"key": "a", "op": "in", "value": 3}]), "non-empty array"),
-            (json!([{"key": "a", "op": "exists", "value": 3}]), "no value"),
+            (
+                json!([{"key": "a", "op": "in", "value": [1, "x"]}]),
+                "one type",
+            ),
+            (
+                json!([{"key": "a", "op": "in", "value": 3}]),
+                "non-empty array",
+            ),
+            (
+                json!([{"key": "a", "op": "exists", "value": 3}]),
+                "no value",
+            ),
             (json!([{"key": "a b", "op": "exists"}]), "key must match"),
             (json!([{"key": "a", "op": "eq"}]), "needs a value"),
             (json!([{"key": "a", "op": "eq", "value": [1]}]), "array"),
@@ -344,10 +360,25 @@ mod tests {
 
     #[test]
     fn resources_bounds() {
-        assert!(validate_resources(&Resources { vcpus: 1, memory_mb: 1, disk_gb: 0 }).is_ok());
-        let e = validate_resources(&Resources { vcpus: -1, memory_mb: 1, disk_gb: 0 }).unwrap_err();
+        assert!(validate_resources(&Resources {
+            vcpus: 1,
+            memory_mb: 1,
+            disk_gb: 0
+        })
+        .is_ok());
+        let e = validate_resources(&Resources {
+            vcpus: -1,
+            memory_mb: 1,
+            disk_gb: 0,
+        })
+        .unwrap_err();
         assert_eq!(e.code(), "invalid_resources");
         assert!(e.to_string().contains("vcpus"));
-        assert!(validate_resources(&Resources { vcpus: 1, memory_mb: i64::MAX, disk_gb: 0 }).is_err());
+        assert!(validate_resources(&Resources {
+            vcpus: 1,
+            memory_mb: i64::MAX,
+            disk_gb: 0
+        })
+        .is_err());
     }
 }

@@ -14,7 +14,9 @@
 
 use std::collections::BTreeMap;
 
-use api::{AggregateEntry, Aggregate, CapabilityKind, CapabilityValue, Resources, AGGREGATE_MAX_VALUES};
+use api::{
+    Aggregate, AggregateEntry, CapabilityKind, CapabilityValue, Resources, AGGREGATE_MAX_VALUES,
+};
 use uuid::Uuid;
 
 use super::{is_unique_violation, parse_uuid, Result, Store, StoreError};
@@ -151,7 +153,9 @@ fn decode(c: &RawCap) -> Result<CapabilityValue> {
     };
     match CapabilityKind::parse(&c.kind) {
         Some(CapabilityKind::Float) => Ok(CapabilityValue::Float(c.float_value.ok_or_else(bad)?)),
-        Some(CapabilityKind::Bool) => Ok(CapabilityValue::Bool(c.float_value.ok_or_else(bad)? != 0.0)),
+        Some(CapabilityKind::Bool) => {
+            Ok(CapabilityValue::Bool(c.float_value.ok_or_else(bad)? != 0.0))
+        }
         Some(CapabilityKind::String) => Ok(CapabilityValue::String(
             c.str_value.clone().ok_or_else(bad)?,
         )),
@@ -172,7 +176,8 @@ fn group_caps(caps: Vec<RawCap>) -> Result<BTreeMap<String, BTreeMap<String, Cap
     Ok(by_host)
 }
 
-const INSERT_CAP: &str = "INSERT INTO host_capabilities (host_id, key, kind, str_value, float_value) \
+const INSERT_CAP: &str =
+    "INSERT INTO host_capabilities (host_id, key, kind, str_value, float_value) \
      VALUES ($1, $2, $3, $4, $5)";
 
 /// Deletes and re-inserts a host's capabilities inside transaction `$tx` (a macro, like
@@ -273,7 +278,8 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn hosts(&self) -> Result<Vec<HostRow>> {
         let sql = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name");
-        const CAPS: &str = "SELECT host_id, key, kind, str_value, float_value FROM host_capabilities";
+        const CAPS: &str =
+            "SELECT host_id, key, kind, str_value, float_value FROM host_capabilities";
         let (raws, caps): (Vec<RawHost>, Vec<RawCap>) = with_pool!(self, |pool| async {
             let raws: Vec<RawHost> = sqlx::query_as(&sql).fetch_all(pool).await?;
             let caps: Vec<RawCap> = sqlx::query_as(CAPS).fetch_all(pool).await?;
@@ -302,12 +308,22 @@ impl Store {
         const EXISTS: &str = "SELECT COUNT(*) FROM hosts WHERE id = $1";
         let id_text = id.to_string();
         let (deleted, instances, exists): (u64, i64, i64) = with_pool!(self, |pool| async {
-            let deleted = sqlx::query(DELETE).bind(&id_text).execute(pool).await?.rows_affected();
+            let deleted = sqlx::query(DELETE)
+                .bind(&id_text)
+                .execute(pool)
+                .await?
+                .rows_affected();
             if deleted > 0 {
                 return Ok::<_, sqlx::Error>((deleted, 0, 0));
             }
-            let exists: i64 = sqlx::query_scalar(EXISTS).bind(&id_text).fetch_one(pool).await?;
-            let instances: i64 = sqlx::query_scalar(COUNT).bind(&id_text).fetch_one(pool).await?;
+            let exists: i64 = sqlx::query_scalar(EXISTS)
+                .bind(&id_text)
+                .fetch_one(pool)
+                .await?;
+            let instances: i64 = sqlx::query_scalar(COUNT)
+                .bind(&id_text)
+                .fetch_one(pool)
+                .await?;
             Ok((0, instances, exists))
         }
         .await)?;
@@ -335,7 +351,11 @@ impl Store {
         let found = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             // A write first, so SQLite waits for other writers instead of failing (see mod docs).
-            let touched = sqlx::query(TOUCH).bind(&id).execute(&mut *tx).await?.rows_affected();
+            let touched = sqlx::query(TOUCH)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             if touched == 0 {
                 tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(false);
@@ -367,9 +387,18 @@ impl Store {
         let id = id.to_string();
         let outcome = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let came_up = sqlx::query(CAME_UP).bind(&id).execute(&mut *tx).await?.rows_affected() > 0;
+            let came_up = sqlx::query(CAME_UP)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
             if !came_up {
-                let found = sqlx::query(STAYED_UP).bind(&id).execute(&mut *tx).await?.rows_affected();
+                let found = sqlx::query(STAYED_UP)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
                 if found == 0 {
                     tx.rollback().await?;
                     return Ok::<_, sqlx::Error>(None);
@@ -409,7 +438,10 @@ impl Store {
                 .bind(max_missed)
                 .fetch_all(&mut *tx)
                 .await?;
-            sqlx::query(MISSED).bind(interval_ms).execute(&mut *tx).await?;
+            sqlx::query(MISSED)
+                .bind(interval_ms)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(ids)
         }
@@ -507,7 +539,9 @@ impl Store {
     #[tracing::instrument(skip(self))]
     pub async fn place(&self, filters: &[Filter], resources: &Resources) -> Result<Option<Uuid>> {
         for _ in 0..PLACE_ROUNDS {
-            let candidates = self.candidates(filters, resources, DEFAULT_CANDIDATES).await?;
+            let candidates = self
+                .candidates(filters, resources, DEFAULT_CANDIDATES)
+                .await?;
             if candidates.is_empty() {
                 return Ok(None);
             }
@@ -517,7 +551,10 @@ impl Store {
                 }
             }
         }
-        tracing::warn!(rounds = PLACE_ROUNDS, "placement lost every candidate to concurrent placements");
+        tracing::warn!(
+            rounds = PLACE_ROUNDS,
+            "placement lost every candidate to concurrent placements"
+        );
         Ok(None)
     }
 
@@ -550,7 +587,15 @@ impl Store {
 
         let mut parts: Vec<(String, AggregateEntry)> = Vec::new();
         for (key, min, max, sum, count) in floats {
-            parts.push((key, AggregateEntry::Float { min, max, sum, count }));
+            parts.push((
+                key,
+                AggregateEntry::Float {
+                    min,
+                    max,
+                    sum,
+                    count,
+                },
+            ));
         }
         for (key, max, min, count) in bools {
             parts.push((
@@ -575,7 +620,14 @@ impl Store {
             values.sort();
             let truncated = values.len() > AGGREGATE_MAX_VALUES;
             values.truncate(AGGREGATE_MAX_VALUES);
-            parts.push((key, AggregateEntry::String { values, count, truncated }));
+            parts.push((
+                key,
+                AggregateEntry::String {
+                    values,
+                    count,
+                    truncated,
+                },
+            ));
         }
         let mut aggregate = Aggregate::new();
         for (key, entry) in parts {
