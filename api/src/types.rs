@@ -183,3 +183,443 @@ pub struct ProbeResponse {
     /// Tasks completed on this resource, this one included.
     pub completed: i64,
 }
+
+// ---------------------------------------------------------------------------------------------
+// zone resources: hosts, capabilities, requirements, placements, aggregates
+
+/// A capability's value as JSON carries it: a number is a `float` capability, a boolean a `bool`,
+/// a string a `string`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CapabilityValue {
+    Bool(bool),
+    Float(f64),
+    String(String),
+}
+
+impl CapabilityValue {
+    /// The capability type this value has.
+    pub fn kind(&self) -> CapabilityKind {
+        match self {
+            CapabilityValue::Bool(_) => CapabilityKind::Bool,
+            CapabilityValue::Float(_) => CapabilityKind::Float,
+            CapabilityValue::String(_) => CapabilityKind::String,
+        }
+    }
+}
+
+/// The three capability types of the seed's (string value, float value, type) tuple.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum CapabilityKind {
+    Float,
+    Bool,
+    String,
+}
+
+impl CapabilityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CapabilityKind::Float => "float",
+            CapabilityKind::Bool => "bool",
+            CapabilityKind::String => "string",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CapabilityKind> {
+        match text {
+            "float" => Some(CapabilityKind::Float),
+            "bool" => Some(CapabilityKind::Bool),
+            "string" => Some(CapabilityKind::String),
+            _ => None,
+        }
+    }
+}
+
+/// A host's capability in responses: `{"type":"float","value":500}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Capability {
+    #[serde(rename = "type")]
+    pub kind: CapabilityKind,
+    pub value: CapabilityValue,
+}
+
+impl From<CapabilityValue> for Capability {
+    fn from(value: CapabilityValue) -> Self {
+        Capability {
+            kind: value.kind(),
+            value,
+        }
+    }
+}
+
+/// Compute resources: a host's capacity, its reserved part, or what an instance needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    pub vcpus: i64,
+    pub memory_mb: i64,
+    pub disk_gb: i64,
+}
+
+/// `POST /v1/hosts`: a host registers (through the API or its agent announcing itself).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostRegister {
+    /// Unique in the zone; same rules as capability keys.
+    pub name: String,
+    /// Where the zone reaches the host's agent.
+    pub agent_url: String,
+    /// Key → JSON number, boolean or string. Keys match `[A-Za-z0-9_.:-]{1,64}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub capabilities: std::collections::BTreeMap<String, serde_json::Value>,
+    /// The host's capacity. Absent means none: such a host is never chosen for placements.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// A host as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Host {
+    pub id: String,
+    pub name: String,
+    pub agent_url: String,
+    /// `up` or `down`.
+    pub state: String,
+    pub capabilities: std::collections::BTreeMap<String, Capability>,
+    /// Capacity.
+    pub resources: Resources,
+    /// Reserved by placements.
+    pub used: Resources,
+}
+
+/// `{"hosts":[…]}`
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostList {
+    pub hosts: Vec<Host>,
+}
+
+/// A requirement's comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Equal, for any type.
+    Eq,
+    /// The capability exists and differs.
+    Ne,
+    /// Numeric comparisons (float capabilities).
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    /// One of a non-empty list of values of one type.
+    In,
+    /// The capability exists, whatever its value (no value, or null).
+    Exists,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Eq => "eq",
+            Op::Ne => "ne",
+            Op::Lt => "lt",
+            Op::Le => "le",
+            Op::Gt => "gt",
+            Op::Ge => "ge",
+            Op::In => "in",
+            Op::Exists => "exists",
+        }
+    }
+}
+
+/// A capability filter: `{"key":"free-disk","op":"ge","value":100}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Requirement {
+    pub key: String,
+    pub op: Op,
+    /// Checked against `op` by the zone: a number for lt/le/gt/ge, a non-empty array of scalars of
+    /// one type for `in`, nothing (or null) for `exists`, a scalar otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub value: Option<serde_json::Value>,
+}
+
+/// `POST /v1/placements`: where would these requirements land (a dry run).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlacementRequest {
+    #[serde(default)]
+    pub requirements: Vec<Requirement>,
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// Where a request lands: the zones it goes through (from the answering zone down) and the host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Placement {
+    pub zone_path: Vec<String>,
+    pub host_id: String,
+}
+
+/// How many distinct values a string aggregate keeps: enough for routing on `hypervisor` or `os`,
+/// small enough that a tree of zones never ships unbounded sets upwards.
+pub const AGGREGATE_MAX_VALUES: usize = 64;
+
+/// One key of an aggregate, merged over hosts (and child zones).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AggregateEntry {
+    Float {
+        min: f64,
+        max: f64,
+        sum: f64,
+        count: i64,
+    },
+    Bool {
+        any: bool,
+        all: bool,
+        count: i64,
+    },
+    String {
+        /// Sorted, at most [`AGGREGATE_MAX_VALUES`].
+        values: Vec<String>,
+        count: i64,
+        /// True when values were dropped to respect the bound.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    },
+}
+
+impl AggregateEntry {
+    /// The aggregate of one capability value.
+    pub fn of(value: &CapabilityValue) -> AggregateEntry {
+        match value {
+            CapabilityValue::Float(f) => AggregateEntry::Float {
+                min: *f,
+                max: *f,
+                sum: *f,
+                count: 1,
+            },
+            CapabilityValue::Bool(b) => AggregateEntry::Bool {
+                any: *b,
+                all: *b,
+                count: 1,
+            },
+            CapabilityValue::String(s) => AggregateEntry::String {
+                values: vec![s.clone()],
+                count: 1,
+                truncated: false,
+            },
+        }
+    }
+
+    /// Merges `other` into `self`. Entries of different types do not merge: the one with the
+    /// larger count wins (a key whose type differs between hosts is an operator error, and
+    /// routing on the majority type is the least surprising answer).
+    pub fn merge(&mut self, other: &AggregateEntry) {
+        use AggregateEntry as A;
+        match (&mut *self, other) {
+            (
+                A::Float {
+                    min,
+                    max,
+                    sum,
+                    count,
+                },
+                A::Float {
+                    min: m2,
+                    max: x2,
+                    sum: s2,
+                    count: c2,
+                },
+            ) => {
+                *min = min.min(*m2);
+                *max = max.max(*x2);
+                *sum += s2;
+                *count += c2;
+            }
+            (
+                A::Bool { any, all, count },
+                A::Bool {
+                    any: a2,
+                    all: l2,
+                    count: c2,
+                },
+            ) => {
+                *any |= a2;
+                *all &= l2;
+                *count += c2;
+            }
+            (
+                A::String {
+                    values,
+                    count,
+                    truncated,
+                },
+                A::String {
+                    values: v2,
+                    count: c2,
+                    truncated: t2,
+                },
+            ) => {
+                let mut set: std::collections::BTreeSet<String> = values.drain(..).collect();
+                set.extend(v2.iter().cloned());
+                *truncated |= *t2 || set.len() > AGGREGATE_MAX_VALUES;
+                values.extend(set.into_iter().take(AGGREGATE_MAX_VALUES));
+                *count += c2;
+            }
+            (mine, theirs) => {
+                if theirs.count() > mine.count() {
+                    *mine = theirs.clone();
+                }
+            }
+        }
+    }
+
+    /// How many hosts contributed.
+    pub fn count(&self) -> i64 {
+        match self {
+            AggregateEntry::Float { count, .. }
+            | AggregateEntry::Bool { count, .. }
+            | AggregateEntry::String { count, .. } => *count,
+        }
+    }
+}
+
+/// A zone's aggregate: capability key → merged entry. `GET /v1/capabilities`.
+pub type Aggregate = std::collections::BTreeMap<String, AggregateEntry>;
+
+/// Merges aggregate `other` into `into`, key by key.
+pub fn merge_aggregates(into: &mut Aggregate, other: &Aggregate) {
+    for (key, entry) in other {
+        match into.get_mut(key) {
+            Some(mine) => mine.merge(entry),
+            None => {
+                into.insert(key.clone(), entry.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod resource_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn capability_values_keep_their_json_type() {
+        let reg: HostRegister = serde_json::from_value(json!({
+            "name": "h1", "agent_url": "http://a",
+            "capabilities": {"free-disk": 500, "can-run-windows": true, "hypervisor": "kvm"},
+            "resources": {"vcpus": 8, "memory_mb": 1024, "disk_gb": 10}
+        }))
+        .unwrap();
+        assert_eq!(reg.resources.vcpus, 8);
+        let v: CapabilityValue = serde_json::from_value(json!(500)).unwrap();
+        assert_eq!(v, CapabilityValue::Float(500.0));
+        assert_eq!(
+            serde_json::from_value::<CapabilityValue>(json!(true)).unwrap(),
+            CapabilityValue::Bool(true)
+        );
+        assert_eq!(
+            serde_json::from_value::<CapabilityValue>(json!("1")).unwrap(),
+            CapabilityValue::String("1".into())
+        );
+        let cap = Capability::from(CapabilityValue::Bool(false));
+        assert_eq!(
+            serde_json::to_value(&cap).unwrap(),
+            json!({"type": "bool", "value": false})
+        );
+        // Unknown fields are refused.
+        assert!(serde_json::from_value::<HostRegister>(
+            json!({"name": "h", "agent_url": "u", "capabilites": {}})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn requirements_parse_and_unknown_ops_fail() {
+        let r: Vec<Requirement> = serde_json::from_value(json!([
+            {"key": "free-disk", "op": "ge", "value": 100},
+            {"key": "gpu", "op": "exists"}
+        ]))
+        .unwrap();
+        assert_eq!(r[0].op, Op::Ge);
+        assert_eq!(r[1].value, None);
+        let err =
+            serde_json::from_value::<Requirement>(json!({"key": "k", "op": "like", "value": 1}))
+                .unwrap_err();
+        assert!(err.to_string().contains("unknown variant"));
+        let p: PlacementRequest = serde_json::from_value(
+            json!({"requirements": [], "resources": {"vcpus": 1, "memory_mb": 2, "disk_gb": 3}}),
+        )
+        .unwrap();
+        assert_eq!(p.resources.disk_gb, 3);
+    }
+
+    #[test]
+    fn aggregates_have_the_design_shape_and_merge() {
+        let mut a = Aggregate::new();
+        a.insert(
+            "free-disk".into(),
+            AggregateEntry::of(&CapabilityValue::Float(100.0)),
+        );
+        a.insert(
+            "win".into(),
+            AggregateEntry::of(&CapabilityValue::Bool(true)),
+        );
+        a.insert(
+            "hv".into(),
+            AggregateEntry::of(&CapabilityValue::String("kvm".into())),
+        );
+        let mut b = Aggregate::new();
+        b.insert(
+            "free-disk".into(),
+            AggregateEntry::of(&CapabilityValue::Float(50.0)),
+        );
+        b.insert(
+            "win".into(),
+            AggregateEntry::of(&CapabilityValue::Bool(false)),
+        );
+        b.insert(
+            "hv".into(),
+            AggregateEntry::of(&CapabilityValue::String("xen".into())),
+        );
+        merge_aggregates(&mut a, &b);
+        assert_eq!(
+            serde_json::to_value(&a).unwrap(),
+            json!({
+                "free-disk": {"type": "float", "min": 50.0, "max": 100.0, "sum": 150.0, "count": 2},
+                "win": {"type": "bool", "any": true, "all": false, "count": 2},
+                "hv": {"type": "string", "values": ["kvm", "xen"], "count": 2}
+            })
+        );
+        // String sets stay bounded.
+        let mut big = AggregateEntry::of(&CapabilityValue::String("v000".into()));
+        for i in 1..100 {
+            big.merge(&AggregateEntry::of(&CapabilityValue::String(format!(
+                "v{i:03}"
+            ))));
+        }
+        match big {
+            AggregateEntry::String {
+                values,
+                count,
+                truncated,
+            } => {
+                assert_eq!(
+                    (values.len(), count, truncated),
+                    (AGGREGATE_MAX_VALUES, 100, true)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let back: Aggregate = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+        assert_eq!(back, a);
+    }
+}

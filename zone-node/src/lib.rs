@@ -13,6 +13,7 @@
 //! - [`store`]: the database (SQLite or PostgreSQL) behind one type; migrations run at start
 //! - [`bus`]: the CloudBus: send, call, reply and publish over RabbitMQ or in-process
 //! - [`cluster`]: membership (heartbeats, eviction, fencing), the ring, and message routing
+//! - [`scheduler`]: requirement validation and the candidate query behind placements
 //! - [`workqueue`]: per-resource in-memory queues and the database-backed queue
 //! - [`auth`]: password hashing and bearer tokens
 //! - [`services`]: the services a node runs on the bus
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod scheduler;
 pub mod services;
 pub mod store;
 pub mod time;

@@ -191,6 +191,14 @@ store_test_suite!(
     one_running_job_per_queue_under_concurrency,
     probe_counters_are_atomic,
     db_queue_runners_serialise_across_nodes,
+    hosts_crud_and_capability_round_trip,
+    host_delete_refused_while_instances_remain,
+    capability_filters_select_the_right_hosts,
+    invalid_requirements_are_refused_and_change_nothing,
+    concurrent_placements_never_overcommit,
+    aggregate_matches_a_merge_in_rust,
+    hosts_marked_down_by_missed_reports,
+    generation_counts_up,
 );
 
 fn account(username: &str, role: &str, client_id: Option<&str>) -> AccountRow {
@@ -930,4 +938,561 @@ async fn db_queue_runners_serialise_across_nodes(db: &TestDb) {
             assert_eq!(job.result, Some(format!("done job-{i}")));
         }
     }
+}
+
+// --- zone resources: hosts, the scheduler, the aggregate ---
+
+use std::collections::BTreeMap;
+
+use api::{AggregateEntry, CapabilityValue, Requirement, Resources};
+use zone_node::scheduler::{validate_host, validate_requirements, Filter};
+use zone_node::store::{HostRow, NewHost};
+
+fn res(vcpus: i64, memory_mb: i64, disk_gb: i64) -> Resources {
+    Resources {
+        vcpus,
+        memory_mb,
+        disk_gb,
+    }
+}
+
+/// A validated host registration from JSON capabilities.
+fn new_host(name: &str, caps: serde_json::Value, resources: Resources) -> NewHost {
+    let reg = api::HostRegister {
+        name: name.into(),
+        agent_url: format!("http://agent/{name}"),
+        capabilities: serde_json::from_value(caps).expect("capabilities are an object"),
+        resources,
+    };
+    validate_host(&reg).expect("valid host")
+}
+
+/// Filters from JSON requirements.
+fn filters(reqs: serde_json::Value) -> Vec<Filter> {
+    let reqs: Vec<Requirement> = serde_json::from_value(reqs).expect("requirements parse");
+    validate_requirements(&reqs).expect("requirements are valid")
+}
+
+/// Runs a statement outside the store (for rows this suite's API does not create).
+async fn exec_raw(db: &TestDb, sql: &str) {
+    if db.backend == "sqlite" {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+        let _ = conn.close().await;
+    } else {
+        let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        sqlx::query(sql).execute(&mut conn).await.unwrap();
+        let _ = conn.close().await;
+    }
+}
+
+async fn hosts_crud_and_capability_round_trip(db: &TestDb) {
+    let store = db.connect().await;
+    let before = store.now_ms().await.unwrap();
+    let spec = new_host(
+        "h1",
+        serde_json::json!({"free-disk": 500, "load": 0.25, "can-run-windows": true,
+                           "accept-migrations": false, "hypervisor": "kvm", "os": "1.0"}),
+        res(16, 65536, 1000),
+    );
+    let h1 = store.host_create(&spec).await.unwrap();
+    assert_eq!(h1.state, "up");
+    assert_eq!(h1.total, res(16, 65536, 1000));
+    assert_eq!(h1.used, res(0, 0, 0));
+    assert!(h1.created_at_ms >= before && h1.last_report_ms >= before);
+
+    // Types are preserved through the (string, float, type) tuple: "1.0" stays a string,
+    // 500 a float, false a bool.
+    let got = store.host_get(h1.id).await.unwrap().unwrap();
+    assert_eq!(got, h1);
+    let caps = &got.capabilities;
+    assert_eq!(caps["free-disk"], CapabilityValue::Float(500.0));
+    assert_eq!(caps["load"], CapabilityValue::Float(0.25));
+    assert_eq!(caps["can-run-windows"], CapabilityValue::Bool(true));
+    assert_eq!(caps["accept-migrations"], CapabilityValue::Bool(false));
+    assert_eq!(caps["hypervisor"], CapabilityValue::String("kvm".into()));
+    assert_eq!(caps["os"], CapabilityValue::String("1.0".into()));
+    let json = serde_json::to_value(got.to_api()).unwrap();
+    assert_eq!(json["capabilities"]["free-disk"], serde_json::json!({"type": "float", "value": 500.0}));
+    assert_eq!(json["capabilities"]["can-run-windows"], serde_json::json!({"type": "bool", "value": true}));
+    assert_eq!(json["capabilities"]["os"], serde_json::json!({"type": "string", "value": "1.0"}));
+
+    // Names are unique; the failed insert leaves nothing behind (one transaction).
+    match store.host_create(&new_host("h1", serde_json::json!({"x": 1}), res(1, 1, 1))).await {
+        Err(StoreError::Conflict(what)) => assert_eq!(what, "host h1"),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let h2 = store
+        .host_create(&new_host("h2", serde_json::json!({}), res(4, 4096, 100)))
+        .await
+        .unwrap();
+    let all = store.hosts().await.unwrap();
+    assert_eq!(all.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["h1", "h2"]);
+    assert_eq!(all[0], h1);
+    assert!(all[1].capabilities.is_empty());
+
+    // Replacing the set removes what is absent and bumps the version.
+    let mut new_caps = BTreeMap::new();
+    new_caps.insert("hypervisor".to_string(), CapabilityValue::String("xen".into()));
+    new_caps.insert("free-disk".to_string(), CapabilityValue::Float(12.5));
+    assert!(store.host_set_capabilities(h1.id, &new_caps).await.unwrap());
+    let got = store.host_get(h1.id).await.unwrap().unwrap();
+    assert_eq!(got.capabilities, new_caps);
+    assert!(got.version > h1.version);
+    assert!(!store.host_set_capabilities(Uuid::new_v4(), &new_caps).await.unwrap());
+
+    // A report with capabilities replaces them too.
+    let mut reported = BTreeMap::new();
+    reported.insert("free-ram".to_string(), CapabilityValue::Float(2048.0));
+    assert_eq!(store.host_report(h2.id, Some(&reported)).await.unwrap(), Some(false));
+    assert_eq!(store.host_get(h2.id).await.unwrap().unwrap().capabilities, reported);
+    assert_eq!(store.host_report(Uuid::new_v4(), None).await.unwrap(), None);
+
+    // Reservations and releases; a release never goes below zero.
+    assert!(store.reserve(h2.id, &res(4, 1000, 10)).await.unwrap());
+    assert!(!store.reserve(h2.id, &res(1, 0, 0)).await.unwrap(), "vcpus are full");
+    assert!(!store.reserve(Uuid::new_v4(), &res(0, 0, 0)).await.unwrap());
+    assert_eq!(store.host_get(h2.id).await.unwrap().unwrap().used, res(4, 1000, 10));
+    assert!(!store.release(h2.id, &res(5, 0, 0)).await.unwrap());
+    assert!(store.release(h2.id, &res(4, 1000, 10)).await.unwrap());
+    assert_eq!(store.host_get(h2.id).await.unwrap().unwrap().used, res(0, 0, 0));
+
+    // Delete cascades to the capabilities.
+    assert!(store.host_delete(h1.id).await.unwrap());
+    assert!(!store.host_delete(h1.id).await.unwrap());
+    assert_eq!(store.host_get(h1.id).await.unwrap(), None);
+    assert!(store.candidates(&filters(serde_json::json!([{"key": "hypervisor", "op": "exists"}])), &res(0, 0, 0), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // The name is free again.
+    store.host_create(&spec).await.unwrap();
+}
+
+async fn host_delete_refused_while_instances_remain(db: &TestDb) {
+    let store = db.connect().await;
+    let h = store
+        .host_create(&new_host("busy", serde_json::json!({}), res(4, 4096, 100)))
+        .await
+        .unwrap();
+    exec_raw(
+        db,
+        &format!(
+            "INSERT INTO instances (id, name, client_id, state, host_id, vcpus, memory_mb, disk_gb, \
+             created_at_ms, updated_at_ms) VALUES ('i-1', 'vm', 'c1', 'running', '{}', 1, 512, 10, 0, 0)",
+            h.id
+        ),
+    )
+    .await;
+    match store.host_delete(h.id).await {
+        Err(StoreError::InUse(msg)) => {
+            assert!(msg.contains(&h.id.to_string()) && msg.contains("1 instance"), "{msg}")
+        }
+        other => panic!("expected InUse, got {other:?}"),
+    }
+    assert!(store.host_get(h.id).await.unwrap().is_some());
+    exec_raw(db, "DELETE FROM instances WHERE id = 'i-1'").await;
+    assert!(store.host_delete(h.id).await.unwrap());
+}
+
+async fn capability_filters_select_the_right_hosts(db: &TestDb) {
+    let store = db.connect().await;
+    let specs = [
+        ("a", serde_json::json!({"speed": 2, "win": true, "hv": "kvm", "gpu": "t4"})),
+        ("b", serde_json::json!({"speed": 3, "win": false, "hv": "xen"})),
+        ("c", serde_json::json!({"speed": 4.5, "hv": "kvm"})),
+        ("d", serde_json::json!({"speed": "fast", "win": true})),
+        ("e", serde_json::json!({})),
+    ];
+    let mut names = BTreeMap::new();
+    let mut rows: Vec<HostRow> = Vec::new();
+    for (name, caps) in specs {
+        let h = store.host_create(&new_host(name, caps, res(8, 8192, 100))).await.unwrap();
+        names.insert(h.id, name);
+        rows.push(h);
+    }
+    let cases: Vec<(serde_json::Value, &[&str])> = vec![
+        // float
+        (serde_json::json!({"key": "speed", "op": "eq", "value": 3}), &["b"]),
+        (serde_json::json!({"key": "speed", "op": "ne", "value": 3}), &["a", "c", "d"]),
+        (serde_json::json!({"key": "speed", "op": "lt", "value": 3}), &["a"]),
+        (serde_json::json!({"key": "speed", "op": "le", "value": 3}), &["a", "b"]),
+        (serde_json::json!({"key": "speed", "op": "gt", "value": 3}), &["c"]),
+        (serde_json::json!({"key": "speed", "op": "ge", "value": 3}), &["b", "c"]),
+        (serde_json::json!({"key": "speed", "op": "in", "value": [2, 4.5, 7]}), &["a", "c"]),
+        (serde_json::json!({"key": "speed", "op": "exists"}), &["a", "b", "c", "d"]),
+        // bool
+        (serde_json::json!({"key": "win", "op": "eq", "value": true}), &["a", "d"]),
+        (serde_json::json!({"key": "win", "op": "eq", "value": false}), &["b"]),
+        (serde_json::json!({"key": "win", "op": "ne", "value": true}), &["b"]),
+        (serde_json::json!({"key": "win", "op": "in", "value": [false]}), &["b"]),
+        (serde_json::json!({"key": "win", "op": "exists", "value": null}), &["a", "b", "d"]),
+        // a bool is not the number 1, and a range never matches a bool or a string
+        (serde_json::json!({"key": "win", "op": "eq", "value": 1}), &[]),
+        (serde_json::json!({"key": "win", "op": "ge", "value": 0}), &[]),
+        // string
+        (serde_json::json!({"key": "hv", "op": "eq", "value": "kvm"}), &["a", "c"]),
+        (serde_json::json!({"key": "hv", "op": "ne", "value": "kvm"}), &["b"]),
+        (serde_json::json!({"key": "hv", "op": "in", "value": ["xen", "esx"]}), &["b"]),
+        (serde_json::json!({"key": "hv", "op": "exists"}), &["a", "b", "c"]),
+        (serde_json::json!({"key": "speed", "op": "eq", "value": "fast"}), &["d"]),
+        (serde_json::json!({"key": "gpu", "op": "lt", "value": 5}), &[]),
+        (serde_json::json!({"key": "nothing", "op": "exists"}), &[]),
+        // values are bound, never spliced into the SQL
+        (serde_json::json!({"key": "hv", "op": "eq", "value": "kvm' OR '1'='1"}), &[]),
+    ];
+    for (req, expected) in cases {
+        let f = filters(serde_json::json!([req.clone()]));
+        let ids = store.candidates(&f, &res(0, 0, 0), 100).await.unwrap();
+        let mut got: Vec<&str> = ids.iter().map(|id| names[id]).collect();
+        got.sort();
+        assert_eq!(got, expected, "{req}");
+        // The Rust reference semantics agree with the SQL.
+        let mut reference: Vec<&str> = rows
+            .iter()
+            .filter(|h| f.iter().all(|f| f.matches(&h.capabilities)))
+            .map(|h| h.name.as_str())
+            .collect();
+        reference.sort();
+        assert_eq!(reference, expected, "reference semantics of {req}");
+    }
+    // Several filters are a conjunction.
+    let f = filters(serde_json::json!([
+        {"key": "hv", "op": "eq", "value": "kvm"},
+        {"key": "speed", "op": "ge", "value": 1},
+        {"key": "win", "op": "exists"}
+    ]));
+    let ids = store.candidates(&f, &res(0, 0, 0), 100).await.unwrap();
+    assert_eq!(ids.iter().map(|id| names[id]).collect::<Vec<_>>(), ["a"]);
+    // No filter: every up host with room, and the limit holds.
+    assert_eq!(store.candidates(&[], &res(0, 0, 0), 100).await.unwrap().len(), 5);
+    assert_eq!(store.candidates(&[], &res(0, 0, 0), 2).await.unwrap().len(), 2);
+    assert!(store.candidates(&[], &res(9, 0, 0), 100).await.unwrap().is_empty());
+
+    // Weighing: the host with the most free capacity comes first.
+    let a = rows[0].id;
+    assert!(store.reserve(rows[1].id, &res(4, 4096, 0)).await.unwrap());
+    assert!(store.reserve(rows[2].id, &res(2, 2048, 0)).await.unwrap());
+    assert!(store.reserve(rows[3].id, &res(1, 1024, 0)).await.unwrap());
+    assert!(store.reserve(rows[4].id, &res(1, 1024, 0)).await.unwrap());
+    assert_eq!(store.candidates(&[], &res(0, 0, 0), 1).await.unwrap(), [a]);
+    assert_eq!(store.place(&[], &res(1, 1, 1)).await.unwrap(), Some(a));
+}
+
+async fn invalid_requirements_are_refused_and_change_nothing(db: &TestDb) {
+    let store = db.connect().await;
+    let h = store
+        .host_create(&new_host("h", serde_json::json!({"speed": 3}), res(8, 8192, 100)))
+        .await
+        .unwrap();
+    // An unknown op is a serde error.
+    let err = serde_json::from_value::<Vec<Requirement>>(
+        serde_json::json!([{"key": "speed", "op": "between", "value": 1}]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("unknown variant"), "{err}");
+    let cases = [
+        (serde_json::json!([{"key": "speed", "op": "ge", "value": "3"}]), "requirements[0]", "a number"),
+        (serde_json::json!([{"key": "speed", "op": "exists"}, {"key": "speed", "op": "lt", "value": true}]), "requirements[1]", "a number"),
+        (serde_json::json!([{"key": "speed", "op": "in", "value": []}]), "requirements[0]", "non-empty"),
+        (serde_json::json!([{"key": "speed", "op": "in", "value": [1, "x"]}]), "requirements[0]", "one type"),
+        (serde_json::json!([{"key": "speed", "op": "in", "value": [[1]]}]), "requirements[0]", "array"),
+        (serde_json::json!([{"key": "speed", "op": "exists", "value": 1}]), "requirements[0]", "no value"),
+        (serde_json::json!([{"key": "bad key!", "op": "exists"}]), "requirements[0]", "key must match"),
+        (serde_json::json!([{"key": "", "op": "exists"}]), "requirements[0]", "key must match"),
+        (serde_json::json!([{"key": "speed", "op": "eq"}]), "requirements[0]", "needs a value"),
+    ];
+    for (body, index, what) in cases {
+        let reqs: Vec<Requirement> = serde_json::from_value(body.clone()).unwrap();
+        let err = validate_requirements(&reqs).unwrap_err();
+        assert_eq!(err.code(), "invalid_requirements");
+        let msg = err.to_string();
+        assert!(msg.contains(index) && msg.contains(what), "{body}: {msg}");
+    }
+    for r in [res(-1, 1, 1), res(1, -1, 1), res(1, 1, -1), res(1 << 40, 1, 1), res(1, i64::MAX, 1)] {
+        let err = zone_node::scheduler::validate_resources(&r).unwrap_err();
+        assert_eq!(err.code(), "invalid_resources", "{r:?}");
+    }
+    // A host registration with a non-scalar capability or a bad key is refused too.
+    for caps in [serde_json::json!({"x": [1]}), serde_json::json!({"x": null}), serde_json::json!({"a b": 1})] {
+        let reg = api::HostRegister {
+            name: "x".into(),
+            agent_url: "http://x".into(),
+            capabilities: serde_json::from_value(caps).unwrap(),
+            resources: res(1, 1, 1),
+        };
+        assert!(validate_host(&reg).is_err());
+    }
+    // Nothing changed.
+    assert_eq!(store.hosts().await.unwrap(), [h]);
+}
+
+/// The capability pools of the concurrency test: each host draws from them, and so do requests.
+const HYPERVISORS: [&str; 3] = ["kvm", "xen", "esx"];
+const OSES: [&str; 2] = ["linux", "windows"];
+
+fn random_requirement(rng: &mut impl rand::Rng) -> serde_json::Value {
+    use serde_json::json;
+    match rng.gen_range(0..10) {
+        0 => json!({"key": "hypervisor", "op": "eq", "value": HYPERVISORS[rng.gen_range(0..3)]}),
+        1 => json!({"key": "hypervisor", "op": "ne", "value": HYPERVISORS[rng.gen_range(0..3)]}),
+        2 => json!({"key": "os", "op": "in", "value": [OSES[rng.gen_range(0..2)]]}),
+        3 => json!({"key": "can-run-windows", "op": "eq", "value": rng.gen_bool(0.5)}),
+        4 => json!({"key": "free-disk", "op": "ge", "value": rng.gen_range(0..1000)}),
+        5 => json!({"key": "free-disk", "op": "lt", "value": rng.gen_range(200..1200)}),
+        6 => json!({"key": "average-load", "op": "le", "value": rng.gen_range(0..10) as f64 / 10.0}),
+        7 => json!({"key": "average-load", "op": "gt", "value": rng.gen_range(0..10) as f64 / 10.0}),
+        8 => json!({"key": "ssd", "op": "exists"}),
+        _ => json!({"key": "rack", "op": "in", "value": [rng.gen_range(0..5), rng.gen_range(0..5)]}),
+    }
+}
+
+async fn concurrent_placements_never_overcommit(db: &TestDb) {
+    use rand::{Rng, SeedableRng};
+    const HOSTS: usize = 50;
+    const PLACEMENTS: usize = 1000;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed);
+    let setup = db.connect().await;
+    for i in 0..HOSTS {
+        let mut caps = serde_json::json!({
+            "hypervisor": HYPERVISORS[i % 3],
+            "os": OSES[i % 2],
+            "can-run-windows": i % 2 == 1,
+            "free-disk": rng.gen_range(100..1100),
+            "average-load": rng.gen_range(0..10) as f64 / 10.0,
+            "rack": (i % 5) as f64,
+        });
+        if i % 4 == 0 {
+            caps["ssd"] = serde_json::json!(true);
+        }
+        let total = res(rng.gen_range(8..33), rng.gen_range(16..65) * 1024, rng.gen_range(200..1000));
+        setup.host_create(&new_host(&format!("host-{i:02}"), caps, total)).await.unwrap();
+    }
+    let requests: Vec<(Vec<Filter>, Resources)> = (0..PLACEMENTS)
+        .map(|_| {
+            let n = rng.gen_range(0..3);
+            let reqs = serde_json::Value::Array((0..n).map(|_| random_requirement(&mut rng)).collect());
+            let want = res(rng.gen_range(1..5), rng.gen_range(1..9) * 512, rng.gen_range(5..60));
+            (filters(reqs), want)
+        })
+        .collect();
+
+    // Four "nodes", each with its own pool, placing all at once.
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(db.connect_small(5).await);
+    }
+    let tasks: Vec<_> = requests
+        .iter()
+        .cloned()
+        .enumerate()
+        .map(|(i, (f, want))| {
+            let store = stores[i % stores.len()].clone();
+            tokio::spawn(async move { store.place(&f, &want).await })
+        })
+        .collect();
+    let results = tokio::time::timeout(Duration::from_secs(180), futures::future::try_join_all(tasks))
+        .await
+        .expect("1,000 placements did not finish within 180 s")
+        .expect("a placement task panicked");
+
+    let hosts: BTreeMap<Uuid, HostRow> = setup
+        .hosts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.id, h))
+        .collect();
+    let mut reserved: BTreeMap<Uuid, Resources> = BTreeMap::new();
+    let mut placed = 0;
+    for ((f, want), result) in requests.iter().zip(results) {
+        match result.expect("placement failed with a store error") {
+            Some(id) => {
+                placed += 1;
+                let host = &hosts[&id];
+                for filter in f {
+                    assert!(
+                        filter.matches(&host.capabilities),
+                        "{} placed on {} which fails {filter:?}",
+                        placed,
+                        host.name
+                    );
+                }
+                let r = reserved.entry(id).or_default();
+                r.vcpus += want.vcpus;
+                r.memory_mb += want.memory_mb;
+                r.disk_gb += want.disk_gb;
+            }
+            None => {
+                // Capacity only shrank during the run: a refusal must still be right at the end.
+                let fits = hosts.values().any(|h| {
+                    f.iter().all(|f| f.matches(&h.capabilities))
+                        && h.total.vcpus - h.used.vcpus >= want.vcpus
+                        && h.total.memory_mb - h.used.memory_mb >= want.memory_mb
+                        && h.total.disk_gb - h.used.disk_gb >= want.disk_gb
+                });
+                assert!(!fits, "a placement was refused although a host fits: {f:?} {want:?}");
+            }
+        }
+    }
+    eprintln!("{}: {placed} of {PLACEMENTS} placements succeeded on {} hosts", db.backend, reserved.len());
+    assert!(placed > 100, "only {placed} of {PLACEMENTS} placements succeeded");
+    for h in hosts.values() {
+        assert!(
+            h.used.vcpus <= h.total.vcpus
+                && h.used.memory_mb <= h.total.memory_mb
+                && h.used.disk_gb <= h.total.disk_gb,
+            "{} is over capacity: {:?} of {:?}",
+            h.name,
+            h.used,
+            h.total
+        );
+        assert_eq!(
+            h.used,
+            reserved.get(&h.id).copied().unwrap_or_default(),
+            "{}: used differs from the sum of its reservations",
+            h.name
+        );
+    }
+    for s in &stores {
+        s.close().await;
+    }
+}
+
+async fn aggregate_matches_a_merge_in_rust(db: &TestDb) {
+    use rand::{Rng, SeedableRng};
+    let store = db.connect().await;
+    assert!(store.aggregate().await.unwrap().is_empty());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for i in 0..30 {
+        let mut caps = serde_json::json!({
+            "free-disk": rng.gen_range(0..1000),
+            "average-load": rng.gen_range(0..100) as f64 / 4.0,
+            "can-run-windows": rng.gen_bool(0.3),
+            "hypervisor": HYPERVISORS[rng.gen_range(0..3)],
+        });
+        if i % 3 == 0 {
+            caps["accept-migrations"] = serde_json::json!(true);
+        }
+        // 100 distinct values: the string set is bounded.
+        caps["serial"] = serde_json::json!(format!("s{:03}", i * 7 % 100 + 100 * (i % 4)));
+        store.host_create(&new_host(&format!("h{i}"), caps, res(1, 1, 1))).await.unwrap();
+    }
+    // A down host is left out.
+    let down = store
+        .host_create(&new_host("down", serde_json::json!({"free-disk": 99999, "zzz": "only-here"}), res(1, 1, 1)))
+        .await
+        .unwrap();
+    exec_raw(db, &format!("UPDATE hosts SET state = 'down' WHERE id = '{}'", down.id)).await;
+
+    let aggregate = store.aggregate().await.unwrap();
+    let mut expected = api::Aggregate::new();
+    for h in store.hosts().await.unwrap().iter().filter(|h| h.state == "up") {
+        for (key, value) in &h.capabilities {
+            let one = AggregateEntry::of(value);
+            match expected.get_mut(key) {
+                Some(e) => e.merge(&one),
+                None => {
+                    expected.insert(key.clone(), one);
+                }
+            }
+        }
+    }
+    assert_eq!(aggregate.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    assert!(!aggregate.contains_key("zzz"));
+    for (key, want) in &expected {
+        let got = &aggregate[key];
+        match (got, want) {
+            (
+                AggregateEntry::Float { min, max, sum, count },
+                AggregateEntry::Float { min: m2, max: x2, sum: s2, count: c2 },
+            ) => {
+                assert_eq!((min, max, count), (m2, x2, c2), "{key}");
+                assert!((sum - s2).abs() < 1e-6, "{key}: sum {sum} vs {s2}");
+            }
+            _ => assert_eq!(got, want, "{key}"),
+        }
+    }
+    match &aggregate["accept-migrations"] {
+        AggregateEntry::Bool { any, all, count } => assert_eq!((*any, *all, *count), (true, true, 10)),
+        other => panic!("{other:?}"),
+    }
+    match &aggregate["serial"] {
+        AggregateEntry::String { values, count, truncated } => {
+            assert_eq!(*count, 30);
+            assert!(values.len() <= api::AGGREGATE_MAX_VALUES);
+            assert!(values.windows(2).all(|w| w[0] < w[1]), "sorted and distinct");
+            assert!(!*truncated, "30 hosts give at most 30 values");
+        }
+        other => panic!("{other:?}"),
+    }
+    match &aggregate["free-disk"] {
+        AggregateEntry::Float { max, count, .. } => {
+            assert!(*max < 99999.0);
+            assert_eq!(*count, 30);
+        }
+        other => panic!("{other:?}"),
+    }
+    // The JSON shape of the design.
+    let json = serde_json::to_value(&aggregate).unwrap();
+    assert_eq!(json["hypervisor"]["type"], "string");
+    assert!(json["free-disk"]["min"].is_number() && json["free-disk"]["sum"].is_number());
+    assert!(json["can-run-windows"]["any"].is_boolean());
+}
+
+async fn hosts_marked_down_by_missed_reports(db: &TestDb) {
+    const INTERVAL_MS: i64 = 1_000;
+    const MAX_MISSED: i64 = 2;
+    let store = db.connect().await;
+    let quiet = store
+        .host_create(&new_host("quiet", serde_json::json!({"hv": "kvm"}), res(4, 4096, 100)))
+        .await
+        .unwrap();
+    let chatty = store
+        .host_create(&new_host("chatty", serde_json::json!({"hv": "kvm"}), res(4, 4096, 100)))
+        .await
+        .unwrap();
+    // Nobody is late yet.
+    assert!(store.hosts_mark_down(INTERVAL_MS, MAX_MISSED).await.unwrap().is_empty());
+
+    // Let the database clock pass two intervals; only `chatty` reports meanwhile.
+    wait_for_db_clock(&store, quiet.last_report_ms + INTERVAL_MS * MAX_MISSED + 100).await;
+    assert_eq!(store.host_report(chatty.id, None).await.unwrap(), Some(false));
+    let down = store.hosts_mark_down(INTERVAL_MS, MAX_MISSED).await.unwrap();
+    assert_eq!(down, [quiet.id]);
+    let q = store.host_get(quiet.id).await.unwrap().unwrap();
+    assert_eq!(q.state, "down");
+    assert!(q.missed_reports >= MAX_MISSED, "{}", q.missed_reports);
+    let c = store.host_get(chatty.id).await.unwrap().unwrap();
+    assert_eq!((c.state.as_str(), c.missed_reports), ("up", 0));
+    // Marked once: the next sweep does not report it again.
+    assert!(!store.hosts_mark_down(INTERVAL_MS, MAX_MISSED).await.unwrap().contains(&quiet.id));
+
+    // A down host takes no placement.
+    let f = filters(serde_json::json!([{"key": "hv", "op": "eq", "value": "kvm"}]));
+    assert_eq!(store.candidates(&f, &res(1, 1, 1), 10).await.unwrap(), [chatty.id]);
+    assert!(!store.reserve(quiet.id, &res(1, 1, 1)).await.unwrap());
+
+    // Reporting brings it back up, and says so once.
+    assert_eq!(store.host_report(quiet.id, None).await.unwrap(), Some(true));
+    assert_eq!(store.host_report(quiet.id, None).await.unwrap(), Some(false));
+    let q = store.host_get(quiet.id).await.unwrap().unwrap();
+    assert_eq!((q.state.as_str(), q.missed_reports), ("up", 0));
+    assert!(q.last_report_ms > quiet.last_report_ms);
+    assert!(store.reserve(quiet.id, &res(1, 1, 1)).await.unwrap());
+}
+
+async fn generation_counts_up(db: &TestDb) {
+    let store = db.connect().await;
+    assert_eq!(store.generation().await.unwrap(), 0);
+    // Concurrent bumps from two pools: none lost.
+    let other = db.connect_small(2).await;
+    let bumps = futures::future::try_join_all(
+        (0..20).map(|i| if i % 2 == 0 { store.bump_generation() } else { other.bump_generation() }),
+    )
+    .await
+    .unwrap();
+    let distinct: BTreeSet<i64> = bumps.into_iter().collect();
+    assert_eq!(distinct, (1..=20).collect());
+    assert_eq!(store.generation().await.unwrap(), 20);
 }

@@ -16,6 +16,7 @@
 //! - this file: connection, errors, row types, the zone identity
 //! - [`nodes`](self::nodes): membership rows and the ring epoch
 //! - [`accounts`](self::accounts): accounts and bearer tokens
+//! - [`hosts`](self::hosts): hosts, capabilities, reservations, the aggregate and generation
 //! - [`jobs`](self::jobs): the database-backed work queue (one running job per queue, zone-wide)
 //! - [`probe`](self::probe): diagnostic concurrency counters
 //!
@@ -48,9 +49,12 @@ macro_rules! with_pool {
 }
 
 pub mod accounts;
+pub mod hosts;
 pub mod jobs;
 pub mod nodes;
 pub mod probe;
+
+pub use hosts::{HostRow, NewHost};
 
 /// How long a PostgreSQL connection attempt (and a wait for a pooled connection) may take before
 /// the store reports [`StoreError::Unavailable`].
@@ -79,6 +83,9 @@ pub enum StoreError {
     InvalidUrl(String),
     #[error("migration failed: {0}")]
     Migration(String),
+    /// The row is still referenced (a host with instances on it).
+    #[error("{0}")]
+    InUse(String),
     #[error("database error: {0}")]
     Other(String),
 }

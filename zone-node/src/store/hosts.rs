@@ -1,0 +1,661 @@
+//! Hosts, their capabilities and capacity; the scheduler's queries; the zone's aggregate and
+//! generation.
+//!
+//! Capabilities live in `host_capabilities` as the seed's (string value, float value, type) tuple
+//! so that the scheduler's filters (see [`crate::scheduler`]) run in SQL. Capacity is reserved
+//! with one conditional `UPDATE` per reservation ([`Store::reserve`]): the row lock PostgreSQL
+//! takes for the update (and SQLite's single writer) make the "is there room?" check and the
+//! increment one atomic step, so concurrent placements from any node never overcommit a host,
+//! with no lock held across a round trip.
+//!
+//! Liveness uses the database clock: a report stamps `last_report_ms` from `db_clock`, and
+//! [`Store::hosts_mark_down`] compares against the same clock, so node clock skew cannot mark a
+//! healthy host down.
+
+use std::collections::BTreeMap;
+
+use api::{
+    Aggregate, AggregateEntry, CapabilityKind, CapabilityValue, Resources, AGGREGATE_MAX_VALUES,
+};
+use uuid::Uuid;
+
+use super::{is_unique_violation, parse_uuid, Result, Store, StoreError};
+use crate::scheduler::{candidates_query, Bind, Filter, DEFAULT_CANDIDATES};
+
+/// A host to insert, already validated (see [`crate::scheduler::validate_host`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewHost {
+    pub name: String,
+    pub agent_url: String,
+    pub capabilities: BTreeMap<String, CapabilityValue>,
+    /// Capacity.
+    pub resources: Resources,
+}
+
+/// A host's row with its capabilities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostRow {
+    pub id: Uuid,
+    pub name: String,
+    pub agent_url: String,
+    /// `up` or `down`.
+    pub state: String,
+    pub capabilities: BTreeMap<String, CapabilityValue>,
+    pub total: Resources,
+    pub used: Resources,
+    /// Reports missed as of the last [`Store::hosts_mark_down`] sweep.
+    pub missed_reports: i64,
+    pub last_report_ms: i64,
+    pub created_at_ms: i64,
+    pub version: i64,
+}
+
+impl HostRow {
+    /// The API's view of the host.
+    pub fn to_api(&self) -> api::Host {
+        api::Host {
+            id: self.id.to_string(),
+            name: self.name.clone(),
+            agent_url: self.agent_url.clone(),
+            state: self.state.clone(),
+            capabilities: self
+                .capabilities
+                .iter()
+                .map(|(k, v)| (k.clone(), api::Capability::from(v.clone())))
+                .collect(),
+            resources: self.total,
+            used: self.used,
+        }
+    }
+}
+
+/// How many times [`Store::place`] re-reads candidates after losing every one of them to
+/// concurrent placements. Capacity only shrinks while we race, so each lost round means real
+/// progress by someone else; the bound only guards against a pathological storm.
+const PLACE_ROUNDS: usize = 32;
+
+const HOST_COLUMNS: &str = "id, name, agent_url, state, vcpus_total, memory_mb_total, disk_gb_total, \
+     vcpus_used, memory_mb_used, disk_gb_used, missed_reports, last_report_ms, created_at_ms, version";
+
+#[derive(sqlx::FromRow)]
+struct RawHost {
+    id: String,
+    name: String,
+    agent_url: String,
+    state: String,
+    vcpus_total: i64,
+    memory_mb_total: i64,
+    disk_gb_total: i64,
+    vcpus_used: i64,
+    memory_mb_used: i64,
+    disk_gb_used: i64,
+    missed_reports: i64,
+    last_report_ms: i64,
+    created_at_ms: i64,
+    version: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct RawCap {
+    host_id: String,
+    key: String,
+    kind: String,
+    str_value: Option<String>,
+    float_value: Option<f64>,
+}
+
+impl RawHost {
+    fn into_row(self, capabilities: BTreeMap<String, CapabilityValue>) -> Result<HostRow> {
+        Ok(HostRow {
+            id: parse_uuid("host", &self.id)?,
+            name: self.name,
+            agent_url: self.agent_url,
+            state: self.state,
+            capabilities,
+            total: Resources {
+                vcpus: self.vcpus_total,
+                memory_mb: self.memory_mb_total,
+                disk_gb: self.disk_gb_total,
+            },
+            used: Resources {
+                vcpus: self.vcpus_used,
+                memory_mb: self.memory_mb_used,
+                disk_gb: self.disk_gb_used,
+            },
+            missed_reports: self.missed_reports,
+            last_report_ms: self.last_report_ms,
+            created_at_ms: self.created_at_ms,
+            version: self.version,
+        })
+    }
+}
+
+/// A capability as its stored tuple: (kind, str_value, float_value). Bools keep both forms so an
+/// operator reading the table, and `eq` filters, see them either way.
+fn encode(v: &CapabilityValue) -> (&'static str, Option<String>, Option<f64>) {
+    match v {
+        CapabilityValue::Float(f) => ("float", Some(f.to_string()), Some(*f)),
+        CapabilityValue::Bool(b) => (
+            "bool",
+            Some(b.to_string()),
+            Some(if *b { 1.0 } else { 0.0 }),
+        ),
+        CapabilityValue::String(s) => ("string", Some(s.clone()), None),
+    }
+}
+
+fn decode(c: &RawCap) -> Result<CapabilityValue> {
+    let bad = || {
+        StoreError::Other(format!(
+            "capability {:?} of host {} has kind {:?} without its value",
+            c.key, c.host_id, c.kind
+        ))
+    };
+    match CapabilityKind::parse(&c.kind) {
+        Some(CapabilityKind::Float) => Ok(CapabilityValue::Float(c.float_value.ok_or_else(bad)?)),
+        Some(CapabilityKind::Bool) => {
+            Ok(CapabilityValue::Bool(c.float_value.ok_or_else(bad)? != 0.0))
+        }
+        Some(CapabilityKind::String) => Ok(CapabilityValue::String(
+            c.str_value.clone().ok_or_else(bad)?,
+        )),
+        None => Err(StoreError::Other(format!(
+            "capability {:?} of host {} has unknown kind {:?}",
+            c.key, c.host_id, c.kind
+        ))),
+    }
+}
+
+/// Groups capability rows by host id.
+fn group_caps(caps: Vec<RawCap>) -> Result<BTreeMap<String, BTreeMap<String, CapabilityValue>>> {
+    let mut by_host: BTreeMap<String, BTreeMap<String, CapabilityValue>> = BTreeMap::new();
+    for c in caps {
+        let v = decode(&c)?;
+        by_host.entry(c.host_id).or_default().insert(c.key, v);
+    }
+    Ok(by_host)
+}
+
+const INSERT_CAP: &str =
+    "INSERT INTO host_capabilities (host_id, key, kind, str_value, float_value) \
+     VALUES ($1, $2, $3, $4, $5)";
+
+/// Deletes and re-inserts a host's capabilities inside transaction `$tx` (a macro, like
+/// `with_pool!`, so the same code is compiled for both drivers).
+macro_rules! replace_caps {
+    ($tx:ident, $id:expr, $caps:expr) => {{
+        sqlx::query("DELETE FROM host_capabilities WHERE host_id = $1")
+            .bind($id)
+            .execute(&mut *$tx)
+            .await?;
+        for (key, value) in $caps {
+            let (kind, s, f) = encode(value);
+            sqlx::query(INSERT_CAP)
+                .bind($id)
+                .bind(key)
+                .bind(kind)
+                .bind(s)
+                .bind(f)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+
+impl Store {
+    /// Registers a host with its capabilities, in one transaction. Host names are unique in the
+    /// zone: a second registration under the same name is [`StoreError::Conflict`].
+    #[tracing::instrument(skip(self, host), fields(name = %host.name))]
+    pub async fn host_create(&self, host: &NewHost) -> Result<HostRow> {
+        let insert = format!(
+            "INSERT INTO hosts (id, name, agent_url, state, vcpus_total, memory_mb_total, disk_gb_total, \
+             last_report_ms, created_at_ms) \
+             VALUES ($1, $2, $3, 'up', $4, $5, $6, (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock)) \
+             RETURNING {HOST_COLUMNS}"
+        );
+        let id = Uuid::new_v4().to_string();
+        let raw: RawHost = with_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let raw: RawHost = sqlx::query_as(&insert)
+                .bind(&id)
+                .bind(&host.name)
+                .bind(&host.agent_url)
+                .bind(host.resources.vcpus)
+                .bind(host.resources.memory_mb)
+                .bind(host.resources.disk_gb)
+                .fetch_one(&mut *tx)
+                .await?;
+            for (key, value) in &host.capabilities {
+                let (kind, s, f) = encode(value);
+                sqlx::query(INSERT_CAP)
+                    .bind(&id)
+                    .bind(key)
+                    .bind(kind)
+                    .bind(s)
+                    .bind(f)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(raw)
+        }
+        .await)
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::Conflict(format!("host {}", host.name))
+            } else {
+                e.into()
+            }
+        })?;
+        raw.into_row(host.capabilities.clone())
+    }
+
+    /// The host with this id, with its capabilities.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn host_get(&self, id: Uuid) -> Result<Option<HostRow>> {
+        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1");
+        const CAPS: &str = "SELECT host_id, key, kind, str_value, float_value \
+             FROM host_capabilities WHERE host_id = $1";
+        let id = id.to_string();
+        let (raw, caps): (Option<RawHost>, Vec<RawCap>) = with_pool!(self, |pool| async {
+            let raw: Option<RawHost> = sqlx::query_as(&sql).bind(&id).fetch_optional(pool).await?;
+            let caps: Vec<RawCap> = match raw {
+                Some(_) => sqlx::query_as(CAPS).bind(&id).fetch_all(pool).await?,
+                None => Vec::new(),
+            };
+            Ok::<_, sqlx::Error>((raw, caps))
+        }
+        .await)?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let mut by_host = group_caps(caps)?;
+        let caps = by_host.remove(&raw.id).unwrap_or_default();
+        raw.into_row(caps).map(Some)
+    }
+
+    /// Every host of the zone with its capabilities, by name.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn hosts(&self) -> Result<Vec<HostRow>> {
+        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name");
+        const CAPS: &str =
+            "SELECT host_id, key, kind, str_value, float_value FROM host_capabilities";
+        let (raws, caps): (Vec<RawHost>, Vec<RawCap>) = with_pool!(self, |pool| async {
+            let raws: Vec<RawHost> = sqlx::query_as(&sql).fetch_all(pool).await?;
+            let caps: Vec<RawCap> = sqlx::query_as(CAPS).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((raws, caps))
+        }
+        .await)?;
+        // Two statements without a transaction: a host created in between has no capabilities
+        // here, one deleted in between is simply absent. Both are fine for a listing.
+        let mut by_host = group_caps(caps)?;
+        raws.into_iter()
+            .map(|raw| {
+                let caps = by_host.remove(&raw.id).unwrap_or_default();
+                raw.into_row(caps)
+            })
+            .collect()
+    }
+
+    /// Deletes a host and its capabilities. False when there is no such host;
+    /// [`StoreError::InUse`] when instances are still on it (they must be moved or deleted first,
+    /// or they would point at nothing).
+    #[tracing::instrument(skip(self))]
+    pub async fn host_delete(&self, id: Uuid) -> Result<bool> {
+        const DELETE: &str = "DELETE FROM hosts WHERE id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM instances WHERE host_id = $1)";
+        const COUNT: &str = "SELECT COUNT(*) FROM instances WHERE host_id = $1";
+        const EXISTS: &str = "SELECT COUNT(*) FROM hosts WHERE id = $1";
+        let id_text = id.to_string();
+        let (deleted, instances, exists): (u64, i64, i64) = with_pool!(self, |pool| async {
+            let deleted = sqlx::query(DELETE)
+                .bind(&id_text)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            if deleted > 0 {
+                return Ok::<_, sqlx::Error>((deleted, 0, 0));
+            }
+            let exists: i64 = sqlx::query_scalar(EXISTS)
+                .bind(&id_text)
+                .fetch_one(pool)
+                .await?;
+            let instances: i64 = sqlx::query_scalar(COUNT)
+                .bind(&id_text)
+                .fetch_one(pool)
+                .await?;
+            Ok((0, instances, exists))
+        }
+        .await)?;
+        if deleted > 0 {
+            return Ok(true);
+        }
+        if exists > 0 && instances > 0 {
+            return Err(StoreError::InUse(format!(
+                "host {id} still has {instances} instance(s); move or delete them first"
+            )));
+        }
+        Ok(false)
+    }
+
+    /// Replaces a host's capability set (what is not in `capabilities` is removed), in one
+    /// transaction, and bumps its version. False when there is no such host.
+    #[tracing::instrument(skip(self, capabilities), fields(count = capabilities.len()))]
+    pub async fn host_set_capabilities(
+        &self,
+        id: Uuid,
+        capabilities: &BTreeMap<String, CapabilityValue>,
+    ) -> Result<bool> {
+        const TOUCH: &str = "UPDATE hosts SET version = version + 1 WHERE id = $1";
+        let id = id.to_string();
+        let found = with_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            // A write first, so SQLite waits for other writers instead of failing (see mod docs).
+            let touched = sqlx::query(TOUCH)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if touched == 0 {
+                tx.rollback().await?;
+                return Ok::<_, sqlx::Error>(false);
+            }
+            replace_caps!(tx, &id, capabilities);
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await)?;
+        Ok(found)
+    }
+
+    /// A host's periodic report: stamps `last_report_ms` with the database clock, clears
+    /// `missed_reports` and marks the host up; replaces its capabilities when given (hosts publish
+    /// changing figures such as `free-ram` with their presence). `None` when there is no such
+    /// host, `Some(true)` when the host was down and is up again (worth an event), else
+    /// `Some(false)`.
+    #[tracing::instrument(skip(self, capabilities))]
+    pub async fn host_report(
+        &self,
+        id: Uuid,
+        capabilities: Option<&BTreeMap<String, CapabilityValue>>,
+    ) -> Result<Option<bool>> {
+        const CAME_UP: &str = "UPDATE hosts SET state = 'up', missed_reports = 0, \
+             last_report_ms = (SELECT now_ms FROM db_clock), version = version + 1 \
+             WHERE id = $1 AND state = 'down'";
+        const STAYED_UP: &str = "UPDATE hosts SET missed_reports = 0, \
+             last_report_ms = (SELECT now_ms FROM db_clock) WHERE id = $1";
+        let id = id.to_string();
+        let outcome = with_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let came_up = sqlx::query(CAME_UP)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+            if !came_up {
+                let found = sqlx::query(STAYED_UP)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if found == 0 {
+                    tx.rollback().await?;
+                    return Ok::<_, sqlx::Error>(None);
+                }
+            }
+            if let Some(caps) = capabilities {
+                replace_caps!(tx, &id, caps);
+            }
+            tx.commit().await?;
+            Ok(Some(came_up))
+        }
+        .await)?;
+        Ok(outcome)
+    }
+
+    /// Marks down every up host whose last report is at least `interval_ms * max_missed` old by
+    /// the database clock, and records for every up host how many reports it has missed. Returns
+    /// the ids of the hosts it marked down (each worth a "host down" event), by id.
+    ///
+    /// Reservations on a down host stay: its instances are still there, in an unknown state, until
+    /// it reports again. Placement skips down hosts.
+    #[tracing::instrument(skip(self))]
+    pub async fn hosts_mark_down(&self, interval_ms: i64, max_missed: i64) -> Result<Vec<Uuid>> {
+        const DOWN: &str = "UPDATE hosts SET state = 'down', version = version + 1, \
+             missed_reports = ((SELECT now_ms FROM db_clock) - last_report_ms) / $1 \
+             WHERE state = 'up' AND last_report_ms <= (SELECT now_ms FROM db_clock) - $1 * $2 \
+             RETURNING id";
+        const MISSED: &str = "UPDATE hosts \
+             SET missed_reports = ((SELECT now_ms FROM db_clock) - last_report_ms) / $1 \
+             WHERE state = 'up' AND last_report_ms <= (SELECT now_ms FROM db_clock) - $1";
+        let interval_ms = interval_ms.max(1);
+        let max_missed = max_missed.max(1);
+        let ids: Vec<String> = with_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let ids: Vec<String> = sqlx::query_scalar(DOWN)
+                .bind(interval_ms)
+                .bind(max_missed)
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query(MISSED)
+                .bind(interval_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(ids)
+        }
+        .await)?;
+        let mut ids = ids
+            .iter()
+            .map(|s| parse_uuid("host", s))
+            .collect::<Result<Vec<_>>>()?;
+        ids.sort();
+        if !ids.is_empty() {
+            tracing::info!(count = ids.len(), "hosts marked down after missed reports");
+        }
+        Ok(ids)
+    }
+
+    /// Up to `limit` up hosts that pass every filter and have `resources` free, best first (see
+    /// [`crate::scheduler::sql`] for the weighing). Takes validated filters, not raw requirements,
+    /// so an unchecked request cannot reach SQL.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn candidates(
+        &self,
+        filters: &[Filter],
+        resources: &Resources,
+        limit: i64,
+    ) -> Result<Vec<Uuid>> {
+        let query = candidates_query(filters, resources, limit);
+        let ids: Vec<String> = with_pool!(self, |pool| {
+            let mut q = sqlx::query_scalar::<_, String>(&query.sql);
+            for b in &query.binds {
+                q = match b {
+                    Bind::Text(s) => q.bind(s.as_str()),
+                    Bind::Float(f) => q.bind(*f),
+                    Bind::Int(i) => q.bind(*i),
+                };
+            }
+            q.fetch_all(pool).await
+        })?;
+        ids.iter().map(|s| parse_uuid("host", s)).collect()
+    }
+
+    /// Reserves `resources` on an up host, only if they are free: ONE conditional `UPDATE`, so two
+    /// concurrent reservations can never both take the last room (PostgreSQL re-checks the WHERE
+    /// clause on the latest row version after taking the row lock; SQLite has one writer). False
+    /// when the host is down, full or unknown.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn reserve(&self, host: Uuid, resources: &Resources) -> Result<bool> {
+        const SQL: &str = "UPDATE hosts SET vcpus_used = vcpus_used + $2, \
+             memory_mb_used = memory_mb_used + $3, disk_gb_used = disk_gb_used + $4, \
+             version = version + 1 \
+             WHERE id = $1 AND state = 'up' \
+             AND vcpus_total - vcpus_used >= $2 \
+             AND memory_mb_total - memory_mb_used >= $3 \
+             AND disk_gb_total - disk_gb_used >= $4";
+        let id = host.to_string();
+        let done = with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(&id)
+                .bind(resources.vcpus)
+                .bind(resources.memory_mb)
+                .bind(resources.disk_gb)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(done > 0)
+    }
+
+    /// Gives back a reservation (instance deleted, placement abandoned, migrated away). Works on
+    /// down hosts too. False when the host is unknown or holds less than `resources`: a release
+    /// never drives `used` negative.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn release(&self, host: Uuid, resources: &Resources) -> Result<bool> {
+        const SQL: &str = "UPDATE hosts SET vcpus_used = vcpus_used - $2, \
+             memory_mb_used = memory_mb_used - $3, disk_gb_used = disk_gb_used - $4, \
+             version = version + 1 \
+             WHERE id = $1 AND vcpus_used >= $2 AND memory_mb_used >= $3 AND disk_gb_used >= $4";
+        let id = host.to_string();
+        let done = with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(&id)
+                .bind(resources.vcpus)
+                .bind(resources.memory_mb)
+                .bind(resources.disk_gb)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(done > 0)
+    }
+
+    /// Chooses a host for `filters` and `resources` and reserves the capacity on it: tries the
+    /// best candidates in order until a reservation succeeds, re-reading the candidates when
+    /// concurrent placements took all of them. `None` when no host fits. The caller owns the
+    /// reservation and must [`Store::release`] it if the instance is not created.
+    #[tracing::instrument(skip(self))]
+    pub async fn place(&self, filters: &[Filter], resources: &Resources) -> Result<Option<Uuid>> {
+        for _ in 0..PLACE_ROUNDS {
+            let candidates = self
+                .candidates(filters, resources, DEFAULT_CANDIDATES)
+                .await?;
+            if candidates.is_empty() {
+                return Ok(None);
+            }
+            for host in candidates {
+                if self.reserve(host, resources).await? {
+                    return Ok(Some(host));
+                }
+            }
+        }
+        tracing::warn!(
+            rounds = PLACE_ROUNDS,
+            "placement lost every candidate to concurrent placements"
+        );
+        Ok(None)
+    }
+
+    /// This zone's own aggregate over its up hosts, computed in SQL: floats as min/max/sum/count,
+    /// bools as any/all/count, strings as their distinct values (sorted, at most
+    /// [`AGGREGATE_MAX_VALUES`]) and count. Down hosts are left out: a parent routes on this, and
+    /// a down host can take nothing. A key stored with different types on different hosts keeps
+    /// the type most hosts use ([`AggregateEntry::merge`]).
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn aggregate(&self) -> Result<Aggregate> {
+        const FLOATS: &str = "SELECT c.key, MIN(c.float_value), MAX(c.float_value), \
+             SUM(c.float_value), COUNT(*) FROM host_capabilities c JOIN hosts h ON h.id = c.host_id \
+             WHERE h.state = 'up' AND c.kind = 'float' GROUP BY c.key";
+        const BOOLS: &str = "SELECT c.key, MAX(c.float_value), MIN(c.float_value), COUNT(*) \
+             FROM host_capabilities c JOIN hosts h ON h.id = c.host_id \
+             WHERE h.state = 'up' AND c.kind = 'bool' GROUP BY c.key";
+        const STRINGS: &str = "SELECT c.key, c.str_value, COUNT(*) \
+             FROM host_capabilities c JOIN hosts h ON h.id = c.host_id \
+             WHERE h.state = 'up' AND c.kind = 'string' GROUP BY c.key, c.str_value";
+        type Floats = Vec<(String, f64, f64, f64, i64)>;
+        type Bools = Vec<(String, f64, f64, i64)>;
+        type Strings = Vec<(String, Option<String>, i64)>;
+        let (floats, bools, strings): (Floats, Bools, Strings) = with_pool!(self, |pool| async {
+            let floats: Floats = sqlx::query_as(FLOATS).fetch_all(pool).await?;
+            let bools: Bools = sqlx::query_as(BOOLS).fetch_all(pool).await?;
+            let strings: Strings = sqlx::query_as(STRINGS).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((floats, bools, strings))
+        }
+        .await)?;
+
+        let mut parts: Vec<(String, AggregateEntry)> = Vec::new();
+        for (key, min, max, sum, count) in floats {
+            parts.push((
+                key,
+                AggregateEntry::Float {
+                    min,
+                    max,
+                    sum,
+                    count,
+                },
+            ));
+        }
+        for (key, max, min, count) in bools {
+            parts.push((
+                key,
+                AggregateEntry::Bool {
+                    any: max != 0.0,
+                    all: min != 0.0,
+                    count,
+                },
+            ));
+        }
+        let mut string_sets: BTreeMap<String, (Vec<String>, i64)> = BTreeMap::new();
+        for (key, value, count) in strings {
+            let entry = string_sets.entry(key).or_default();
+            if let Some(v) = value {
+                entry.0.push(v);
+            }
+            entry.1 += count;
+        }
+        for (key, (mut values, count)) in string_sets {
+            // Sorted here, not in SQL: PostgreSQL sorts text by collation, Rust by bytes.
+            values.sort();
+            let truncated = values.len() > AGGREGATE_MAX_VALUES;
+            values.truncate(AGGREGATE_MAX_VALUES);
+            parts.push((
+                key,
+                AggregateEntry::String {
+                    values,
+                    count,
+                    truncated,
+                },
+            ));
+        }
+        let mut aggregate = Aggregate::new();
+        for (key, entry) in parts {
+            match aggregate.get_mut(&key) {
+                Some(mine) => mine.merge(&entry),
+                None => {
+                    aggregate.insert(key, entry);
+                }
+            }
+        }
+        Ok(aggregate)
+    }
+
+    /// The zone's generation: changes whenever instance ownership in the zone changes.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn generation(&self) -> Result<i64> {
+        const SQL: &str = "SELECT generation FROM zone_generation WHERE one = 1";
+        let g: i64 = with_pool!(self, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await)?;
+        Ok(g)
+    }
+
+    /// Bumps the generation and returns the new value. Call it in the same breath as an instance
+    /// create, delete or migrate, so caches keyed on the generation learn that owners moved.
+    #[tracing::instrument(skip(self))]
+    pub async fn bump_generation(&self) -> Result<i64> {
+        const SQL: &str =
+            "UPDATE zone_generation SET generation = generation + 1 WHERE one = 1 RETURNING generation";
+        let g: i64 = with_pool!(self, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await)?;
+        Ok(g)
+    }
+}
