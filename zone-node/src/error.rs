@@ -42,6 +42,7 @@ impl Error {
         match self {
             Error::Api { code, .. } => *code,
             Error::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
+            Error::Store(StoreError::InUse(_)) => ErrorCode::InvalidState,
             Error::Store(StoreError::Unavailable(_)) => ErrorCode::StoreUnavailable,
             Error::Store(_) => ErrorCode::Internal,
             Error::Bus(e) => e.code(),
@@ -55,6 +56,7 @@ impl Error {
         match self {
             Error::Api { message, .. } => message.clone(),
             Error::Store(StoreError::Conflict(what)) => format!("{what} already exists"),
+            Error::Store(e @ StoreError::InUse(_)) => e.to_string(),
             Error::Store(StoreError::Unavailable(_)) => "the zone's database is unavailable; try again".into(),
             Error::Bus(BusError::Remote { message, .. }) => message.clone(),
             Error::Bus(e @ (BusError::Timeout(_) | BusError::NodeUnavailable(_) | BusError::Unroutable(_))) => e.to_string(),
