@@ -249,6 +249,22 @@ struct RawZone {
     created_at_ms: i64,
 }
 
+/// Takes an exclusive OS lock on `<database file>.migrate-lock`, waiting for it off the async
+/// workers; the lock is released when the returned file is dropped (or the process dies).
+async fn lock_file(database: std::path::PathBuf) -> Result<std::fs::File> {
+    let mut path = database.into_os_string();
+    path.push(".migrate-lock");
+    let path = std::path::PathBuf::from(path);
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| StoreError::Migration(format!("migration lock task failed: {e}")))?
+    .map_err(|e| StoreError::Migration(format!("cannot lock the migration lock file: {e}")))
+}
+
 impl Store {
     /// Connects to `sqlite://...` or `postgres://...` and applies migrations.
     pub async fn connect(url: &str) -> Result<Store> {
@@ -369,17 +385,16 @@ impl Store {
     }
 
     /// Applies the embedded migrations. PostgreSQL serialises concurrent migrators with an
-    /// advisory lock; SQLite has none, so when two processes race on a fresh file the loser fails
-    /// on a table the winner just created, and one retry (which then finds the migration
-    /// recorded) settles it.
+    /// advisory lock; SQLite has none, so nodes (or pools) opening the same fresh file at once
+    /// take an exclusive OS lock on `<file>.migrate-lock` around the migrator instead.
     async fn migrate(&self) -> Result<()> {
         let err = |e: sqlx::migrate::MigrateError| StoreError::Migration(e.to_string());
         match &self.backend {
             Backend::Sqlite(pool) => {
-                if let Err(e) = SQLITE_MIGRATOR.run(pool).await {
-                    tracing::warn!(error = %e, "sqlite migration failed, retrying once");
-                    SQLITE_MIGRATOR.run(pool).await.map_err(err)?;
-                }
+                let file = pool.connect_options().get_filename().to_path_buf();
+                let in_memory = file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
+                let _lock = if in_memory { None } else { Some(lock_file(file).await?) };
+                SQLITE_MIGRATOR.run(pool).await.map_err(err)?;
             }
             Backend::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await.map_err(err)?,
         }
