@@ -120,7 +120,11 @@ impl Client {
         Self::decode(resp, &url).await
     }
 
-    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self.send(self.http.post(&url).json(body), &url).await?;
         Self::decode(resp, &url).await
@@ -153,6 +157,10 @@ impl Client {
         let resp = Self::check(resp, url).await?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url: url.to_owned(), source })?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode { url: url.to_owned(), status, detail: e.to_string() })
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+            url: url.to_owned(),
+            status,
+            detail: e.to_string(),
+        })
     }
 }

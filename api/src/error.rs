@@ -95,8 +95,7 @@ impl ErrorCode {
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             Timeout => 504,
-            NodeUnavailable | Unroutable | BusUnavailable | RingUnstable | StoreUnavailable
-            | NodeFenced => 503,
+            NodeUnavailable | Unroutable | BusUnavailable | RingUnstable | StoreUnavailable | NodeFenced => 503,
             Internal => 500,
         }
     }

@@ -209,9 +209,7 @@ impl CapabilityValue {
 }
 
 /// The three capability types of the seed's (string value, float value, type) tuple.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CapabilityKind {
     Float,
@@ -248,10 +246,7 @@ pub struct Capability {
 
 impl From<CapabilityValue> for Capability {
     fn from(value: CapabilityValue) -> Self {
-        Capability {
-            kind: value.kind(),
-            value,
-        }
+        Capability { kind: value.kind(), value }
     }
 }
 
@@ -399,22 +394,11 @@ impl AggregateEntry {
     /// The aggregate of one capability value.
     pub fn of(value: &CapabilityValue) -> AggregateEntry {
         match value {
-            CapabilityValue::Float(f) => AggregateEntry::Float {
-                min: *f,
-                max: *f,
-                sum: *f,
-                count: 1,
-            },
-            CapabilityValue::Bool(b) => AggregateEntry::Bool {
-                any: *b,
-                all: *b,
-                count: 1,
-            },
-            CapabilityValue::String(s) => AggregateEntry::String {
-                values: vec![s.clone()],
-                count: 1,
-                truncated: false,
-            },
+            CapabilityValue::Float(f) => AggregateEntry::Float { min: *f, max: *f, sum: *f, count: 1 },
+            CapabilityValue::Bool(b) => AggregateEntry::Bool { any: *b, all: *b, count: 1 },
+            CapabilityValue::String(s) => {
+                AggregateEntry::String { values: vec![s.clone()], count: 1, truncated: false }
+            }
         }
     }
 
@@ -424,49 +408,18 @@ impl AggregateEntry {
     pub fn merge(&mut self, other: &AggregateEntry) {
         use AggregateEntry as A;
         match (&mut *self, other) {
-            (
-                A::Float {
-                    min,
-                    max,
-                    sum,
-                    count,
-                },
-                A::Float {
-                    min: m2,
-                    max: x2,
-                    sum: s2,
-                    count: c2,
-                },
-            ) => {
+            (A::Float { min, max, sum, count }, A::Float { min: m2, max: x2, sum: s2, count: c2 }) => {
                 *min = min.min(*m2);
                 *max = max.max(*x2);
                 *sum += s2;
                 *count += c2;
             }
-            (
-                A::Bool { any, all, count },
-                A::Bool {
-                    any: a2,
-                    all: l2,
-                    count: c2,
-                },
-            ) => {
+            (A::Bool { any, all, count }, A::Bool { any: a2, all: l2, count: c2 }) => {
                 *any |= a2;
                 *all &= l2;
                 *count += c2;
             }
-            (
-                A::String {
-                    values,
-                    count,
-                    truncated,
-                },
-                A::String {
-                    values: v2,
-                    count: c2,
-                    truncated: t2,
-                },
-            ) => {
+            (A::String { values, count, truncated }, A::String { values: v2, count: c2, truncated: t2 }) => {
                 let mut set: std::collections::BTreeSet<String> = values.drain(..).collect();
                 set.extend(v2.iter().cloned());
                 *truncated |= *t2 || set.len() > AGGREGATE_MAX_VALUES;
@@ -522,24 +475,14 @@ mod resource_tests {
         assert_eq!(reg.resources.vcpus, 8);
         let v: CapabilityValue = serde_json::from_value(json!(500)).unwrap();
         assert_eq!(v, CapabilityValue::Float(500.0));
-        assert_eq!(
-            serde_json::from_value::<CapabilityValue>(json!(true)).unwrap(),
-            CapabilityValue::Bool(true)
-        );
-        assert_eq!(
-            serde_json::from_value::<CapabilityValue>(json!("1")).unwrap(),
-            CapabilityValue::String("1".into())
-        );
+        assert_eq!(serde_json::from_value::<CapabilityValue>(json!(true)).unwrap(), CapabilityValue::Bool(true));
+        assert_eq!(serde_json::from_value::<CapabilityValue>(json!("1")).unwrap(), CapabilityValue::String("1".into()));
         let cap = Capability::from(CapabilityValue::Bool(false));
-        assert_eq!(
-            serde_json::to_value(&cap).unwrap(),
-            json!({"type": "bool", "value": false})
-        );
+        assert_eq!(serde_json::to_value(&cap).unwrap(), json!({"type": "bool", "value": false}));
         // Unknown fields are refused.
-        assert!(serde_json::from_value::<HostRegister>(
-            json!({"name": "h", "agent_url": "u", "capabilites": {}})
-        )
-        .is_err());
+        assert!(
+            serde_json::from_value::<HostRegister>(json!({"name": "h", "agent_url": "u", "capabilites": {}})).is_err()
+        );
     }
 
     #[test]
@@ -551,9 +494,7 @@ mod resource_tests {
         .unwrap();
         assert_eq!(r[0].op, Op::Ge);
         assert_eq!(r[1].value, None);
-        let err =
-            serde_json::from_value::<Requirement>(json!({"key": "k", "op": "like", "value": 1}))
-                .unwrap_err();
+        let err = serde_json::from_value::<Requirement>(json!({"key": "k", "op": "like", "value": 1})).unwrap_err();
         assert!(err.to_string().contains("unknown variant"));
         let p: PlacementRequest = serde_json::from_value(
             json!({"requirements": [], "resources": {"vcpus": 1, "memory_mb": 2, "disk_gb": 3}}),
@@ -565,31 +506,13 @@ mod resource_tests {
     #[test]
     fn aggregates_have_the_design_shape_and_merge() {
         let mut a = Aggregate::new();
-        a.insert(
-            "free-disk".into(),
-            AggregateEntry::of(&CapabilityValue::Float(100.0)),
-        );
-        a.insert(
-            "win".into(),
-            AggregateEntry::of(&CapabilityValue::Bool(true)),
-        );
-        a.insert(
-            "hv".into(),
-            AggregateEntry::of(&CapabilityValue::String("kvm".into())),
-        );
+        a.insert("free-disk".into(), AggregateEntry::of(&CapabilityValue::Float(100.0)));
+        a.insert("win".into(), AggregateEntry::of(&CapabilityValue::Bool(true)));
+        a.insert("hv".into(), AggregateEntry::of(&CapabilityValue::String("kvm".into())));
         let mut b = Aggregate::new();
-        b.insert(
-            "free-disk".into(),
-            AggregateEntry::of(&CapabilityValue::Float(50.0)),
-        );
-        b.insert(
-            "win".into(),
-            AggregateEntry::of(&CapabilityValue::Bool(false)),
-        );
-        b.insert(
-            "hv".into(),
-            AggregateEntry::of(&CapabilityValue::String("xen".into())),
-        );
+        b.insert("free-disk".into(), AggregateEntry::of(&CapabilityValue::Float(50.0)));
+        b.insert("win".into(), AggregateEntry::of(&CapabilityValue::Bool(false)));
+        b.insert("hv".into(), AggregateEntry::of(&CapabilityValue::String("xen".into())));
         merge_aggregates(&mut a, &b);
         assert_eq!(
             serde_json::to_value(&a).unwrap(),
@@ -602,20 +525,11 @@ mod resource_tests {
         // String sets stay bounded.
         let mut big = AggregateEntry::of(&CapabilityValue::String("v000".into()));
         for i in 1..100 {
-            big.merge(&AggregateEntry::of(&CapabilityValue::String(format!(
-                "v{i:03}"
-            ))));
+            big.merge(&AggregateEntry::of(&CapabilityValue::String(format!("v{i:03}"))));
         }
         match big {
-            AggregateEntry::String {
-                values,
-                count,
-                truncated,
-            } => {
-                assert_eq!(
-                    (values.len(), count, truncated),
-                    (AGGREGATE_MAX_VALUES, 100, true)
-                );
+            AggregateEntry::String { values, count, truncated } => {
+                assert_eq!((values.len(), count, truncated), (AGGREGATE_MAX_VALUES, 100, true));
             }
             other => panic!("{other:?}"),
         }

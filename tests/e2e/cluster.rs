@@ -23,7 +23,11 @@ async fn agreed_owners(zone: &Cluster, resources: &[String]) -> Vec<String> {
     for other in &answers[1..] {
         assert_eq!(other.ring_epoch, first.ring_epoch, "nodes answered from different ring epochs");
         let disagreements = first.owners.iter().zip(&other.owners).filter(|(a, b)| a != b).count();
-        assert_eq!(disagreements, 0, "node {} and node {} disagree on {disagreements} owners", first.node_id, other.node_id);
+        assert_eq!(
+            disagreements, 0,
+            "node {} and node {} disagree on {disagreements} owners",
+            first.node_id, other.node_id
+        );
     }
     first.owners.clone()
 }
@@ -55,7 +59,8 @@ async fn three_nodes_form_one_zone_and_agree_on_owners() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_node_is_evicted_its_calls_fail_and_survivors_take_over() {
     let options = ClusterOptions::default();
-    let (heartbeat, dead_after) = (Duration::from_millis(options.heartbeat_ms), Duration::from_millis(options.dead_after_ms));
+    let (heartbeat, dead_after) =
+        (Duration::from_millis(options.heartbeat_ms), Duration::from_millis(options.dead_after_ms));
     let mut zone = Cluster::start(3, options).await;
     let victim = zone.node(2).node_id();
     let admin0 = zone.node(0).client().await;
@@ -63,7 +68,8 @@ async fn killed_node_is_evicted_its_calls_fail_and_survivors_take_over() {
     // Resources the victim owns.
     let resources = random_resources(300);
     let owners = agreed_owners(&zone, &resources).await;
-    let victims: Vec<String> = resources.iter().zip(&owners).filter(|(_, o)| **o == victim).map(|(r, _)| r.clone()).collect();
+    let victims: Vec<String> =
+        resources.iter().zip(&owners).filter(|(_, o)| **o == victim).map(|(r, _)| r.clone()).collect();
     assert!(victims.len() > 30, "victim owns {} of 300", victims.len());
 
     // A call waiting on the victim when it dies.

@@ -16,7 +16,8 @@ async fn embedded_node_serves_alone() {
     assert_eq!(probe.node_id, zone.node_id);
     assert_eq!(probe.active, 1);
     // The OpenAPI document is served without a token and names the API's paths.
-    let doc: serde_json::Value = reqwest::get(format!("{}/openapi.json", node.url())).await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value =
+        reqwest::get(format!("{}/openapi.json", node.url())).await.unwrap().json().await.unwrap();
     assert!(doc["paths"]["/v1/auth/tokens"].is_object(), "{doc}");
 }
 

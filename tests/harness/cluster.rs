@@ -107,19 +107,11 @@ impl Cluster {
                 services::amqp_url()
             }
         };
-        let zone_name = options
-            .zone_name
-            .clone()
-            .unwrap_or_else(|| format!("zone-{}", crate::net::short_id()));
+        let zone_name = options.zone_name.clone().unwrap_or_else(|| format!("zone-{}", crate::net::short_id()));
         let mut template = NodeSpec::new(zone_name);
         template.database_url = Some(database_url);
         template.bus_url = Some(bus_url);
-        template.bus_prefix = Some(
-            options
-                .bus_prefix
-                .clone()
-                .unwrap_or_else(crate::net::unique_prefix),
-        );
+        template.bus_prefix = Some(options.bus_prefix.clone().unwrap_or_else(crate::net::unique_prefix));
         if let Some(user) = &options.admin_username {
             template.admin_username = user.clone();
         }
@@ -131,12 +123,7 @@ impl Cluster {
         template.env = options.env.clone();
         template.binary = options.binary.clone();
 
-        let mut cluster = Cluster {
-            nodes: Vec::with_capacity(n),
-            db,
-            template,
-            options,
-        };
+        let mut cluster = Cluster { nodes: Vec::with_capacity(n), db, template, options };
         // The first node alone: it migrates the fresh database and creates the bootstrap admin.
         cluster.nodes.push(NodeProcess::spawn(cluster.spec_for(0)));
         cluster.wait_ready(0).await;
@@ -144,9 +131,7 @@ impl Cluster {
             cluster.nodes.push(NodeProcess::spawn(cluster.spec_for(i)));
         }
         futures::future::join_all((1..n).map(|i| cluster.wait_ready(i))).await;
-        cluster
-            .wait_converged(cluster.options.converge_timeout)
-            .await;
+        cluster.wait_converged(cluster.options.converge_timeout).await;
         cluster
     }
 
@@ -162,22 +147,16 @@ impl Cluster {
 
     /// Node `i`, in start order. Panics when there is no such node.
     pub fn node(&self, i: usize) -> &NodeProcess {
-        self.nodes.get(i).unwrap_or_else(|| {
-            panic!(
-                "{}: no node {i}, the cluster has {} nodes",
-                self.name(),
-                self.nodes.len()
-            )
-        })
+        self.nodes
+            .get(i)
+            .unwrap_or_else(|| panic!("{}: no node {i}, the cluster has {} nodes", self.name(), self.nodes.len()))
     }
 
     /// Node `i`, mutably. Every [`NodeProcess`] method takes `&self`, so [`node`](Self::node) does as
     /// well; this exists for callers that hold the cluster mutably anyway.
     pub fn node_mut(&mut self, i: usize) -> &mut NodeProcess {
         let (name, len) = (self.name().to_owned(), self.nodes.len());
-        self.nodes
-            .get_mut(i)
-            .unwrap_or_else(|| panic!("{name}: no node {i}, the cluster has {len} nodes"))
+        self.nodes.get_mut(i).unwrap_or_else(|| panic!("{name}: no node {i}, the cluster has {len} nodes"))
     }
 
     /// All nodes, running or not, in start order.
@@ -187,9 +166,7 @@ impl Cluster {
 
     /// Indexes of the nodes whose process runs.
     pub fn running(&self) -> Vec<usize> {
-        (0..self.nodes.len())
-            .filter(|&i| self.nodes[i].is_running())
-            .collect()
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].is_running()).collect()
     }
 
     /// The zone's name.
@@ -199,10 +176,7 @@ impl Cluster {
 
     /// The zone's database URL.
     pub fn database_url(&self) -> &str {
-        self.template
-            .database_url
-            .as_deref()
-            .expect("a cluster always has a database")
+        self.template.database_url.as_deref().expect("a cluster always has a database")
     }
 
     /// The database the cluster created, `None` when it was given one.
@@ -212,18 +186,12 @@ impl Cluster {
 
     /// The zone's bus URL.
     pub fn bus_url(&self) -> &str {
-        self.template
-            .bus_url
-            .as_deref()
-            .expect("a cluster always has a bus")
+        self.template.bus_url.as_deref().expect("a cluster always has a bus")
     }
 
     /// The zone's bus prefix.
     pub fn bus_prefix(&self) -> &str {
-        self.template
-            .bus_prefix
-            .as_deref()
-            .expect("a cluster always has a bus prefix")
+        self.template.bus_prefix.as_deref().expect("a cluster always has a bus prefix")
     }
 
     /// The spec every node is started from (with its own label).
@@ -239,12 +207,8 @@ impl Cluster {
     /// The API URLs of the nodes that node `i` lists as alive, sorted.
     pub async fn alive_seen_by(&self, i: usize) -> Result<Vec<String>, String> {
         let node = self.node(i);
-        let zone = node
-            .try_client()
-            .await?
-            .zone()
-            .await
-            .map_err(|e| format!("{}: GET /v1/zone failed: {e}", node.label()))?;
+        let zone =
+            node.try_client().await?.zone().await.map_err(|e| format!("{}: GET /v1/zone failed: {e}", node.label()))?;
         let mut alive: Vec<String> = zone
             .nodes
             .into_iter()
@@ -285,10 +249,7 @@ impl Cluster {
             if disagreements.is_empty() {
                 Ok(())
             } else {
-                Err(format!(
-                    "expected {expected:?} alive; {}",
-                    disagreements.join("; ")
-                ))
+                Err(format!("expected {expected:?} alive; {}", disagreements.join("; ")))
             }
         })
         .await
@@ -296,35 +257,31 @@ impl Cluster {
 
     /// Waits until every running node lists exactly `n` alive nodes.
     pub async fn wait_for_alive(&self, n: usize, timeout: Duration) {
-        self.wait_until(
-            timeout,
-            &format!("every running node lists {n} alive nodes"),
-            || async {
-                let running = self.running();
-                if running.is_empty() {
-                    return Err("no node is running".to_owned());
-                }
-                let mut report = Vec::new();
-                let mut agreed = true;
-                for i in running {
-                    match self.alive_seen_by(i).await {
-                        Ok(alive) => {
-                            agreed &= alive.len() == n;
-                            report.push(format!("node {i} lists {} alive", alive.len()));
-                        }
-                        Err(e) => {
-                            agreed = false;
-                            report.push(e);
-                        }
+        self.wait_until(timeout, &format!("every running node lists {n} alive nodes"), || async {
+            let running = self.running();
+            if running.is_empty() {
+                return Err("no node is running".to_owned());
+            }
+            let mut report = Vec::new();
+            let mut agreed = true;
+            for i in running {
+                match self.alive_seen_by(i).await {
+                    Ok(alive) => {
+                        agreed &= alive.len() == n;
+                        report.push(format!("node {i} lists {} alive", alive.len()));
+                    }
+                    Err(e) => {
+                        agreed = false;
+                        report.push(e);
                     }
                 }
-                if agreed {
-                    Ok(())
-                } else {
-                    Err(report.join("; "))
-                }
-            },
-        )
+            }
+            if agreed {
+                Ok(())
+            } else {
+                Err(report.join("; "))
+            }
+        })
         .await
     }
 
@@ -336,12 +293,11 @@ impl Cluster {
         let mut conn = sqlx::PgConnection::connect(url)
             .await
             .unwrap_or_else(|e| panic!("zone {}: cannot open its database: {e}", self.name()));
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT resource_id, active, max_active, completed FROM probe ORDER BY resource_id",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .unwrap_or_else(|e| panic!("zone {}: cannot read the probe table: {e}", self.name()));
+        let rows: Vec<(String, i64, i64, i64)> =
+            sqlx::query_as("SELECT resource_id, active, max_active, completed FROM probe ORDER BY resource_id")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("zone {}: cannot read the probe table: {e}", self.name()));
         rows.into_iter()
             .map(|(resource_id, active, max_active, completed)| ProbeStat {
                 resource_id,
@@ -355,12 +311,7 @@ impl Cluster {
     /// Polls `condition` every 100 ms until it is done (see [`Outcome`]: `true`, `Some(v)` or
     /// `Ok(v)`), and returns its value. On timeout panics naming the zone, `what` was awaited, the last
     /// observation (a condition returning `Err(text)` reports `text`) and every node's log tail.
-    pub async fn wait_until<F, Fut, O>(
-        &self,
-        timeout: Duration,
-        what: &str,
-        condition: F,
-    ) -> O::Value
+    pub async fn wait_until<F, Fut, O>(&self, timeout: Duration, what: &str, condition: F) -> O::Value
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = O>,
@@ -368,10 +319,7 @@ impl Cluster {
     {
         match poll_until_detailed(timeout, DEFAULT_POLL_INTERVAL, condition).await {
             Ok(value) => value,
-            Err(timed_out) => panic!(
-                "{}",
-                self.failure(&format!("waiting until {what}: {timed_out}"))
-            ),
+            Err(timed_out) => panic!("{}", self.failure(&format!("waiting until {what}: {timed_out}"))),
         }
     }
 
@@ -401,13 +349,7 @@ impl Cluster {
     async fn wait_ready(&self, i: usize) {
         let node = &self.nodes[i];
         if let Err(why) = node.try_wait_ready(self.options.ready_timeout).await {
-            panic!(
-                "{}",
-                self.failure(&format!(
-                    "node {i} ({}) did not become ready: {why}",
-                    node.url()
-                ))
-            );
+            panic!("{}", self.failure(&format!("node {i} ({}) did not become ready: {why}", node.url())));
         }
     }
 

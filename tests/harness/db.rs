@@ -29,30 +29,17 @@ impl TestDb {
     /// Creates a fresh, empty database. Panics with a clear message when PostgreSQL is unreachable.
     pub async fn create() -> TestDb {
         let admin_url = services::pg_admin_url();
-        let mut conn = connect_pg(&admin_url).await.unwrap_or_else(|e| {
-            panic!(
-                "{}",
-                missing_service("PostgreSQL", &admin_url, PG_URL_ENV, &e)
-            )
-        });
+        let mut conn = connect_pg(&admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("{}", missing_service("PostgreSQL", &admin_url, PG_URL_ENV, &e)));
         let name = format!("zt_{}", crate::net::short_id());
         // The name is ours (hex digits), so formatting it into the statement is safe.
         conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
             .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot create test database {name} on {}: {e}",
-                    services::redact(&admin_url)
-                )
-            });
+            .unwrap_or_else(|e| panic!("cannot create test database {name} on {}: {e}", services::redact(&admin_url)));
         let _ = sqlx::Connection::close(conn).await;
         let url = database_url(&admin_url, &name);
-        TestDb {
-            name,
-            url,
-            admin_url,
-            dropped: false,
-        }
+        TestDb { name, url, admin_url, dropped: false }
     }
 
     /// The database's name, `zt_<12 hex digits>`.
@@ -83,9 +70,7 @@ impl TestDb {
     /// Drops the database now, ending the connections still open on it. Panics when that fails.
     pub async fn drop_db(mut self) {
         self.dropped = true;
-        drop_database(&self.admin_url, &self.name)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        drop_database(&self.admin_url, &self.name).await.unwrap_or_else(|e| panic!("{e}"));
     }
 }
 
@@ -100,9 +85,7 @@ impl Drop for TestDb {
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
         let worker = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
             match rt {
                 Ok(rt) => rt.block_on(drop_database(&admin_url, &name)),
                 Err(e) => Err(format!("cannot drop test database {name}: no runtime: {e}")),
@@ -128,9 +111,7 @@ async fn drop_database(admin_url: &str, name: &str) -> Result<(), String> {
     match tokio::time::timeout(DROP_TIMEOUT, work).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("cannot drop test database {name}: {e}")),
-        Err(_) => Err(format!(
-            "cannot drop test database {name}: no answer within {DROP_TIMEOUT:?}"
-        )),
+        Err(_) => Err(format!("cannot drop test database {name}: no answer within {DROP_TIMEOUT:?}")),
     }
 }
 
@@ -140,9 +121,7 @@ pub async fn database_exists(name: &str) -> bool {
 }
 
 async fn database_exists_at(admin_url: &str, name: &str) -> bool {
-    let mut conn = connect_pg(admin_url)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL: {e}"));
+    let mut conn = connect_pg(admin_url).await.unwrap_or_else(|e| panic!("cannot reach PostgreSQL: {e}"));
     let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
         .bind(name)
         .fetch_optional(&mut conn)
@@ -153,12 +132,8 @@ async fn database_exists_at(admin_url: &str, name: &str) -> bool {
 
 /// `admin_url` with its database replaced by `name` (user, host, port and query kept).
 fn database_url(admin_url: &str, name: &str) -> String {
-    let mut url = url::Url::parse(admin_url).unwrap_or_else(|e| {
-        panic!(
-            "${PG_URL_ENV} is not a valid URL ({}): {e}",
-            services::redact(admin_url)
-        )
-    });
+    let mut url = url::Url::parse(admin_url)
+        .unwrap_or_else(|e| panic!("${PG_URL_ENV} is not a valid URL ({}): {e}", services::redact(admin_url)));
     url.set_path(&format!("/{name}"));
     url.to_string()
 }
@@ -177,9 +152,6 @@ mod tests {
             database_url("postgres://u:p@db:6543/x?sslmode=disable", "zt_2"),
             "postgres://u:p@db:6543/zt_2?sslmode=disable"
         );
-        assert_eq!(
-            database_url("postgres://postgres@127.0.0.1", "zt_3"),
-            "postgres://postgres@127.0.0.1/zt_3"
-        );
+        assert_eq!(database_url("postgres://postgres@127.0.0.1", "zt_3"), "postgres://postgres@127.0.0.1/zt_3");
     }
 }

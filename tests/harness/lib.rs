@@ -50,8 +50,5 @@ pub use services::{amqp_url, pg_admin_url, require_postgres, require_rabbitmq};
 /// The workspace root: the parent of this crate's directory.
 pub fn workspace_root() -> std::path::PathBuf {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .expect("the tests crate lives inside the workspace")
-        .to_path_buf()
+    manifest.parent().expect("the tests crate lives inside the workspace").to_path_buf()
 }

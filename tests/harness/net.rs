@@ -95,20 +95,14 @@ fn reserve(port: u16) -> bool {
     let path = dir.join(port.to_string());
     let me = std::process::id();
     for _ in 0..2 {
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
+        match fs::OpenOptions::new().write(true).create_new(true).open(&path) {
             Ok(mut f) => {
                 use std::io::Write;
                 let _ = write!(f, "{me}");
                 return true;
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let owner: Option<u32> = fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok());
+                let owner: Option<u32> = fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok());
                 match owner {
                     Some(pid) if pid != me && process_alive(pid) => return false,
                     // Stale (its process is gone) or unreadable: take it over.

@@ -120,36 +120,17 @@ impl NodeSpec {
         let dir = tempfile::Builder::new()
             .prefix("zone-e2e-")
             .tempdir()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot create a temporary directory for {}: {e}",
-                    self.label
-                )
-            });
-        let data_dir = self
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| dir.path().join("data"));
-        fs::create_dir_all(&data_dir).unwrap_or_else(|e| {
-            panic!(
-                "cannot create data directory {} for {}: {e}",
-                data_dir.display(),
-                self.label
-            )
-        });
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory for {}: {e}", self.label));
+        let data_dir = self.data_dir.clone().unwrap_or_else(|| dir.path().join("data"));
+        fs::create_dir_all(&data_dir)
+            .unwrap_or_else(|e| panic!("cannot create data directory {} for {}: {e}", data_dir.display(), self.label));
         let port = self.port.unwrap_or_else(free_port);
         let mut cmd = tokio::process::Command::from(self.command(&binary, port, &data_dir));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
         let output = match tokio::time::timeout(RUN_TO_EXIT_TIMEOUT, cmd.output()).await {
             Ok(Ok(output)) => output,
             Ok(Err(e)) => panic!("cannot run {} ({}): {e}", self.label, binary.display()),
-            Err(_) => panic!(
-                "{} was still running after {RUN_TO_EXIT_TIMEOUT:?}; it was expected to exit",
-                self.label
-            ),
+            Err(_) => panic!("{} was still running after {RUN_TO_EXIT_TIMEOUT:?}; it was expected to exit", self.label),
         };
         RunOutput {
             code: output.status.code(),
@@ -163,10 +144,7 @@ impl NodeSpec {
     fn locate(&self) -> Result<PathBuf, String> {
         match &self.binary {
             Some(path) => locate_binary(Some(path.as_os_str()), Path::new("")),
-            None => locate_binary(
-                std::env::var_os(NODE_BIN_ENV).as_deref(),
-                &default_binary_path(),
-            ),
+            None => locate_binary(std::env::var_os(NODE_BIN_ENV).as_deref(), &default_binary_path()),
         }
     }
 
@@ -188,11 +166,8 @@ impl NodeSpec {
                 cmd.env_remove(&name);
             }
         }
-        let log_filter = self
-            .log_filter
-            .clone()
-            .or_else(|| std::env::var(NODE_LOG_ENV).ok())
-            .unwrap_or_else(|| "info".to_owned());
+        let log_filter =
+            self.log_filter.clone().or_else(|| std::env::var(NODE_LOG_ENV).ok()).unwrap_or_else(|| "info".to_owned());
         cmd.env("ZONE_NAME", &self.zone_name)
             .env("ZONE_LISTEN", format!("127.0.0.1:{port}"))
             .env("ZONE_API_URL", format!("http://127.0.0.1:{port}"))
@@ -207,14 +182,8 @@ impl NodeSpec {
             ("ZONE_DATABASE_URL", self.database_url.clone()),
             ("ZONE_BUS_URL", self.bus_url.clone()),
             ("ZONE_BUS_PREFIX", self.bus_prefix.clone()),
-            (
-                "ZONE_HEARTBEAT_INTERVAL_MS",
-                self.heartbeat_interval_ms.map(|v| v.to_string()),
-            ),
-            (
-                "ZONE_DEAD_AFTER_MS",
-                self.dead_after_ms.map(|v| v.to_string()),
-            ),
+            ("ZONE_HEARTBEAT_INTERVAL_MS", self.heartbeat_interval_ms.map(|v| v.to_string())),
+            ("ZONE_DEAD_AFTER_MS", self.dead_after_ms.map(|v| v.to_string())),
         ];
         for (name, value) in optional {
             if let Some(value) = value {
@@ -273,24 +242,11 @@ impl NodeProcess {
         let dir = tempfile::Builder::new()
             .prefix("zone-e2e-")
             .tempdir()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot create a temporary directory for {}: {e}",
-                    spec.label
-                )
-            });
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory for {}: {e}", spec.label));
         let dir_path = dir.path().to_path_buf();
-        let data_dir = spec
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| dir_path.join("data"));
-        fs::create_dir_all(&data_dir).unwrap_or_else(|e| {
-            panic!(
-                "cannot create data directory {} for {}: {e}",
-                data_dir.display(),
-                spec.label
-            )
-        });
+        let data_dir = spec.data_dir.clone().unwrap_or_else(|| dir_path.join("data"));
+        fs::create_dir_all(&data_dir)
+            .unwrap_or_else(|e| panic!("cannot create data directory {} for {}: {e}", data_dir.display(), spec.label));
         let port = spec.port.unwrap_or_else(free_port);
         let node = NodeProcess {
             log_path: dir_path.join("node.log"),
@@ -368,10 +324,7 @@ impl NodeProcess {
     /// A failure message about this node, followed by its last panic (when it panicked: a backtrace
     /// can push the message out of the tail) and its log tail.
     pub fn failure(&self, what: &str) -> String {
-        let panic = self
-            .last_panic()
-            .map(|p| format!("\nthe node panicked: {p}"))
-            .unwrap_or_default();
+        let panic = self.last_panic().map(|p| format!("\nthe node panicked: {p}")).unwrap_or_default();
         format!(
             "{} ({}): {what}{panic}\n--- last {FAILURE_LOG_LINES} lines of {} ---\n{}\n--- end of log ---",
             self.spec.label,
@@ -419,10 +372,7 @@ impl NodeProcess {
                 Ok(resp) => {
                     let status = resp.status();
                     let body = resp.text().await.unwrap_or_default();
-                    Err(format!(
-                        "GET /readyz answered {status}: {}",
-                        truncate(&body, 300)
-                    ))
+                    Err(format!("GET /readyz answered {status}: {}", truncate(&body, 300)))
                 }
                 Err(e) => Err(format!("GET /readyz failed: {e}")),
             }
@@ -463,18 +413,10 @@ impl NodeProcess {
         // Waiting without blocking the runtime; the kernel ends a SIGKILLed process at once.
         poll_until(Duration::from_secs(30), EXIT_POLL_INTERVAL, || async {
             let mut child = self.lock_child();
-            child
-                .as_mut()
-                .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+            child.as_mut().is_none_or(|c| c.try_wait().ok().flatten().is_some())
         })
         .await
-        .unwrap_or_else(|| {
-            panic!(
-                "{} (pid {:?}) survived SIGKILL for 30s",
-                self.spec.label,
-                self.pid()
-            )
-        });
+        .unwrap_or_else(|| panic!("{} (pid {:?}) survived SIGKILL for 30s", self.spec.label, self.pid()));
         self.kill_now();
     }
 
@@ -495,10 +437,7 @@ impl NodeProcess {
     /// SIGKILLs it. Returns how it ended, `None` when it had to be killed or was not running.
     pub async fn terminate(&self) -> Option<ExitStatus> {
         let pid = self.pid()?;
-        if let Err(e) = Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-        {
+        if let Err(e) = Command::new("kill").args(["-TERM", &pid.to_string()]).status() {
             panic!("cannot run `kill -TERM {pid}` for {}: {e}", self.spec.label);
         }
         let status = self.wait_exit(TERMINATE_GRACE).await;
@@ -539,9 +478,7 @@ impl NodeProcess {
 
     /// An API client logged in as the zone's admin. Panics with the log tail when login fails.
     pub async fn client(&self) -> api::Client {
-        self.try_client()
-            .await
-            .unwrap_or_else(|e| panic!("{}", self.failure(&e)))
+        self.try_client().await.unwrap_or_else(|e| panic!("{}", self.failure(&e)))
     }
 
     /// Like [`client`](Self::client), returning the failure (for use inside polled conditions).
@@ -570,27 +507,16 @@ impl NodeProcess {
     /// The node's id (its UUID, new with every process), learnt when it last became ready. Panics when
     /// the current process has not been ready yet.
     pub fn node_id(&self) -> String {
-        self.node_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .unwrap_or_else(|| {
-                panic!(
-                    "{}: its node id is not known: it has not been ready since it was last started",
-                    self.spec.label
-                )
-            })
+        self.node_id.lock().unwrap_or_else(|e| e.into_inner()).clone().unwrap_or_else(|| {
+            panic!("{}: its node id is not known: it has not been ready since it was last started", self.spec.label)
+        })
     }
 
     /// Asks the node for its id: the `node_id` of its `GET /v1/zone` (the node that answered), or else
     /// the listed node with this node's `api_url` that has not left.
     pub async fn fetch_node_id(&self) -> Result<String, String> {
-        let zone: serde_json::Value = self
-            .try_client()
-            .await?
-            .get("/v1/zone")
-            .await
-            .map_err(|e| format!("GET /v1/zone failed: {e}"))?;
+        let zone: serde_json::Value =
+            self.try_client().await?.get("/v1/zone").await.map_err(|e| format!("GET /v1/zone failed: {e}"))?;
         if let Some(id) = zone.get("node_id").and_then(|v| v.as_str()) {
             return Ok(id.to_owned());
         }
@@ -602,32 +528,17 @@ impl NodeProcess {
                 nodes
                     .iter()
                     .filter(|n| {
-                        n.get("api_url")
-                            .and_then(|u| u.as_str())
-                            .map(|u| u.trim_end_matches('/'))
-                            == Some(&url)
+                        n.get("api_url").and_then(|u| u.as_str()).map(|u| u.trim_end_matches('/')) == Some(&url)
                     })
-                    .filter(|n| {
-                        !matches!(
-                            n.get("state").and_then(|s| s.as_str()),
-                            Some("dead" | "left")
-                        )
-                    })
+                    .filter(|n| !matches!(n.get("state").and_then(|s| s.as_str()), Some("dead" | "left")))
                     .collect()
             })
             .unwrap_or_default();
-        mine.sort_by_key(|n| {
-            n.get("joined_at")
-                .and_then(|j| j.as_str())
-                .unwrap_or_default()
-                .to_owned()
-        });
+        mine.sort_by_key(|n| n.get("joined_at").and_then(|j| j.as_str()).unwrap_or_default().to_owned());
         mine.last()
             .and_then(|n| n.get("id").and_then(|id| id.as_str()))
             .map(str::to_owned)
-            .ok_or_else(|| {
-                format!("GET /v1/zone has no node_id and lists no live node with api_url {url}")
-            })
+            .ok_or_else(|| format!("GET /v1/zone has no node_id and lists no live node with api_url {url}"))
     }
 
     /// Ages a bearer token so the node sees it as expired, by setting its expiry in the node's
@@ -635,39 +546,22 @@ impl NodeProcess {
     pub async fn expire_token(&self, token: &str) {
         use sha2::Digest;
         use sqlx::Connection;
-        let hash: String = sha2::Sha256::digest(token.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash: String = sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
         let url = self.database_url();
         const SQL: &str = "UPDATE tokens SET expires_at_ms = 1 WHERE hash = $1";
         let updated = if url.starts_with("sqlite:") {
             let mut conn = sqlx::SqliteConnection::connect(&url)
                 .await
-                .unwrap_or_else(|e| {
-                    panic!("{}: cannot open its database {url}: {e}", self.spec.label)
-                });
-            sqlx::query(SQL)
-                .bind(&hash)
-                .execute(&mut conn)
-                .await
-                .map(|r| r.rows_affected())
+                .unwrap_or_else(|e| panic!("{}: cannot open its database {url}: {e}", self.spec.label));
+            sqlx::query(SQL).bind(&hash).execute(&mut conn).await.map(|r| r.rows_affected())
         } else {
             let mut conn = sqlx::PgConnection::connect(&url)
                 .await
                 .unwrap_or_else(|e| panic!("{}: cannot open its database: {e}", self.spec.label));
-            sqlx::query(SQL)
-                .bind(&hash)
-                .execute(&mut conn)
-                .await
-                .map(|r| r.rows_affected())
+            sqlx::query(SQL).bind(&hash).execute(&mut conn).await.map(|r| r.rows_affected())
         }
         .unwrap_or_else(|e| panic!("{}: cannot expire a token: {e}", self.spec.label));
-        assert_eq!(
-            updated, 1,
-            "{}: the token to expire is not in its database",
-            self.spec.label
-        );
+        assert_eq!(updated, 1, "{}: the token to expire is not in its database", self.spec.label);
     }
 
     /// The node's database: the spec's, or the embedded default (`zone.db` in its data directory).
@@ -684,13 +578,7 @@ impl NodeProcess {
             .create(true)
             .append(true)
             .open(&self.log_path)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot open log {} for {}: {e}",
-                    self.log_path.display(),
-                    spec.label
-                )
-            });
+            .unwrap_or_else(|e| panic!("cannot open log {} for {}: {e}", self.log_path.display(), spec.label));
         let listen = format!("127.0.0.1:{}", self.port);
         let mut cmd = spec.command(&self.binary, self.port, &self.data_dir);
         let _ = writeln!(
@@ -699,23 +587,11 @@ impl NodeProcess {
             spec.label,
             self.binary.display()
         );
-        let stderr = log.try_clone().unwrap_or_else(|e| {
-            panic!(
-                "cannot share log {} for {}: {e}",
-                self.log_path.display(),
-                spec.label
-            )
-        });
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(stderr));
-        cmd.spawn().unwrap_or_else(|e| {
-            panic!(
-                "cannot start {} ({}): {e}",
-                spec.label,
-                self.binary.display()
-            )
-        })
+        let stderr = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cannot share log {} for {}: {e}", self.log_path.display(), spec.label));
+        cmd.stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(stderr));
+        cmd.spawn().unwrap_or_else(|e| panic!("cannot start {} ({}): {e}", spec.label, self.binary.display()))
     }
 
     fn lock_child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
@@ -728,12 +604,7 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill_now();
         if std::thread::panicking() {
-            let kept = self
-                .dir
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take()
-                .map(tempfile::TempDir::keep);
+            let kept = self.dir.lock().unwrap_or_else(|e| e.into_inner()).take().map(tempfile::TempDir::keep);
             eprintln!(
                 "{}\n(the node's directory is kept at {})",
                 self.failure("state when the test failed"),
@@ -745,27 +616,15 @@ impl Drop for NodeProcess {
 
 /// Where the workspace's debug build puts the binary: `<workspace>/target/debug/zone-node`.
 pub fn default_binary_path() -> PathBuf {
-    crate::workspace_root()
-        .join("target")
-        .join("debug")
-        .join("zone-node")
+    crate::workspace_root().join("target").join("debug").join("zone-node")
 }
 
 /// Resolves the binary to run: `configured` (the value of `$ZONE_NODE_BIN`, or a spec's override)
 /// when set, `default` otherwise. The error tells how to get the binary.
-pub fn locate_binary(
-    configured: Option<&std::ffi::OsStr>,
-    default: &Path,
-) -> Result<PathBuf, String> {
+pub fn locate_binary(configured: Option<&std::ffi::OsStr>, default: &Path) -> Result<PathBuf, String> {
     let (path, origin) = match configured {
-        Some(p) if !p.is_empty() => (
-            PathBuf::from(p),
-            format!("${NODE_BIN_ENV} (or the node spec)"),
-        ),
-        _ => (
-            default.to_path_buf(),
-            "the workspace's debug build".to_owned(),
-        ),
+        Some(p) if !p.is_empty() => (PathBuf::from(p), format!("${NODE_BIN_ENV} (or the node spec)")),
+        _ => (default.to_path_buf(), "the workspace's debug build".to_owned()),
     };
     match fs::metadata(&path) {
         Ok(meta) if meta.is_file() => Ok(path),

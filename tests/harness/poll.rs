@@ -54,11 +54,7 @@ pub struct TimedOut {
 
 impl fmt::Display for TimedOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "timed out after {:.1?} ({} attempts)",
-            self.waited, self.attempts
-        )?;
+        write!(f, "timed out after {:.1?} ({} attempts)", self.waited, self.attempts)?;
         if let Some(last) = &self.last {
             write!(f, "; last observation: {last}")?;
         }
@@ -82,11 +78,7 @@ impl std::error::Error for TimedOut {}
 /// .expect("the zone never listed three nodes");
 /// # }
 /// ```
-pub async fn poll_until<F, Fut, O>(
-    timeout: Duration,
-    interval: Duration,
-    condition: F,
-) -> Option<O::Value>
+pub async fn poll_until<F, Fut, O>(timeout: Duration, interval: Duration, condition: F) -> Option<O::Value>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = O>,
@@ -122,11 +114,7 @@ where
         };
         let now = Instant::now();
         if now >= deadline {
-            return Err(TimedOut {
-                waited: now - start,
-                attempts,
-                last,
-            });
+            return Err(TimedOut { waited: now - start, attempts, last });
         }
         tokio::time::sleep(interval.min(deadline - now)).await;
     }

@@ -52,11 +52,7 @@ impl RabbitInstance {
     /// free too), and returns once it accepts AMQP connections.
     pub async fn start() -> RabbitInstance {
         let port = free_port_where(|p| p.checked_add(DIST_PORT_OFFSET).is_some_and(port_bindable));
-        let mut node = RabbitNode {
-            name: format!("zt_{}", crate::net::short_id()),
-            port,
-            running: false,
-        };
+        let mut node = RabbitNode { name: format!("zt_{}", crate::net::short_id()), port, running: false };
         node.start().await;
         RabbitInstance { node }
     }
@@ -104,8 +100,7 @@ impl RabbitNode {
     /// output when it fails.
     pub async fn start(&mut self) {
         let port = self.port.to_string();
-        self.run(&["start", &self.name, &port], RABBIT_START_TIMEOUT)
-            .await;
+        self.run(&["start", &self.name, &port], RABBIT_START_TIMEOUT).await;
         self.running = true;
     }
 
@@ -130,11 +125,7 @@ impl RabbitNode {
         let command = format!("{} {}", script.display(), args.join(" "));
         match tokio::time::timeout(timeout, child).await {
             Ok(Ok(output)) if output.status.success() => {}
-            Ok(Ok(output)) => panic!(
-                "`{command}` failed ({}):\n{}",
-                output.status,
-                show_output(&output)
-            ),
+            Ok(Ok(output)) => panic!("`{command}` failed ({}):\n{}", output.status, show_output(&output)),
             Ok(Err(e)) => panic!("cannot run `{command}`: {e}"),
             Err(_) => panic!("`{command}` did not finish within {timeout:?}"),
         }
@@ -155,11 +146,7 @@ impl RabbitNode {
         }
         let dir = self.data_dir();
         if std::thread::panicking() {
-            eprintln!(
-                "RabbitMQ node {}: data and logs kept at {}",
-                self.name,
-                dir.display()
-            );
+            eprintln!("RabbitMQ node {}: data and logs kept at {}", self.name, dir.display());
         } else if dir.exists() {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 eprintln!("warning: cannot remove {}: {e}", dir.display());
@@ -170,11 +157,7 @@ impl RabbitNode {
     /// Stops the node from a destructor; false (with a warning) when that failed.
     fn stop_blocking(&self) -> bool {
         // Synchronous on purpose: the test process may end right after this.
-        match Command::new(script_path())
-            .args(["stop", &self.name])
-            .stdin(std::process::Stdio::null())
-            .output()
-        {
+        match Command::new(script_path()).args(["stop", &self.name]).stdin(std::process::Stdio::null()).output() {
             Ok(output) if output.status.success() => true,
             Ok(output) => {
                 eprintln!(
@@ -194,9 +177,7 @@ impl RabbitNode {
 }
 
 fn script_path() -> PathBuf {
-    crate::workspace_root()
-        .join("scripts")
-        .join("rabbitmq-node")
+    crate::workspace_root().join("scripts").join("rabbitmq-node")
 }
 
 fn show_output(output: &Output) -> String {

@@ -114,7 +114,8 @@ async fn sequential(bus: &Bus, to: &Destination, n: usize, body: &[u8]) -> Resul
     let t0 = Instant::now();
     for _ in 0..n {
         let t = Instant::now();
-        let reply = bus.call(to.clone(), Message::new("echo", body.to_vec()), TIMEOUT).await.map_err(|e| e.to_string())?;
+        let reply =
+            bus.call(to.clone(), Message::new("echo", body.to_vec()), TIMEOUT).await.map_err(|e| e.to_string())?;
         lat.push(t.elapsed().as_secs_f64() * 1000.0);
         if reply != body {
             return Err("bad reply".into());
@@ -123,7 +124,13 @@ async fn sequential(bus: &Bus, to: &Destination, n: usize, body: &[u8]) -> Resul
     Ok(summarize(lat, t0.elapsed()))
 }
 
-async fn concurrent(bus: &Bus, to: &Destination, total: usize, conc: usize, body: &[u8]) -> Result<serde_json::Value, String> {
+async fn concurrent(
+    bus: &Bus,
+    to: &Destination,
+    total: usize,
+    conc: usize,
+    body: &[u8],
+) -> Result<serde_json::Value, String> {
     let next = Arc::new(AtomicUsize::new(0));
     let t0 = Instant::now();
     let workers: Vec<_> = (0..conc)
@@ -133,7 +140,10 @@ async fn concurrent(bus: &Bus, to: &Destination, total: usize, conc: usize, body
                 let mut lat = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < total {
                     let t = Instant::now();
-                    let reply = bus.call(to.clone(), Message::new("echo", body.clone()), TIMEOUT).await.map_err(|e| e.to_string())?;
+                    let reply = bus
+                        .call(to.clone(), Message::new("echo", body.clone()), TIMEOUT)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     lat.push(t.elapsed().as_secs_f64() * 1000.0);
                     if reply != body {
                         return Err("bad reply".to_owned());
@@ -213,7 +223,8 @@ async fn bench_memory(args: &Args) -> Result<serde_json::Value, String> {
     let name = format!("bench-{}", Uuid::new_v4());
     let server = Bus::connect(&format!("memory://{name}"), &args.prefix, args.node).await.map_err(|e| e.to_string())?;
     server.serve(SERVICE, Arc::new(Echo)).await.map_err(|e| e.to_string())?;
-    let client = Bus::connect(&format!("memory://{name}"), &args.prefix, Uuid::new_v4()).await.map_err(|e| e.to_string())?;
+    let client =
+        Bus::connect(&format!("memory://{name}"), &args.prefix, Uuid::new_v4()).await.map_err(|e| e.to_string())?;
     let to = Destination::Node { service: SERVICE.into(), node: args.node };
     measure(&client, &to, args, "memory").await
 }

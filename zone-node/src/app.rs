@@ -81,10 +81,18 @@ impl Application {
             dead_after: config.dead_after(),
             virtual_nodes: config.cluster.virtual_nodes,
         };
-        let cluster = Cluster::new(store.clone(), bus.clone(), work.clone(), settings, node_id, config.api_url().to_owned());
+        let cluster =
+            Cluster::new(store.clone(), bus.clone(), work.clone(), settings, node_id, config.api_url().to_owned());
 
         // Service queues first, then the row: peers route to this node as soon as they see it.
-        let probe = ResourceService::new(crate::services::PROBE, cluster.clone(), bus.clone(), work.clone(), 1, Probe::new(store.clone(), node_id));
+        let probe = ResourceService::new(
+            crate::services::PROBE,
+            cluster.clone(),
+            bus.clone(),
+            work.clone(),
+            1,
+            Probe::new(store.clone(), node_id),
+        );
         bus.serve(crate::services::PROBE, Arc::new(probe)).await.context("cannot serve the probe service")?;
         cluster.join().await.context("cannot join the zone")?;
         let portal = Portal::new(bus.clone(), cluster.clone(), zone.clone(), config.api_url().to_owned());
@@ -187,7 +195,13 @@ async fn bootstrap_admin(store: &Store, config: &Config) -> anyhow::Result<()> {
     };
     let to_hash = password.clone();
     let password_hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&to_hash)).await?;
-    let row = AccountRow { username: username.clone(), password_hash, role: "admin".into(), client_id: None, created_at_ms: 0 };
+    let row = AccountRow {
+        username: username.clone(),
+        password_hash,
+        role: "admin".into(),
+        client_id: None,
+        created_at_ms: 0,
+    };
     if store.account_create_if_absent(&row).await? {
         tracing::info!(username = %username, "created the bootstrap admin");
         if generated {

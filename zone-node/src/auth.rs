@@ -40,9 +40,7 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
         return false;
     };
     // The comparison inside is constant-time.
-    Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok()
+    Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok()
 }
 
 /// A new random bearer token.
@@ -68,11 +66,7 @@ pub fn token_hash(token: &str) -> String {
 
 /// A random password for the bootstrap admin: 24 characters, alphanumeric.
 pub fn generate_password() -> String {
-    OsRng
-        .sample_iter(&Alphanumeric)
-        .take(GENERATED_PASSWORD_LEN)
-        .map(char::from)
-        .collect()
+    OsRng.sample_iter(&Alphanumeric).take(GENERATED_PASSWORD_LEN).map(char::from).collect()
 }
 
 #[cfg(test)]
@@ -82,10 +76,7 @@ mod tests {
     #[test]
     fn password_round_trip() {
         let phc = hash_password("correct horse");
-        assert!(
-            phc.starts_with("$argon2id$"),
-            "not an argon2id PHC string: {phc}"
-        );
+        assert!(phc.starts_with("$argon2id$"), "not an argon2id PHC string: {phc}");
         assert!(verify_password("correct horse", &phc));
         assert!(!verify_password("wrong horse", &phc));
         assert!(!verify_password("", &phc));
@@ -100,10 +91,7 @@ mod tests {
     fn malformed_hash_is_a_mismatch() {
         assert!(!verify_password("x", ""));
         assert!(!verify_password("x", "not a phc string"));
-        assert!(!verify_password(
-            "x",
-            "$argon2id$v=19$m=19456,t=2,p=1$broken"
-        ));
+        assert!(!verify_password("x", "$argon2id$v=19$m=19456,t=2,p=1$broken"));
     }
 
     #[test]
@@ -112,21 +100,14 @@ mod tests {
         let b = new_token();
         assert_ne!(a, b);
         assert_eq!(a.len(), 43, "32 bytes in base64url without padding");
-        assert!(
-            a.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "{a}"
-        );
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{a}");
         assert_eq!(URL_SAFE_NO_PAD.decode(&a).unwrap().len(), TOKEN_BYTES);
     }
 
     #[test]
     fn token_hash_is_sha256_hex() {
         // SHA-256("abc") from FIPS 180-2.
-        assert_eq!(
-            token_hash("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(token_hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         assert_eq!(token_hash("abc"), token_hash("abc"));
         assert_ne!(token_hash("abc"), token_hash("abd"));
     }

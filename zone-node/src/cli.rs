@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use api::{AccountCreate, Client, Role};
 
 #[derive(Debug, Parser)]
-#[command(name = "zone-node", version, about = "A management node of a zone, and the operator commands that talk to one")]
+#[command(
+    name = "zone-node",
+    version,
+    about = "A management node of a zone, and the operator commands that talk to one"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -118,7 +122,11 @@ pub async fn run_operator(command: Command) -> anyhow::Result<()> {
         }
         Command::AccountAdd { conn, name, role, client_id, new_password } => {
             let role = Role::parse(&role).with_context(|| format!("--role must be admin or member, not {role:?}"))?;
-            let account = conn.client().await?.account_create(&AccountCreate { username: name, password: new_password, role, client_id }).await?;
+            let account = conn
+                .client()
+                .await?
+                .account_create(&AccountCreate { username: name, password: new_password, role, client_id })
+                .await?;
             println!("created {} ({})", account.username, account.role.as_str());
         }
         Command::AccountList(ConnJson { conn, json }) => {
@@ -129,7 +137,14 @@ pub async fn run_operator(command: Command) -> anyhow::Result<()> {
                 let rows = list
                     .accounts
                     .iter()
-                    .map(|a| vec![a.username.clone(), a.role.as_str().into(), a.client_id.clone().unwrap_or_else(|| "-".into()), a.created_at.clone()])
+                    .map(|a| {
+                        vec![
+                            a.username.clone(),
+                            a.role.as_str().into(),
+                            a.client_id.clone().unwrap_or_else(|| "-".into()),
+                            a.created_at.clone(),
+                        ]
+                    })
                     .collect::<Vec<_>>();
                 print_table(&["USERNAME", "ROLE", "CLIENT", "CREATED"], &rows);
             }
@@ -174,7 +189,20 @@ mod tests {
 
     #[test]
     fn account_add_takes_a_positional_username_beside_the_login_username() {
-        let cli = Cli::try_parse_from(["zone-node", "account-add", "alice", "--role", "member", "--client-id", "acme", "--new-password", "pw-123456", "--username", "admin"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "zone-node",
+            "account-add",
+            "alice",
+            "--role",
+            "member",
+            "--client-id",
+            "acme",
+            "--new-password",
+            "pw-123456",
+            "--username",
+            "admin",
+        ])
+        .unwrap();
         match cli.command {
             Some(Command::AccountAdd { conn, name, role, client_id, .. }) => {
                 assert_eq!((name.as_str(), role.as_str(), client_id.as_deref()), ("alice", "member", Some("acme")));
@@ -182,6 +210,6 @@ mod tests {
             }
             other => panic!("parsed as {other:?}"),
         }
-        assert!(matches!(Cli::try_parse_from(["zone-node"]).unwrap().command, None));
+        assert!(Cli::try_parse_from(["zone-node"]).unwrap().command.is_none());
     }
 }

@@ -154,7 +154,8 @@ impl Config {
     pub fn load(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
                 toml::from_str::<Config>(&text)
                     .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?
             }
@@ -202,7 +203,9 @@ impl Config {
         let number = |env_name: &'static str, key: &'static str| -> Result<Option<u64>, ConfigError> {
             match get(env_name) {
                 None => Ok(None),
-                Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| invalid(env_name, key, v, "must be a whole number")),
+                Some(v) => {
+                    v.trim().parse::<u64>().map(Some).map_err(|_| invalid(env_name, key, v, "must be a whole number"))
+                }
             }
         };
         if let Some(v) = number("ZONE_HEARTBEAT_INTERVAL_MS", "cluster.heartbeat_interval_ms")? {
@@ -222,14 +225,32 @@ impl Config {
 
     fn validate(&mut self) -> Result<(), ConfigError> {
         let name = &self.zone.name;
-        if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(invalid("ZONE_NAME", "zone.name", name, "use 1 to 63 characters from A-Z, a-z, 0-9, '-' and '_'"));
+        if name.is_empty()
+            || name.len() > 63
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "ZONE_NAME",
+                "zone.name",
+                name,
+                "use 1 to 63 characters from A-Z, a-z, 0-9, '-' and '_'",
+            ));
         }
         let listen: SocketAddr = self.zone.listen.parse().map_err(|_| {
-            invalid("ZONE_LISTEN", "zone.listen", &self.zone.listen, "must be an IP address and port, such as 127.0.0.1:8080")
+            invalid(
+                "ZONE_LISTEN",
+                "zone.listen",
+                &self.zone.listen,
+                "must be an IP address and port, such as 127.0.0.1:8080",
+            )
         })?;
         if listen.port() == 0 {
-            return Err(invalid("ZONE_LISTEN", "zone.listen", &self.zone.listen, "port 0 is not allowed: parents and peers need a fixed port"));
+            return Err(invalid(
+                "ZONE_LISTEN",
+                "zone.listen",
+                &self.zone.listen,
+                "port 0 is not allowed: parents and peers need a fixed port",
+            ));
         }
         match &self.zone.api_url {
             Some(url) => {
@@ -247,16 +268,34 @@ impl Config {
         };
         let scheme_ok = db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://");
         if !scheme_ok {
-            return Err(invalid("ZONE_DATABASE_URL", "database.url", redact_url(&db), "must start with sqlite:, postgres:// or postgresql://"));
+            return Err(invalid(
+                "ZONE_DATABASE_URL",
+                "database.url",
+                redact_url(&db),
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
         }
         self.database.url = Some(Secret::new(db));
         let bus = self.bus.url.expose();
         if !(bus.starts_with("memory://") || bus.starts_with("amqp://") || bus.starts_with("amqps://")) {
-            return Err(invalid("ZONE_BUS_URL", "bus.url", redact_url(bus), "must start with memory://, amqp:// or amqps://"));
+            return Err(invalid(
+                "ZONE_BUS_URL",
+                "bus.url",
+                redact_url(bus),
+                "must start with memory://, amqp:// or amqps://",
+            ));
         }
         let prefix = self.bus.prefix.clone().unwrap_or_else(|| self.zone.name.clone());
-        if prefix.is_empty() || prefix.len() > 100 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            return Err(invalid("ZONE_BUS_PREFIX", "bus.prefix", prefix, "use 1 to 100 characters from A-Z, a-z, 0-9, '-', '_' and '.'"));
+        if prefix.is_empty()
+            || prefix.len() > 100
+            || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(invalid(
+                "ZONE_BUS_PREFIX",
+                "bus.prefix",
+                prefix,
+                "use 1 to 100 characters from A-Z, a-z, 0-9, '-', '_' and '.'",
+            ));
         }
         self.bus.prefix = Some(prefix);
         if self.bus.call_timeout_ms == 0 {
@@ -264,7 +303,12 @@ impl Config {
         }
         let user = &self.admin.username;
         if !api::validate::valid_username(user) {
-            return Err(invalid("ZONE_ADMIN_USERNAME", "admin.username", user, "use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', '@' and '-'"));
+            return Err(invalid(
+                "ZONE_ADMIN_USERNAME",
+                "admin.username",
+                user,
+                "use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', '@' and '-'",
+            ));
         }
         if let Some(pw) = &self.admin.password {
             if let Err(problem) = api::validate::check_password_policy(pw.expose()) {
@@ -289,7 +333,12 @@ impl Config {
             ));
         }
         if !(1..=4096).contains(&c.virtual_nodes) {
-            return Err(invalid("-", "cluster.virtual_nodes", c.virtual_nodes.to_string(), "must be between 1 and 4096"));
+            return Err(invalid(
+                "-",
+                "cluster.virtual_nodes",
+                c.virtual_nodes.to_string(),
+                "must be between 1 and 4096",
+            ));
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.http.body_limit_bytes) {
             return Err(invalid(
@@ -379,7 +428,9 @@ mod tests {
 
     #[test]
     fn environment_wins_and_prefix_follows_name() {
-        let c = load(&[("ZONE_NAME", "eu-west"), ("ZONE_LISTEN", "0.0.0.0:9000"), ("ZONE_API_URL", "https://eu.example/")]).unwrap();
+        let c =
+            load(&[("ZONE_NAME", "eu-west"), ("ZONE_LISTEN", "0.0.0.0:9000"), ("ZONE_API_URL", "https://eu.example/")])
+                .unwrap();
         assert_eq!(c.bus_prefix(), "eu-west");
         assert_eq!(c.api_url(), "https://eu.example");
     }

@@ -59,7 +59,9 @@ impl Error {
             Error::Store(e @ StoreError::InUse(_)) => e.to_string(),
             Error::Store(StoreError::Unavailable(_)) => "the zone's database is unavailable; try again".into(),
             Error::Bus(BusError::Remote { message, .. }) => message.clone(),
-            Error::Bus(e @ (BusError::Timeout(_) | BusError::NodeUnavailable(_) | BusError::Unroutable(_))) => e.to_string(),
+            Error::Bus(e @ (BusError::Timeout(_) | BusError::NodeUnavailable(_) | BusError::Unroutable(_))) => {
+                e.to_string()
+            }
             Error::Bus(BusError::Unavailable(_)) => "the zone's message bus is unavailable; try again".into(),
             _ => "internal error; the node's log has the details".into(),
         }

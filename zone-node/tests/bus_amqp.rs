@@ -24,7 +24,9 @@ fn amqp_url() -> String {
 async fn node_at(url: &str, prefix: &str) -> Bus {
     match Bus::connect(url, prefix, Uuid::new_v4()).await {
         Ok(bus) => bus,
-        Err(err) => panic!("these tests need RabbitMQ at {} (set ZONE_TEST_AMQP_URL): {err}", zone_node::bus::redact_url(url)),
+        Err(err) => {
+            panic!("these tests need RabbitMQ at {} (set ZONE_TEST_AMQP_URL): {err}", zone_node::bus::redact_url(url))
+        }
     }
 }
 
@@ -51,7 +53,9 @@ async fn call_reply_round_trip() {
     assert_eq!(reply, body);
     // Headers survive the trip.
     server.serve("describe", Arc::new(Describe(server.node_id()))).await.unwrap();
-    let msg = Message::new("vm.get", b"{}".to_vec()).with_resource("vm-7").with_trace("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    let msg = Message::new("vm.get", b"{}".to_vec())
+        .with_resource("vm-7")
+        .with_trace("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     let reply = client.call(to(&server, "describe"), msg, LONG).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&reply).unwrap();
     assert_eq!(v["kind"], "vm.get");
@@ -229,7 +233,8 @@ async fn call_times_out_at_its_deadline() {
     let client = node(&p).await;
     server.serve("slow", Arc::new(Slow(Arc::new(Notify::new())))).await.unwrap();
     let started = Instant::now();
-    let err = client.call(to(&server, "slow"), Message::new("slow", vec![]), Duration::from_millis(500)).await.unwrap_err();
+    let err =
+        client.call(to(&server, "slow"), Message::new("slow", vec![]), Duration::from_millis(500)).await.unwrap_err();
     assert!(matches!(err, BusError::Timeout(_)), "{err:?}");
     assert!(started.elapsed() >= Duration::from_millis(450));
     client.close().await;
@@ -272,11 +277,20 @@ impl ExtraBroker {
             .output()
             .await
             .expect("run scripts/rabbitmq-node");
-        assert!(out.status.success(), "rabbitmq-node start failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "rabbitmq-node start failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     async fn stop(&self) {
-        let out = tokio::process::Command::new(Self::script()).args(["stop", &self.name]).output().await.expect("run scripts/rabbitmq-node");
+        let out = tokio::process::Command::new(Self::script())
+            .args(["stop", &self.name])
+            .output()
+            .await
+            .expect("run scripts/rabbitmq-node");
         assert!(out.status.success(), "rabbitmq-node stop failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -307,7 +321,8 @@ fn rand_u16() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_the_broker_restarts() {
     init_logs();
-    let broker = ExtraBroker { name: format!("zt-{}", &Uuid::new_v4().simple().to_string()[..10]), port: free_port_pair() };
+    let broker =
+        ExtraBroker { name: format!("zt-{}", &Uuid::new_v4().simple().to_string()[..10]), port: free_port_pair() };
     broker.start().await;
     let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);
     let p = prefix();
@@ -327,7 +342,8 @@ async fn reconnects_after_the_broker_restarts() {
     });
     slow_started.notified().await;
     broker.stop().await;
-    let result = tokio::time::timeout(Duration::from_secs(10), pending).await.expect("pending call ended promptly").unwrap();
+    let result =
+        tokio::time::timeout(Duration::from_secs(10), pending).await.expect("pending call ended promptly").unwrap();
     assert!(matches!(result, Err(BusError::Unavailable(_))), "{result:?}");
 
     let started = Instant::now();
@@ -364,14 +380,29 @@ async fn python_portal_client_written_from_the_docs() {
     let script = repo_root().join("tests/clients/portal_client.py");
     let out = tokio::process::Command::new("python3")
         .arg(&script)
-        .args(["--url", &amqp_url(), "--prefix", &p, "--kind", "zone.get", "--body", r#"{"hello":"portal"}"#, "--resource", "r-1"])
+        .args([
+            "--url",
+            &amqp_url(),
+            "--prefix",
+            &p,
+            "--kind",
+            "zone.get",
+            "--body",
+            r#"{"hello":"portal"}"#,
+            "--resource",
+            "r-1",
+        ])
         .output()
         .await
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "portal_client.py failed (is pika installed? python3 -m pip install pika)\nstdout: {stdout}\nstderr: {stderr}");
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
+    assert!(
+        out.status.success(),
+        "portal_client.py failed (is pika installed? python3 -m pip install pika)\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
     assert_eq!(v["status"], "ok");
     assert_eq!(v["body"]["node"], server.node_id().to_string());
     assert_eq!(v["body"]["kind"], "zone.get");
@@ -385,7 +416,8 @@ async fn python_portal_client_written_from_the_docs() {
         .await
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
     assert_eq!(v["status"], "error");
     assert_eq!(v["body"]["error"]["code"], "invalid_body");
 
@@ -397,7 +429,8 @@ async fn python_portal_client_written_from_the_docs() {
         .await
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
+    let v: serde_json::Value =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
     assert_eq!(v["status"], "error");
     assert_eq!(v["body"]["error"]["code"], "invalid_body");
     assert!(v["body"]["error"]["message"].as_str().unwrap_or("").contains("x-bus-version"), "{v}");
@@ -461,11 +494,15 @@ async fn unroutable_is_reported_to_the_right_caller_under_load() {
 async fn refused_declaration_fails_serve_only() {
     use lapin::options::QueueDeclareOptions;
     let p = prefix();
-    let raw = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.expect("raw connection");
+    let raw =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await.expect("raw connection");
     let channel = raw.create_channel().await.unwrap();
     let portal = format!("{p}.message.api.portal");
     // Durable and not auto-delete: not what the bus declares.
-    channel.queue_declare(&portal, QueueDeclareOptions { durable: true, ..Default::default() }, Default::default()).await.unwrap();
+    channel
+        .queue_declare(&portal, QueueDeclareOptions { durable: true, ..Default::default() }, Default::default())
+        .await
+        .unwrap();
     let bus = node(&p).await;
     let err = bus.serve_portal(Arc::new(Echo)).await.unwrap_err();
     assert!(matches!(err, BusError::Unavailable(_)), "{err:?}");

@@ -160,7 +160,8 @@ async fn call_times_out_at_its_deadline() {
     let (b, p) = (prefix(), prefix());
     let server = node(&b, &p).await;
     server.serve("slow", Arc::new(Slow(Arc::new(Notify::new())))).await.unwrap();
-    let err = server.call(to(&server, "slow"), Message::new("slow", vec![]), Duration::from_millis(300)).await.unwrap_err();
+    let err =
+        server.call(to(&server, "slow"), Message::new("slow", vec![]), Duration::from_millis(300)).await.unwrap_err();
     assert!(matches!(err, BusError::Timeout(_)), "{err:?}");
     assert_eq!(err.code(), ErrorCode::Timeout);
 }

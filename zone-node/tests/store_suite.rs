@@ -38,32 +38,24 @@ impl TestDb {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         // A parent directory that does not exist yet: connect must create it.
         let url = format!("sqlite://{}/nested/data/zone.db", dir.path().display());
-        TestDb {
-            backend: "sqlite",
-            url,
-            _dir: Some(dir),
-            pg: None,
-        }
+        TestDb { backend: "sqlite", url, _dir: Some(dir), pg: None }
     }
 
     async fn postgres() -> TestDb {
-        let admin =
-            std::env::var("ZONE_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_ADMIN_URL.into());
-        let mut conn =
-            match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin)).await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => panic!(
-                    "PostgreSQL is required by the store suite and is unreachable at {} ({e}); \
+        let admin = std::env::var("ZONE_TEST_PG_URL").unwrap_or_else(|_| DEFAULT_PG_ADMIN_URL.into());
+        let mut conn = match tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&admin)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => panic!(
+                "PostgreSQL is required by the store suite and is unreachable at {} ({e}); \
                  start it or point ZONE_TEST_PG_URL at an admin URL",
-                    redact(&admin)
-                ),
-                Err(_) => panic!(
+                redact(&admin)
+            ),
+            Err(_) => panic!(
                 "PostgreSQL is required by the store suite and did not answer within 5 s at {}; \
                  start it or point ZONE_TEST_PG_URL at an admin URL",
                 redact(&admin)
             ),
-            };
+        };
         let name = format!("zt_{}", Uuid::new_v4().simple());
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
@@ -71,19 +63,12 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
         let _ = conn.close().await;
         let url = with_database(&admin, &name);
-        TestDb {
-            backend: "postgres",
-            url,
-            _dir: None,
-            pg: Some((admin, name)),
-        }
+        TestDb { backend: "postgres", url, _dir: None, pg: Some((admin, name)) }
     }
 
     /// A new store (its own pool) on this test's database.
     async fn connect(&self) -> Store {
-        Store::connect(&self.url)
-            .await
-            .unwrap_or_else(|e| panic!("connect {}: {e}", self.backend))
+        Store::connect(&self.url).await.unwrap_or_else(|e| panic!("connect {}: {e}", self.backend))
     }
 
     /// A new store with a small pool, for tests that simulate many nodes.
@@ -102,10 +87,7 @@ impl Drop for TestDb {
             return;
         };
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
@@ -250,10 +232,7 @@ async fn database_clock(db: &TestDb) {
     // The database runs on this machine: a loose sanity bound that catches unit mistakes
     // (seconds instead of milliseconds), not a timing assertion.
     let local = zone_node::time::local_now_ms();
-    assert!(
-        (a - local).abs() < 600_000,
-        "database clock {a} far from local clock {local}"
-    );
+    assert!((a - local).abs() < 600_000, "database clock {a} far from local clock {local}");
 }
 
 async fn zone_identity_is_stable(db: &TestDb) {
@@ -283,61 +262,28 @@ async fn zone_identity_is_stable(db: &TestDb) {
 async fn accounts_crud(db: &TestDb) {
     let store = db.connect().await;
     let before = store.now_ms().await.unwrap();
-    let alice = store
-        .account_create(&account("alice", "admin", None))
-        .await
-        .unwrap();
+    let alice = store.account_create(&account("alice", "admin", None)).await.unwrap();
     assert_eq!(alice.username, "alice");
     assert_eq!(alice.role, "admin");
     assert_eq!(alice.client_id, None);
-    assert!(
-        alice.created_at_ms >= before,
-        "created_at_ms comes from the database clock"
-    );
-    assert_eq!(
-        store.account_get("alice").await.unwrap(),
-        Some(alice.clone())
-    );
+    assert!(alice.created_at_ms >= before, "created_at_ms comes from the database clock");
+    assert_eq!(store.account_get("alice").await.unwrap(), Some(alice.clone()));
 
-    let bob = store
-        .account_create(&account("bob", "member", Some("client-1")))
-        .await
-        .unwrap();
+    let bob = store.account_create(&account("bob", "member", Some("client-1"))).await.unwrap();
     assert_eq!(bob.client_id.as_deref(), Some("client-1"));
 
-    match store
-        .account_create(&account("alice", "member", None))
-        .await
-    {
+    match store.account_create(&account("alice", "member", None)).await {
         Err(StoreError::Conflict(what)) => assert_eq!(what, "account alice"),
         other => panic!("expected a conflict, got {other:?}"),
     }
     // The existing row is untouched.
-    assert_eq!(
-        store.account_get("alice").await.unwrap(),
-        Some(alice.clone())
-    );
+    assert_eq!(store.account_get("alice").await.unwrap(), Some(alice.clone()));
 
-    assert!(!store
-        .account_create_if_absent(&account("alice", "member", None))
-        .await
-        .unwrap());
-    assert!(store
-        .account_create_if_absent(&account("carol", "member", Some("c3")))
-        .await
-        .unwrap());
-    assert_eq!(
-        store.account_get("alice").await.unwrap().unwrap().role,
-        "admin"
-    );
+    assert!(!store.account_create_if_absent(&account("alice", "member", None)).await.unwrap());
+    assert!(store.account_create_if_absent(&account("carol", "member", Some("c3"))).await.unwrap());
+    assert_eq!(store.account_get("alice").await.unwrap().unwrap().role, "admin");
 
-    let names: Vec<String> = store
-        .accounts()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|a| a.username)
-        .collect();
+    let names: Vec<String> = store.accounts().await.unwrap().into_iter().map(|a| a.username).collect();
     assert_eq!(names, ["alice", "bob", "carol"]);
 
     assert!(store.account_delete("bob").await.unwrap());
@@ -352,22 +298,10 @@ async fn accounts_crud(db: &TestDb) {
 
 async fn account_delete_cascades_tokens(db: &TestDb) {
     let store = db.connect().await;
-    store
-        .account_create(&account("alice", "member", Some("c1")))
-        .await
-        .unwrap();
-    store
-        .account_create(&account("bob", "member", Some("c2")))
-        .await
-        .unwrap();
-    store
-        .token_insert("hash-a1", "alice", 60_000)
-        .await
-        .unwrap();
-    store
-        .token_insert("hash-a2", "alice", 60_000)
-        .await
-        .unwrap();
+    store.account_create(&account("alice", "member", Some("c1"))).await.unwrap();
+    store.account_create(&account("bob", "member", Some("c2"))).await.unwrap();
+    store.token_insert("hash-a1", "alice", 60_000).await.unwrap();
+    store.token_insert("hash-a2", "alice", 60_000).await.unwrap();
     store.token_insert("hash-b1", "bob", 60_000).await.unwrap();
     assert!(store.token_lookup("hash-a1").await.unwrap().is_some());
 
@@ -375,40 +309,20 @@ async fn account_delete_cascades_tokens(db: &TestDb) {
     assert_eq!(store.token_lookup("hash-a1").await.unwrap(), None);
     assert_eq!(store.token_lookup("hash-a2").await.unwrap(), None);
     // Recreating the account does not bring the old tokens back: they were deleted, not hidden.
-    store
-        .account_create(&account("alice", "member", Some("c1")))
-        .await
-        .unwrap();
+    store.account_create(&account("alice", "member", Some("c1"))).await.unwrap();
     assert_eq!(store.token_lookup("hash-a1").await.unwrap(), None);
     // Other accounts' tokens stay.
-    assert_eq!(
-        store
-            .token_lookup("hash-b1")
-            .await
-            .unwrap()
-            .unwrap()
-            .username,
-        "bob"
-    );
+    assert_eq!(store.token_lookup("hash-b1").await.unwrap().unwrap().username, "bob");
 }
 
 async fn tokens_expire_by_the_database_clock(db: &TestDb) {
     let store = db.connect().await;
-    store
-        .account_create(&account("alice", "member", Some("c1")))
-        .await
-        .unwrap();
+    store.account_create(&account("alice", "member", Some("c1"))).await.unwrap();
 
     let before = store.now_ms().await.unwrap();
-    let expires = store
-        .token_insert("hash-long", "alice", 3_600_000)
-        .await
-        .unwrap();
+    let expires = store.token_insert("hash-long", "alice", 3_600_000).await.unwrap();
     let after = store.now_ms().await.unwrap();
-    assert!(
-        (before + 3_600_000..=after + 3_600_000).contains(&expires),
-        "expiry {expires}"
-    );
+    assert!((before + 3_600_000..=after + 3_600_000).contains(&expires), "expiry {expires}");
     assert_eq!(
         store.token_lookup("hash-long").await.unwrap(),
         Some(TokenRow {
@@ -420,36 +334,19 @@ async fn tokens_expire_by_the_database_clock(db: &TestDb) {
         })
     );
 
-    let short = store
-        .token_insert("hash-short", "alice", 100)
-        .await
-        .unwrap();
+    let short = store.token_insert("hash-short", "alice", 100).await.unwrap();
     wait_for_db_clock(&store, short).await;
-    let row = store
-        .token_lookup("hash-short")
-        .await
-        .unwrap()
-        .expect("expired tokens stay until purged");
+    let row = store.token_lookup("hash-short").await.unwrap().expect("expired tokens stay until purged");
     assert!(row.expired);
     assert_eq!(store.token_lookup("hash-unknown").await.unwrap(), None);
 
     assert_eq!(store.tokens_purge_expired().await.unwrap(), 1);
     assert_eq!(store.token_lookup("hash-short").await.unwrap(), None);
-    assert!(
-        !store
-            .token_lookup("hash-long")
-            .await
-            .unwrap()
-            .unwrap()
-            .expired
-    );
+    assert!(!store.token_lookup("hash-long").await.unwrap().unwrap().expired);
     assert_eq!(store.tokens_purge_expired().await.unwrap(), 0);
 
     // A token for an account that does not exist is refused, and the error names no hash.
-    let err = store
-        .token_insert("hash-orphan", "nobody", 60_000)
-        .await
-        .unwrap_err();
+    let err = store.token_insert("hash-orphan", "nobody", 60_000).await.unwrap_err();
     assert!(!err.to_string().contains("hash-orphan"), "{err}");
 }
 
@@ -464,14 +361,8 @@ async fn membership_join_heartbeat_transition(db: &TestDb) {
     assert_eq!(m.nodes.len(), 2);
     let node_a = m.nodes.iter().find(|n| n.id == a).unwrap();
     let node_b = m.nodes.iter().find(|n| n.id == b).unwrap();
-    assert_eq!(
-        (node_a.state.as_str(), node_a.api_url.as_str()),
-        ("joining", "http://a")
-    );
-    assert_eq!(
-        (node_b.state.as_str(), node_b.api_url.as_str()),
-        ("alive", "http://b")
-    );
+    assert_eq!((node_a.state.as_str(), node_a.api_url.as_str()), ("joining", "http://a"));
+    assert_eq!((node_b.state.as_str(), node_b.api_url.as_str()), ("alive", "http://b"));
     assert_eq!(node_a.heartbeat_ms, node_a.joined_at_ms);
     assert!(node_a.heartbeat_ms <= m.now_ms && node_b.heartbeat_ms <= m.now_ms);
     assert_eq!(node_a.applied_epoch, 0);
@@ -484,41 +375,23 @@ async fn membership_join_heartbeat_transition(db: &TestDb) {
     let beat = m2.nodes.iter().find(|n| n.id == a).unwrap().heartbeat_ms;
     assert!(beat >= node_a.heartbeat_ms);
 
-    assert!(store
-        .node_transition(a, &["joining"], "alive")
-        .await
-        .unwrap());
+    assert!(store.node_transition(a, &["joining"], "alive").await.unwrap());
     assert_eq!(store.membership().await.unwrap().epoch, 3);
     // Not in a `from` state: nothing changes, the epoch stays.
-    assert!(!store
-        .node_transition(a, &["joining"], "alive")
-        .await
-        .unwrap());
+    assert!(!store.node_transition(a, &["joining"], "alive").await.unwrap());
     assert!(!store.node_transition(a, &[], "leaving").await.unwrap());
-    assert!(!store
-        .node_transition(Uuid::new_v4(), &["alive"], "leaving")
-        .await
-        .unwrap());
+    assert!(!store.node_transition(Uuid::new_v4(), &["alive"], "leaving").await.unwrap());
     assert_eq!(store.membership().await.unwrap().epoch, 3);
 
     store.node_ack_epoch(a, 3).await.unwrap();
     store.node_ack_epoch(a, 2).await.unwrap(); // never lowers
     let m3 = store.membership().await.unwrap();
-    assert_eq!(
-        m3.nodes.iter().find(|n| n.id == a).unwrap().applied_epoch,
-        3
-    );
+    assert_eq!(m3.nodes.iter().find(|n| n.id == a).unwrap().applied_epoch, 3);
 
     // Leaving nodes still heartbeat; once left, the heartbeat says stop.
-    assert!(store
-        .node_transition(b, &["joining", "alive"], "leaving")
-        .await
-        .unwrap());
+    assert!(store.node_transition(b, &["joining", "alive"], "leaving").await.unwrap());
     assert!(store.node_heartbeat(b).await.unwrap());
-    assert!(store
-        .node_transition(b, &["leaving"], "left")
-        .await
-        .unwrap());
+    assert!(store.node_transition(b, &["leaving"], "left").await.unwrap());
     assert!(!store.node_heartbeat(b).await.unwrap());
     assert_eq!(store.membership().await.unwrap().epoch, 5);
 
@@ -557,11 +430,7 @@ async fn stale_nodes_are_evicted(db: &TestDb) {
     let m = store.membership().await.unwrap();
     assert_eq!(m.nodes.iter().find(|n| n.id == a).unwrap().state, "dead");
 
-    assert_eq!(
-        store.nodes_purge(3_600_000).await.unwrap(),
-        0,
-        "too recent to purge"
-    );
+    assert_eq!(store.nodes_purge(3_600_000).await.unwrap(), 0, "too recent to purge");
     assert_eq!(store.nodes_purge(0).await.unwrap(), 1);
     let m = store.membership().await.unwrap();
     assert_eq!(m.nodes.iter().map(|n| n.id).collect::<Vec<_>>(), vec![b]);
@@ -578,15 +447,8 @@ async fn jobs_run_in_order_and_only_for_their_owner(db: &TestDb) {
     assert_eq!(store.job_queues_pending().await.unwrap(), ["q", "r"]);
 
     let now = store.now_ms().await.unwrap();
-    let job = store
-        .job_claim("q", n1, 60_000)
-        .await
-        .unwrap()
-        .expect("a job to claim");
-    assert_eq!(
-        (job.id, job.queue.as_str(), job.payload.as_str()),
-        (j1, "q", "p1")
-    );
+    let job = store.job_claim("q", n1, 60_000).await.unwrap().expect("a job to claim");
+    assert_eq!((job.id, job.queue.as_str(), job.payload.as_str()), (j1, "q", "p1"));
     assert_eq!((job.state.as_str(), job.owner), ("running", Some(n1)));
     let lease = job.lease_until_ms.unwrap();
     assert!(lease >= now + 60_000);
@@ -597,10 +459,7 @@ async fn jobs_run_in_order_and_only_for_their_owner(db: &TestDb) {
     assert_eq!(store.job_claim("q", n2, 60_000).await.unwrap(), None);
     assert_eq!(store.job_claim("q", n1, 60_000).await.unwrap(), None);
     // Other queues run alongside.
-    assert_eq!(
-        store.job_claim("r", n2, 60_000).await.unwrap().unwrap().id,
-        r1
-    );
+    assert_eq!(store.job_claim("r", n2, 60_000).await.unwrap().unwrap().id, r1);
 
     // Only the owner renews or finishes.
     assert!(!store.job_renew(j1, n2, 60_000).await.unwrap());
@@ -612,14 +471,7 @@ async fn jobs_run_in_order_and_only_for_their_owner(db: &TestDb) {
 
     assert!(store.job_finish(j1, n1, true, "ok-1").await.unwrap());
     let done = store.job_get(j1).await.unwrap().unwrap();
-    assert_eq!(
-        (
-            done.state.as_str(),
-            done.result.as_deref(),
-            done.lease_until_ms
-        ),
-        ("done", Some("ok-1"), None)
-    );
+    assert_eq!((done.state.as_str(), done.result.as_deref(), done.lease_until_ms), ("done", Some("ok-1"), None));
     assert!(!store.job_finish(j1, n1, true, "again").await.unwrap());
     assert!(!store.job_renew(j1, n1, 60_000).await.unwrap());
 
@@ -627,15 +479,9 @@ async fn jobs_run_in_order_and_only_for_their_owner(db: &TestDb) {
     assert_eq!(job.id, j2);
     assert!(store.job_finish(j2, n2, false, "boom").await.unwrap());
     let failed = store.job_get(j2).await.unwrap().unwrap();
-    assert_eq!(
-        (failed.state.as_str(), failed.result.as_deref()),
-        ("failed", Some("boom"))
-    );
+    assert_eq!((failed.state.as_str(), failed.result.as_deref()), ("failed", Some("boom")));
 
-    assert_eq!(
-        store.job_claim("q", n1, 60_000).await.unwrap().unwrap().id,
-        j3
-    );
+    assert_eq!(store.job_claim("q", n1, 60_000).await.unwrap().unwrap().id, j3);
     assert!(store.job_finish(j3, n1, true, "").await.unwrap());
     assert_eq!(store.job_claim("q", n1, 60_000).await.unwrap(), None);
     // r1 runs under a live lease: not pending.
@@ -653,29 +499,14 @@ async fn expired_lease_is_taken_over(db: &TestDb) {
     // n1 claims with a lease and then stalls.
     let job = store.job_claim("q", n1, 2_000).await.unwrap().unwrap();
     assert_eq!(job.id, j1);
-    assert_eq!(
-        store.job_claim("q", n2, 60_000).await.unwrap(),
-        None,
-        "lease still live"
-    );
+    assert_eq!(store.job_claim("q", n2, 60_000).await.unwrap(), None, "lease still live");
 
     wait_for_db_clock(&store, job.lease_until_ms.unwrap()).await;
-    assert_eq!(
-        store.job_queues_pending().await.unwrap(),
-        ["q"],
-        "a stuck job is claimable"
-    );
+    assert_eq!(store.job_queues_pending().await.unwrap(), ["q"], "a stuck job is claimable");
 
     // n2 takes over the same job, before the newer one.
-    let taken = store
-        .job_claim("q", n2, 60_000)
-        .await
-        .unwrap()
-        .expect("takeover");
-    assert_eq!(
-        (taken.id, taken.owner, taken.state.as_str()),
-        (j1, Some(n2), "running")
-    );
+    let taken = store.job_claim("q", n2, 60_000).await.unwrap().expect("takeover");
+    assert_eq!((taken.id, taken.owner, taken.state.as_str()), (j1, Some(n2), "running"));
 
     // n1 wakes up: it no longer owns the job.
     assert!(!store.job_renew(j1, n1, 60_000).await.unwrap());
@@ -683,14 +514,8 @@ async fn expired_lease_is_taken_over(db: &TestDb) {
     assert_eq!(store.job_get(j1).await.unwrap().unwrap().owner, Some(n2));
 
     assert!(store.job_finish(j1, n2, true, "taken over").await.unwrap());
-    assert_eq!(
-        store.job_get(j1).await.unwrap().unwrap().result.as_deref(),
-        Some("taken over")
-    );
-    assert_eq!(
-        store.job_claim("q", n1, 60_000).await.unwrap().unwrap().id,
-        j2
-    );
+    assert_eq!(store.job_get(j1).await.unwrap().unwrap().result.as_deref(), Some("taken over"));
+    assert_eq!(store.job_claim("q", n1, 60_000).await.unwrap().unwrap().id, j2);
 }
 
 async fn one_running_job_per_queue_under_concurrency(db: &TestDb) {
@@ -699,12 +524,7 @@ async fn one_running_job_per_queue_under_concurrency(db: &TestDb) {
     let setup = db.connect().await;
     let mut ids = Vec::new();
     for i in 0..JOBS {
-        ids.push(
-            setup
-                .job_enqueue("serial", &format!("job-{i}"))
-                .await
-                .unwrap(),
-        );
+        ids.push(setup.job_enqueue("serial", &format!("job-{i}")).await.unwrap());
     }
 
     let active = Arc::new(AtomicUsize::new(0));
@@ -716,12 +536,7 @@ async fn one_running_job_per_queue_under_concurrency(db: &TestDb) {
         // Each claimer is a node: its own id and its own pool.
         let store = db.connect_small(2).await;
         let node = Uuid::new_v4();
-        let (active, overlaps, finished, order) = (
-            active.clone(),
-            overlaps.clone(),
-            finished.clone(),
-            order.clone(),
-        );
+        let (active, overlaps, finished, order) = (active.clone(), overlaps.clone(), finished.clone(), order.clone());
         tasks.push(tokio::spawn(async move {
             let mut ran = 0usize;
             while finished.load(Ordering::SeqCst) < JOBS {
@@ -750,11 +565,7 @@ async fn one_running_job_per_queue_under_concurrency(db: &TestDb) {
         .expect("50 jobs did not finish within 120 s")
         .expect("a claimer panicked");
 
-    assert_eq!(
-        overlaps.load(Ordering::SeqCst),
-        0,
-        "two jobs of one queue ran at once"
-    );
+    assert_eq!(overlaps.load(Ordering::SeqCst), 0, "two jobs of one queue ran at once");
     assert_eq!(ran.iter().sum::<usize>(), JOBS);
     assert_eq!(*order.lock().unwrap(), ids, "jobs ran out of FIFO order");
     for id in ids {
@@ -782,13 +593,10 @@ async fn probe_counters_are_atomic(db: &TestDb) {
             (active, completed)
         }));
     }
-    let results = tokio::time::timeout(
-        Duration::from_secs(60),
-        futures::future::try_join_all(tasks),
-    )
-    .await
-    .expect("probe tasks did not finish within 60 s")
-    .unwrap();
+    let results = tokio::time::timeout(Duration::from_secs(60), futures::future::try_join_all(tasks))
+        .await
+        .expect("probe tasks did not finish within 60 s")
+        .unwrap();
     let actives: BTreeSet<i64> = results.iter().map(|r| r.0).collect();
     let completed: BTreeSet<i64> = results.iter().map(|r| r.1).collect();
     let expected: BTreeSet<i64> = (1..=TASKS as i64).collect();
@@ -800,19 +608,12 @@ async fn probe_counters_are_atomic(db: &TestDb) {
         assert_eq!(store.probe_enter("res-2").await.unwrap(), 1);
         store.probe_exit("res-2").await.unwrap();
     }
-    assert_eq!(
-        store.probe_exit("res-3").await.unwrap(),
-        1,
-        "an exit without an enter still counts"
-    );
+    assert_eq!(store.probe_exit("res-3").await.unwrap(), 1, "an exit without an enter still counts");
 
     let stats = store.probe_stats().await.unwrap();
     let by_id = |id: &str| stats.iter().find(|r| r.resource_id == id).unwrap().clone();
     let r1 = by_id("res-1");
-    assert_eq!(
-        (r1.active, r1.max_active, r1.completed),
-        (0, TASKS as i64, TASKS as i64)
-    );
+    assert_eq!((r1.active, r1.max_active, r1.completed), (0, TASKS as i64, TASKS as i64));
     let r2 = by_id("res-2");
     assert_eq!((r2.active, r2.max_active, r2.completed), (0, 1, 5));
     let r3 = by_id("res-3");
@@ -825,26 +626,16 @@ async fn probe_counters_are_atomic(db: &TestDb) {
 #[tokio::test]
 async fn unreachable_postgres_is_unavailable_and_names_no_password() {
     // Port 1 on loopback: refused at once, nothing listens there.
-    let err = Store::connect("postgres://zone:hunter2@127.0.0.1:1/zone")
-        .await
-        .unwrap_err();
+    let err = Store::connect("postgres://zone:hunter2@127.0.0.1:1/zone").await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
-    assert!(
-        msg.contains("127.0.0.1:1"),
-        "the message names the host: {msg}"
-    );
-    assert!(
-        !msg.contains("hunter2"),
-        "the message leaks the password: {msg}"
-    );
+    assert!(msg.contains("127.0.0.1:1"), "the message names the host: {msg}");
+    assert!(!msg.contains("hunter2"), "the message leaks the password: {msg}");
 }
 
 #[tokio::test]
 async fn unsupported_urls_are_refused_without_echoing_them() {
-    let err = Store::connect("mysql://root:hunter2@db/zone")
-        .await
-        .unwrap_err();
+    let err = Store::connect("mysql://root:hunter2@db/zone").await.unwrap_err();
     assert!(matches!(err, StoreError::InvalidUrl(_)), "{err:?}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
@@ -855,13 +646,7 @@ async fn sqlite_in_memory_works() {
     assert_eq!(store.backend(), "sqlite");
     let zone = store.zone_identity("mem").await.unwrap();
     assert_eq!(store.zone_identity("mem").await.unwrap().id, zone.id);
-    assert_eq!(
-        store
-            .node_join(Uuid::new_v4(), "http://m", true)
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(store.node_join(Uuid::new_v4(), "http://m", true).await.unwrap(), 1);
 }
 
 #[test]
@@ -870,10 +655,7 @@ fn test_helpers() {
         with_database("postgres://postgres@127.0.0.1:5432/postgres", "zt_x"),
         "postgres://postgres@127.0.0.1:5432/zt_x"
     );
-    assert_eq!(
-        with_database("postgres://h:5432?sslmode=disable", "zt_x"),
-        "postgres://h:5432/zt_x?sslmode=disable"
-    );
+    assert_eq!(with_database("postgres://h:5432?sslmode=disable", "zt_x"), "postgres://h:5432/zt_x?sslmode=disable");
     assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
     assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
 }
@@ -908,7 +690,11 @@ async fn db_queue_runners_serialise_across_nodes(db: &TestDb) {
                         order.lock().unwrap().push(job.id);
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         active.fetch_sub(1, Ordering::SeqCst);
-                        if job.payload == "fail" { Err("agent refused".to_string()) } else { Ok(format!("done {}", job.payload)) }
+                        if job.payload == "fail" {
+                            Err("agent refused".to_string())
+                        } else {
+                            Ok(format!("done {}", job.payload))
+                        }
                     }
                 })
                 .await
@@ -949,11 +735,7 @@ use zone_node::scheduler::{validate_host, validate_requirements, Filter};
 use zone_node::store::{HostRow, NewHost};
 
 fn res(vcpus: i64, memory_mb: i64, disk_gb: i64) -> Resources {
-    Resources {
-        vcpus,
-        memory_mb,
-        disk_gb,
-    }
+    Resources { vcpus, memory_mb, disk_gb }
 }
 
 /// A validated host registration from JSON capabilities.
@@ -1022,10 +804,7 @@ async fn hosts_crud_and_capability_round_trip(db: &TestDb) {
         Err(StoreError::Conflict(what)) => assert_eq!(what, "host h1"),
         other => panic!("expected a conflict, got {other:?}"),
     }
-    let h2 = store
-        .host_create(&new_host("h2", serde_json::json!({}), res(4, 4096, 100)))
-        .await
-        .unwrap();
+    let h2 = store.host_create(&new_host("h2", serde_json::json!({}), res(4, 4096, 100))).await.unwrap();
     let all = store.hosts().await.unwrap();
     assert_eq!(all.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["h1", "h2"]);
     assert_eq!(all[0], h1);
@@ -1061,7 +840,8 @@ async fn hosts_crud_and_capability_round_trip(db: &TestDb) {
     assert!(store.host_delete(h1.id).await.unwrap());
     assert!(!store.host_delete(h1.id).await.unwrap());
     assert_eq!(store.host_get(h1.id).await.unwrap(), None);
-    assert!(store.candidates(&filters(serde_json::json!([{"key": "hypervisor", "op": "exists"}])), &res(0, 0, 0), 10)
+    assert!(store
+        .candidates(&filters(serde_json::json!([{"key": "hypervisor", "op": "exists"}])), &res(0, 0, 0), 10)
         .await
         .unwrap()
         .is_empty());
@@ -1071,10 +851,7 @@ async fn hosts_crud_and_capability_round_trip(db: &TestDb) {
 
 async fn host_delete_refused_while_instances_remain(db: &TestDb) {
     let store = db.connect().await;
-    let h = store
-        .host_create(&new_host("busy", serde_json::json!({}), res(4, 4096, 100)))
-        .await
-        .unwrap();
+    let h = store.host_create(&new_host("busy", serde_json::json!({}), res(4, 4096, 100))).await.unwrap();
     exec_raw(
         db,
         &format!(
@@ -1148,11 +925,8 @@ async fn capability_filters_select_the_right_hosts(db: &TestDb) {
         got.sort();
         assert_eq!(got, expected, "{req}");
         // The Rust reference semantics agree with the SQL.
-        let mut reference: Vec<&str> = rows
-            .iter()
-            .filter(|h| f.iter().all(|f| f.matches(&h.capabilities)))
-            .map(|h| h.name.as_str())
-            .collect();
+        let mut reference: Vec<&str> =
+            rows.iter().filter(|h| f.iter().all(|f| f.matches(&h.capabilities))).map(|h| h.name.as_str()).collect();
         reference.sort();
         assert_eq!(reference, expected, "reference semantics of {req}");
     }
@@ -1181,19 +955,19 @@ async fn capability_filters_select_the_right_hosts(db: &TestDb) {
 
 async fn invalid_requirements_are_refused_and_change_nothing(db: &TestDb) {
     let store = db.connect().await;
-    let h = store
-        .host_create(&new_host("h", serde_json::json!({"speed": 3}), res(8, 8192, 100)))
-        .await
-        .unwrap();
+    let h = store.host_create(&new_host("h", serde_json::json!({"speed": 3}), res(8, 8192, 100))).await.unwrap();
     // An unknown op is a serde error.
-    let err = serde_json::from_value::<Vec<Requirement>>(
-        serde_json::json!([{"key": "speed", "op": "between", "value": 1}]),
-    )
-    .unwrap_err();
+    let err =
+        serde_json::from_value::<Vec<Requirement>>(serde_json::json!([{"key": "speed", "op": "between", "value": 1}]))
+            .unwrap_err();
     assert!(err.to_string().contains("unknown variant"), "{err}");
     let cases = [
         (serde_json::json!([{"key": "speed", "op": "ge", "value": "3"}]), "requirements[0]", "a number"),
-        (serde_json::json!([{"key": "speed", "op": "exists"}, {"key": "speed", "op": "lt", "value": true}]), "requirements[1]", "a number"),
+        (
+            serde_json::json!([{"key": "speed", "op": "exists"}, {"key": "speed", "op": "lt", "value": true}]),
+            "requirements[1]",
+            "a number",
+        ),
         (serde_json::json!([{"key": "speed", "op": "in", "value": []}]), "requirements[0]", "non-empty"),
         (serde_json::json!([{"key": "speed", "op": "in", "value": [1, "x"]}]), "requirements[0]", "one type"),
         (serde_json::json!([{"key": "speed", "op": "in", "value": [[1]]}]), "requirements[0]", "array"),
@@ -1296,13 +1070,7 @@ async fn concurrent_placements_never_overcommit(db: &TestDb) {
         .expect("1,000 placements did not finish within 180 s")
         .expect("a placement task panicked");
 
-    let hosts: BTreeMap<Uuid, HostRow> = setup
-        .hosts()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|h| (h.id, h))
-        .collect();
+    let hosts: BTreeMap<Uuid, HostRow> = setup.hosts().await.unwrap().into_iter().map(|h| (h.id, h)).collect();
     let mut reserved: BTreeMap<Uuid, Resources> = BTreeMap::new();
     let mut placed = 0;
     for ((f, want), result) in requests.iter().zip(results) {
@@ -1339,9 +1107,7 @@ async fn concurrent_placements_never_overcommit(db: &TestDb) {
     assert!(placed > 100, "only {placed} of {PLACEMENTS} placements succeeded");
     for h in hosts.values() {
         assert!(
-            h.used.vcpus <= h.total.vcpus
-                && h.used.memory_mb <= h.total.memory_mb
-                && h.used.disk_gb <= h.total.disk_gb,
+            h.used.vcpus <= h.total.vcpus && h.used.memory_mb <= h.total.memory_mb && h.used.disk_gb <= h.total.disk_gb,
             "{} is over capacity: {:?} of {:?}",
             h.name,
             h.used,
@@ -1444,14 +1210,10 @@ async fn hosts_marked_down_by_missed_reports(db: &TestDb) {
     const INTERVAL_MS: i64 = 1_000;
     const MAX_MISSED: i64 = 2;
     let store = db.connect().await;
-    let quiet = store
-        .host_create(&new_host("quiet", serde_json::json!({"hv": "kvm"}), res(4, 4096, 100)))
-        .await
-        .unwrap();
-    let chatty = store
-        .host_create(&new_host("chatty", serde_json::json!({"hv": "kvm"}), res(4, 4096, 100)))
-        .await
-        .unwrap();
+    let quiet =
+        store.host_create(&new_host("quiet", serde_json::json!({"hv": "kvm"}), res(4, 4096, 100))).await.unwrap();
+    let chatty =
+        store.host_create(&new_host("chatty", serde_json::json!({"hv": "kvm"}), res(4, 4096, 100))).await.unwrap();
     // Nobody is late yet.
     assert!(store.hosts_mark_down(INTERVAL_MS, MAX_MISSED).await.unwrap().is_empty());
 
@@ -1487,9 +1249,13 @@ async fn generation_counts_up(db: &TestDb) {
     assert_eq!(store.generation().await.unwrap(), 0);
     // Concurrent bumps from two pools: none lost.
     let other = db.connect_small(2).await;
-    let bumps = futures::future::try_join_all(
-        (0..20).map(|i| if i % 2 == 0 { store.bump_generation() } else { other.bump_generation() }),
-    )
+    let bumps = futures::future::try_join_all((0..20).map(|i| {
+        if i % 2 == 0 {
+            store.bump_generation()
+        } else {
+            other.bump_generation()
+        }
+    }))
     .await
     .unwrap();
     let distinct: BTreeSet<i64> = bumps.into_iter().collect();

@@ -52,8 +52,8 @@ use api::{ErrorBody, ErrorCode};
 use futures::StreamExt;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
-    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, BasicRejectOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::publisher_confirm::{Confirmation, PublisherConfirm};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -65,10 +65,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
-use super::envelope::{error_body_json, headers, is_json, now_ms, parse_error_body, SinkInner, BUS_VERSION, REPLY_KIND};
+use super::envelope::{
+    error_body_json, headers, is_json, now_ms, parse_error_body, SinkInner, BUS_VERSION, REPLY_KIND,
+};
 use super::{
-    dispatch, event_exchange, portal_queue, redact_url, service_queue, BusError, Delivery, Destination, Event, Handler, Message,
-    ReplySink, Transport, MAX_IN_FLIGHT,
+    dispatch, event_exchange, portal_queue, redact_url, service_queue, BusError, Delivery, Destination, Event, Handler,
+    Message, ReplySink, Transport, MAX_IN_FLIGHT,
 };
 
 /// RabbitMQ's direct reply-to pseudo-queue.
@@ -256,7 +258,13 @@ impl Shared {
     }
 
     /// Declares `queue` and starts its consumer on `link`.
-    async fn start_queue(self: &Arc<Self>, link: &Arc<Link>, queue: &str, kind: QueueKind, slot: HandlerSlot) -> Result<(), lapin::Error> {
+    async fn start_queue(
+        self: &Arc<Self>,
+        link: &Arc<Link>,
+        queue: &str,
+        kind: QueueKind,
+        slot: HandlerSlot,
+    ) -> Result<(), lapin::Error> {
         // Declared on a channel of its own: a refused declaration (a queue of that name with
         // other arguments) closes only that channel, not the consumers' one.
         let declare = link.conn.create_channel().await?;
@@ -339,7 +347,14 @@ impl Shared {
         let event_queue = format!("{exchange}.{}", self.node);
         let declare = link.conn.create_channel().await?;
         let declared = async {
-            declare.exchange_declare(&exchange, ExchangeKind::Topic, ExchangeDeclareOptions::default(), FieldTable::default()).await?;
+            declare
+                .exchange_declare(
+                    &exchange,
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
             let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
             declare.queue_declare(&event_queue, options, FieldTable::default()).await?;
             declare.queue_bind(&event_queue, &exchange, "#", QueueBindOptions::default(), FieldTable::default()).await
@@ -350,7 +365,10 @@ impl Shared {
         }
         declared?;
         let no_ack = BasicConsumeOptions { no_ack: true, ..Default::default() };
-        let events = link.consume.basic_consume(&event_queue, &format!("{}.events", self.node), no_ack, FieldTable::default()).await?;
+        let events = link
+            .consume
+            .basic_consume(&event_queue, &format!("{}.events", self.node), no_ack, FieldTable::default())
+            .await?;
         tokio::spawn(event_loop(self.clone(), link.clone(), events));
 
         let queues: Vec<(String, QueueKind, HandlerSlot)> =
@@ -567,7 +585,10 @@ async fn reply_loop(shared: Arc<Shared>, link: Arc<Link>, mut replies: lapin::Co
         let version = header_int(props, headers::VERSION).unwrap_or(BUS_VERSION);
         let is_error = header_str(props, headers::STATUS).is_some_and(|s| s == "error");
         let result = if version != BUS_VERSION {
-            Err(BusError::Remote { code: ErrorCode::Internal, message: format!("reply with unsupported x-bus-version {version}") })
+            Err(BusError::Remote {
+                code: ErrorCode::Internal,
+                message: format!("reply with unsupported x-bus-version {version}"),
+            })
         } else if is_error {
             let (code, message) = parse_error_body(&delivery.data);
             Err(BusError::Remote { code, message })
@@ -655,10 +676,11 @@ async fn event_loop(shared: Arc<Shared>, link: Arc<Link>, mut consumer: lapin::C
             warn!(version, kind = %raw.routing_key, "event with an unsupported bus version dropped");
             continue;
         }
-        let source = header_str(&raw.properties, headers::SOURCE).and_then(|s| Uuid::parse_str(s).ok()).unwrap_or_else(|| {
-            debug!(kind = %raw.routing_key, "event without a valid x-source");
-            Uuid::nil()
-        });
+        let source =
+            header_str(&raw.properties, headers::SOURCE).and_then(|s| Uuid::parse_str(s).ok()).unwrap_or_else(|| {
+                debug!(kind = %raw.routing_key, "event without a valid x-source");
+                Uuid::nil()
+            });
         let event = Event { kind: raw.routing_key.as_str().to_owned(), source, body: raw.data };
         // No subscriber is fine: nobody listens yet.
         let _ = shared.events.send(event);
@@ -680,7 +702,12 @@ fn decode_request(shared: &Arc<Shared>, raw: AmqpDelivery) -> Result<Delivery, R
     let message_id = props.message_id().as_ref().map(|m| m.as_str().to_owned()).unwrap_or_default();
     let sink = match reply_to {
         Some(reply_to) => ReplySink {
-            inner: SinkInner::Amqp(AmqpReplyTo { shared: shared.clone(), reply_to, correlation_id, message_id: message_id.clone() }),
+            inner: SinkInner::Amqp(AmqpReplyTo {
+                shared: shared.clone(),
+                reply_to,
+                correlation_id,
+                message_id: message_id.clone(),
+            }),
         },
         None => ReplySink::none(),
     };
@@ -751,7 +778,12 @@ fn put_int(table: &mut FieldTable, name: &str, value: i64) {
 }
 
 /// The properties of a request (call, send or forward).
-fn request_properties(msg: &Message, message_id: &str, correlation_id: Option<&str>, reply_to: Option<&str>) -> BasicProperties {
+fn request_properties(
+    msg: &Message,
+    message_id: &str,
+    correlation_id: Option<&str>,
+    reply_to: Option<&str>,
+) -> BasicProperties {
     let mut table = FieldTable::default();
     put_int(&mut table, headers::VERSION, BUS_VERSION);
     put_int(&mut table, headers::HOPS, i64::from(msg.hops));
@@ -791,7 +823,10 @@ pub(crate) struct AmqpReplyTo {
 
 impl std::fmt::Debug for AmqpReplyTo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AmqpReplyTo").field("reply_to", &self.reply_to).field("correlation_id", &self.correlation_id).finish()
+        f.debug_struct("AmqpReplyTo")
+            .field("reply_to", &self.reply_to)
+            .field("correlation_id", &self.correlation_id)
+            .finish()
     }
 }
 
@@ -856,7 +891,11 @@ impl AmqpTransport {
         let link = match tokio::time::timeout(ESTABLISH_TIMEOUT, shared.establish()).await {
             Ok(Ok(link)) => link,
             Ok(Err(err)) => return Err(BusError::Unavailable(format!("cannot connect to {log_url}: {err}"))),
-            Err(_) => return Err(BusError::Unavailable(format!("cannot connect to {log_url}: no answer within {ESTABLISH_TIMEOUT:?}"))),
+            Err(_) => {
+                return Err(BusError::Unavailable(format!(
+                    "cannot connect to {log_url}: no answer within {ESTABLISH_TIMEOUT:?}"
+                )))
+            }
         };
         *shared.link.write().unwrap_or_else(PoisonError::into_inner) = Some(link.clone());
         info!(url = %log_url, %prefix, %node, "bus connected");
@@ -903,7 +942,13 @@ impl AmqpTransport {
     }
 
     /// Publishes a request with `mandatory` and waits for its confirmation.
-    async fn publish_confirmed(&self, link: &Link, queue: &str, body: &[u8], props: BasicProperties) -> Result<(), BusError> {
+    async fn publish_confirmed(
+        &self,
+        link: &Link,
+        queue: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), BusError> {
         let outcome = link.publish("", queue, true, body, props).await?;
         match outcome.await {
             Ok(Outcome::Routed) => Ok(()),
@@ -1034,10 +1079,9 @@ impl Transport for AmqpTransport {
             SinkInner::Local(tx) => {
                 // A delivery built in-process (Delivery::local): its caller waits on a channel
                 // the broker cannot carry, so call on its behalf and pass the answer back.
-                let timeout = delivery
-                    .msg
-                    .deadline_ms
-                    .map_or(Duration::from_secs(30), |d| Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0)));
+                let timeout = delivery.msg.deadline_ms.map_or(Duration::from_secs(30), |d| {
+                    Duration::from_millis(u64::try_from(d - now_ms()).unwrap_or(0))
+                });
                 let result = self.call(to, delivery.msg, timeout).await;
                 let answer = result.map_err(|e| match e {
                     BusError::Remote { code, message } => ErrorBody::new(code, message),

@@ -65,7 +65,15 @@ pub struct Message {
 
 impl Message {
     pub fn new(kind: impl Into<String>, body: Vec<u8>) -> Message {
-        Message { id: Uuid::new_v4(), kind: kind.into(), resource_id: None, deadline_ms: None, trace: None, hops: 0, body }
+        Message {
+            id: Uuid::new_v4(),
+            kind: kind.into(),
+            resource_id: None,
+            deadline_ms: None,
+            trace: None,
+            hops: 0,
+            body,
+        }
     }
 
     pub fn with_resource(mut self, resource_id: impl Into<String>) -> Message {
@@ -205,7 +213,8 @@ impl ReplySink {
 /// The body of an error reply: the API's error body, serialised.
 pub(crate) fn error_body_json(err: &ErrorBody) -> Vec<u8> {
     // Serialising this plain struct cannot fail; fall back to a fixed body rather than panic.
-    serde_json::to_vec(err).unwrap_or_else(|_| br#"{"error":{"code":"internal","message":"unserialisable error"}}"#.to_vec())
+    serde_json::to_vec(err)
+        .unwrap_or_else(|_| br#"{"error":{"code":"internal","message":"unserialisable error"}}"#.to_vec())
 }
 
 /// Reads an error reply body back into a [`crate::bus::BusError::Remote`]'s parts. A body that is

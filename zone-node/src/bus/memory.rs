@@ -20,7 +20,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::envelope::{now_ms, ReplySink};
-use super::{dispatch, event_exchange, portal_queue, service_queue, BusError, Delivery, Destination, Event, Handler, Message, Transport, MAX_IN_FLIGHT};
+use super::{
+    dispatch, event_exchange, portal_queue, service_queue, BusError, Delivery, Destination, Event, Handler, Message,
+    Transport, MAX_IN_FLIGHT,
+};
 
 /// Capacity of each prefix's event channel; a subscriber that lags further loses the oldest.
 const EVENT_CAPACITY: usize = 4096;
@@ -256,7 +259,9 @@ impl Transport for MemoryTransport {
         let deadline = call_deadline(&mut msg, timeout);
         let (tx, rx) = oneshot::channel();
         let queue = to.queue_name(&self.prefix);
-        self.broker.deliver(&queue, Delivery { msg, reply: ReplySink::local(tx) }).map_err(|_| BusError::Unroutable(queue))?;
+        self.broker
+            .deliver(&queue, Delivery { msg, reply: ReplySink::local(tx) })
+            .map_err(|_| BusError::Unroutable(queue))?;
         let mut cancelled = std::pin::pin!(cancelled);
         tokio::select! {
             reply = rx => match reply {

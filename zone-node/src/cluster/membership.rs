@@ -167,7 +167,14 @@ pub struct Cluster {
 impl Cluster {
     /// A cluster handle with an empty view. Register this node's bus services next, then
     /// [`Cluster::join`], so peers never route to a queue that does not exist yet.
-    pub fn new(store: Store, bus: Bus, work: WorkQueues, settings: ClusterSettings, me: Uuid, api_url: String) -> Cluster {
+    pub fn new(
+        store: Store,
+        bus: Bus,
+        work: WorkQueues,
+        settings: ClusterSettings,
+        me: Uuid,
+        api_url: String,
+    ) -> Cluster {
         let empty = Membership { epoch: -1, now_ms: 0, nodes: Vec::new() };
         let view = Arc::new(View::from_membership(&empty, settings.virtual_nodes));
         let (applied, _) = watch::channel(view.epoch);

@@ -117,7 +117,8 @@ mod tests {
         let three = Ring::new(ids(3), 128);
         let four = Ring::new(ids(4), 128);
         let new = ids(4)[3];
-        let keys: Vec<String> = (0..10_000u128).map(|i| Uuid::from_u128(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_string()).collect();
+        let keys: Vec<String> =
+            (0..10_000u128).map(|i| Uuid::from_u128(i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_string()).collect();
         let mut moved = 0;
         for k in &keys {
             let before = three.owner(k).unwrap();

@@ -75,11 +75,15 @@ impl<H: ResourceHandler> ResourceService<H> {
 impl<H: ResourceHandler> Handler for ResourceService<H> {
     async fn handle(&self, delivery: Delivery) {
         let Some(key) = delivery.msg.resource_id.clone() else {
-            let error = ErrorBody::new(ErrorCode::InvalidBody, format!("a {} message needs the x-resource-id header", self.service));
+            let error = ErrorBody::new(
+                ErrorCode::InvalidBody,
+                format!("a {} message needs the x-resource-id header", self.service),
+            );
             delivery.reply(Err(error)).await;
             return;
         };
-        let (service, cluster, bus, handler) = (self.service.clone(), self.cluster.clone(), self.bus.clone(), self.handler.clone());
+        let (service, cluster, bus, handler) =
+            (self.service.clone(), self.cluster.clone(), self.bus.clone(), self.handler.clone());
         self.work.submit(&key.clone(), self.level, move || async move {
             run_owned(&service, &key, cluster, bus, handler, delivery).await;
         });
@@ -87,11 +91,20 @@ impl<H: ResourceHandler> Handler for ResourceService<H> {
 }
 
 /// Runs one task, inside its resource's queue slot.
-async fn run_owned<H: ResourceHandler>(service: &str, key: &str, cluster: Cluster, bus: Bus, handler: Arc<H>, delivery: Delivery) {
+async fn run_owned<H: ResourceHandler>(
+    service: &str,
+    key: &str,
+    cluster: Cluster,
+    bus: Bus,
+    handler: Arc<H>,
+    delivery: Delivery,
+) {
     loop {
         if expired(&delivery.msg) {
             // Nobody waits for the answer any more; doing the work now could surprise the caller.
-            delivery.reply(Err(ErrorBody::new(ErrorCode::Timeout, "the message's deadline passed before it could run"))).await;
+            delivery
+                .reply(Err(ErrorBody::new(ErrorCode::Timeout, "the message's deadline passed before it could run")))
+                .await;
             return;
         }
         match cluster.admit(key) {
@@ -117,7 +130,9 @@ async fn run_owned<H: ResourceHandler>(service: &str, key: &str, cluster: Cluste
                 tracing::debug!(service, resource = key, to = %owner, hops = delivery.msg.hops, "forwarding to the ring owner");
                 // A failed forward already answered the caller with the bus error, or the bus
                 // could not reach the caller either: nothing more to do here.
-                if let Err(error) = bus.forward(Destination::Node { service: service.to_owned(), node: owner }, delivery).await {
+                if let Err(error) =
+                    bus.forward(Destination::Node { service: service.to_owned(), node: owner }, delivery).await
+                {
                     tracing::warn!(service, resource = key, to = %owner, %error, "forward failed");
                 }
                 return;

@@ -20,8 +20,14 @@ pub fn router() -> Router<AppState> {
 }
 
 fn to_api(row: AccountRow) -> ApiResult<Account> {
-    let role = Role::parse(&row.role).ok_or_else(|| crate::error::Error::Internal(format!("account has unknown role {:?}", row.role)))?;
-    Ok(Account { username: row.username, role, client_id: row.client_id, created_at: crate::time::rfc3339_ms(row.created_at_ms) })
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| crate::error::Error::Internal(format!("account has unknown role {:?}", row.role)))?;
+    Ok(Account {
+        username: row.username,
+        role,
+        client_id: row.client_id,
+        created_at: crate::time::rfc3339_ms(row.created_at_ms),
+    })
 }
 
 /// Create an account.
@@ -35,7 +41,10 @@ pub async fn create_account(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     if !api::validate::valid_username(&req.username) {
-        return Err(ApiError::new(ErrorCode::InvalidField, "username: use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', '@' and '-'"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            "username: use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', '@' and '-'",
+        ));
     }
     if let Err(problem) = api::validate::check_password_policy(&req.password) {
         return Err(ApiError::new(ErrorCode::InvalidField, format!("password: {problem}")));
@@ -43,7 +52,10 @@ pub async fn create_account(
     match (&req.role, &req.client_id) {
         (Role::Member, None) => return Err(ApiError::new(ErrorCode::InvalidField, "client_id: required for a member")),
         (_, Some(id)) if !api::validate::valid_client_id(id) => {
-            return Err(ApiError::new(ErrorCode::InvalidField, "client_id: use 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'"))
+            return Err(ApiError::new(
+                ErrorCode::InvalidField,
+                "client_id: use 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'",
+            ))
         }
         _ => {}
     }
@@ -51,7 +63,13 @@ pub async fn create_account(
     let password_hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
         .await
         .map_err(|e| crate::error::Error::Internal(format!("password hashing panicked: {e}")))?;
-    let row = AccountRow { username: req.username, password_hash, role: req.role.as_str().to_owned(), client_id: req.client_id, created_at_ms: 0 };
+    let row = AccountRow {
+        username: req.username,
+        password_hash,
+        role: req.role.as_str().to_owned(),
+        client_id: req.client_id,
+        created_at_ms: 0,
+    };
     let created = state.store.account_create(&row).await?;
     tracing::info!(username = %created.username, role = %created.role, by = %caller.username, "created account");
     Ok((StatusCode::CREATED, axum::Json(to_api(created)?)).into_response())
@@ -59,7 +77,10 @@ pub async fn create_account(
 
 /// List accounts.
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts", responses((status = 200, body = AccountList)), security(("bearer" = [])))]
-pub async fn list_accounts(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<axum::Json<AccountList>> {
+pub async fn list_accounts(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<axum::Json<AccountList>> {
     caller.require_admin()?;
     let accounts = state.store.accounts().await?.into_iter().map(to_api).collect::<ApiResult<Vec<_>>>()?;
     Ok(axum::Json(AccountList { accounts }))

@@ -69,7 +69,8 @@ pub async fn issue_token(State(state): State<AppState>, Json(req): Json<TokenReq
         .await
         .map_err(|e| crate::error::Error::Internal(format!("password check panicked: {e}")))?;
     let Some(account) = account.filter(|_| ok) else { return Err(invalid()) };
-    let role = Role::parse(&account.role).ok_or_else(|| crate::error::Error::Internal(format!("account has unknown role {:?}", account.role)))?;
+    let role = Role::parse(&account.role)
+        .ok_or_else(|| crate::error::Error::Internal(format!("account has unknown role {:?}", account.role)))?;
     let token = crate::auth::new_token();
     let ttl_ms = (state.config.http.token_ttl_secs * 1000) as i64;
     let expires_at_ms = state.store.token_insert(&crate::auth::token_hash(&token), &account.username, ttl_ms).await?;
@@ -100,7 +101,10 @@ pub async fn require_token(State(state): State<AppState>, mut req: Request, next
 
 async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Caller> {
     let Some(value) = header else {
-        return Err(ApiError::new(ErrorCode::MissingToken, "send Authorization: Bearer <token>; get one from POST /v1/auth/tokens"));
+        return Err(ApiError::new(
+            ErrorCode::MissingToken,
+            "send Authorization: Bearer <token>; get one from POST /v1/auth/tokens",
+        ));
     };
     let token = Some(value.as_str())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
@@ -111,11 +115,10 @@ async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Cal
     let row: TokenRow = match state.tokens.get(&hash).await {
         Some(row) => row,
         None => {
-            let row = state
-                .store
-                .token_lookup(&hash)
-                .await?
-                .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the token is not valid here; log in again"))?;
+            let row =
+                state.store.token_lookup(&hash).await?.ok_or_else(|| {
+                    ApiError::new(ErrorCode::InvalidToken, "the token is not valid here; log in again")
+                })?;
             state.tokens.insert(hash, row.clone()).await;
             row
         }
@@ -123,6 +126,7 @@ async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Cal
     if row.expired || row.expires_at_ms <= crate::time::local_now_ms() {
         return Err(ApiError::new(ErrorCode::TokenExpired, "the token has expired; log in again"));
     }
-    let role = Role::parse(&row.role).ok_or_else(|| crate::error::Error::Internal(format!("token of unknown role {:?}", row.role)))?;
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| crate::error::Error::Internal(format!("token of unknown role {:?}", row.role)))?;
     Ok(Caller { username: row.username, role, client_id: row.client_id })
 }

@@ -60,8 +60,13 @@ where
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::JsonSyntaxError(e) => ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {}", source_text(&e))),
-        JsonRejection::JsonDataError(e) => ApiError::new(ErrorCode::InvalidBody, format!("the body does not match the expected shape: {}", source_text(&e))),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {}", source_text(&e)))
+        }
+        JsonRejection::JsonDataError(e) => ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("the body does not match the expected shape: {}", source_text(&e)),
+        ),
         JsonRejection::MissingJsonContentType(_) => {
             ApiError::new(ErrorCode::UnsupportedMediaType, "send the body as JSON with Content-Type: application/json")
         }

@@ -28,7 +28,10 @@ pub fn router() -> Router<AppState> {
 
 /// This zone: identity and management nodes.
 #[utoipa::path(get, path = "/v1/zone", tag = "zone", responses((status = 200, body = ZoneInfo)), security(("bearer" = [])))]
-pub async fn get_zone(State(state): State<AppState>, Extension(_caller): Extension<Caller>) -> ApiResult<axum::Json<ZoneInfo>> {
+pub async fn get_zone(
+    State(state): State<AppState>,
+    Extension(_caller): Extension<Caller>,
+) -> ApiResult<axum::Json<ZoneInfo>> {
     let membership = state.store.membership().await?;
     let nodes = membership
         .nodes
@@ -64,14 +67,13 @@ pub async fn owners(
 ) -> ApiResult<axum::Json<OwnersResponse>> {
     caller.require_admin()?;
     if req.resources.len() > MAX_OWNER_QUERIES {
-        return Err(ApiError::new(ErrorCode::InvalidField, format!("resources: at most {MAX_OWNER_QUERIES} per request")));
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("resources: at most {MAX_OWNER_QUERIES} per request"),
+        ));
     }
     let view = state.cluster.view();
-    let owners = req
-        .resources
-        .iter()
-        .map(|r| view.route.owner(r).map(|n| n.to_string()).unwrap_or_default())
-        .collect();
+    let owners = req.resources.iter().map(|r| view.route.owner(r).map(|n| n.to_string()).unwrap_or_default()).collect();
     Ok(axum::Json(OwnersResponse { node_id: state.cluster.me().to_string(), ring_epoch: view.epoch, owners }))
 }
 
@@ -95,13 +97,12 @@ pub async fn probe(
     let to = destination(&state.cluster, crate::services::PROBE, Route::Resource(&resource_id))
         .map_err(|e| ApiError::new(e.error.code, e.error.message))?;
     let timeout = state.config.call_timeout().max(Duration::from_millis(req.hold_ms) + Duration::from_secs(5));
-    let mut msg = Message::new("probe.run", serde_json::to_vec(&req).map_err(|e| crate::error::Error::Internal(e.to_string()))?)
-        .with_resource(resource_id);
+    let mut msg =
+        Message::new("probe.run", serde_json::to_vec(&req).map_err(|e| crate::error::Error::Internal(e.to_string()))?)
+            .with_resource(resource_id);
     msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
-    let reply = state
-        .bus
-        .call(to, msg, timeout)
-        .await?;
-    let response: ProbeResponse = serde_json::from_slice(&reply).map_err(|e| crate::error::Error::Internal(format!("probe reply: {e}")))?;
+    let reply = state.bus.call(to, msg, timeout).await?;
+    let response: ProbeResponse =
+        serde_json::from_slice(&reply).map_err(|e| crate::error::Error::Internal(format!("probe reply: {e}")))?;
     Ok(axum::Json(response))
 }

@@ -101,10 +101,7 @@ impl Builder {
                         self.param(bind)
                     })
                     .collect();
-                format!(
-                    "(c.kind = '{kind}' AND c.{column} IN ({}))",
-                    list.join(", ")
-                )
+                format!("(c.kind = '{kind}' AND c.{column} IN ({}))", list.join(", "))
             }
             Test::Exists => "1 = 1".into(),
         }
@@ -114,10 +111,7 @@ impl Builder {
 /// The query returning the ids of up to `limit` up hosts that pass every filter and have at least
 /// `resources` free, best first (see the module docs for the weighing).
 pub fn candidates_query(filters: &[Filter], resources: &Resources, limit: i64) -> CandidateQuery {
-    let mut b = Builder {
-        sql: String::new(),
-        binds: Vec::new(),
-    };
+    let mut b = Builder { sql: String::new(), binds: Vec::new() };
     let vcpus = b.param(Bind::Int(resources.vcpus));
     let memory = b.param(Bind::Int(resources.memory_mb));
     let disk = b.param(Bind::Int(resources.disk_gb));
@@ -142,10 +136,7 @@ pub fn candidates_query(filters: &[Filter], resources: &Resources, limit: i64) -
          h.memory_mb_total - h.memory_mb_used DESC, h.id \
          LIMIT {limit}"
     ));
-    CandidateQuery {
-        sql: b.sql,
-        binds: b.binds,
-    }
+    CandidateQuery { sql: b.sql, binds: b.binds }
 }
 
 #[cfg(test)]
@@ -156,31 +147,14 @@ mod tests {
     fn values_are_bound_never_spliced() {
         let evil = "x'; DROP TABLE hosts; --".to_string();
         let filters = vec![
-            Filter {
-                key: "os".into(),
-                test: Test::Eq(CapabilityValue::String(evil.clone())),
-            },
-            Filter {
-                key: "free-disk".into(),
-                test: Test::Ge(100.0),
-            },
+            Filter { key: "os".into(), test: Test::Eq(CapabilityValue::String(evil.clone())) },
+            Filter { key: "free-disk".into(), test: Test::Ge(100.0) },
             Filter {
                 key: "hv".into(),
-                test: Test::In(vec![
-                    CapabilityValue::String("kvm".into()),
-                    CapabilityValue::String("xen".into()),
-                ]),
+                test: Test::In(vec![CapabilityValue::String("kvm".into()), CapabilityValue::String("xen".into())]),
             },
         ];
-        let q = candidates_query(
-            &filters,
-            &Resources {
-                vcpus: 1,
-                memory_mb: 2,
-                disk_gb: 3,
-            },
-            5,
-        );
+        let q = candidates_query(&filters, &Resources { vcpus: 1, memory_mb: 2, disk_gb: 3 }, 5);
         assert!(!q.sql.contains("DROP"));
         assert_eq!(q.sql.matches("EXISTS").count(), 3);
         assert_eq!(q.binds.len(), 3 + 2 + 2 + 3 + 1);

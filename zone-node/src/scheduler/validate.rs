@@ -31,11 +31,7 @@ pub const MAX_DISK_GB: i64 = 1 << 40;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ValidationError {
     #[error("requirements[{index}] (key {key:?}): {reason}")]
-    Requirement {
-        index: usize,
-        key: String,
-        reason: String,
-    },
+    Requirement { index: usize, key: String, reason: String },
     #[error("too many requirements: {0}, at most {MAX_REQUIREMENTS}")]
     TooManyRequirements(usize),
     #[error("resources.{field}: {reason}")]
@@ -50,9 +46,7 @@ impl ValidationError {
     /// The API error code this maps to.
     pub fn code(&self) -> &'static str {
         match self {
-            ValidationError::Requirement { .. } | ValidationError::TooManyRequirements(_) => {
-                "invalid_requirements"
-            }
+            ValidationError::Requirement { .. } | ValidationError::TooManyRequirements(_) => "invalid_requirements",
             ValidationError::Resources { .. } => "invalid_resources",
             ValidationError::Capability { .. } | ValidationError::Field { .. } => "invalid_request",
         }
@@ -110,9 +104,7 @@ impl Filter {
 pub fn valid_key(key: &str) -> bool {
     !key.is_empty()
         && key.len() <= 64
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 /// A JSON scalar as a capability value, or why it is not one.
@@ -123,10 +115,9 @@ fn scalar(value: &serde_json::Value) -> Result<CapabilityValue, String> {
             Some(f) if f.is_finite() => Ok(CapabilityValue::Float(f)),
             _ => Err(format!("number {n} is out of range")),
         },
-        serde_json::Value::String(s) if s.len() > MAX_STRING_LEN => Err(format!(
-            "string value is {} bytes long, at most {MAX_STRING_LEN}",
-            s.len()
-        )),
+        serde_json::Value::String(s) if s.len() > MAX_STRING_LEN => {
+            Err(format!("string value is {} bytes long, at most {MAX_STRING_LEN}", s.len()))
+        }
         serde_json::Value::String(s) => Ok(CapabilityValue::String(s.clone())),
         serde_json::Value::Null => Err("value is null".into()),
         serde_json::Value::Array(_) => Err("value is an array, expected a scalar".into()),
@@ -177,10 +168,7 @@ fn requirement(r: &Requirement) -> Result<Filter, String> {
                 return Err(need("a non-empty array of values of one type"));
             }
             if items.len() > MAX_IN_VALUES {
-                return Err(format!(
-                    "op in: {} values, at most {MAX_IN_VALUES}",
-                    items.len()
-                ));
+                return Err(format!("op in: {} values, at most {MAX_IN_VALUES}", items.len()));
             }
             let mut values = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
@@ -199,10 +187,7 @@ fn requirement(r: &Requirement) -> Result<Filter, String> {
             Test::In(values)
         }
     };
-    Ok(Filter {
-        key: r.key.clone(),
-        test,
-    })
+    Ok(Filter { key: r.key.clone(), test })
 }
 
 /// Validates a request's requirements; the error names the first bad requirement's index.
@@ -213,33 +198,21 @@ pub fn validate_requirements(reqs: &[Requirement]) -> Result<Vec<Filter>, Valida
     reqs.iter()
         .enumerate()
         .map(|(index, r)| {
-            requirement(r).map_err(|reason| ValidationError::Requirement {
-                index,
-                key: r.key.clone(),
-                reason,
-            })
+            requirement(r).map_err(|reason| ValidationError::Requirement { index, key: r.key.clone(), reason })
         })
         .collect()
 }
 
 /// Validates resources: each figure between 0 and its bound.
 pub fn validate_resources(r: &Resources) -> Result<(), ValidationError> {
-    for (field, value, max) in [
-        ("vcpus", r.vcpus, MAX_VCPUS),
-        ("memory_mb", r.memory_mb, MAX_MEMORY_MB),
-        ("disk_gb", r.disk_gb, MAX_DISK_GB),
-    ] {
+    for (field, value, max) in
+        [("vcpus", r.vcpus, MAX_VCPUS), ("memory_mb", r.memory_mb, MAX_MEMORY_MB), ("disk_gb", r.disk_gb, MAX_DISK_GB)]
+    {
         if value < 0 {
-            return Err(ValidationError::Resources {
-                field,
-                reason: format!("{value} is negative"),
-            });
+            return Err(ValidationError::Resources { field, reason: format!("{value} is negative") });
         }
         if value > max {
-            return Err(ValidationError::Resources {
-                field,
-                reason: format!("{value} is more than {max}"),
-            });
+            return Err(ValidationError::Resources { field, reason: format!("{value} is more than {max}") });
         }
     }
     Ok(())
@@ -264,10 +237,7 @@ pub fn parse_capabilities(
                     reason: "key must match [A-Za-z0-9_.:-]{1,64}".into(),
                 });
             }
-            let v = scalar(value).map_err(|reason| ValidationError::Capability {
-                key: key.clone(),
-                reason,
-            })?;
+            let v = scalar(value).map_err(|reason| ValidationError::Capability { key: key.clone(), reason })?;
             Ok((key.clone(), v))
         })
         .collect()
@@ -276,10 +246,7 @@ pub fn parse_capabilities(
 /// Validates a host registration and returns what the store inserts.
 pub fn validate_host(reg: &HostRegister) -> Result<NewHost, ValidationError> {
     if !valid_key(&reg.name) {
-        return Err(ValidationError::Field {
-            field: "name",
-            reason: "must match [A-Za-z0-9_.:-]{1,64}".into(),
-        });
+        return Err(ValidationError::Field { field: "name", reason: "must match [A-Za-z0-9_.:-]{1,64}".into() });
     }
     if reg.agent_url.is_empty() || reg.agent_url.len() > MAX_URL_LEN {
         return Err(ValidationError::Field {
@@ -303,10 +270,7 @@ mod tests {
 
     fn req(v: serde_json::Value) -> Result<Vec<Filter>, ValidationError> {
         let reqs: Vec<Requirement> =
-            serde_json::from_value(v).map_err(|e| ValidationError::Field {
-                field: "serde",
-                reason: e.to_string(),
-            })?;
+            serde_json::from_value(v).map_err(|e| ValidationError::Field { field: "serde", reason: e.to_string() })?;
         validate_requirements(&reqs)
     }
 
@@ -328,27 +292,12 @@ mod tests {
     #[test]
     fn bad_requirements_name_the_index() {
         for (body, needle) in [
-            (
-                json!([{"key": "a", "op": "like", "value": 1}]),
-                "unknown variant",
-            ),
-            (
-                json!([{"key": "a", "op": "eq", "value": 1}, {"key": "b", "op": "lt", "value": "x"}]),
-                "requirements[1]",
-            ),
+            (json!([{"key": "a", "op": "like", "value": 1}]), "unknown variant"),
+            (json!([{"key": "a", "op": "eq", "value": 1}, {"key": "b", "op": "lt", "value": "x"}]), "requirements[1]"),
             (json!([{"key": "a", "op": "in", "value": []}]), "non-empty"),
-            (
-                json!([{"key": "a", "op": "in", "value": [1, "x"]}]),
-                "one type",
-            ),
-            (
-                json!([{"key": "a", "op": "in", "value": 3}]),
-                "non-empty array",
-            ),
-            (
-                json!([{"key": "a", "op": "exists", "value": 3}]),
-                "no value",
-            ),
+            (json!([{"key": "a", "op": "in", "value": [1, "x"]}]), "one type"),
+            (json!([{"key": "a", "op": "in", "value": 3}]), "non-empty array"),
+            (json!([{"key": "a", "op": "exists", "value": 3}]), "no value"),
             (json!([{"key": "a b", "op": "exists"}]), "key must match"),
             (json!([{"key": "a", "op": "eq"}]), "needs a value"),
             (json!([{"key": "a", "op": "eq", "value": [1]}]), "array"),
@@ -360,25 +309,10 @@ mod tests {
 
     #[test]
     fn resources_bounds() {
-        assert!(validate_resources(&Resources {
-            vcpus: 1,
-            memory_mb: 1,
-            disk_gb: 0
-        })
-        .is_ok());
-        let e = validate_resources(&Resources {
-            vcpus: -1,
-            memory_mb: 1,
-            disk_gb: 0,
-        })
-        .unwrap_err();
+        assert!(validate_resources(&Resources { vcpus: 1, memory_mb: 1, disk_gb: 0 }).is_ok());
+        let e = validate_resources(&Resources { vcpus: -1, memory_mb: 1, disk_gb: 0 }).unwrap_err();
         assert_eq!(e.code(), "invalid_resources");
         assert!(e.to_string().contains("vcpus"));
-        assert!(validate_resources(&Resources {
-            vcpus: 1,
-            memory_mb: i64::MAX,
-            disk_gb: 0
-        })
-        .is_err());
+        assert!(validate_resources(&Resources { vcpus: 1, memory_mb: i64::MAX, disk_gb: 0 }).is_err());
     }
 }

@@ -51,7 +51,9 @@ impl Handler for Portal {
         if let Some(resource) = delivery.msg.resource_id.clone() {
             let service = kind.split('.').next().unwrap_or_default().to_owned();
             if service.is_empty() {
-                delivery.reply(Err(ErrorBody::new(ErrorCode::NoSuchService, format!("type {kind:?} names no service")))).await;
+                delivery
+                    .reply(Err(ErrorBody::new(ErrorCode::NoSuchService, format!("type {kind:?} names no service"))))
+                    .await;
                 return;
             }
             let to = match destination(&self.cluster, &service, Route::Resource(&resource)) {

@@ -61,9 +61,7 @@ impl Store {
         });
         match res {
             Ok(raw) => Ok(raw.into()),
-            Err(e) if is_unique_violation(&e) => {
-                Err(StoreError::Conflict(format!("account {}", row.username)))
-            }
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!("account {}", row.username))),
             Err(e) => Err(e.into()),
         }
     }
@@ -92,12 +90,8 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn account_get(&self, username: &str) -> Result<Option<AccountRow>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username = $1");
-        let raw: Option<RawAccount> = with_pool!(self, |pool| {
-            sqlx::query_as(&sql)
-                .bind(username)
-                .fetch_optional(pool)
-                .await
-        })?;
+        let raw: Option<RawAccount> =
+            with_pool!(self, |pool| { sqlx::query_as(&sql).bind(username).fetch_optional(pool).await })?;
         Ok(raw.map(Into::into))
     }
 
@@ -105,8 +99,7 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn accounts(&self) -> Result<Vec<AccountRow>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY username");
-        let raw: Vec<RawAccount> =
-            with_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
+        let raw: Vec<RawAccount> = with_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
         Ok(raw.into_iter().map(Into::into).collect())
     }
 
@@ -115,11 +108,8 @@ impl Store {
     pub async fn account_delete(&self, username: &str) -> Result<bool> {
         // The tokens go by ON DELETE CASCADE (SQLite connections are opened with foreign keys on).
         const SQL: &str = "DELETE FROM accounts WHERE username = $1";
-        let done = with_pool!(self, |pool| sqlx::query(SQL)
-            .bind(username)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
+        let done =
+            with_pool!(self, |pool| sqlx::query(SQL).bind(username).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(done > 0)
     }
 
@@ -132,22 +122,12 @@ impl Store {
         const SQL: &str = "INSERT INTO tokens (hash, username, created_at_ms, expires_at_ms) \
              SELECT $1, $2, now_ms, now_ms + $3 FROM db_clock RETURNING expires_at_ms";
         let res: Result<i64, sqlx::Error> = with_pool!(self, |pool| {
-            sqlx::query_scalar(SQL)
-                .bind(token_hash)
-                .bind(username)
-                .bind(ttl_ms)
-                .fetch_one(pool)
-                .await
+            sqlx::query_scalar(SQL).bind(token_hash).bind(username).bind(ttl_ms).fetch_one(pool).await
         });
         match res {
             Ok(expires) => Ok(expires),
-            Err(e)
-                if e.as_database_error()
-                    .is_some_and(|d| d.is_foreign_key_violation()) =>
-            {
-                Err(StoreError::Other(format!(
-                    "no account {username} for a new token"
-                )))
+            Err(e) if e.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) => {
+                Err(StoreError::Other(format!("no account {username} for a new token")))
             }
             // 32 random bytes do not collide; report it without the hash all the same.
             Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict("token".into())),
@@ -162,12 +142,8 @@ impl Store {
         const SQL: &str = "SELECT a.username, a.role, a.client_id, t.expires_at_ms, \
              CAST(CASE WHEN t.expires_at_ms <= (SELECT now_ms FROM db_clock) THEN 1 ELSE 0 END AS BIGINT) AS expired \
              FROM tokens t JOIN accounts a ON a.username = t.username WHERE t.hash = $1";
-        let raw: Option<RawToken> = with_pool!(self, |pool| {
-            sqlx::query_as(SQL)
-                .bind(token_hash)
-                .fetch_optional(pool)
-                .await
-        })?;
+        let raw: Option<RawToken> =
+            with_pool!(self, |pool| { sqlx::query_as(SQL).bind(token_hash).fetch_optional(pool).await })?;
         Ok(raw.map(|r| TokenRow {
             username: r.username,
             role: r.role,
@@ -181,10 +157,7 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn tokens_purge_expired(&self) -> Result<u64> {
         const SQL: &str = "DELETE FROM tokens WHERE expires_at_ms <= (SELECT now_ms FROM db_clock)";
-        let done = with_pool!(self, |pool| sqlx::query(SQL)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
+        let done = with_pool!(self, |pool| sqlx::query(SQL).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(done)
     }
 }

@@ -14,9 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use api::{
-    Aggregate, AggregateEntry, CapabilityKind, CapabilityValue, Resources, AGGREGATE_MAX_VALUES,
-};
+use api::{Aggregate, AggregateEntry, CapabilityKind, CapabilityValue, Resources, AGGREGATE_MAX_VALUES};
 use uuid::Uuid;
 
 use super::{is_unique_violation, parse_uuid, Result, Store, StoreError};
@@ -112,16 +110,8 @@ impl RawHost {
             agent_url: self.agent_url,
             state: self.state,
             capabilities,
-            total: Resources {
-                vcpus: self.vcpus_total,
-                memory_mb: self.memory_mb_total,
-                disk_gb: self.disk_gb_total,
-            },
-            used: Resources {
-                vcpus: self.vcpus_used,
-                memory_mb: self.memory_mb_used,
-                disk_gb: self.disk_gb_used,
-            },
+            total: Resources { vcpus: self.vcpus_total, memory_mb: self.memory_mb_total, disk_gb: self.disk_gb_total },
+            used: Resources { vcpus: self.vcpus_used, memory_mb: self.memory_mb_used, disk_gb: self.disk_gb_used },
             missed_reports: self.missed_reports,
             last_report_ms: self.last_report_ms,
             created_at_ms: self.created_at_ms,
@@ -135,11 +125,7 @@ impl RawHost {
 fn encode(v: &CapabilityValue) -> (&'static str, Option<String>, Option<f64>) {
     match v {
         CapabilityValue::Float(f) => ("float", Some(f.to_string()), Some(*f)),
-        CapabilityValue::Bool(b) => (
-            "bool",
-            Some(b.to_string()),
-            Some(if *b { 1.0 } else { 0.0 }),
-        ),
+        CapabilityValue::Bool(b) => ("bool", Some(b.to_string()), Some(if *b { 1.0 } else { 0.0 })),
         CapabilityValue::String(s) => ("string", Some(s.clone()), None),
     }
 }
@@ -153,12 +139,8 @@ fn decode(c: &RawCap) -> Result<CapabilityValue> {
     };
     match CapabilityKind::parse(&c.kind) {
         Some(CapabilityKind::Float) => Ok(CapabilityValue::Float(c.float_value.ok_or_else(bad)?)),
-        Some(CapabilityKind::Bool) => {
-            Ok(CapabilityValue::Bool(c.float_value.ok_or_else(bad)? != 0.0))
-        }
-        Some(CapabilityKind::String) => Ok(CapabilityValue::String(
-            c.str_value.clone().ok_or_else(bad)?,
-        )),
+        Some(CapabilityKind::Bool) => Ok(CapabilityValue::Bool(c.float_value.ok_or_else(bad)? != 0.0)),
+        Some(CapabilityKind::String) => Ok(CapabilityValue::String(c.str_value.clone().ok_or_else(bad)?)),
         None => Err(StoreError::Other(format!(
             "capability {:?} of host {} has unknown kind {:?}",
             c.key, c.host_id, c.kind
@@ -176,28 +158,17 @@ fn group_caps(caps: Vec<RawCap>) -> Result<BTreeMap<String, BTreeMap<String, Cap
     Ok(by_host)
 }
 
-const INSERT_CAP: &str =
-    "INSERT INTO host_capabilities (host_id, key, kind, str_value, float_value) \
+const INSERT_CAP: &str = "INSERT INTO host_capabilities (host_id, key, kind, str_value, float_value) \
      VALUES ($1, $2, $3, $4, $5)";
 
 /// Deletes and re-inserts a host's capabilities inside transaction `$tx` (a macro, like
 /// `with_pool!`, so the same code is compiled for both drivers).
 macro_rules! replace_caps {
     ($tx:ident, $id:expr, $caps:expr) => {{
-        sqlx::query("DELETE FROM host_capabilities WHERE host_id = $1")
-            .bind($id)
-            .execute(&mut *$tx)
-            .await?;
+        sqlx::query("DELETE FROM host_capabilities WHERE host_id = $1").bind($id).execute(&mut *$tx).await?;
         for (key, value) in $caps {
             let (kind, s, f) = encode(value);
-            sqlx::query(INSERT_CAP)
-                .bind($id)
-                .bind(key)
-                .bind(kind)
-                .bind(s)
-                .bind(f)
-                .execute(&mut *$tx)
-                .await?;
+            sqlx::query(INSERT_CAP).bind($id).bind(key).bind(kind).bind(s).bind(f).execute(&mut *$tx).await?;
         }
     }};
 }
@@ -227,14 +198,7 @@ impl Store {
                 .await?;
             for (key, value) in &host.capabilities {
                 let (kind, s, f) = encode(value);
-                sqlx::query(INSERT_CAP)
-                    .bind(&id)
-                    .bind(key)
-                    .bind(kind)
-                    .bind(s)
-                    .bind(f)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(INSERT_CAP).bind(&id).bind(key).bind(kind).bind(s).bind(f).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(raw)
@@ -278,8 +242,7 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn hosts(&self) -> Result<Vec<HostRow>> {
         let sql = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name");
-        const CAPS: &str =
-            "SELECT host_id, key, kind, str_value, float_value FROM host_capabilities";
+        const CAPS: &str = "SELECT host_id, key, kind, str_value, float_value FROM host_capabilities";
         let (raws, caps): (Vec<RawHost>, Vec<RawCap>) = with_pool!(self, |pool| async {
             let raws: Vec<RawHost> = sqlx::query_as(&sql).fetch_all(pool).await?;
             let caps: Vec<RawCap> = sqlx::query_as(CAPS).fetch_all(pool).await?;
@@ -308,22 +271,12 @@ impl Store {
         const EXISTS: &str = "SELECT COUNT(*) FROM hosts WHERE id = $1";
         let id_text = id.to_string();
         let (deleted, instances, exists): (u64, i64, i64) = with_pool!(self, |pool| async {
-            let deleted = sqlx::query(DELETE)
-                .bind(&id_text)
-                .execute(pool)
-                .await?
-                .rows_affected();
+            let deleted = sqlx::query(DELETE).bind(&id_text).execute(pool).await?.rows_affected();
             if deleted > 0 {
                 return Ok::<_, sqlx::Error>((deleted, 0, 0));
             }
-            let exists: i64 = sqlx::query_scalar(EXISTS)
-                .bind(&id_text)
-                .fetch_one(pool)
-                .await?;
-            let instances: i64 = sqlx::query_scalar(COUNT)
-                .bind(&id_text)
-                .fetch_one(pool)
-                .await?;
+            let exists: i64 = sqlx::query_scalar(EXISTS).bind(&id_text).fetch_one(pool).await?;
+            let instances: i64 = sqlx::query_scalar(COUNT).bind(&id_text).fetch_one(pool).await?;
             Ok((0, instances, exists))
         }
         .await)?;
@@ -351,11 +304,7 @@ impl Store {
         let found = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             // A write first, so SQLite waits for other writers instead of failing (see mod docs).
-            let touched = sqlx::query(TOUCH)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let touched = sqlx::query(TOUCH).bind(&id).execute(&mut *tx).await?.rows_affected();
             if touched == 0 {
                 tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(false);
@@ -387,18 +336,9 @@ impl Store {
         let id = id.to_string();
         let outcome = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let came_up = sqlx::query(CAME_UP)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                > 0;
+            let came_up = sqlx::query(CAME_UP).bind(&id).execute(&mut *tx).await?.rows_affected() > 0;
             if !came_up {
-                let found = sqlx::query(STAYED_UP)
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                let found = sqlx::query(STAYED_UP).bind(&id).execute(&mut *tx).await?.rows_affected();
                 if found == 0 {
                     tx.rollback().await?;
                     return Ok::<_, sqlx::Error>(None);
@@ -433,23 +373,14 @@ impl Store {
         let max_missed = max_missed.max(1);
         let ids: Vec<String> = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let ids: Vec<String> = sqlx::query_scalar(DOWN)
-                .bind(interval_ms)
-                .bind(max_missed)
-                .fetch_all(&mut *tx)
-                .await?;
-            sqlx::query(MISSED)
-                .bind(interval_ms)
-                .execute(&mut *tx)
-                .await?;
+            let ids: Vec<String> =
+                sqlx::query_scalar(DOWN).bind(interval_ms).bind(max_missed).fetch_all(&mut *tx).await?;
+            sqlx::query(MISSED).bind(interval_ms).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(ids)
         }
         .await)?;
-        let mut ids = ids
-            .iter()
-            .map(|s| parse_uuid("host", s))
-            .collect::<Result<Vec<_>>>()?;
+        let mut ids = ids.iter().map(|s| parse_uuid("host", s)).collect::<Result<Vec<_>>>()?;
         ids.sort();
         if !ids.is_empty() {
             tracing::info!(count = ids.len(), "hosts marked down after missed reports");
@@ -461,12 +392,7 @@ impl Store {
     /// [`crate::scheduler::sql`] for the weighing). Takes validated filters, not raw requirements,
     /// so an unchecked request cannot reach SQL.
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn candidates(
-        &self,
-        filters: &[Filter],
-        resources: &Resources,
-        limit: i64,
-    ) -> Result<Vec<Uuid>> {
+    pub async fn candidates(&self, filters: &[Filter], resources: &Resources, limit: i64) -> Result<Vec<Uuid>> {
         let query = candidates_query(filters, resources, limit);
         let ids: Vec<String> = with_pool!(self, |pool| {
             let mut q = sqlx::query_scalar::<_, String>(&query.sql);
@@ -539,9 +465,7 @@ impl Store {
     #[tracing::instrument(skip(self))]
     pub async fn place(&self, filters: &[Filter], resources: &Resources) -> Result<Option<Uuid>> {
         for _ in 0..PLACE_ROUNDS {
-            let candidates = self
-                .candidates(filters, resources, DEFAULT_CANDIDATES)
-                .await?;
+            let candidates = self.candidates(filters, resources, DEFAULT_CANDIDATES).await?;
             if candidates.is_empty() {
                 return Ok(None);
             }
@@ -551,10 +475,7 @@ impl Store {
                 }
             }
         }
-        tracing::warn!(
-            rounds = PLACE_ROUNDS,
-            "placement lost every candidate to concurrent placements"
-        );
+        tracing::warn!(rounds = PLACE_ROUNDS, "placement lost every candidate to concurrent placements");
         Ok(None)
     }
 
@@ -587,25 +508,10 @@ impl Store {
 
         let mut parts: Vec<(String, AggregateEntry)> = Vec::new();
         for (key, min, max, sum, count) in floats {
-            parts.push((
-                key,
-                AggregateEntry::Float {
-                    min,
-                    max,
-                    sum,
-                    count,
-                },
-            ));
+            parts.push((key, AggregateEntry::Float { min, max, sum, count }));
         }
         for (key, max, min, count) in bools {
-            parts.push((
-                key,
-                AggregateEntry::Bool {
-                    any: max != 0.0,
-                    all: min != 0.0,
-                    count,
-                },
-            ));
+            parts.push((key, AggregateEntry::Bool { any: max != 0.0, all: min != 0.0, count }));
         }
         let mut string_sets: BTreeMap<String, (Vec<String>, i64)> = BTreeMap::new();
         for (key, value, count) in strings {
@@ -620,14 +526,7 @@ impl Store {
             values.sort();
             let truncated = values.len() > AGGREGATE_MAX_VALUES;
             values.truncate(AGGREGATE_MAX_VALUES);
-            parts.push((
-                key,
-                AggregateEntry::String {
-                    values,
-                    count,
-                    truncated,
-                },
-            ));
+            parts.push((key, AggregateEntry::String { values, count, truncated }));
         }
         let mut aggregate = Aggregate::new();
         for (key, entry) in parts {
@@ -653,8 +552,7 @@ impl Store {
     /// create, delete or migrate, so caches keyed on the generation learn that owners moved.
     #[tracing::instrument(skip(self))]
     pub async fn bump_generation(&self) -> Result<i64> {
-        const SQL: &str =
-            "UPDATE zone_generation SET generation = generation + 1 WHERE one = 1 RETURNING generation";
+        const SQL: &str = "UPDATE zone_generation SET generation = generation + 1 WHERE one = 1 RETURNING generation";
         let g: i64 = with_pool!(self, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await)?;
         Ok(g)
     }

@@ -41,11 +41,7 @@ impl TryFrom<RawJob> for JobRow {
             queue: r.queue,
             payload: r.payload,
             state: r.state,
-            owner: r
-                .owner
-                .as_deref()
-                .map(|s| parse_uuid("node", s))
-                .transpose()?,
+            owner: r.owner.as_deref().map(|s| parse_uuid("node", s)).transpose()?,
             lease_until_ms: r.lease_until_ms,
             result: r.result,
         })
@@ -58,13 +54,8 @@ impl Store {
     pub async fn job_enqueue(&self, queue: &str, payload: &str) -> Result<i64> {
         const SQL: &str = "INSERT INTO jobs (queue, payload, state, created_at_ms) \
              VALUES ($1, $2, 'pending', (SELECT now_ms FROM db_clock)) RETURNING id";
-        let id: i64 = with_pool!(self, |pool| {
-            sqlx::query_scalar(SQL)
-                .bind(queue)
-                .bind(payload)
-                .fetch_one(pool)
-                .await
-        })?;
+        let id: i64 =
+            with_pool!(self, |pool| { sqlx::query_scalar(SQL).bind(queue).bind(payload).fetch_one(pool).await })?;
         Ok(id)
     }
 
@@ -73,12 +64,7 @@ impl Store {
     ///
     /// A `running` job whose lease has expired is taken over (same id, new owner and lease).
     #[tracing::instrument(level = "debug", skip(self, node), fields(node = %node))]
-    pub async fn job_claim(
-        &self,
-        queue: &str,
-        node: Uuid,
-        lease_ms: i64,
-    ) -> Result<Option<JobRow>> {
+    pub async fn job_claim(&self, queue: &str, node: Uuid, lease_ms: i64) -> Result<Option<JobRow>> {
         // 1. The queue's lock, if free. On a conflict the row is only updated (and returned) when
         //    no job holds it under a live lease.
         const LOCK: &str = "INSERT INTO job_locks (queue, holder, job_id, lease_until_ms) \
@@ -97,43 +83,25 @@ impl Store {
             "UPDATE jobs SET state = 'running', owner = $2, \
              lease_until_ms = (SELECT now_ms FROM db_clock) + $3 WHERE id = $1 RETURNING {JOB_COLUMNS}"
         );
-        const HOLD: &str =
-            "UPDATE job_locks SET holder = $2, job_id = $3, lease_until_ms = $4 WHERE queue = $1";
+        const HOLD: &str = "UPDATE job_locks SET holder = $2, job_id = $3, lease_until_ms = $4 WHERE queue = $1";
 
         let owner = node.to_string();
         let raw: Option<RawJob> = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let locked: Option<String> = sqlx::query_scalar(LOCK)
-                .bind(queue)
-                .bind(&owner)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let locked: Option<String> =
+                sqlx::query_scalar(LOCK).bind(queue).bind(&owner).fetch_optional(&mut *tx).await?;
             if locked.is_none() {
                 tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(None);
             }
-            let head: Option<i64> = sqlx::query_scalar(HEAD)
-                .bind(queue)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let head: Option<i64> = sqlx::query_scalar(HEAD).bind(queue).fetch_optional(&mut *tx).await?;
             let Some(id) = head else {
                 // Nothing to run: the rollback leaves the lock row as it was.
                 tx.rollback().await?;
                 return Ok(None);
             };
-            let job: RawJob = sqlx::query_as(&take)
-                .bind(id)
-                .bind(&owner)
-                .bind(lease_ms)
-                .fetch_one(&mut *tx)
-                .await?;
-            sqlx::query(HOLD)
-                .bind(queue)
-                .bind(&owner)
-                .bind(id)
-                .bind(job.lease_until_ms)
-                .execute(&mut *tx)
-                .await?;
+            let job: RawJob = sqlx::query_as(&take).bind(id).bind(&owner).bind(lease_ms).fetch_one(&mut *tx).await?;
+            sqlx::query(HOLD).bind(queue).bind(&owner).bind(id).bind(job.lease_until_ms).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Some(job))
         }
@@ -149,8 +117,7 @@ impl Store {
     /// (or no longer) run it.
     #[tracing::instrument(level = "debug", skip(self, node), fields(node = %node))]
     pub async fn job_renew(&self, id: i64, node: Uuid, lease_ms: i64) -> Result<bool> {
-        const LOCK: &str =
-            "UPDATE job_locks SET lease_until_ms = (SELECT now_ms FROM db_clock) + $3 \
+        const LOCK: &str = "UPDATE job_locks SET lease_until_ms = (SELECT now_ms FROM db_clock) + $3 \
              WHERE queue = (SELECT queue FROM jobs WHERE id = $1) AND job_id = $1 AND holder = $2 \
              RETURNING lease_until_ms";
         const JOB: &str = "UPDATE jobs SET lease_until_ms = $3 \
@@ -158,22 +125,13 @@ impl Store {
         let owner = node.to_string();
         let renewed = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let lease: Option<i64> = sqlx::query_scalar(LOCK)
-                .bind(id)
-                .bind(&owner)
-                .bind(lease_ms)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let lease: Option<i64> =
+                sqlx::query_scalar(LOCK).bind(id).bind(&owner).bind(lease_ms).fetch_optional(&mut *tx).await?;
             let Some(lease) = lease else {
                 tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(false);
             };
-            let done = sqlx::query(JOB)
-                .bind(id)
-                .bind(&owner)
-                .bind(lease)
-                .execute(&mut *tx)
-                .await?;
+            let done = sqlx::query(JOB).bind(id).bind(&owner).bind(lease).execute(&mut *tx).await?;
             if done.rows_affected() == 0 {
                 tx.rollback().await?;
                 return Ok(false);
@@ -189,8 +147,7 @@ impl Store {
     /// its next job. False when `node` does not (or no longer) run it.
     #[tracing::instrument(level = "debug", skip(self, node, result), fields(node = %node))]
     pub async fn job_finish(&self, id: i64, node: Uuid, ok: bool, result: &str) -> Result<bool> {
-        const UNLOCK: &str =
-            "UPDATE job_locks SET holder = NULL, job_id = NULL, lease_until_ms = 0 \
+        const UNLOCK: &str = "UPDATE job_locks SET holder = NULL, job_id = NULL, lease_until_ms = 0 \
              WHERE queue = (SELECT queue FROM jobs WHERE id = $1) AND job_id = $1 AND holder = $2";
         const JOB: &str = "UPDATE jobs SET state = $3, result = $4, lease_until_ms = NULL \
              WHERE id = $1 AND owner = $2 AND state = 'running'";
@@ -198,22 +155,12 @@ impl Store {
         let state = if ok { "done" } else { "failed" };
         let finished = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let unlocked = sqlx::query(UNLOCK)
-                .bind(id)
-                .bind(&owner)
-                .execute(&mut *tx)
-                .await?;
+            let unlocked = sqlx::query(UNLOCK).bind(id).bind(&owner).execute(&mut *tx).await?;
             if unlocked.rows_affected() == 0 {
                 tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(false);
             }
-            let done = sqlx::query(JOB)
-                .bind(id)
-                .bind(&owner)
-                .bind(state)
-                .bind(result)
-                .execute(&mut *tx)
-                .await?;
+            let done = sqlx::query(JOB).bind(id).bind(&owner).bind(state).bind(result).execute(&mut *tx).await?;
             if done.rows_affected() == 0 {
                 tx.rollback().await?;
                 return Ok(false);
@@ -232,9 +179,8 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn job_get(&self, id: i64) -> Result<Option<JobRow>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
-        let raw: Option<RawJob> = with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
-        })?;
+        let raw: Option<RawJob> =
+            with_pool!(self, |pool| { sqlx::query_as(&sql).bind(id).fetch_optional(pool).await })?;
         raw.map(JobRow::try_from).transpose()
     }
 
@@ -246,8 +192,7 @@ impl Store {
     pub async fn job_queues_pending(&self) -> Result<Vec<String>> {
         const SQL: &str = "SELECT DISTINCT queue FROM jobs WHERE state = 'pending' \
              OR (state = 'running' AND lease_until_ms <= (SELECT now_ms FROM db_clock)) ORDER BY queue";
-        let queues: Vec<String> =
-            with_pool!(self, |pool| sqlx::query_scalar(SQL).fetch_all(pool).await)?;
+        let queues: Vec<String> = with_pool!(self, |pool| sqlx::query_scalar(SQL).fetch_all(pool).await)?;
         Ok(queues)
     }
 }

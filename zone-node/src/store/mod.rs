@@ -31,9 +31,7 @@ use std::time::Duration;
 
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::Connection;
 use uuid::Uuid;
 
@@ -125,14 +123,12 @@ fn is_transient(d: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
 
 /// True when `e` is a unique-constraint violation.
 fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation())
+    e.as_database_error().is_some_and(|d| d.is_unique_violation())
 }
 
 /// Parses a UUID read back from a text column.
 fn parse_uuid(what: &str, s: &str) -> Result<Uuid> {
-    Uuid::parse_str(s)
-        .map_err(|e| StoreError::Other(format!("bad {what} id {s:?} in database: {e}")))
+    Uuid::parse_str(s).map_err(|e| StoreError::Other(format!("bad {what} id {s:?} in database: {e}")))
 }
 
 /// A management node's row.
@@ -236,9 +232,7 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("backend", &self.backend())
-            .finish_non_exhaustive()
+        f.debug_struct("Store").field("backend", &self.backend()).finish_non_exhaustive()
     }
 }
 
@@ -309,17 +303,12 @@ impl Store {
         if in_memory {
             // Each connection to `:memory:` would see its own database, and the shared cache sqlx
             // uses instead reports table locks without waiting: keep one connection, forever.
-            pool = pool
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None);
+            pool = pool.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
         } else {
             let path = opts.get_filename();
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-                })?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
             }
             pool = pool.max_connections(max_connections);
         }
@@ -336,20 +325,15 @@ impl Store {
                     tracing::debug!(attempt, error = %e, "sqlite database locked while opening; retrying");
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
                 }
-                Err(e) => {
-                    return Err(StoreError::Unavailable(format!("cannot open sqlite database {path}: {e}")))
-                }
+                Err(e) => return Err(StoreError::Unavailable(format!("cannot open sqlite database {path}: {e}"))),
             }
         };
-        Ok(Store {
-            backend: Backend::Sqlite(pool),
-        })
+        Ok(Store { backend: Backend::Sqlite(pool) })
     }
 
     async fn connect_postgres(url: &str, max_connections: u32) -> Result<Store> {
         // sqlx's parse errors do not echo the URL, so the password stays out of the message.
-        let opts =
-            PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+        let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
         let target = format!(
             "postgres at {}:{}/{}",
             opts.get_host(),
@@ -362,11 +346,7 @@ impl Store {
             Ok(Ok(conn)) => {
                 let _ = conn.close().await;
             }
-            Ok(Err(e)) => {
-                return Err(StoreError::Unavailable(format!(
-                    "cannot connect to {target}: {e}"
-                )))
-            }
+            Ok(Err(e)) => return Err(StoreError::Unavailable(format!("cannot connect to {target}: {e}"))),
             Err(_) => {
                 return Err(StoreError::Unavailable(format!(
                     "cannot connect to {target}: no answer within {CONNECT_TIMEOUT:?}"
@@ -379,9 +359,7 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to {target}: {e}")))?;
-        Ok(Store {
-            backend: Backend::Postgres(pool),
-        })
+        Ok(Store { backend: Backend::Postgres(pool) })
     }
 
     /// Applies the embedded migrations. PostgreSQL serialises concurrent migrators with an
@@ -412,21 +390,15 @@ impl Store {
     /// A round trip to the database (for readiness checks).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn ping(&self) -> Result<()> {
-        with_pool!(self, |pool| sqlx::query("SELECT 1")
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
+        with_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// The database clock, epoch milliseconds.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn now_ms(&self) -> Result<i64> {
-        let now: i64 = with_pool!(self, |pool| {
-            sqlx::query_scalar("SELECT now_ms FROM db_clock")
-                .fetch_one(pool)
-                .await
-        })?;
+        let now: i64 =
+            with_pool!(self, |pool| { sqlx::query_scalar("SELECT now_ms FROM db_clock").fetch_one(pool).await })?;
         Ok(now)
     }
 
@@ -447,17 +419,8 @@ impl Store {
              ON CONFLICT (one) DO UPDATE SET name = excluded.name \
              RETURNING id, name, created_at_ms";
         let new_id = Uuid::new_v4().to_string();
-        let raw: RawZone = with_pool!(self, |pool| {
-            sqlx::query_as(SQL)
-                .bind(&new_id)
-                .bind(name)
-                .fetch_one(pool)
-                .await
-        })?;
-        Ok(ZoneRow {
-            id: parse_uuid("zone", &raw.id)?,
-            name: raw.name,
-            created_at_ms: raw.created_at_ms,
-        })
+        let raw: RawZone =
+            with_pool!(self, |pool| { sqlx::query_as(SQL).bind(&new_id).bind(name).fetch_one(pool).await })?;
+        Ok(ZoneRow { id: parse_uuid("zone", &raw.id)?, name: raw.name, created_at_ms: raw.created_at_ms })
     }
 }

@@ -38,8 +38,7 @@ impl Store {
     pub async fn node_join(&self, id: Uuid, api_url: &str, alive: bool) -> Result<i64> {
         // `WHERE 1 = 1`: SQLite needs it to tell `ON CONFLICT` from a join's `ON` after
         // `INSERT ... SELECT`.
-        const SQL: &str =
-            "INSERT INTO nodes (id, api_url, state, joined_at_ms, heartbeat_ms, applied_epoch) \
+        const SQL: &str = "INSERT INTO nodes (id, api_url, state, joined_at_ms, heartbeat_ms, applied_epoch) \
              SELECT $1, $2, $3, now_ms, now_ms, 0 FROM db_clock WHERE 1 = 1 \
              ON CONFLICT (id) DO UPDATE SET api_url = excluded.api_url, state = excluded.state, \
              joined_at_ms = excluded.joined_at_ms, heartbeat_ms = excluded.heartbeat_ms";
@@ -48,12 +47,7 @@ impl Store {
         let epoch: i64 = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let epoch: i64 = sqlx::query_scalar(BUMP_EPOCH).fetch_one(&mut *tx).await?;
-            sqlx::query(SQL)
-                .bind(&id)
-                .bind(api_url)
-                .bind(state)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(SQL).bind(&id).bind(api_url).bind(state).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(epoch)
         }
@@ -71,11 +65,7 @@ impl Store {
              WHERE id = $1 AND state IN {LIVE_STATES}"
         );
         let id = id.to_string();
-        let done = with_pool!(self, |pool| sqlx::query(&sql)
-            .bind(&id)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
+        let done = with_pool!(self, |pool| sqlx::query(&sql).bind(&id).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(done > 0)
     }
 
@@ -86,10 +76,7 @@ impl Store {
             return Ok(false);
         }
         let placeholders: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 3)).collect();
-        let sql = format!(
-            "UPDATE nodes SET state = $2 WHERE id = $1 AND state IN ({})",
-            placeholders.join(", ")
-        );
+        let sql = format!("UPDATE nodes SET state = $2 WHERE id = $1 AND state IN ({})", placeholders.join(", "));
         let id = id.to_string();
         let epoch: Option<i64> = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
@@ -118,15 +105,9 @@ impl Store {
     /// Records that `id` has applied (and drained for) `epoch`; never lowers it.
     #[tracing::instrument(level = "debug", skip(self, id), fields(node = %id))]
     pub async fn node_ack_epoch(&self, id: Uuid, epoch: i64) -> Result<()> {
-        const SQL: &str =
-            "UPDATE nodes SET applied_epoch = $2 WHERE id = $1 AND applied_epoch < $2";
+        const SQL: &str = "UPDATE nodes SET applied_epoch = $2 WHERE id = $1 AND applied_epoch < $2";
         let id = id.to_string();
-        with_pool!(self, |pool| sqlx::query(SQL)
-            .bind(&id)
-            .bind(epoch)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
+        with_pool!(self, |pool| sqlx::query(SQL).bind(&id).bind(epoch).execute(pool).await.map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -138,26 +119,18 @@ impl Store {
     /// re-checked by the UPDATE's WHERE clause, so a node that just beat is not evicted.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn nodes_evict_stale(&self, dead_after_ms: i64) -> Result<Vec<Uuid>> {
-        let stale =
-            format!("state IN {LIVE_STATES} AND heartbeat_ms < (SELECT now_ms FROM db_clock) - $1");
+        let stale = format!("state IN {LIVE_STATES} AND heartbeat_ms < (SELECT now_ms FROM db_clock) - $1");
         let probe = format!("SELECT id FROM nodes WHERE {stale} LIMIT 1");
         let evict = format!("UPDATE nodes SET state = 'dead' WHERE {stale} RETURNING id");
-        let any: Option<String> = with_pool!(self, |pool| {
-            sqlx::query_scalar(&probe)
-                .bind(dead_after_ms)
-                .fetch_optional(pool)
-                .await
-        })?;
+        let any: Option<String> =
+            with_pool!(self, |pool| { sqlx::query_scalar(&probe).bind(dead_after_ms).fetch_optional(pool).await })?;
         if any.is_none() {
             return Ok(Vec::new());
         }
         let evicted: Vec<String> = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let epoch: i64 = sqlx::query_scalar(BUMP_EPOCH).fetch_one(&mut *tx).await?;
-            let ids: Vec<String> = sqlx::query_scalar(&evict)
-                .bind(dead_after_ms)
-                .fetch_all(&mut *tx)
-                .await?;
+            let ids: Vec<String> = sqlx::query_scalar(&evict).bind(dead_after_ms).fetch_all(&mut *tx).await?;
             if ids.is_empty() {
                 // Another node evicted them (or they beat) in the meantime.
                 tx.rollback().await?;
@@ -182,8 +155,7 @@ impl Store {
              n.id, n.api_url, n.state, n.joined_at_ms, n.heartbeat_ms, n.applied_epoch \
              FROM cluster c LEFT JOIN nodes n ON 1 = 1 \
              WHERE c.one = 1 ORDER BY n.joined_at_ms, n.id";
-        let raw: Vec<RawMember> =
-            with_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)?;
+        let raw: Vec<RawMember> = with_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)?;
         let (epoch, now_ms) = raw
             .first()
             .map(|r| (r.epoch, r.now_ms))
@@ -201,11 +173,7 @@ impl Store {
                 applied_epoch: r.applied_epoch.unwrap_or_default(),
             });
         }
-        Ok(Membership {
-            epoch,
-            now_ms,
-            nodes,
-        })
+        Ok(Membership { epoch, now_ms, nodes })
     }
 
     /// Deletes `dead`/`left` rows whose heartbeat is older than `older_than_ms`.

@@ -25,12 +25,7 @@ impl Store {
              max_active = CASE WHEN probe.active + 1 > probe.max_active \
                  THEN probe.active + 1 ELSE probe.max_active END \
              RETURNING active";
-        let active: i64 = with_pool!(self, |pool| {
-            sqlx::query_scalar(SQL)
-                .bind(resource_id)
-                .fetch_one(pool)
-                .await
-        })?;
+        let active: i64 = with_pool!(self, |pool| { sqlx::query_scalar(SQL).bind(resource_id).fetch_one(pool).await })?;
         Ok(active)
     }
 
@@ -45,22 +40,16 @@ impl Store {
              ON CONFLICT (resource_id) DO UPDATE SET active = probe.active - 1, \
              completed = probe.completed + 1 \
              RETURNING completed";
-        let completed: i64 = with_pool!(self, |pool| {
-            sqlx::query_scalar(SQL)
-                .bind(resource_id)
-                .fetch_one(pool)
-                .await
-        })?;
+        let completed: i64 =
+            with_pool!(self, |pool| { sqlx::query_scalar(SQL).bind(resource_id).fetch_one(pool).await })?;
         Ok(completed)
     }
 
     /// Every resource's counters, ordered by resource id.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn probe_stats(&self) -> Result<Vec<ProbeRow>> {
-        const SQL: &str =
-            "SELECT resource_id, active, max_active, completed FROM probe ORDER BY resource_id";
-        let raw: Vec<RawProbe> =
-            with_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)?;
+        const SQL: &str = "SELECT resource_id, active, max_active, completed FROM probe ORDER BY resource_id";
+        let raw: Vec<RawProbe> = with_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)?;
         Ok(raw
             .into_iter()
             .map(|r| ProbeRow {

@@ -94,10 +94,11 @@ impl WorkQueues {
         let task: Task = Box::new(move |c| Box::pin(task(c)));
         let start = {
             let mut state = self.inner.state.lock().expect("work queue mutex poisoned");
-            let queue = state
-                .queues
-                .entry(key.to_owned())
-                .or_insert_with(|| Queue { level, running: 0, pending: VecDeque::new() });
+            let queue = state.queues.entry(key.to_owned()).or_insert_with(|| Queue {
+                level,
+                running: 0,
+                pending: VecDeque::new(),
+            });
             if queue.level == 0 || queue.running < queue.level {
                 queue.running += 1;
                 Some(task)
