@@ -68,6 +68,7 @@ use uuid::Uuid;
 use super::envelope::{
     error_body_json, headers, is_json, now_ms, parse_error_body, SinkInner, BUS_VERSION, REPLY_KIND,
 };
+use super::pending::{lock, PendingGuard};
 use super::{
     dispatch, event_exchange, portal_queue, redact_url, service_queue, BusError, Delivery, Destination, Event, Handler,
     Message, ReplySink, Transport, MAX_IN_FLIGHT,
@@ -84,11 +85,6 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Capacity of the local event channel; a subscriber that lags further loses the oldest.
 const EVENT_CAPACITY: usize = 4096;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // These locks guard short, non-awaiting map updates: a poisoned one is still consistent.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 fn unavailable(err: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(err.to_string())
@@ -193,6 +189,9 @@ impl Link {
         Ok(outcome)
     }
 }
+
+/// Where a pending call's answer arrives.
+type ReplyReceiver = oneshot::Receiver<Result<Vec<u8>, BusError>>;
 
 /// A call waiting for its reply.
 struct PendingCall {
@@ -934,7 +933,7 @@ impl AmqpTransport {
         }
     }
 
-    fn register(&self, node: Option<Uuid>) -> (u64, PendingGuard<'_>, oneshot::Receiver<Result<Vec<u8>, BusError>>) {
+    fn register(&self, node: Option<Uuid>) -> (u64, PendingGuard<'_, PendingCall>, ReplyReceiver) {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_call.fetch_add(1, Ordering::Relaxed);
         lock(&self.shared.pending).insert(id, PendingCall { node, tx });
@@ -963,18 +962,6 @@ impl Drop for AmqpTransport {
     fn drop(&mut self) {
         // The last Bus handle is gone: let the supervisor close the connection.
         self.shared.shutdown.cancel();
-    }
-}
-
-/// Removes a pending call however the call ends (reply, error, or the caller dropping it).
-struct PendingGuard<'a> {
-    pending: &'a Mutex<HashMap<u64, PendingCall>>,
-    id: u64,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        lock(self.pending).remove(&self.id);
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::envelope::{now_ms, ReplySink};
+use super::pending::{lock, PendingGuard};
 use super::{
     dispatch, event_exchange, portal_queue, service_queue, BusError, Delivery, Destination, Event, Handler, Message,
     Transport, MAX_IN_FLIGHT,
@@ -30,12 +31,6 @@ const EVENT_CAPACITY: usize = 4096;
 
 /// Named brokers of this process (`memory://<name>`). Weak, so a broker goes away with its last bus.
 static NAMED: LazyLock<Mutex<HashMap<String, Weak<Broker>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere while holding one of these short, non-awaiting locks cannot leave the
-    // maps half-updated in a way that matters more than stopping the node would.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The shared state of one in-process broker: its queues and its event channels.
 #[derive(Default)]
@@ -190,23 +185,11 @@ impl MemoryTransport {
         Ok(())
     }
 
-    fn register(&self, node: Option<Uuid>) -> (PendingGuard<'_>, oneshot::Receiver<BusError>) {
+    fn register(&self, node: Option<Uuid>) -> (PendingGuard<'_, PendingCall>, oneshot::Receiver<BusError>) {
         let (cancel, cancelled) = oneshot::channel();
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
         lock(&self.pending).insert(id, PendingCall { node, cancel });
         (PendingGuard { pending: &self.pending, id }, cancelled)
-    }
-}
-
-/// Removes a pending call however the call ends (reply, error, or the caller dropping it).
-struct PendingGuard<'a> {
-    pending: &'a Mutex<HashMap<u64, PendingCall>>,
-    id: u64,
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        lock(self.pending).remove(&self.id);
     }
 }
 

@@ -31,6 +31,7 @@
 pub mod amqp;
 pub mod envelope;
 pub mod memory;
+mod pending;
 
 pub use envelope::{Delivery, Event, Message, ReplySink};
 

@@ -421,18 +421,7 @@ impl Store {
              AND vcpus_total - vcpus_used >= $2 \
              AND memory_mb_total - memory_mb_used >= $3 \
              AND disk_gb_total - disk_gb_used >= $4";
-        let id = host.to_string();
-        let done = with_pool!(self, |pool| {
-            sqlx::query(SQL)
-                .bind(&id)
-                .bind(resources.vcpus)
-                .bind(resources.memory_mb)
-                .bind(resources.disk_gb)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(done > 0)
+        self.adjust_capacity(SQL, host, resources).await
     }
 
     /// Gives back a reservation (instance deleted, placement abandoned, migrated away). Works on
@@ -444,9 +433,15 @@ impl Store {
              memory_mb_used = memory_mb_used - $3, disk_gb_used = disk_gb_used - $4, \
              version = version + 1 \
              WHERE id = $1 AND vcpus_used >= $2 AND memory_mb_used >= $3 AND disk_gb_used >= $4";
+        self.adjust_capacity(SQL, host, resources).await
+    }
+
+    /// Runs one of the capacity updates of [`Store::reserve`] and [`Store::release`] (`$1` the
+    /// host, `$2..$4` vcpus, memory, disk); true when it changed the host's row.
+    async fn adjust_capacity(&self, sql: &'static str, host: Uuid, resources: &Resources) -> Result<bool> {
         let id = host.to_string();
         let done = with_pool!(self, |pool| {
-            sqlx::query(SQL)
+            sqlx::query(sql)
                 .bind(&id)
                 .bind(resources.vcpus)
                 .bind(resources.memory_mb)
