@@ -377,74 +377,53 @@ async fn python_portal_client_written_from_the_docs() {
     let p = prefix();
     let server = node(&p).await;
     server.serve_portal(Arc::new(Describe(server.node_id()))).await.unwrap();
-    let script = repo_root().join("tests/clients/portal_client.py");
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .args([
-            "--url",
-            &amqp_url(),
-            "--prefix",
-            &p,
-            "--kind",
-            "zone.get",
-            "--body",
-            r#"{"hello":"portal"}"#,
-            "--resource",
-            "r-1",
-        ])
-        .output()
-        .await
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    let (out, stdout) = portal_client(&p, &["--body", r#"{"hello":"portal"}"#, "--resource", "r-1"]).await;
     assert!(
         out.status.success(),
-        "portal_client.py failed (is pika installed? python3 -m pip install pika)\nstdout: {stdout}\nstderr: {stderr}"
+        "portal_client.py failed (is pika installed? python3 -m pip install pika)\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
+    let v = reply_json(&stdout);
     assert_eq!(v["status"], "ok");
     assert_eq!(v["body"]["node"], server.node_id().to_string());
     assert_eq!(v["body"]["kind"], "zone.get");
     assert_eq!(v["body"]["resource"], "r-1");
 
     // A request the node cannot read is answered with an error, not dropped.
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .args(["--url", &amqp_url(), "--prefix", &p, "--kind", "zone.get", "--body", "{not json"])
-        .output()
-        .await
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
+    let v = reply_json(&portal_client(&p, &["--body", "{not json"]).await.1);
     assert_eq!(v["status"], "error");
     assert_eq!(v["body"]["error"]["code"], "invalid_body");
 
     // So is a request of an envelope version this node does not speak.
-    let out = tokio::process::Command::new("python3")
-        .arg(&script)
-        .args(["--url", &amqp_url(), "--prefix", &p, "--kind", "zone.get", "--bus-version", "2"])
-        .output()
-        .await
-        .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"));
+    let v = reply_json(&portal_client(&p, &["--bus-version", "2"]).await.1);
     assert_eq!(v["status"], "error");
     assert_eq!(v["body"]["error"]["code"], "invalid_body");
     assert!(v["body"]["error"]["message"].as_str().unwrap_or("").contains("x-bus-version"), "{v}");
 
     // With no node serving the portal, the request is unroutable at once.
     server.close().await;
+    let (out, stdout) = portal_client(&p, &[]).await;
+    assert_eq!(out.status.code(), Some(3), "expected unroutable: {stdout}");
+}
+
+/// Runs tests/clients/portal_client.py with a `zone.get` request on prefix `p` plus `extra`
+/// arguments; returns its output and its standard output as text.
+async fn portal_client(p: &str, extra: &[&str]) -> (std::process::Output, String) {
+    let script = repo_root().join("tests/clients/portal_client.py");
     let out = tokio::process::Command::new("python3")
         .arg(&script)
-        .args(["--url", &amqp_url(), "--prefix", &p, "--kind", "zone.get"])
+        .args(["--url", &amqp_url(), "--prefix", p, "--kind", "zone.get"])
+        .args(extra)
         .output()
         .await
         .expect("run python3");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "expected unroutable: {stdout}");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out, stdout)
+}
+
+fn reply_json(stdout: &str) -> serde_json::Value {
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("reply is not JSON ({e}): {stdout}"))
 }
 
 /// Returned messages are matched to their own publish even when many publishes share one
