@@ -107,12 +107,88 @@ impl Client {
     }
 
     pub async fn account_delete(&self, username: &str) -> Result<(), ClientError> {
-        let url = format!("{}/v1/accounts/{username}", self.base);
-        let resp = self.send(self.http.delete(&url), &url).await?;
+        self.delete(&format!("/v1/accounts/{username}")).await
+    }
+
+    // --- hosts ---
+
+    pub async fn host_register(&self, req: &HostRegister) -> Result<Host, ClientError> {
+        self.post("/v1/hosts", req).await
+    }
+
+    pub async fn hosts(&self) -> Result<HostList, ClientError> {
+        self.get("/v1/hosts").await
+    }
+
+    pub async fn host(&self, id: &str) -> Result<Host, ClientError> {
+        self.get(&format!("/v1/hosts/{id}")).await
+    }
+
+    pub async fn host_update(&self, id: &str, req: &HostUpdate) -> Result<Host, ClientError> {
+        self.put(&format!("/v1/hosts/{id}"), req).await
+    }
+
+    pub async fn host_delete(&self, id: &str) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/hosts/{id}")).await
+    }
+
+    /// A host's periodic presence report (`204`).
+    pub async fn host_report(&self, id: &str, report: &crate::agent::HostReport) -> Result<(), ClientError> {
+        let url = format!("{}/v1/hosts/{id}/report", self.base);
+        let resp = self.send(self.http.post(&url).json(report), &url).await?;
         Self::check(resp, &url).await.map(|_| ())
     }
 
+    /// This zone's aggregate of capabilities.
+    pub async fn capabilities(&self) -> Result<Aggregate, ClientError> {
+        self.get("/v1/capabilities").await
+    }
+
+    pub async fn placement(&self, req: &PlacementRequest) -> Result<Placement, ClientError> {
+        self.post("/v1/placements", req).await
+    }
+
+    // --- instances ---
+
+    pub async fn instance_create(&self, req: &InstanceCreate) -> Result<Instance, ClientError> {
+        self.post("/v1/instances", req).await
+    }
+
+    /// One page of instances; `query` is the raw query string (`client_id=…&limit=…&marker=…`).
+    pub async fn instances(&self, query: &str) -> Result<InstanceList, ClientError> {
+        if query.is_empty() {
+            self.get("/v1/instances").await
+        } else {
+            self.get(&format!("/v1/instances?{query}")).await
+        }
+    }
+
+    pub async fn instance(&self, id: &str) -> Result<Instance, ClientError> {
+        self.get(&format!("/v1/instances/{id}")).await
+    }
+
+    pub async fn instance_action(&self, id: &str, action: &InstanceAction) -> Result<Instance, ClientError> {
+        self.post(&format!("/v1/instances/{id}/action"), action).await
+    }
+
+    pub async fn instance_delete(&self, id: &str) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/instances/{id}")).await
+    }
+
     // --- generic helpers ---
+
+    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(self.http.put(&url).json(body), &url).await?;
+        Self::decode(resp, &url).await
+    }
+
+    /// `DELETE`, expecting an empty success (`204`).
+    pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let url = format!("{}{path}", self.base);
+        let resp = self.send(self.http.delete(&url), &url).await?;
+        Self::check(resp, &url).await.map(|_| ())
+    }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);

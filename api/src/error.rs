@@ -60,6 +60,15 @@ pub enum ErrorCode {
     InvalidState,
     /// The path or method does not exist.
     NoSuchRoute,
+    /// A placement requirement is malformed (unknown op, value of the wrong type for its op,
+    /// bad key); the message names the requirement by index.
+    InvalidRequirements,
+    /// Requested resources are out of range (negative, too large).
+    InvalidResources,
+    /// No host (or child zone) meets the requirements with the resources free.
+    NoValidHost,
+    /// A host's agent failed the task or did not answer in time; the message has its reason.
+    AgentFailed,
 
     // --- bus and cluster errors ---
     /// The call's deadline passed before a reply arrived.
@@ -87,16 +96,17 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidJson | InvalidBody | InvalidField => 400,
+            InvalidJson | InvalidBody | InvalidField | InvalidRequirements | InvalidResources => 400,
             MissingToken | InvalidToken | TokenExpired | InvalidCredentials => 401,
             Forbidden => 403,
             NotFound | NoSuchRoute | NoSuchService => 404,
-            Conflict | InvalidState => 409,
+            Conflict | InvalidState | NoValidHost => 409,
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             Timeout => 504,
             NodeUnavailable | Unroutable | BusUnavailable | RingUnstable | StoreUnavailable | NodeFenced => 503,
             Internal => 500,
+            AgentFailed => 502,
         }
     }
 
@@ -118,6 +128,10 @@ impl ErrorCode {
             Conflict => "conflict",
             InvalidState => "invalid_state",
             NoSuchRoute => "no_such_route",
+            InvalidRequirements => "invalid_requirements",
+            InvalidResources => "invalid_resources",
+            NoValidHost => "no_valid_host",
+            AgentFailed => "agent_failed",
             Timeout => "timeout",
             NodeUnavailable => "node_unavailable",
             Unroutable => "unroutable",

@@ -8,7 +8,9 @@
 //! - [`error`]: the error body and the one list of error codes used by HTTP and the bus
 //! - [`types`]: request and response bodies, grouped by resource
 //! - [`client`]: the typed HTTP client
+//! - [`agent`]: the host-agent protocol (zone → agent tasks, agent → zone callbacks and reports)
 
+pub mod agent;
 pub mod client;
 pub mod error;
 pub mod types;

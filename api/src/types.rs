@@ -274,6 +274,23 @@ pub struct HostRegister {
     /// The host's capacity. Absent means none: such a host is never chosen for placements.
     #[serde(default)]
     pub resources: Resources,
+    /// The bearer token the zone presents to the agent. Stored, never returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<String>,
+}
+
+/// `PUT /v1/hosts/{id}`: change what an agent announced. Absent fields stay as they are;
+/// `capabilities` replaces the whole set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub capabilities: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 /// A host as the API shows it.
@@ -536,4 +553,92 @@ mod resource_tests {
         let back: Aggregate = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
         assert_eq!(back, a);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// instances
+
+/// `POST /v1/instances`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceCreate {
+    /// 1 to 64 characters of `[A-Za-z0-9_.:-]`; need not be unique.
+    pub name: String,
+    /// The client that owns the instance. Members may leave it out (their own client is used) and
+    /// may not name another; admins must give it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub requirements: Vec<Requirement>,
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// An instance as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Instance {
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    /// `building`, `running`, `stopping`, `stopped`, `starting`, `rebooting`, `migrating`,
+    /// `deleting`, `error`; `unknown` while its host is down (the stored state shows again when
+    /// the host reports).
+    pub state: String,
+    pub host_id: Option<String>,
+    /// The zone that holds the instance.
+    pub zone_id: String,
+    /// Zone names from the answering zone down to `zone_id`.
+    pub zone_path: Vec<String>,
+    pub resources: Resources,
+    pub requirements: Vec<Requirement>,
+    /// Why the last action failed, while the state is `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
+    /// Grows on every change.
+    pub version: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `{"instances":[…],"unreachable_zones":[…],"next_marker":…}`, sorted by id.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct InstanceList {
+    pub instances: Vec<Instance>,
+    /// Child zones that did not answer in time (their instances are missing from the list).
+    #[serde(default)]
+    pub unreachable_zones: Vec<String>,
+    /// Pass as `marker` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// What `POST /v1/instances/{id}/action` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceActionKind {
+    Start,
+    Stop,
+    Reboot,
+    Migrate,
+}
+
+impl InstanceActionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceActionKind::Start => "start",
+            InstanceActionKind::Stop => "stop",
+            InstanceActionKind::Reboot => "reboot",
+            InstanceActionKind::Migrate => "migrate",
+        }
+    }
+}
+
+/// `POST /v1/instances/{id}/action`: `{"action":"stop"}`, or `{"action":"migrate","host_id":…}`
+/// (without `host_id` the scheduler picks another host that meets the instance's requirements).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceAction {
+    pub action: InstanceActionKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
 }

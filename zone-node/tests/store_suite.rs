@@ -745,6 +745,7 @@ fn new_host(name: &str, caps: serde_json::Value, resources: Resources) -> NewHos
         agent_url: format!("http://agent/{name}"),
         capabilities: serde_json::from_value(caps).expect("capabilities are an object"),
         resources,
+        agent_token: None,
     };
     validate_host(&reg).expect("valid host")
 }
@@ -979,13 +980,13 @@ async fn invalid_requirements_are_refused_and_change_nothing(db: &TestDb) {
     for (body, index, what) in cases {
         let reqs: Vec<Requirement> = serde_json::from_value(body.clone()).unwrap();
         let err = validate_requirements(&reqs).unwrap_err();
-        assert_eq!(err.code(), "invalid_requirements");
+        assert_eq!(err.code(), api::ErrorCode::InvalidRequirements);
         let msg = err.to_string();
         assert!(msg.contains(index) && msg.contains(what), "{body}: {msg}");
     }
     for r in [res(-1, 1, 1), res(1, -1, 1), res(1, 1, -1), res(1 << 40, 1, 1), res(1, i64::MAX, 1)] {
         let err = zone_node::scheduler::validate_resources(&r).unwrap_err();
-        assert_eq!(err.code(), "invalid_resources", "{r:?}");
+        assert_eq!(err.code(), api::ErrorCode::InvalidResources, "{r:?}");
     }
     // A host registration with a non-scalar capability or a bad key is refused too.
     for caps in [serde_json::json!({"x": [1]}), serde_json::json!({"x": null}), serde_json::json!({"a b": 1})] {
@@ -994,6 +995,7 @@ async fn invalid_requirements_are_refused_and_change_nothing(db: &TestDb) {
             agent_url: "http://x".into(),
             capabilities: serde_json::from_value(caps).unwrap(),
             resources: res(1, 1, 1),
+            agent_token: None,
         };
         assert!(validate_host(&reg).is_err());
     }

@@ -44,11 +44,13 @@ pub enum ValidationError {
 
 impl ValidationError {
     /// The API error code this maps to.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> api::ErrorCode {
         match self {
-            ValidationError::Requirement { .. } | ValidationError::TooManyRequirements(_) => "invalid_requirements",
-            ValidationError::Resources { .. } => "invalid_resources",
-            ValidationError::Capability { .. } | ValidationError::Field { .. } => "invalid_request",
+            ValidationError::Requirement { .. } | ValidationError::TooManyRequirements(_) => {
+                api::ErrorCode::InvalidRequirements
+            }
+            ValidationError::Resources { .. } => api::ErrorCode::InvalidResources,
+            ValidationError::Capability { .. } | ValidationError::Field { .. } => api::ErrorCode::InvalidField,
         }
     }
 }
@@ -311,7 +313,7 @@ mod tests {
     fn resources_bounds() {
         assert!(validate_resources(&Resources { vcpus: 1, memory_mb: 1, disk_gb: 0 }).is_ok());
         let e = validate_resources(&Resources { vcpus: -1, memory_mb: 1, disk_gb: 0 }).unwrap_err();
-        assert_eq!(e.code(), "invalid_resources");
+        assert_eq!(e.code(), api::ErrorCode::InvalidResources);
         assert!(e.to_string().contains("vcpus"));
         assert!(validate_resources(&Resources { vcpus: 1, memory_mb: i64::MAX, disk_gb: 0 }).is_err());
     }
