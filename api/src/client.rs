@@ -177,7 +177,11 @@ impl Client {
 
     // --- generic helpers ---
 
-    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self.send(self.http.put(&url).json(body), &url).await?;
         Self::decode(resp, &url).await

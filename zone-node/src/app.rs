@@ -10,9 +10,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::agent::client::Agents;
 use crate::bus::Bus;
 use crate::cluster::{Cluster, ClusterSettings, ResourceService};
 use crate::config::{redact_url, Config};
+use crate::services::host::HostService;
+use crate::services::instance::InstanceService;
 use crate::services::portal::Portal;
 use crate::services::probe::Probe;
 use crate::store::{AccountRow, Store, TokenRow, ZoneRow};
@@ -29,6 +32,8 @@ pub struct AppState {
     pub zone: ZoneRow,
     /// Verified tokens by SHA-256, for [`crate::http::auth::TOKEN_CACHE_TTL`].
     pub tokens: Cache<String, TokenRow>,
+    /// Agent tasks waiting for their callbacks.
+    pub agents: Agents,
 }
 
 /// How the node stopped.
@@ -94,12 +99,38 @@ impl Application {
             Probe::new(store.clone(), node_id),
         );
         bus.serve(crate::services::PROBE, Arc::new(probe)).await.context("cannot serve the probe service")?;
+        let agents = Agents::new(config.api_url());
+        let instances = ResourceService::new(
+            crate::services::INSTANCE,
+            cluster.clone(),
+            bus.clone(),
+            work.clone(),
+            1,
+            InstanceService::new(
+                store.clone(),
+                bus.clone(),
+                cluster.clone(),
+                agents.clone(),
+                zone.clone(),
+                config.agent_timeout(),
+            ),
+        );
+        bus.serve(crate::services::INSTANCE, Arc::new(instances)).await.context("cannot serve the instance service")?;
+        let hosts = ResourceService::new(
+            crate::services::HOST,
+            cluster.clone(),
+            bus.clone(),
+            work.clone(),
+            1,
+            HostService::new(store.clone(), bus.clone()),
+        );
+        bus.serve(crate::services::HOST, Arc::new(hosts)).await.context("cannot serve the host service")?;
         cluster.join().await.context("cannot join the zone")?;
         let portal = Portal::new(bus.clone(), cluster.clone(), zone.clone(), config.api_url().to_owned());
         bus.serve_portal(Arc::new(portal)).await.context("cannot join the api.portal queue")?;
 
         let tokens = Cache::builder().time_to_live(crate::http::auth::TOKEN_CACHE_TTL).max_capacity(100_000).build();
-        let state = AppState { config: Arc::new(config), store, bus, cluster, work, zone, tokens };
+        let state = AppState { config: Arc::new(config), store, bus, cluster, work, zone, tokens, agents };
         Ok(Application { state, listener, shutdown: CancellationToken::new() })
     }
 
@@ -122,6 +153,21 @@ impl Application {
         let tasks = CancellationToken::new();
         let mut handles = state.cluster.spawn(tasks.clone());
         handles.push(tokio::spawn(purge_tokens(state.store.clone(), tasks.clone())));
+        handles.push(tokio::spawn(crate::services::instance::recover_orphans(
+            state.store.clone(),
+            state.bus.clone(),
+            state.cluster.clone(),
+            state.config.heartbeat_interval(),
+            tasks.clone(),
+        )));
+        handles.push(tokio::spawn(crate::services::host::sweep_silent_hosts(
+            state.store.clone(),
+            state.bus.clone(),
+            state.cluster.clone(),
+            state.config.host_report_interval(),
+            state.config.hosts.max_missed_reports,
+            tasks.clone(),
+        )));
 
         let evicted = state.cluster.evicted();
         let stop_http = CancellationToken::new();

@@ -41,6 +41,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub cluster: ClusterConfig,
     pub http: HttpConfig,
+    pub hosts: HostsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -102,6 +103,24 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// Lifetime of a bearer token (`ZONE_TOKEN_TTL_SECS`).
     pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostsConfig {
+    /// How often hosts are expected to report (`ZONE_HOST_REPORT_INTERVAL_MS`); agents should
+    /// report at this interval.
+    pub report_interval_ms: u64,
+    /// A host that misses this many reports in a row is marked down (`ZONE_HOST_MAX_MISSED_REPORTS`).
+    pub max_missed_reports: u64,
+    /// How long the zone waits for an agent's callback before the task fails (`ZONE_AGENT_TIMEOUT_MS`).
+    pub agent_timeout_ms: u64,
+}
+
+impl Default for HostsConfig {
+    fn default() -> Self {
+        HostsConfig { report_interval_ms: 1000, max_missed_reports: 3, agent_timeout_ms: 30_000 }
+    }
 }
 
 impl Default for ZoneConfig {
@@ -219,6 +238,15 @@ impl Config {
         }
         if let Some(v) = number("ZONE_TOKEN_TTL_SECS", "http.token_ttl_secs")? {
             self.http.token_ttl_secs = v;
+        }
+        if let Some(v) = number("ZONE_HOST_REPORT_INTERVAL_MS", "hosts.report_interval_ms")? {
+            self.hosts.report_interval_ms = v;
+        }
+        if let Some(v) = number("ZONE_HOST_MAX_MISSED_REPORTS", "hosts.max_missed_reports")? {
+            self.hosts.max_missed_reports = v;
+        }
+        if let Some(v) = number("ZONE_AGENT_TIMEOUT_MS", "hosts.agent_timeout_ms")? {
+            self.hosts.agent_timeout_ms = v;
         }
         Ok(())
     }
@@ -356,6 +384,31 @@ impl Config {
                 "must be between 60 and 2592000 (30 days)",
             ));
         }
+        let h = &self.hosts;
+        if !(50..=3_600_000).contains(&h.report_interval_ms) {
+            return Err(invalid(
+                "ZONE_HOST_REPORT_INTERVAL_MS",
+                "hosts.report_interval_ms",
+                h.report_interval_ms.to_string(),
+                "must be between 50 and 3600000",
+            ));
+        }
+        if !(1..=1000).contains(&h.max_missed_reports) {
+            return Err(invalid(
+                "ZONE_HOST_MAX_MISSED_REPORTS",
+                "hosts.max_missed_reports",
+                h.max_missed_reports.to_string(),
+                "must be between 1 and 1000",
+            ));
+        }
+        if !(100..=3_600_000).contains(&h.agent_timeout_ms) {
+            return Err(invalid(
+                "ZONE_AGENT_TIMEOUT_MS",
+                "hosts.agent_timeout_ms",
+                h.agent_timeout_ms.to_string(),
+                "must be between 100 and 3600000",
+            ));
+        }
         Ok(())
     }
 
@@ -381,6 +434,12 @@ impl Config {
     }
     pub fn call_timeout(&self) -> Duration {
         Duration::from_millis(self.bus.call_timeout_ms)
+    }
+    pub fn host_report_interval(&self) -> Duration {
+        Duration::from_millis(self.hosts.report_interval_ms)
+    }
+    pub fn agent_timeout(&self) -> Duration {
+        Duration::from_millis(self.hosts.agent_timeout_ms)
     }
 }
 

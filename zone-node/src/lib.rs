@@ -21,6 +21,7 @@
 //! - [`app`]: wires it all together: `Application::build`, `run_until_stopped`
 //! - [`cli`]: the `zone-node` command line (serve and the operator commands)
 
+pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod bus;

@@ -6,13 +6,19 @@
 //!
 //! - [`error`]: `ApiError` and the JSON body extractor that turns bad input into error codes
 //! - [`auth`]: token issue and the bearer-token middleware; the [`auth::Caller`] it yields
-//! - [`accounts`], [`zone`], [`health`]: the routes
+//! - [`accounts`], [`zone`], [`hosts`], [`instances`], [`health`]: the routes
+//! - [`callbacks`]: agents' task results (authenticated by a one-time token, not a bearer token)
+//! - [`input`]: request parts checked at the edge (requirements, resources, ids, page sizes)
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`
 
 pub mod accounts;
 pub mod auth;
+pub mod callbacks;
 pub mod error;
 pub mod health;
+pub mod hosts;
+pub mod input;
+pub mod instances;
 pub mod openapi;
 pub mod zone;
 
@@ -26,10 +32,13 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .merge(zone::router())
         .merge(accounts::router())
+        .merge(hosts::router())
+        .merge(instances::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .merge(health::router())
         .merge(auth::router())
+        .merge(callbacks::router())
         .merge(protected)
         .fallback(error::no_such_route)
         .method_not_allowed_fallback(error::method_not_allowed)

@@ -50,9 +50,10 @@ pub async fn get_zone(
         api_url: state.config.api_url().to_owned(),
         node_id: state.cluster.me().to_string(),
         nodes,
-        capabilities: serde_json::json!({}),
+        capabilities: serde_json::to_value(state.store.aggregate().await?)
+            .map_err(|e| crate::error::Error::Internal(e.to_string()))?,
         children: Vec::new(),
-        generation: 0,
+        generation: state.store.generation().await?,
         ring_epoch: membership.epoch,
     }))
 }

@@ -24,6 +24,6 @@ pub mod validate;
 
 pub use sql::{candidates_query, Bind, CandidateQuery, DEFAULT_CANDIDATES};
 pub use validate::{
-    parse_capabilities, valid_key, validate_host, validate_requirements, validate_resources, Filter, Test,
-    ValidationError,
+    parse_capabilities, valid_key, validate_agent_token, validate_agent_url, validate_host, validate_requirements,
+    validate_resources, Filter, Test, ValidationError,
 };

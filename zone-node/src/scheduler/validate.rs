@@ -250,19 +250,45 @@ pub fn validate_host(reg: &HostRegister) -> Result<NewHost, ValidationError> {
     if !valid_key(&reg.name) {
         return Err(ValidationError::Field { field: "name", reason: "must match [A-Za-z0-9_.:-]{1,64}".into() });
     }
-    if reg.agent_url.is_empty() || reg.agent_url.len() > MAX_URL_LEN {
-        return Err(ValidationError::Field {
-            field: "agent_url",
-            reason: format!("must be 1 to {MAX_URL_LEN} bytes long"),
-        });
-    }
+    validate_agent_url(&reg.agent_url)?;
     validate_resources(&reg.resources)?;
+    if let Some(token) = &reg.agent_token {
+        validate_agent_token(token)?;
+    }
     Ok(NewHost {
         name: reg.name.clone(),
         agent_url: reg.agent_url.clone(),
         capabilities: parse_capabilities(&reg.capabilities)?,
         resources: reg.resources,
+        agent_token: reg.agent_token.clone(),
     })
+}
+
+/// An agent URL: http(s), with a host, at most [`MAX_URL_LEN`] bytes.
+pub fn validate_agent_url(url: &str) -> Result<(), ValidationError> {
+    let bad = |reason: &str| ValidationError::Field { field: "agent_url", reason: reason.into() };
+    if url.is_empty() || url.len() > MAX_URL_LEN {
+        return Err(bad(&format!("must be 1 to {MAX_URL_LEN} bytes long")));
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| bad("must be an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') || rest.chars().any(|c| c.is_whitespace()) {
+        return Err(bad("must name a host, without spaces"));
+    }
+    Ok(())
+}
+
+/// An agent token: 16 to 256 printable ASCII characters (it travels in a header).
+pub fn validate_agent_token(token: &str) -> Result<(), ValidationError> {
+    if !(16..=256).contains(&token.len()) || !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ValidationError::Field {
+            field: "agent_token",
+            reason: "must be 16 to 256 printable ASCII characters, without spaces".into(),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub struct NewHost {
     pub capabilities: BTreeMap<String, CapabilityValue>,
     /// Capacity.
     pub resources: Resources,
+    /// What the zone presents to the agent as its bearer token.
+    pub agent_token: Option<String>,
 }
 
 /// A host's row with its capabilities.
@@ -46,6 +48,8 @@ pub struct HostRow {
     pub last_report_ms: i64,
     pub created_at_ms: i64,
     pub version: i64,
+    /// Never shown by [`HostRow::to_api`].
+    pub agent_token: Option<String>,
 }
 
 impl HostRow {
@@ -73,7 +77,7 @@ impl HostRow {
 const PLACE_ROUNDS: usize = 32;
 
 const HOST_COLUMNS: &str = "id, name, agent_url, state, vcpus_total, memory_mb_total, disk_gb_total, \
-     vcpus_used, memory_mb_used, disk_gb_used, missed_reports, last_report_ms, created_at_ms, version";
+     vcpus_used, memory_mb_used, disk_gb_used, missed_reports, last_report_ms, created_at_ms, version, agent_token";
 
 #[derive(sqlx::FromRow)]
 struct RawHost {
@@ -91,6 +95,7 @@ struct RawHost {
     last_report_ms: i64,
     created_at_ms: i64,
     version: i64,
+    agent_token: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -116,6 +121,7 @@ impl RawHost {
             last_report_ms: self.last_report_ms,
             created_at_ms: self.created_at_ms,
             version: self.version,
+            agent_token: self.agent_token,
         })
     }
 }
@@ -180,8 +186,8 @@ impl Store {
     pub async fn host_create(&self, host: &NewHost) -> Result<HostRow> {
         let insert = format!(
             "INSERT INTO hosts (id, name, agent_url, state, vcpus_total, memory_mb_total, disk_gb_total, \
-             last_report_ms, created_at_ms) \
-             VALUES ($1, $2, $3, 'up', $4, $5, $6, (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock)) \
+             last_report_ms, created_at_ms, agent_token) \
+             VALUES ($1, $2, $3, 'up', $4, $5, $6, (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock), $7) \
              RETURNING {HOST_COLUMNS}"
         );
         let id = Uuid::new_v4().to_string();
@@ -194,6 +200,7 @@ impl Store {
                 .bind(host.resources.vcpus)
                 .bind(host.resources.memory_mb)
                 .bind(host.resources.disk_gb)
+                .bind(&host.agent_token)
                 .fetch_one(&mut *tx)
                 .await?;
             for (key, value) in &host.capabilities {
@@ -315,6 +322,50 @@ impl Store {
         }
         .await)?;
         Ok(found)
+    }
+
+    /// Changes a host's agent URL and token (each when given). False when there is no such host.
+    #[tracing::instrument(skip(self, agent_token))]
+    pub async fn host_set_agent(&self, id: Uuid, agent_url: Option<&str>, agent_token: Option<&str>) -> Result<bool> {
+        const SQL: &str = "UPDATE hosts SET agent_url = COALESCE($2, agent_url), \
+             agent_token = COALESCE($3, agent_token), version = version + 1 WHERE id = $1";
+        let id = id.to_string();
+        let n = with_pool!(self, |pool| {
+            sqlx::query(SQL).bind(&id).bind(agent_url).bind(agent_token).execute(pool).await.map(|r| r.rows_affected())
+        })?;
+        Ok(n > 0)
+    }
+
+    /// Up hosts whose last report is at least `interval_ms * max_missed` old by the database
+    /// clock: the candidates for [`Store::host_mark_down`].
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn hosts_stale(&self, interval_ms: i64, max_missed: i64) -> Result<Vec<Uuid>> {
+        const SQL: &str = "SELECT id FROM hosts WHERE state = 'up' \
+             AND last_report_ms <= (SELECT now_ms FROM db_clock) - $1 * $2 ORDER BY id";
+        let ids: Vec<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar(SQL).bind(interval_ms.max(1)).bind(max_missed.max(1)).fetch_all(pool).await
+        })?;
+        ids.iter().map(|s| parse_uuid("host", s)).collect()
+    }
+
+    /// Marks one host down if it is still up and still stale (a report may have arrived since
+    /// [`Store::hosts_stale`]). True when this call marked it down.
+    #[tracing::instrument(skip(self))]
+    pub async fn host_mark_down(&self, id: Uuid, interval_ms: i64, max_missed: i64) -> Result<bool> {
+        const SQL: &str = "UPDATE hosts SET state = 'down', version = version + 1, \
+             missed_reports = ((SELECT now_ms FROM db_clock) - last_report_ms) / $2 \
+             WHERE id = $1 AND state = 'up' AND last_report_ms <= (SELECT now_ms FROM db_clock) - $2 * $3";
+        let id = id.to_string();
+        let n = with_pool!(self, |pool| {
+            sqlx::query(SQL)
+                .bind(&id)
+                .bind(interval_ms.max(1))
+                .bind(max_missed.max(1))
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(n > 0)
     }
 
     /// A host's periodic report: stamps `last_report_ms` with the database clock, clears
@@ -457,10 +508,21 @@ impl Store {
     /// best candidates in order until a reservation succeeds, re-reading the candidates when
     /// concurrent placements took all of them. `None` when no host fits. The caller owns the
     /// reservation and must [`Store::release`] it if the instance is not created.
-    #[tracing::instrument(skip(self))]
     pub async fn place(&self, filters: &[Filter], resources: &Resources) -> Result<Option<Uuid>> {
+        self.place_except(filters, resources, None).await
+    }
+
+    /// [`Store::place`], never choosing `except` (a migration's source host).
+    #[tracing::instrument(skip(self))]
+    pub async fn place_except(
+        &self,
+        filters: &[Filter],
+        resources: &Resources,
+        except: Option<Uuid>,
+    ) -> Result<Option<Uuid>> {
         for _ in 0..PLACE_ROUNDS {
-            let candidates = self.candidates(filters, resources, DEFAULT_CANDIDATES).await?;
+            let mut candidates = self.candidates(filters, resources, DEFAULT_CANDIDATES + 1).await?;
+            candidates.retain(|h| Some(*h) != except);
             if candidates.is_empty() {
                 return Ok(None);
             }

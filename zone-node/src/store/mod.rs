@@ -17,6 +17,7 @@
 //! - [`nodes`](self::nodes): membership rows and the ring epoch
 //! - [`accounts`](self::accounts): accounts and bearer tokens
 //! - [`hosts`](self::hosts): hosts, capabilities, reservations, the aggregate and generation
+//! - [`instances`](self::instances): instances, optimistic updates, capacity given back on removal
 //! - [`jobs`](self::jobs): the database-backed work queue (one running job per queue, zone-wide)
 //! - [`probe`](self::probe): diagnostic concurrency counters
 //!
@@ -48,11 +49,13 @@ macro_rules! with_pool {
 
 pub mod accounts;
 pub mod hosts;
+pub mod instances;
 pub mod jobs;
 pub mod nodes;
 pub mod probe;
 
 pub use hosts::{HostRow, NewHost};
+pub use instances::{InstanceChange, InstanceRow, NewInstance};
 
 /// How long a PostgreSQL connection attempt (and a wait for a pooled connection) may take before
 /// the store reports [`StoreError::Unavailable`].

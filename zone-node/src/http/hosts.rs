@@ -1,0 +1,192 @@
+//! Hosts (admin only), their reports, this zone's aggregate and placement dry runs.
+//!
+//! - `POST /v1/hosts`, `GET /v1/hosts`, `GET/PUT/DELETE /v1/hosts/{id}` (admin)
+//! - `POST /v1/hosts/{id}/report` (admin; what agents call): goes over the bus to the host's owner
+//! - `GET /v1/capabilities`: this zone's aggregate (any caller)
+//! - `POST /v1/placements`: where requirements would land, creating nothing (any caller)
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+
+use api::agent::HostReport;
+use api::{Aggregate, ErrorCode, Host, HostList, HostRegister, HostUpdate, Placement};
+
+use crate::app::AppState;
+use crate::bus::Message;
+use crate::cluster::{destination, Route};
+use crate::http::auth::Caller;
+use crate::http::error::{ApiError, ApiResult, Json};
+use crate::http::input;
+use crate::scheduler::{parse_capabilities, validate_agent_token, validate_agent_url, validate_host};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/hosts", get(list_hosts).post(register_host))
+        .route("/v1/hosts/{id}", get(show_host).put(update_host).delete(delete_host))
+        .route("/v1/hosts/{id}/report", post(report))
+        .route("/v1/capabilities", get(capabilities))
+        .route("/v1/placements", post(placement))
+}
+
+fn invalid(e: crate::scheduler::ValidationError) -> ApiError {
+    ApiError::new(e.code(), e.to_string())
+}
+
+/// Register a host (admin).
+#[utoipa::path(post, path = "/v1/hosts", tag = "hosts", request_body = HostRegister,
+    responses((status = 201, body = Host), (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn register_host(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<HostRegister>,
+) -> ApiResult<(StatusCode, axum::Json<Host>)> {
+    caller.require_admin()?;
+    let new = validate_host(&req).map_err(invalid)?;
+    let row = state.store.host_create(&new).await?;
+    tracing::info!(host = %row.id, name = %row.name, "host registered");
+    Ok((StatusCode::CREATED, axum::Json(row.to_api())))
+}
+
+/// List hosts (admin).
+#[utoipa::path(get, path = "/v1/hosts", tag = "hosts", responses((status = 200, body = HostList)), security(("bearer" = [])))]
+pub async fn list_hosts(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<axum::Json<HostList>> {
+    caller.require_admin()?;
+    let hosts = state.store.hosts().await?.iter().map(|h| h.to_api()).collect();
+    Ok(axum::Json(HostList { hosts }))
+}
+
+/// Show a host (admin).
+#[utoipa::path(get, path = "/v1/hosts/{id}", tag = "hosts", params(("id" = String, Path)),
+    responses((status = 200, body = Host), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
+pub async fn show_host(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Host>> {
+    caller.require_admin()?;
+    let uuid = input::uuid("host", &id)?;
+    let row = state.store.host_get(uuid).await?.ok_or_else(|| crate::error::Error::not_found(format!("host {id}")))?;
+    Ok(axum::Json(row.to_api()))
+}
+
+/// Change a host's agent URL, agent token or capabilities (admin).
+#[utoipa::path(put, path = "/v1/hosts/{id}", tag = "hosts", params(("id" = String, Path)), request_body = HostUpdate,
+    responses((status = 200, body = Host), (status = 400, body = api::ErrorBody), (status = 404, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn update_host(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(req): Json<HostUpdate>,
+) -> ApiResult<axum::Json<Host>> {
+    caller.require_admin()?;
+    let uuid = input::uuid("host", &id)?;
+    // Validate everything before writing anything.
+    if let Some(url) = &req.agent_url {
+        validate_agent_url(url).map_err(invalid)?;
+    }
+    if let Some(token) = &req.agent_token {
+        validate_agent_token(token).map_err(invalid)?;
+    }
+    let caps = req.capabilities.as_ref().map(parse_capabilities).transpose().map_err(invalid)?;
+    let missing = || crate::error::Error::not_found(format!("host {id}"));
+    if let Some(caps) = &caps {
+        if !state.store.host_set_capabilities(uuid, caps).await? {
+            return Err(missing().into());
+        }
+    }
+    if (req.agent_url.is_some() || req.agent_token.is_some())
+        && !state.store.host_set_agent(uuid, req.agent_url.as_deref(), req.agent_token.as_deref()).await?
+    {
+        return Err(missing().into());
+    }
+    let row = state.store.host_get(uuid).await?.ok_or_else(missing)?;
+    Ok(axum::Json(row.to_api()))
+}
+
+/// Delete a host without instances (admin).
+#[utoipa::path(delete, path = "/v1/hosts/{id}", tag = "hosts", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_host(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let uuid = input::uuid("host", &id)?;
+    if !state.store.host_delete(uuid).await? {
+        return Err(crate::error::Error::not_found(format!("host {id}")).into());
+    }
+    tracing::info!(host = %id, "host deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A host's periodic presence report, with its capabilities when they changed (admin: agents
+/// report with operator credentials). Handled by the host's ring owner.
+#[utoipa::path(post, path = "/v1/hosts/{id}/report", tag = "hosts", params(("id" = String, Path)), request_body = HostReport,
+    responses((status = 204), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
+pub async fn report(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Json(req): Json<HostReport>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    let uuid = input::uuid("host", &id)?;
+    if let Some(caps) = &req.capabilities {
+        parse_capabilities(caps).map_err(invalid)?;
+    }
+    let key = uuid.to_string();
+    let to = destination(&state.cluster, crate::services::HOST, Route::Resource(&key))
+        .map_err(|e| ApiError::new(e.error.code, e.error.message))?;
+    let body = serde_json::to_vec(&req).map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+    let timeout = state.config.call_timeout();
+    let mut msg = Message::new("host.report", body).with_resource(key);
+    msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
+    state.bus.call(to, msg, timeout).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// This zone's aggregate of its up hosts' capabilities.
+#[utoipa::path(get, path = "/v1/capabilities", tag = "zone", responses((status = 200, body = Object)), security(("bearer" = [])))]
+pub async fn capabilities(
+    State(state): State<AppState>,
+    Extension(_caller): Extension<Caller>,
+) -> ApiResult<axum::Json<Aggregate>> {
+    Ok(axum::Json(state.store.aggregate().await?))
+}
+
+/// Where requirements would land (zone path and host), creating nothing.
+#[utoipa::path(post, path = "/v1/placements", tag = "instances", request_body = api::PlacementRequest,
+    responses((status = 200, body = Placement), (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn placement(
+    State(state): State<AppState>,
+    Extension(_caller): Extension<Caller>,
+    Json(body): Json<serde_json::Value>,
+) -> ApiResult<axum::Json<Placement>> {
+    let mut body = input::object(body)?;
+    let (_, filters) = input::requirements(&mut body)?;
+    let resources = input::resources(&mut body)?;
+    if let Some(field) = body.keys().next() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            format!("unknown field `{field}`, expected `requirements` or `resources`"),
+        ));
+    }
+    let best = state.store.candidates(&filters, &resources, 1).await?;
+    let host = best.first().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::NoValidHost,
+            format!("no up host of zone {} meets the requirements with the resources free", state.zone.name),
+        )
+    })?;
+    Ok(axum::Json(Placement { zone_path: vec![state.zone.name.clone()], host_id: host.to_string() }))
+}

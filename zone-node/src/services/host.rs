@@ -1,0 +1,114 @@
+//! The host service: a host's periodic reports, handled by the ring owner of the host's id, and
+//! the sweep that marks silent hosts down.
+//!
+//! | type | body | reply |
+//! |---|---|---|
+//! | `host.report` | [`api::agent::HostReport`] (`x-resource-id` = host id) | `{}` |
+//!
+//! Hosts publish their presence through any node (`POST /v1/hosts/{id}/report`, or a bus client
+//! sending `host.report` to `api.portal`); the message goes to the host's ring owner, so one node
+//! at a time does a host's work and it moves with the ring when a node dies. Each node sweeps the
+//! hosts it owns: an up host whose last report is `max_missed_reports` intervals old (by the
+//! database clock) is marked down and `host.down` is published; its next report marks it up again
+//! and publishes `host.up`.
+
+use std::time::Duration;
+
+use api::agent::HostReport;
+use api::{ErrorBody, ErrorCode};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::bus::{Bus, Message};
+use crate::cluster::{Cluster, ResourceHandler};
+use crate::scheduler::parse_capabilities;
+use crate::services::events;
+use crate::store::Store;
+
+pub struct HostService {
+    store: Store,
+    bus: Bus,
+}
+
+impl HostService {
+    pub fn new(store: Store, bus: Bus) -> HostService {
+        HostService { store, bus }
+    }
+}
+
+#[async_trait::async_trait]
+impl ResourceHandler for HostService {
+    async fn handle(&self, msg: &Message) -> Result<Vec<u8>, ErrorBody> {
+        let key = msg.resource_id.as_deref().unwrap_or_default();
+        let id = Uuid::parse_str(key)
+            .map_err(|_| ErrorBody::new(ErrorCode::InvalidField, format!("x-resource-id {key:?} is not a UUID")))?;
+        if msg.kind != "host.report" {
+            return Err(ErrorBody::new(
+                ErrorCode::NoSuchService,
+                format!("the host service does not handle {:?}", msg.kind),
+            ));
+        }
+        let report: HostReport = serde_json::from_slice(&msg.body)
+            .map_err(|e| ErrorBody::new(ErrorCode::InvalidBody, format!("host report: {e}")))?;
+        let caps = match &report.capabilities {
+            Some(c) => Some(parse_capabilities(c).map_err(|e| ErrorBody::new(e.code(), e.to_string()))?),
+            None => None,
+        };
+        let outcome = self.store.host_report(id, caps.as_ref()).await.map_err(|e| {
+            tracing::warn!(error = %e, "host report failed");
+            ErrorBody::from(crate::error::Error::from(e))
+        })?;
+        match outcome {
+            None => Err(ErrorBody::new(ErrorCode::NotFound, format!("host {id} not found; register it again"))),
+            Some(came_up) => {
+                if came_up {
+                    tracing::info!(host = %id, "host reported again: up");
+                    events::publish(&self.bus, events::HOST_UP, json!({ "id": id })).await;
+                }
+                Ok(b"{}".to_vec())
+            }
+        }
+    }
+}
+
+/// Marks down the silent hosts this node owns, every report interval.
+pub async fn sweep_silent_hosts(
+    store: Store,
+    bus: Bus,
+    cluster: Cluster,
+    interval: Duration,
+    max_missed: u64,
+    stop: CancellationToken,
+) {
+    let interval_ms = interval.as_millis() as i64;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        if !cluster.is_serving() {
+            continue;
+        }
+        let stale = match store.hosts_stale(interval_ms, max_missed as i64).await {
+            Ok(ids) => ids,
+            Err(error) => {
+                tracing::warn!(%error, "cannot look for silent hosts");
+                continue;
+            }
+        };
+        for id in stale {
+            if cluster.route_owner(&id.to_string()) != Some(cluster.me()) {
+                continue;
+            }
+            match store.host_mark_down(id, interval_ms, max_missed as i64).await {
+                Ok(true) => {
+                    tracing::warn!(host = %id, missed = max_missed, "host stopped reporting: down");
+                    events::publish(&bus, events::HOST_DOWN, json!({ "id": id, "missed_reports": max_missed })).await;
+                }
+                Ok(false) => {}
+                Err(error) => tracing::warn!(host = %id, %error, "cannot mark a host down"),
+            }
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! The instance service: every operation on an instance, run by the ring owner of the instance's
+//! id inside that instance's serial work queue (level 1), so two operations on one instance never
+//! run at once anywhere in the zone.
+//!
+//! | type | body | reply |
+//! |---|---|---|
+//! | `instance.create` | [`CreateTask`] (the id is `x-resource-id`, chosen by the caller) | [`api::Instance`] |
+//! | `instance.action` | [`api::InstanceAction`] | [`api::Instance`] |
+//! | `instance.delete` | `{}` | `{}` |
+//! | `instance.recover` | `{}` | [`api::Instance`] or `{}` (finishes a task whose node left the zone) |
+//!
+//! Each task writes its transitional state (with the task and this node's id) before it calls the
+//! agent, and its outcome after, both as version-checked updates ([`Store::instance_update`]); a
+//! stale write is re-read and decided again, never dropped. If this node dies mid-task, the
+//! instance's new ring owner finds the task under a node that is no longer live and finishes it
+//! (`instance.recover`): agent tasks are idempotent per (instance, action), so it sends the same
+//! action again and records the outcome. A task therefore ends done or failed with a reason, never
+//! stuck.
+
+use std::time::Duration;
+
+use api::agent::AgentAction;
+use api::{ErrorBody, ErrorCode, InstanceAction, Requirement, Resources};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::agent::client::{AgentCall, Agents};
+use crate::bus::{Bus, Message};
+use crate::cluster::{Cluster, ResourceHandler};
+use crate::scheduler::{validate_requirements, validate_resources};
+use crate::services::events;
+use crate::services::lifecycle::{begin, Stable, Task};
+use crate::store::{InstanceChange, InstanceRow, NewInstance, Store, StoreError, ZoneRow};
+
+/// How often a version-checked write is re-read and retried before giving up (each retry means
+/// someone else changed the row in between, which the serial queue makes rare).
+const STALE_RETRIES: usize = 8;
+
+/// `instance.create` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateTask {
+    pub name: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub requirements: Vec<Requirement>,
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+pub struct InstanceService {
+    store: Store,
+    bus: Bus,
+    cluster: Cluster,
+    agents: Agents,
+    zone: ZoneRow,
+    agent_timeout: Duration,
+}
+
+/// The API's view of an instance in this zone.
+pub fn to_api(row: &InstanceRow, zone: &ZoneRow) -> api::Instance {
+    // While the host is down nobody knows what the instance is doing: say so, and show the stored
+    // state again once the host reports.
+    let state = if row.host_state.as_deref() == Some("down") { "unknown".to_owned() } else { row.state.clone() };
+    api::Instance {
+        id: row.id.to_string(),
+        name: row.name.clone(),
+        client_id: row.client_id.clone(),
+        state,
+        host_id: row.host_id.map(|h| h.to_string()),
+        zone_id: zone.id.to_string(),
+        zone_path: vec![zone.name.clone()],
+        resources: row.resources,
+        requirements: row.requirements.clone(),
+        error_reason: row.error_reason.clone(),
+        version: row.version,
+        created_at: crate::time::rfc3339_ms(row.created_at_ms),
+        updated_at: crate::time::rfc3339_ms(row.updated_at_ms),
+    }
+}
+
+fn store_error(e: StoreError) -> ErrorBody {
+    tracing::warn!(error = %e, "instance store call failed");
+    crate::error::Error::from(e).into()
+}
+
+fn not_found(id: Uuid) -> ErrorBody {
+    ErrorBody::new(ErrorCode::NotFound, format!("instance {id} not found"))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ErrorBody> {
+    serde_json::to_vec(value).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+}
+
+impl InstanceService {
+    pub fn new(
+        store: Store,
+        bus: Bus,
+        cluster: Cluster,
+        agents: Agents,
+        zone: ZoneRow,
+        agent_timeout: Duration,
+    ) -> Self {
+        InstanceService { store, bus, cluster, agents, zone, agent_timeout }
+    }
+
+    fn me(&self) -> Uuid {
+        self.cluster.me()
+    }
+
+    async fn get(&self, id: Uuid) -> Result<InstanceRow, ErrorBody> {
+        self.store.instance_get(id).await.map_err(store_error)?.ok_or_else(|| not_found(id))
+    }
+
+    async fn state_changed(&self, row: &InstanceRow, from: &str) {
+        let body = json!({
+            "id": row.id, "client_id": row.client_id, "from": from, "to": row.state,
+            "host_id": row.host_id, "error_reason": row.error_reason, "version": row.version,
+        });
+        events::publish(&self.bus, events::INSTANCE_STATE_CHANGED, body).await;
+    }
+
+    /// Applies `decide` to the current row and writes its change if the row has not moved since
+    /// the read; on a stale write re-reads and decides again.
+    async fn modify(
+        &self,
+        id: Uuid,
+        mut decide: impl FnMut(&InstanceRow) -> Result<InstanceChange, ErrorBody>,
+    ) -> Result<(InstanceRow, InstanceRow), ErrorBody> {
+        for _ in 0..STALE_RETRIES {
+            let before = self.get(id).await?;
+            let change = decide(&before)?;
+            if let Some(after) = self.store.instance_update(id, before.version, &change).await.map_err(store_error)? {
+                return Ok((before, after));
+            }
+            tracing::debug!(instance = %id, version = before.version, "stale write; re-reading");
+        }
+        Err(ErrorBody::new(ErrorCode::Conflict, format!("instance {id} kept changing; retry")))
+    }
+
+    async fn create(&self, id: Uuid, task: CreateTask) -> Result<Vec<u8>, ErrorBody> {
+        // A redelivered create (the bus may deliver twice) answers what the first one made.
+        if let Some(row) = self.store.instance_get(id).await.map_err(store_error)? {
+            return encode(&to_api(&row, &self.zone));
+        }
+        let filters = validate_requirements(&task.requirements).map_err(|e| ErrorBody::new(e.code(), e.to_string()))?;
+        validate_resources(&task.resources).map_err(|e| ErrorBody::new(e.code(), e.to_string()))?;
+        let r = task.resources;
+        let host = self.store.place(&filters, &r).await.map_err(store_error)?.ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::NoValidHost,
+                format!(
+                    "no up host of zone {} meets the requirements with {} vcpus, {} MB memory and {} GB disk free",
+                    self.zone.name, r.vcpus, r.memory_mb, r.disk_gb
+                ),
+            )
+        })?;
+        let new = NewInstance {
+            id,
+            name: task.name,
+            client_id: task.client_id,
+            host_id: host,
+            resources: r,
+            requirements: task.requirements,
+            task_node: self.me(),
+        };
+        let row = match self.store.instance_insert(&new).await {
+            Ok(row) => row,
+            Err(e) => {
+                // Nothing may stay reserved for an instance that does not exist.
+                if let Err(release) = self.store.release(host, &r).await {
+                    tracing::error!(host = %host, error = %release, "could not release a reservation after a failed insert");
+                }
+                return Err(store_error(e));
+            }
+        };
+        events::publish(
+            &self.bus,
+            events::INSTANCE_CREATED,
+            json!({"id": row.id, "client_id": row.client_id, "host_id": row.host_id, "state": row.state}),
+        )
+        .await;
+        self.drive(row, Task::Create).await
+    }
+
+    async fn action(&self, id: Uuid, action: InstanceAction) -> Result<Vec<u8>, ErrorBody> {
+        let row = self.get(id).await?;
+        check_host_up(&row)?;
+        let task = begin(Some(action.action), &row.state).map_err(|r| ErrorBody::new(ErrorCode::InvalidState, r.0))?;
+        let target = match task {
+            Task::Migrate(_) => Some(self.reserve_target(&row, action.host_id.as_deref()).await?),
+            _ => None,
+        };
+        match self.start_task(id, Some(action.action), target).await {
+            Ok(row) => self.drive(row, task).await,
+            Err(e) => {
+                if let Some(t) = target {
+                    self.release_quietly(t, &row.resources).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn delete(&self, id: Uuid) -> Result<Vec<u8>, ErrorBody> {
+        let row = self.get(id).await?;
+        check_host_up(&row)?;
+        begin(None, &row.state).map_err(|r| ErrorBody::new(ErrorCode::InvalidState, r.0))?;
+        let row = self.start_task(id, None, None).await?;
+        self.drive(row, Task::Delete).await
+    }
+
+    /// Writes the transitional state of the task `action` starts (delete when `None`),
+    /// re-checking the transition on the row as it is now.
+    async fn start_task(
+        &self,
+        id: Uuid,
+        action: Option<api::InstanceActionKind>,
+        target: Option<Uuid>,
+    ) -> Result<InstanceRow, ErrorBody> {
+        let me = self.me();
+        let (before, after) = self
+            .modify(id, |row| {
+                check_host_up(row)?;
+                let task = begin(action, &row.state).map_err(|r| ErrorBody::new(ErrorCode::InvalidState, r.0))?;
+                Ok(InstanceChange {
+                    state: task.transitional_state().into(),
+                    error_reason: None,
+                    task: Some(task.encode()),
+                    task_node: Some(me),
+                    task_target: target,
+                    move_to: None,
+                })
+            })
+            .await?;
+        self.state_changed(&after, &before.state).await;
+        Ok(after)
+    }
+
+    /// Chooses and reserves a migration target: the given host (which must meet the instance's
+    /// requirements and have room) or the scheduler's best other host.
+    async fn reserve_target(&self, row: &InstanceRow, wanted: Option<&str>) -> Result<Uuid, ErrorBody> {
+        let filters = validate_requirements(&row.requirements).map_err(|e| ErrorBody::new(e.code(), e.to_string()))?;
+        let r = row.resources;
+        if let Some(wanted) = wanted {
+            let bad = |m: String| ErrorBody::new(ErrorCode::InvalidField, format!("host_id: {m}"));
+            let host_id = Uuid::parse_str(wanted).map_err(|_| bad(format!("{wanted:?} is not a UUID")))?;
+            if Some(host_id) == row.host_id {
+                return Err(bad("the instance is already on that host".into()));
+            }
+            let host = self
+                .store
+                .host_get(host_id)
+                .await
+                .map_err(store_error)?
+                .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("host {host_id} not found")))?;
+            if let Some(f) = filters.iter().find(|f| !f.matches(&host.capabilities)) {
+                return Err(ErrorBody::new(
+                    ErrorCode::NoValidHost,
+                    format!("host {} does not meet the instance's requirement on {:?}", host.name, f.key),
+                ));
+            }
+            if !self.store.reserve(host_id, &r).await.map_err(store_error)? {
+                return Err(ErrorBody::new(
+                    ErrorCode::NoValidHost,
+                    format!("host {} is down or has not enough free capacity", host.name),
+                ));
+            }
+            return Ok(host_id);
+        }
+        self.store.place_except(&filters, &r, row.host_id).await.map_err(store_error)?.ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::NoValidHost,
+                "no other up host meets the instance's requirements with room for it",
+            )
+        })
+    }
+
+    async fn release_quietly(&self, host: Uuid, r: &Resources) {
+        if let Err(e) = self.store.release(host, r).await {
+            tracing::error!(host = %host, error = %e, "could not release a reservation");
+        }
+    }
+
+    /// Runs the agent side of `task` on `row` (already in its transitional state, owned by this
+    /// node) and records the outcome.
+    async fn drive(&self, row: InstanceRow, task: Task) -> Result<Vec<u8>, ErrorBody> {
+        let id = row.id;
+        let outcome = self.call_agent(&row, task).await;
+        match (outcome, task.final_state()) {
+            (Ok(()), None) => {
+                // Deleted on the host: remove the row, give the capacity back, bump the generation.
+                for _ in 0..STALE_RETRIES {
+                    let current = self.get(id).await?;
+                    if self.store.instance_remove(id, current.version).await.map_err(store_error)? {
+                        events::publish(
+                            &self.bus,
+                            events::INSTANCE_DELETED,
+                            json!({"id": id, "client_id": current.client_id, "host_id": current.host_id}),
+                        )
+                        .await;
+                        return Ok(b"{}".to_vec());
+                    }
+                }
+                Err(ErrorBody::new(ErrorCode::Conflict, format!("instance {id} kept changing; retry")))
+            }
+            (Ok(()), Some(done)) => {
+                let move_to = match task {
+                    Task::Migrate(_) => row.task_target,
+                    _ => None,
+                };
+                let (before, after) = self
+                    .modify(id, |_| {
+                        Ok(InstanceChange { state: done.as_str().into(), move_to, ..InstanceChange::default() })
+                    })
+                    .await?;
+                self.state_changed(&after, &before.state).await;
+                encode(&to_api(&after, &self.zone))
+            }
+            (Err(failure), _) => {
+                tracing::warn!(instance = %id, task = task.verb(), reason = %failure, "agent task failed");
+                let (before, after) = self
+                    .modify(id, |_| {
+                        Ok(InstanceChange {
+                            state: Stable::Error.as_str().into(),
+                            error_reason: Some(failure.reason.clone()),
+                            ..InstanceChange::default()
+                        })
+                    })
+                    .await?;
+                if let (Task::Migrate(_), Some(target)) = (task, row.task_target) {
+                    self.release_quietly(target, &row.resources).await;
+                }
+                self.state_changed(&after, &before.state).await;
+                Err(ErrorBody::new(
+                    ErrorCode::AgentFailed,
+                    format!("instance {id}: {}; the instance is now in state error", failure.reason),
+                ))
+            }
+        }
+    }
+
+    async fn call_agent(&self, row: &InstanceRow, task: Task) -> Result<(), crate::agent::client::AgentFailure> {
+        let fail = |reason: String| crate::agent::client::AgentFailure { reason };
+        let host_id = row.host_id.ok_or_else(|| fail("the instance has no host".into()))?;
+        let host = self
+            .store
+            .host_get(host_id)
+            .await
+            .map_err(|e| fail(format!("cannot read host {host_id}: {e}")))?
+            .ok_or_else(|| fail(format!("host {host_id} no longer exists")))?;
+        let target_url = match (task.agent_action(), row.task_target) {
+            (AgentAction::Migrate, Some(target)) => Some(
+                self.store
+                    .host_get(target)
+                    .await
+                    .map_err(|e| fail(format!("cannot read target host {target}: {e}")))?
+                    .ok_or_else(|| fail(format!("target host {target} no longer exists")))?
+                    .agent_url,
+            ),
+            _ => None,
+        };
+        let call = AgentCall {
+            agent_url: &host.agent_url,
+            agent_token: host.agent_token.as_deref(),
+            instance_id: row.id,
+            action: task.agent_action(),
+            resources: row.resources,
+            target_agent_url: target_url.as_deref(),
+        };
+        self.agents.run(call, self.agent_timeout).await
+    }
+
+    /// Finishes a task whose node is no longer live: takes it over (version-checked, so only one
+    /// node does) and sends the same agent action again.
+    async fn recover(&self, id: Uuid) -> Result<Vec<u8>, ErrorBody> {
+        let Some(row) = self.store.instance_get(id).await.map_err(store_error)? else {
+            return Ok(b"{}".to_vec());
+        };
+        let (Some(task_text), Some(node)) = (row.task.clone(), row.task_node) else {
+            return encode(&to_api(&row, &self.zone));
+        };
+        if node == self.me() || self.is_live(node) {
+            return encode(&to_api(&row, &self.zone));
+        }
+        let Some(task) = Task::decode(&task_text) else {
+            tracing::error!(instance = %id, task = task_text, "unknown task in the database; marking the instance failed");
+            let (before, after) = self
+                .modify(id, |_| {
+                    Ok(InstanceChange {
+                        state: Stable::Error.as_str().into(),
+                        error_reason: Some(format!("unknown task {task_text:?} left by node {node}")),
+                        ..InstanceChange::default()
+                    })
+                })
+                .await?;
+            self.state_changed(&after, &before.state).await;
+            return encode(&to_api(&after, &self.zone));
+        };
+        let me = self.me();
+        let (_, row) = self
+            .modify(id, |r| {
+                if r.task_node != Some(node) {
+                    return Err(ErrorBody::new(ErrorCode::Conflict, "the task was taken over already"));
+                }
+                Ok(InstanceChange {
+                    state: r.state.clone(),
+                    error_reason: r.error_reason.clone(),
+                    task: r.task.clone(),
+                    task_node: Some(me),
+                    task_target: r.task_target,
+                    move_to: None,
+                })
+            })
+            .await?;
+        tracing::info!(instance = %id, task = task.verb(), from = %node, "taking over a task whose node left the zone");
+        self.drive(row, task).await
+    }
+
+    fn is_live(&self, node: Uuid) -> bool {
+        self.cluster.view().state_of(node).is_some_and(|s| s.is_live())
+    }
+}
+
+/// Refuses work on an instance whose host is down: its real state is unknown and its agent
+/// unreachable.
+fn check_host_up(row: &InstanceRow) -> Result<(), ErrorBody> {
+    if row.host_state.as_deref() == Some("down") {
+        return Err(ErrorBody::new(
+            ErrorCode::InvalidState,
+            format!("instance {}: its host is down, so its state is unknown until the host reports again", row.id),
+        ));
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl ResourceHandler for InstanceService {
+    async fn handle(&self, msg: &Message) -> Result<Vec<u8>, ErrorBody> {
+        let key = msg.resource_id.as_deref().unwrap_or_default();
+        let id = Uuid::parse_str(key)
+            .map_err(|_| ErrorBody::new(ErrorCode::InvalidField, format!("x-resource-id {key:?} is not a UUID")))?;
+        let body = |what: &str| {
+            let what = what.to_owned();
+            move |e: serde_json::Error| ErrorBody::new(ErrorCode::InvalidBody, format!("{what}: {e}"))
+        };
+        match msg.kind.as_str() {
+            "instance.create" => self.create(id, serde_json::from_slice(&msg.body).map_err(body("create"))?).await,
+            "instance.action" => self.action(id, serde_json::from_slice(&msg.body).map_err(body("action"))?).await,
+            "instance.delete" => self.delete(id).await,
+            "instance.recover" => self.recover(id).await,
+            other => {
+                Err(ErrorBody::new(ErrorCode::NoSuchService, format!("the instance service does not handle {other:?}")))
+            }
+        }
+    }
+}
+
+/// Finds tasks whose node is no longer live and asks this node's instance service to finish the
+/// ones whose instance it owns. Runs every heartbeat interval on every node.
+pub async fn recover_orphans(
+    store: Store,
+    bus: Bus,
+    cluster: Cluster,
+    every: Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use std::collections::HashMap;
+    // Recently asked, so a slow recovery is not queued again every tick.
+    let mut asked: HashMap<Uuid, tokio::time::Instant> = HashMap::new();
+    let resend_after = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if !cluster.is_serving() {
+            continue;
+        }
+        let tasks = match store.instances_in_task().await {
+            Ok(t) => t,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list instance tasks");
+                continue;
+            }
+        };
+        let view = cluster.view();
+        let me = cluster.me();
+        asked.retain(|_, at| at.elapsed() < resend_after);
+        for (id, node) in tasks {
+            let live = view.state_of(node).is_some_and(|s| s.is_live());
+            if live || asked.contains_key(&id) || cluster.route_owner(&id.to_string()) != Some(me) {
+                continue;
+            }
+            asked.insert(id, tokio::time::Instant::now());
+            let msg = Message::new("instance.recover", b"{}".to_vec()).with_resource(id.to_string());
+            let to = crate::bus::Destination::Node { service: super::INSTANCE.into(), node: me };
+            if let Err(error) = bus.send(to, msg).await {
+                tracing::warn!(instance = %id, %error, "cannot queue the recovery of a task");
+                asked.remove(&id);
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! Instances: rows, optimistic updates and the capacity bookkeeping that goes with them.
+//!
+//! Every update is conditional on the row's `version` (`UPDATE … WHERE id = $1 AND version = $2`)
+//! and bumps it, so a write based on a stale read changes nothing and says so (`None`); the
+//! instance service re-reads and re-applies it ([`crate::services::instance`]). Work on one
+//! instance is already serialised by its ring owner's queue, so a stale write means something
+//! outside that queue got in (an operator's delete racing a recovery, a node taking over a task):
+//! detected, retried, never silently lost.
+//!
+//! Changes of ownership (insert, remove, move to another host) bump the zone generation in the
+//! same transaction, and removing or moving an instance gives its capacity back in that
+//! transaction too, so a crash can never leave a reservation without its instance.
+
+use api::{Requirement, Resources};
+use uuid::Uuid;
+
+use super::{parse_uuid, Result, Store, StoreError};
+
+/// An instance to insert: its host already reserved by [`Store::place`].
+#[derive(Debug, Clone)]
+pub struct NewInstance {
+    pub id: Uuid,
+    pub name: String,
+    pub client_id: String,
+    pub host_id: Uuid,
+    pub resources: Resources,
+    pub requirements: Vec<Requirement>,
+    /// The node that runs the create task.
+    pub task_node: Uuid,
+}
+
+/// An instance's row, with the state of its host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRow {
+    pub id: Uuid,
+    pub name: String,
+    pub client_id: String,
+    pub state: String,
+    pub host_id: Option<Uuid>,
+    /// `up` or `down` (`None` without a host).
+    pub host_state: Option<String>,
+    pub resources: Resources,
+    pub requirements: Vec<Requirement>,
+    pub error_reason: Option<String>,
+    pub version: i64,
+    /// The task in progress, the node running it, and a migration's target host.
+    pub task: Option<String>,
+    pub task_node: Option<Uuid>,
+    pub task_target: Option<Uuid>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// What an update writes. The task fields and the error reason are always written (`None`
+/// clears them); `move_to` moves the instance to another host (a finished migration).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InstanceChange {
+    pub state: String,
+    pub error_reason: Option<String>,
+    pub task: Option<String>,
+    pub task_node: Option<Uuid>,
+    pub task_target: Option<Uuid>,
+    /// Move to this host: its capacity must already be reserved (it was, as `task_target`); the
+    /// old host's capacity is given back in the same transaction.
+    pub move_to: Option<Uuid>,
+}
+
+const COLUMNS: &str = "i.id, i.name, i.client_id, i.state, i.host_id, h.state AS host_state, i.vcpus, i.memory_mb, \
+     i.disk_gb, i.requirements, i.error_reason, i.version, i.task, i.task_node, i.task_target, i.created_at_ms, \
+     i.updated_at_ms";
+const FROM: &str = "FROM instances i LEFT JOIN hosts h ON h.id = i.host_id";
+
+#[derive(sqlx::FromRow)]
+struct RawInstance {
+    id: String,
+    name: String,
+    client_id: String,
+    state: String,
+    host_id: Option<String>,
+    host_state: Option<String>,
+    vcpus: i64,
+    memory_mb: i64,
+    disk_gb: i64,
+    requirements: String,
+    error_reason: Option<String>,
+    version: i64,
+    task: Option<String>,
+    task_node: Option<String>,
+    task_target: Option<String>,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+}
+
+impl RawInstance {
+    fn into_row(self) -> Result<InstanceRow> {
+        let opt_uuid = |what: &str, s: Option<String>| s.map(|s| parse_uuid(what, &s)).transpose();
+        let requirements = serde_json::from_str(&self.requirements)
+            .map_err(|e| StoreError::Other(format!("instance {}: bad requirements in database: {e}", self.id)))?;
+        Ok(InstanceRow {
+            id: parse_uuid("instance", &self.id)?,
+            name: self.name,
+            client_id: self.client_id,
+            state: self.state,
+            host_id: opt_uuid("host", self.host_id)?,
+            host_state: self.host_state,
+            resources: Resources { vcpus: self.vcpus, memory_mb: self.memory_mb, disk_gb: self.disk_gb },
+            requirements,
+            error_reason: self.error_reason,
+            version: self.version,
+            task: self.task,
+            task_node: opt_uuid("node", self.task_node)?,
+            task_target: opt_uuid("host", self.task_target)?,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        })
+    }
+}
+
+const BUMP_GENERATION: &str = "UPDATE zone_generation SET generation = generation + 1 WHERE one = 1";
+/// Gives back `$2..$4` on host `$1`, never below zero.
+const RELEASE: &str = "UPDATE hosts SET vcpus_used = vcpus_used - $2, memory_mb_used = memory_mb_used - $3, \
+     disk_gb_used = disk_gb_used - $4, version = version + 1 \
+     WHERE id = $1 AND vcpus_used >= $2 AND memory_mb_used >= $3 AND disk_gb_used >= $4";
+
+/// Releases `$res` on host `$host` inside transaction `$tx`, logging (not failing) when the host
+/// holds less than that: the instance must go either way.
+macro_rules! release_in {
+    ($tx:ident, $host:expr, $res:expr) => {{
+        let released = sqlx::query(RELEASE)
+            .bind($host)
+            .bind($res.vcpus)
+            .bind($res.memory_mb)
+            .bind($res.disk_gb)
+            .execute(&mut *$tx)
+            .await?
+            .rows_affected();
+        if released == 0 {
+            tracing::warn!(host = %$host, "host held less than the instance's reservation; nothing released");
+        }
+    }};
+}
+
+impl Store {
+    /// Inserts an instance in state `building` with its create task, and bumps the generation,
+    /// in one transaction.
+    #[tracing::instrument(skip(self, new), fields(id = %new.id))]
+    pub async fn instance_insert(&self, new: &NewInstance) -> Result<InstanceRow> {
+        const INSERT: &str = "INSERT INTO instances (id, name, client_id, state, host_id, vcpus, memory_mb, \
+             disk_gb, requirements, task, task_node, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, 'building', $4, $5, $6, $7, $8, 'create', $9, \
+             (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock))";
+        let requirements =
+            serde_json::to_string(&new.requirements).map_err(|e| StoreError::Other(format!("requirements: {e}")))?;
+        let id = new.id.to_string();
+        let outcome = with_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            sqlx::query(INSERT)
+                .bind(&id)
+                .bind(&new.name)
+                .bind(&new.client_id)
+                .bind(new.host_id.to_string())
+                .bind(new.resources.vcpus)
+                .bind(new.resources.memory_mb)
+                .bind(new.resources.disk_gb)
+                .bind(&requirements)
+                .bind(new.task_node.to_string())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
+            tx.commit().await
+        }
+        .await);
+        outcome.map_err(|e| {
+            if super::is_unique_violation(&e) {
+                StoreError::Conflict(format!("instance {id}"))
+            } else {
+                e.into()
+            }
+        })?;
+        self.instance_get(new.id).await?.ok_or_else(|| StoreError::Other(format!("instance {id} vanished")))
+    }
+
+    /// The instance with this id.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn instance_get(&self, id: Uuid) -> Result<Option<InstanceRow>> {
+        let sql = format!("SELECT {COLUMNS} {FROM} WHERE i.id = $1");
+        let id = id.to_string();
+        let raw: Option<RawInstance> =
+            with_pool!(self, |pool| sqlx::query_as(&sql).bind(&id).fetch_optional(pool).await)?;
+        raw.map(RawInstance::into_row).transpose()
+    }
+
+    /// One page of instances by id: those after `marker`, of `client_id` when given.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn instances_page(
+        &self,
+        client_id: Option<&str>,
+        marker: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<InstanceRow>> {
+        let sql = format!(
+            "SELECT {COLUMNS} {FROM} WHERE ($1 IS NULL OR i.client_id = $1) AND ($2 IS NULL OR i.id > $2) \
+             ORDER BY i.id LIMIT $3"
+        );
+        let raws: Vec<RawInstance> = with_pool!(self, |pool| {
+            sqlx::query_as(&sql).bind(client_id).bind(marker).bind(limit.max(0)).fetch_all(pool).await
+        })?;
+        raws.into_iter().map(RawInstance::into_row).collect()
+    }
+
+    /// Instances with a task in progress, as (instance, node running it).
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn instances_in_task(&self) -> Result<Vec<(Uuid, Uuid)>> {
+        const SQL: &str = "SELECT id, task_node FROM instances WHERE task_node IS NOT NULL ORDER BY id";
+        let rows: Vec<(String, String)> = with_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)?;
+        rows.iter().map(|(i, n)| Ok((parse_uuid("instance", i)?, parse_uuid("node", n)?))).collect()
+    }
+
+    /// Writes `change` if the row still has `version`. `None` when it does not (a stale write:
+    /// re-read and decide again) or the instance is gone. A `move_to` also moves the capacity:
+    /// the old host's is released and the generation bumped, in the same transaction.
+    #[tracing::instrument(skip(self, change), fields(state = %change.state))]
+    pub async fn instance_update(
+        &self,
+        id: Uuid,
+        version: i64,
+        change: &InstanceChange,
+    ) -> Result<Option<InstanceRow>> {
+        const UPDATE: &str = "UPDATE instances SET state = $3, error_reason = $4, task = $5, task_node = $6, \
+             task_target = $7, host_id = COALESCE($8, host_id), version = version + 1, \
+             updated_at_ms = (SELECT now_ms FROM db_clock) WHERE id = $1 AND version = $2";
+        const OLD: &str = "SELECT host_id, vcpus, memory_mb, disk_gb FROM instances WHERE id = $1 AND version = $2";
+        let id_text = id.to_string();
+        let updated = with_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            // Read the old host only when moving; SQLite would not wait on a read-first
+            // transaction, so take the write lock first with a no-op touch.
+            let old: Option<(Option<String>, i64, i64, i64)> = if change.move_to.is_some() {
+                sqlx::query("UPDATE instances SET version = version WHERE id = $1")
+                    .bind(&id_text)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query_as(OLD).bind(&id_text).bind(version).fetch_optional(&mut *tx).await?
+            } else {
+                None
+            };
+            let n = sqlx::query(UPDATE)
+                .bind(&id_text)
+                .bind(version)
+                .bind(&change.state)
+                .bind(&change.error_reason)
+                .bind(&change.task)
+                .bind(change.task_node.map(|u| u.to_string()))
+                .bind(change.task_target.map(|u| u.to_string()))
+                .bind(change.move_to.map(|u| u.to_string()))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                tx.rollback().await?;
+                return Ok::<_, sqlx::Error>(false);
+            }
+            if let (Some(_), Some((Some(old_host), vcpus, memory_mb, disk_gb))) = (change.move_to, old) {
+                let res = Resources { vcpus, memory_mb, disk_gb };
+                release_in!(tx, &old_host, res);
+                sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await)?;
+        if !updated {
+            return Ok(None);
+        }
+        self.instance_get(id).await
+    }
+
+    /// Deletes the instance if it still has `version`, giving back its host's capacity (and a
+    /// migration target's, if one was reserved) and bumping the generation, in one transaction.
+    /// False when the row changed or is gone.
+    #[tracing::instrument(skip(self))]
+    pub async fn instance_remove(&self, id: Uuid, version: i64) -> Result<bool> {
+        const DELETE: &str = "DELETE FROM instances WHERE id = $1 AND version = $2 \
+             RETURNING host_id, task_target, vcpus, memory_mb, disk_gb";
+        let id_text = id.to_string();
+        let removed = with_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let row: Option<(Option<String>, Option<String>, i64, i64, i64)> =
+                sqlx::query_as(DELETE).bind(&id_text).bind(version).fetch_optional(&mut *tx).await?;
+            let Some((host, target, vcpus, memory_mb, disk_gb)) = row else {
+                tx.rollback().await?;
+                return Ok::<_, sqlx::Error>(false);
+            };
+            let res = Resources { vcpus, memory_mb, disk_gb };
+            for h in host.iter().chain(target.iter()) {
+                release_in!(tx, h, res);
+            }
+            sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(true)
+        }
+        .await)?;
+        Ok(removed)
+    }
+
+    /// How many instances the zone holds, and of them how many per state (for metrics).
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn instance_counts(&self) -> Result<Vec<(String, i64)>> {
+        const SQL: &str = "SELECT state, COUNT(*) FROM instances GROUP BY state ORDER BY state";
+        let rows: Vec<(String, i64)> = with_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)?;
+        Ok(rows)
+    }
+}
