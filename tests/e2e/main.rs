@@ -10,3 +10,4 @@ mod embedded;
 mod harness_smoke;
 mod http_input;
 mod portal_client;
+mod resources;
