@@ -69,6 +69,16 @@ pub enum ErrorCode {
     NoValidHost,
     /// A host's agent failed the task or did not answer in time; the message has its reason.
     AgentFailed,
+    /// zone-add or zone-update could not reach the child zone's API at the given URL.
+    ZoneUnreachable,
+    /// The child zone refused the given credentials, or the account is not an admin there.
+    ZoneAuthFailed,
+    /// The request (or the zone-add) would make a loop: the zone is already on the path.
+    ZoneLoop,
+    /// The request crossed more zones than the hop limit allows.
+    HopLimitExceeded,
+    /// A child zone the request had to go to did not answer (offline, unreachable, or failing).
+    ZoneUnavailable,
 
     // --- bus and cluster errors ---
     /// The call's deadline passed before a reply arrived.
@@ -100,11 +110,13 @@ impl ErrorCode {
             MissingToken | InvalidToken | TokenExpired | InvalidCredentials => 401,
             Forbidden => 403,
             NotFound | NoSuchRoute | NoSuchService => 404,
-            Conflict | InvalidState | NoValidHost => 409,
+            ZoneUnreachable | ZoneAuthFailed => 400,
+            Conflict | InvalidState | NoValidHost | ZoneLoop | HopLimitExceeded => 409,
             BodyTooLarge => 413,
             UnsupportedMediaType => 415,
             Timeout => 504,
-            NodeUnavailable | Unroutable | BusUnavailable | RingUnstable | StoreUnavailable | NodeFenced => 503,
+            NodeUnavailable | Unroutable | BusUnavailable | RingUnstable | StoreUnavailable | NodeFenced
+            | ZoneUnavailable => 503,
             Internal => 500,
             AgentFailed => 502,
         }
@@ -132,6 +144,11 @@ impl ErrorCode {
             InvalidResources => "invalid_resources",
             NoValidHost => "no_valid_host",
             AgentFailed => "agent_failed",
+            ZoneUnreachable => "zone_unreachable",
+            ZoneAuthFailed => "zone_auth_failed",
+            ZoneLoop => "zone_loop",
+            HopLimitExceeded => "hop_limit_exceeded",
+            ZoneUnavailable => "zone_unavailable",
             Timeout => "timeout",
             NodeUnavailable => "node_unavailable",
             Unroutable => "unroutable",
@@ -162,7 +179,7 @@ mod tests {
 
     #[test]
     fn as_str_matches_serde() {
-        for code in [ErrorCode::InvalidJson, ErrorCode::NodeUnavailable, ErrorCode::BodyTooLarge] {
+        for code in [ErrorCode::InvalidJson, ErrorCode::NodeUnavailable, ErrorCode::BodyTooLarge, ErrorCode::ZoneLoop, ErrorCode::HopLimitExceeded] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));
             assert_eq!(ErrorCode::parse(code.as_str()), code);

@@ -9,13 +9,16 @@
 //! - [`types`]: request and response bodies, grouped by resource
 //! - [`client`]: the typed HTTP client
 //! - [`agent`]: the host-agent protocol (zone → agent tasks, agent → zone callbacks and reports)
+//! - [`federation`]: child zones, the lowest-zone answer, and the headers of forwarded requests
 
 pub mod agent;
 pub mod client;
 pub mod error;
+pub mod federation;
 pub mod types;
 pub mod validate;
 
 pub use client::{Client, ClientError};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use federation::{ChildSummary, ChildZone, LowestZone, SubtreeEntry, ZoneCreate, ZoneList, ZoneStatus, ZoneUpdate};
 pub use types::*;

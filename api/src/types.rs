@@ -123,16 +123,20 @@ pub struct ZoneInfo {
     /// The management node that answered.
     pub node_id: String,
     pub nodes: Vec<NodeInfo>,
-    /// Aggregated capabilities (filled in by zone resources and federation).
+    /// This zone's aggregate: its own up hosts merged with its online, enabled children's.
     #[schema(value_type = Object)]
-    pub capabilities: serde_json::Value,
-    /// Child zones (filled in by federation).
-    #[schema(value_type = Vec<Object>)]
-    pub children: Vec<serde_json::Value>,
-    /// Changes whenever instance ownership in the zone changes.
+    pub capabilities: Aggregate,
+    /// This zone's child zones.
+    pub children: Vec<crate::federation::ChildSummary>,
+    /// Changes whenever instance ownership anywhere in the zone's subtree changes (and when a
+    /// child is added, removed, or goes offline or online), so a parent's cached answers about
+    /// this zone can be checked with one number.
     pub generation: i64,
     /// Changes whenever the set of management nodes changes.
     pub ring_epoch: i64,
+    /// Every zone below this one, with `?subtree=true` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtree: Option<Vec<crate::federation::SubtreeEntry>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]

@@ -50,11 +50,11 @@ pub async fn get_zone(
         api_url: state.config.api_url().to_owned(),
         node_id: state.cluster.me().to_string(),
         nodes,
-        capabilities: serde_json::to_value(state.store.aggregate().await?)
-            .map_err(|e| crate::error::Error::Internal(e.to_string()))?,
+        capabilities: state.store.aggregate().await?,
         children: Vec::new(),
         generation: state.store.generation().await?,
         ring_epoch: membership.epoch,
+        subtree: None,
     }))
 }
 

@@ -1,0 +1,230 @@
+//! The federation contract: child-zone registry bodies, the lowest-zone answer, and the headers a
+//! parent zone puts on requests it forwards to a child.
+//!
+//! A zone registers its children with `POST /v1/zones` (admin), polls them over their public API,
+//! and forwards requests to them with the credentials given at zone-add. Forwarded requests carry
+//! the path of zones they crossed ([`ZONE_PATH_HEADER`]) and the identity of the original caller
+//! ([`CALLER_ROLE_HEADER`] and friends), which a child honours only from an admin account it
+//! verified itself, and only to narrow what that account may do (docs/ARCHITECTURE.md, "Trust
+//! between zones").
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::types::Aggregate;
+
+// ---------------------------------------------------------------------------------------------
+// headers of forwarded requests and of their answers
+
+/// Zone ids the request has crossed, comma-separated, the first zone it entered first. A zone that
+/// finds its own id here refuses the request (`zone_loop`); one that would exceed the hop limit
+/// refuses it (`hop_limit_exceeded`).
+pub const ZONE_PATH_HEADER: &str = "x-zone-path";
+/// The original caller's role (`admin` or `member`), set by a forwarding parent.
+pub const CALLER_ROLE_HEADER: &str = "x-zone-caller-role";
+/// The original caller's client id (members), set by a forwarding parent.
+pub const CALLER_CLIENT_HEADER: &str = "x-zone-caller-client";
+/// Who the original caller is, for logs and audit: `username@zone-name`.
+pub const CALLER_USER_HEADER: &str = "x-zone-caller-user";
+/// The id a forwarded create must give the new instance (chosen by the zone the request entered,
+/// so every gateway on the way records the same id).
+pub const INSTANCE_ID_HEADER: &str = "x-zone-instance-id";
+/// Response header: the answering zone's generation after the request (see [`crate::ZoneInfo`]),
+/// so a parent can tell whether a change it forwarded was the only one.
+pub const GENERATION_HEADER: &str = "x-zone-generation";
+
+/// Hops a request may make down a tree unless the zone's configuration says otherwise.
+pub const DEFAULT_HOP_LIMIT: usize = 8;
+
+// ---------------------------------------------------------------------------------------------
+// the child-zone registry
+
+/// `POST /v1/zones` (admin): register a child zone. The parent logs in to the child with these
+/// credentials at once (so a wrong URL or password is refused before anything is written) and on
+/// every forwarded request; they are stored encrypted and never returned.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneCreate {
+    /// Unique among this zone's children; 1 to 63 of `[A-Za-z0-9_-]`. Default: the child's own name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The child's public API root, `http://` or `https://`.
+    pub api_url: String,
+    /// An admin account of the child zone.
+    pub username: String,
+    pub password: String,
+    /// Routing rank of the child: `weight_offset + weight_scale × score` (default 0).
+    #[serde(default)]
+    pub weight_offset: f64,
+    /// Default 1. Must be at least 0.
+    #[serde(default = "one")]
+    pub weight_scale: f64,
+    /// A disabled child is polled and listed, but new placements skip it.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// `PUT /v1/zones/{id}` (admin): absent fields stay as they are. A new `api_url`, `username` or
+/// `password` is checked against the child (login) before it is written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneUpdate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_offset: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+}
+
+/// How a parent sees a child zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ZoneStatus {
+    /// Answered its last poll.
+    Online,
+    /// Missed the configured number of polls in a row (or answers as a zone that would make a
+    /// loop): excluded from routing and aggregation until it answers again.
+    Offline,
+    /// Disabled by an operator: still polled and listed, skipped by new placements.
+    Disabled,
+}
+
+impl ZoneStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ZoneStatus::Online => "online",
+            ZoneStatus::Offline => "offline",
+            ZoneStatus::Disabled => "disabled",
+        }
+    }
+}
+
+/// A child zone as `GET /v1/zones[/detail]` and `GET /v1/zones/{id}[/detail]` show it. Its
+/// credentials are never part of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChildZone {
+    /// The child's own zone id (as its `GET /v1/zone` reports it).
+    pub id: String,
+    pub name: String,
+    pub api_url: String,
+    pub status: ZoneStatus,
+    pub disabled: bool,
+    /// When the child last answered a poll (RFC 3339), absent if never.
+    pub last_seen: Option<String>,
+    /// Why the last poll or forwarded request failed, absent after a good poll.
+    pub last_error: Option<String>,
+    pub weight_offset: f64,
+    pub weight_scale: f64,
+    /// The child's aggregated capabilities (its whole subtree), in the detail views.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub capabilities: Option<Aggregate>,
+    /// The child's generation at its last poll.
+    pub generation: i64,
+    /// Polls failed in a row.
+    pub consecutive_failures: u32,
+}
+
+/// `{"zones":[…]}`, sorted by name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ZoneList {
+    pub zones: Vec<ChildZone>,
+}
+
+/// One child in `GET /v1/zone`'s `children`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ChildSummary {
+    pub id: String,
+    pub name: String,
+    pub status: ZoneStatus,
+}
+
+/// One zone below the answering zone in `GET /v1/zone?subtree=true`: parents use it to refuse a
+/// child whose subtree contains them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SubtreeEntry {
+    pub id: String,
+    pub name: String,
+    /// Zone names from the answering zone's child down to this zone.
+    pub path: Vec<String>,
+}
+
+/// How many subtree entries a zone reports at most (a tree of the seed's million hosts has about
+/// 5,000 huddles; the bound keeps a runaway topology from shipping unbounded lists upwards).
+pub const SUBTREE_MAX_ENTRIES: usize = 100_000;
+
+// ---------------------------------------------------------------------------------------------
+// the lowest-zone lookup
+
+/// `GET /v1/clients/{client_id}/zone`: the lowest zone that manages all of the client's
+/// instances. `404 not_found` when no zone below the answering one holds any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LowestZone {
+    pub client_id: String,
+    pub zone_id: String,
+    pub zone_name: String,
+    pub api_url: String,
+    /// Zone names from the answering zone down to `zone_name`.
+    pub path: Vec<String>,
+    /// Children that could not be asked and whose answer was not known: the answer may be higher
+    /// in the tree than it would be with them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable_zones: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn zone_create_defaults_and_refuses_unknown_fields() {
+        let c: ZoneCreate =
+            serde_json::from_value(json!({"api_url": "http://dc1:8080", "username": "admin", "password": "pw"}))
+                .unwrap();
+        assert_eq!((c.weight_offset, c.weight_scale, c.disabled, c.name.as_deref()), (0.0, 1.0, false, None));
+        assert!(serde_json::from_value::<ZoneCreate>(
+            json!({"api_url": "http://x", "username": "a", "password": "b", "wieght_scale": 2})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn child_zone_has_the_design_fields_and_no_credentials() {
+        let z = ChildZone {
+            id: "id".into(),
+            name: "dc1".into(),
+            api_url: "http://dc1".into(),
+            status: ZoneStatus::Online,
+            disabled: false,
+            last_seen: None,
+            last_error: None,
+            weight_offset: 0.0,
+            weight_scale: 1.0,
+            capabilities: None,
+            generation: 3,
+            consecutive_failures: 0,
+        };
+        let v = serde_json::to_value(&z).unwrap();
+        for field in
+            ["id", "name", "api_url", "status", "disabled", "last_seen", "last_error", "weight_offset", "weight_scale"]
+        {
+            assert!(v.get(field).is_some(), "{field} missing in {v}");
+        }
+        assert_eq!(v["status"], json!("online"));
+        assert!(v.get("password").is_none() && v.get("username").is_none());
+    }
+}
