@@ -10,6 +10,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{ErrorBody, ErrorCode};
+use crate::federation::{
+    ChildZone, LowestZone, ZoneCreate, ZoneList, ZoneUpdate, GENERATION_HEADER, LOWEST_ZONE_HEADER,
+};
 use crate::types::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,28 +46,74 @@ impl ClientError {
 }
 
 /// A client for one zone's API. Cheap to clone: clones share the connection pool.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    /// Sent with every request (a forwarding parent's path and caller headers).
+    headers: Vec<(String, String)>,
+    /// Overrides the connection pool's default timeout for every request of this client.
+    timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Client {
+    // Never the token or the headers: they may be credentials.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+/// What a change answered, with the answering zone's federation headers (see
+/// [`crate::federation::GENERATION_HEADER`] and [`crate::federation::LOWEST_ZONE_HEADER`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer<T> {
+    pub value: T,
+    /// The zone's generation after the change, when it said.
+    pub generation: Option<i64>,
+    /// The zone's lowest zone for the client after the change: `None` when it did not say,
+    /// `Some(None)` when it no longer manages the client.
+    pub lowest: Option<Option<LowestZone>>,
+}
+
+/// The connection pool behind [`Client::new`]: 30 s per request unless a client says otherwise.
+pub fn default_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .build()
+        .expect("the reqwest client builder only fails on a broken TLS backend")
 }
 
 impl Client {
     /// `base_url` is the zone's API root, such as `http://127.0.0.1:8080`.
     pub fn new(base_url: &str) -> Client {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(64)
-            .build()
-            .expect("the reqwest client builder only fails on a broken TLS backend");
-        Client { base: base_url.trim_end_matches('/').to_owned(), http, token: None }
+        Client::with_http(base_url, default_http())
+    }
+
+    /// A client sharing the connection pool `http` (a gateway talks to all of its children
+    /// through one pool).
+    pub fn with_http(base_url: &str, http: reqwest::Client) -> Client {
+        Client { base: base_url.trim_end_matches('/').to_owned(), http, token: None, headers: Vec::new(), timeout: None }
     }
 
     /// The same client, sending `token` as its bearer token.
     pub fn with_token(&self, token: impl Into<String>) -> Client {
         Client { token: Some(token.into()), ..self.clone() }
+    }
+
+    /// The same client, sending `headers` (name, value) with every request as well.
+    pub fn with_headers(&self, headers: impl IntoIterator<Item = (String, String)>) -> Client {
+        let mut c = self.clone();
+        c.headers.extend(headers);
+        c
+    }
+
+    /// The same client, giving every request at most `timeout`.
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client { timeout: Some(timeout), ..self.clone() }
     }
 
     pub fn base_url(&self) -> &str {
@@ -88,6 +137,55 @@ impl Client {
 
     pub async fn zone(&self) -> Result<ZoneInfo, ClientError> {
         self.get("/v1/zone").await
+    }
+
+    /// `GET /v1/zone?subtree=true`: the zone with every zone below it.
+    pub async fn zone_with_subtree(&self) -> Result<ZoneInfo, ClientError> {
+        self.get("/v1/zone?subtree=true").await
+    }
+
+    // --- child zones (admin) ---
+
+    pub async fn zone_create(&self, req: &ZoneCreate) -> Result<ChildZone, ClientError> {
+        self.post("/v1/zones", req).await
+    }
+
+    /// `GET /v1/zones`, or `/v1/zones/detail` with capabilities.
+    pub async fn zones(&self, detail: bool) -> Result<ZoneList, ClientError> {
+        self.get(if detail { "/v1/zones/detail" } else { "/v1/zones" }).await
+    }
+
+    pub async fn zone_get(&self, id: &str, detail: bool) -> Result<ChildZone, ClientError> {
+        let suffix = if detail { "/detail" } else { "" };
+        self.get(&format!("/v1/zones/{id}{suffix}")).await
+    }
+
+    pub async fn zone_update(&self, id: &str, req: &ZoneUpdate) -> Result<ChildZone, ClientError> {
+        self.put(&format!("/v1/zones/{id}"), req).await
+    }
+
+    pub async fn zone_delete(&self, id: &str) -> Result<(), ClientError> {
+        self.delete(&format!("/v1/zones/{id}")).await
+    }
+
+    // --- clients ---
+
+    /// The lowest zone managing all of `client_id`'s instances; `None` when no zone below this
+    /// one holds any (`404`).
+    pub async fn lowest_zone(&self, client_id: &str) -> Result<Option<LowestZone>, ClientError> {
+        Ok(self.lowest_zone_answer(client_id).await?.value)
+    }
+
+    /// [`Client::lowest_zone`] with the zone's generation at the time of the answer.
+    pub async fn lowest_zone_answer(&self, client_id: &str) -> Result<Answer<Option<LowestZone>>, ClientError> {
+        let url = format!("{}/v1/clients/{client_id}/zone", self.base);
+        let resp = self.send(self.http.get(&url), &url).await?;
+        let generation = header_i64(&resp, GENERATION_HEADER);
+        match Self::decode(resp, &url).await {
+            Ok(value) => Ok(Answer { value: Some(value), generation, lowest: None }),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(Answer { value: None, generation, lowest: None }),
+            Err(e) => Err(e),
+        }
     }
 
     pub async fn owners(&self, resources: Vec<String>) -> Result<OwnersResponse, ClientError> {
@@ -118,6 +216,15 @@ impl Client {
 
     pub async fn hosts(&self) -> Result<HostList, ClientError> {
         self.get("/v1/hosts").await
+    }
+
+    /// One page of hosts; `query` is the raw query string (`limit=…&marker=…`).
+    pub async fn hosts_page(&self, query: &str) -> Result<HostList, ClientError> {
+        if query.is_empty() {
+            self.get("/v1/hosts").await
+        } else {
+            self.get(&format!("/v1/hosts?{query}")).await
+        }
     }
 
     pub async fn host(&self, id: &str) -> Result<Host, ClientError> {
@@ -167,12 +274,45 @@ impl Client {
         self.get(&format!("/v1/instances/{id}")).await
     }
 
+    /// [`Client::instance`], with `None` for `404 not_found`.
+    pub async fn instance_opt(&self, id: &str) -> Result<Option<Instance>, ClientError> {
+        match self.instance(id).await {
+            Ok(i) => Ok(Some(i)),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn instance_action(&self, id: &str, action: &InstanceAction) -> Result<Instance, ClientError> {
         self.post(&format!("/v1/instances/{id}/action"), action).await
     }
 
     pub async fn instance_delete(&self, id: &str) -> Result<(), ClientError> {
         self.delete(&format!("/v1/instances/{id}")).await
+    }
+
+    /// [`Client::instance_create`] with the zone's federation headers.
+    pub async fn instance_create_answer(&self, req: &InstanceCreate) -> Result<Answer<Instance>, ClientError> {
+        let url = format!("{}/v1/instances", self.base);
+        self.answer(self.http.post(&url).json(req), &url).await
+    }
+
+    /// [`Client::instance_action`] with the zone's federation headers.
+    pub async fn instance_action_answer(
+        &self,
+        id: &str,
+        action: &InstanceAction,
+    ) -> Result<Answer<Instance>, ClientError> {
+        let url = format!("{}/v1/instances/{id}/action", self.base);
+        self.answer(self.http.post(&url).json(action), &url).await
+    }
+
+    /// [`Client::instance_delete`] with the zone's federation headers.
+    pub async fn instance_delete_answer(&self, id: &str) -> Result<Answer<()>, ClientError> {
+        let url = format!("{}/v1/instances/{id}", self.base);
+        let resp = self.send(self.http.delete(&url), &url).await?;
+        let resp = Self::check(resp, &url).await?;
+        Ok(Answer { value: (), generation: header_i64(&resp, GENERATION_HEADER), lowest: lowest_header(&resp) })
     }
 
     // --- generic helpers ---
@@ -210,9 +350,27 @@ impl Client {
         Self::decode(resp, &url).await
     }
 
+    async fn answer<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<Answer<T>, ClientError> {
+        let resp = self.send(req, url).await?;
+        let generation = header_i64(&resp, GENERATION_HEADER);
+        let lowest = lowest_header(&resp);
+        let value = Self::decode(resp, url).await?;
+        Ok(Answer { value, generation, lowest })
+    }
+
     async fn send(&self, mut req: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, ClientError> {
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
+        }
+        for (name, value) in &self.headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        if let Some(t) = self.timeout {
+            req = req.timeout(t);
         }
         req.send().await.map_err(|source| ClientError::Transport { url: url.to_owned(), source })
     }
@@ -242,5 +400,36 @@ impl Client {
             status,
             detail: e.to_string(),
         })
+    }
+}
+
+fn header_i64(resp: &reqwest::Response, name: &str) -> Option<i64> {
+    resp.headers().get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The [`LOWEST_ZONE_HEADER`] of an answer; a header that does not parse counts as absent.
+fn lowest_header(resp: &reqwest::Response) -> Option<Option<LowestZone>> {
+    let text = resp.headers().get(LOWEST_ZONE_HEADER)?.to_str().ok()?;
+    if text == "none" {
+        return Some(None);
+    }
+    serde_json::from_str(text).ok().map(Some)
+}
+
+impl ClientError {
+    /// True when the zone was not reached at all or did not answer in time: the request may or
+    /// may not have been carried out.
+    pub fn is_transport(&self) -> bool {
+        matches!(self, ClientError::Transport { .. })
+    }
+
+    /// True when the zone was not even connected to (nothing can have been carried out).
+    pub fn is_connect(&self) -> bool {
+        matches!(self, ClientError::Transport { source, .. } if source.is_connect())
+    }
+
+    /// True when the request timed out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ClientError::Transport { source, .. } if source.is_timeout())
     }
 }

@@ -33,6 +33,12 @@ pub const INSTANCE_ID_HEADER: &str = "x-zone-instance-id";
 /// so a parent can tell whether a change it forwarded was the only one.
 pub const GENERATION_HEADER: &str = "x-zone-generation";
 
+/// Response header on instance creates, actions and deletes: the answering zone's lowest zone for
+/// the instance's client after the change, as the JSON of a [`LowestZone`], or `none` when the
+/// zone no longer manages the client. Absent when the zone could not tell without asking its
+/// children; the parent then forgets what it knew instead of guessing.
+pub const LOWEST_ZONE_HEADER: &str = "x-zone-lowest";
+
 /// Hops a request may make down a tree unless the zone's configuration says otherwise.
 pub const DEFAULT_HOP_LIMIT: usize = 8;
 
