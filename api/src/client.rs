@@ -99,6 +99,11 @@ impl Client {
         Client { base: base_url.trim_end_matches('/').to_owned(), http, token: None, headers: Vec::new(), timeout: None }
     }
 
+    /// A client for another zone, sharing this client's connection pool (no token, no headers).
+    pub fn for_url(&self, base_url: &str) -> Client {
+        Client::with_http(base_url, self.http.clone())
+    }
+
     /// The same client, sending `token` as its bearer token.
     pub fn with_token(&self, token: impl Into<String>) -> Client {
         Client { token: Some(token.into()), ..self.clone() }

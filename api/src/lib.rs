@@ -18,7 +18,7 @@ pub mod federation;
 pub mod types;
 pub mod validate;
 
-pub use client::{Client, ClientError};
+pub use client::{Answer, Client, ClientError};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use federation::{ChildSummary, ChildZone, LowestZone, SubtreeEntry, ZoneCreate, ZoneList, ZoneStatus, ZoneUpdate};
 pub use types::*;

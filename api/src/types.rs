@@ -310,12 +310,21 @@ pub struct Host {
     pub resources: Resources,
     /// Reserved by placements.
     pub used: Resources,
+    /// Zone names from the answering zone down to the host's zone.
+    #[serde(default)]
+    pub zone_path: Vec<String>,
 }
 
-/// `{"hosts":[…]}`
+/// `{"hosts":[…],"unreachable_zones":[…],"next_marker":…}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct HostList {
     pub hosts: Vec<Host>,
+    /// Child zones that did not answer in time (their hosts are missing from the list).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable_zones: Vec<String>,
+    /// Pass as `marker` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
 }
 
 /// A requirement's comparison.

@@ -58,7 +58,7 @@ pub async fn list_hosts(
 ) -> ApiResult<axum::Json<HostList>> {
     caller.require_admin()?;
     let hosts = state.store.hosts().await?.iter().map(|h| h.to_api()).collect();
-    Ok(axum::Json(HostList { hosts }))
+    Ok(axum::Json(HostList { hosts, unreachable_zones: Vec::new(), next_marker: None }))
 }
 
 /// Show a host (admin).

@@ -67,6 +67,7 @@ impl HostRow {
                 .collect(),
             resources: self.total,
             used: self.used,
+            zone_path: Vec::new(),
         }
     }
 }

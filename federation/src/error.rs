@@ -1,0 +1,136 @@
+//! The one error type of the federation crate and its mapping to API error codes.
+
+use api::{ClientError, ErrorCode};
+
+/// Why a federated operation failed. [`FedError::code`] gives the API error code it is answered
+/// with; the message says what happened in terms an operator can act on.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FedError {
+    /// An API error, from this zone or passed through from a child with its code.
+    #[error("{message}")]
+    Api { code: ErrorCode, message: String },
+    /// A child zone could not be reached, refused this zone's credentials, or answered garbage.
+    /// Nothing was done there.
+    #[error("zone {zone} is unavailable: {reason}")]
+    Unavailable { zone: String, reason: String },
+    /// A child zone did not answer in time: a change sent to it may or may not have been made.
+    #[error("zone {zone} did not answer within {after_ms} ms")]
+    Timeout { zone: String, after_ms: u64 },
+    /// The request would visit a zone twice.
+    #[error("{0}")]
+    Loop(String),
+    /// The request crossed more zones than the hop limit.
+    #[error("{0}")]
+    HopLimit(String),
+}
+
+impl FedError {
+    pub fn api(code: ErrorCode, message: impl Into<String>) -> FedError {
+        FedError::Api { code, message: message.into() }
+    }
+
+    pub fn not_found(what: impl std::fmt::Display) -> FedError {
+        FedError::api(ErrorCode::NotFound, format!("{what} not found"))
+    }
+
+    pub fn internal(message: impl Into<String>) -> FedError {
+        FedError::api(ErrorCode::Internal, message)
+    }
+
+    /// The API error code this error is answered with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FedError::Api { code, .. } => *code,
+            FedError::Unavailable { .. } => ErrorCode::ZoneUnavailable,
+            FedError::Timeout { .. } => ErrorCode::Timeout,
+            FedError::Loop(_) => ErrorCode::ZoneLoop,
+            FedError::HopLimit(_) => ErrorCode::HopLimitExceeded,
+        }
+    }
+
+    /// A child's answer to a forwarded request, as this zone reports it. API errors keep their
+    /// code and message (a child's `no_valid_host` or `invalid_state` means the same here); a
+    /// child that cannot be reached or answers something that is not the API is unavailable.
+    pub fn from_child(zone: &str, error: ClientError, timeout_ms: u64) -> FedError {
+        match error {
+            ClientError::Api { status: 401, code, message } => FedError::Unavailable {
+                zone: zone.to_owned(),
+                reason: format!("it refused this zone's credentials ({code}: {message}); update them with zone-update"),
+            },
+            ClientError::Api { code, message, .. } => FedError::Api { code, message },
+            e @ ClientError::Transport { .. } if e.is_timeout() => {
+                FedError::Timeout { zone: zone.to_owned(), after_ms: timeout_ms }
+            }
+            ClientError::Transport { source, .. } => {
+                FedError::Unavailable { zone: zone.to_owned(), reason: transport_reason(&source) }
+            }
+            ClientError::Decode { status, detail, .. } => FedError::Unavailable {
+                zone: zone.to_owned(),
+                reason: format!("it answered something that is not the zone API (status {status}): {detail}"),
+            },
+        }
+    }
+
+    /// True when the target certainly did not carry the request out, so another target may be
+    /// tried: it refused it, or it was never reached.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            FedError::Api { code, .. } => matches!(
+                code,
+                ErrorCode::NoValidHost | ErrorCode::ZoneLoop | ErrorCode::HopLimitExceeded | ErrorCode::ZoneUnavailable
+            ),
+            FedError::Unavailable { .. } | FedError::Loop(_) | FedError::HopLimit(_) => true,
+            FedError::Timeout { .. } => false,
+        }
+    }
+}
+
+/// A reqwest error with its causes ("error sending request: connection refused").
+fn transport_reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_refusals() {
+        let no_host = FedError::api(ErrorCode::NoValidHost, "none");
+        assert_eq!(no_host.code(), ErrorCode::NoValidHost);
+        assert!(no_host.is_refusal());
+        assert!(!FedError::api(ErrorCode::AgentFailed, "x").is_refusal(), "the instance exists in state error");
+        let t = FedError::Timeout { zone: "dc1".into(), after_ms: 10 };
+        assert_eq!(t.code(), ErrorCode::Timeout);
+        assert!(!t.is_refusal(), "a timed-out create may have been made");
+        assert_eq!(FedError::Loop("l".into()).code(), ErrorCode::ZoneLoop);
+        assert!(FedError::Unavailable { zone: "z".into(), reason: "r".into() }.is_refusal());
+    }
+
+    #[test]
+    fn child_api_errors_pass_through_but_401_is_ours() {
+        let e = FedError::from_child(
+            "dc1",
+            ClientError::Api { status: 409, code: ErrorCode::InvalidState, message: "busy".into() },
+            1,
+        );
+        assert_eq!(e, FedError::api(ErrorCode::InvalidState, "busy"));
+        let e = FedError::from_child(
+            "dc1",
+            ClientError::Api { status: 401, code: ErrorCode::TokenExpired, message: "old".into() },
+            1,
+        );
+        assert_eq!(e.code(), ErrorCode::ZoneUnavailable, "the caller's token is fine; ours at the child is not");
+        assert!(e.to_string().contains("dc1") && e.to_string().contains("zone-update"), "{e}");
+    }
+}

@@ -1,0 +1,170 @@
+//! This zone's children as the gateway sees them: what the last poll learnt, and the credentials
+//! to reach them.
+//!
+//! The registry is a snapshot replaced as a whole (`zone-node` rebuilds it from its database when
+//! a child is added, changed, deleted or polled, on every node of the zone), so a request works on
+//! one consistent view and never waits for a poll: start-up and requests never block on a child.
+
+use std::sync::{Arc, RwLock};
+
+use api::{Aggregate, SubtreeEntry, ZoneStatus};
+
+/// How a gateway logs in to a child. The password never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    password: String,
+}
+
+impl Credentials {
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> Credentials {
+        Credentials { username: username.into(), password: password.into() }
+    }
+
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+/// One child zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Child {
+    /// The child's own zone id.
+    pub id: String,
+    pub name: String,
+    pub api_url: String,
+    pub credentials: Credentials,
+    /// Online or offline, from polling; disabled is the separate flag below.
+    pub online: bool,
+    pub disabled: bool,
+    pub weight_offset: f64,
+    pub weight_scale: f64,
+    /// The child's aggregate (its whole subtree) at the last good poll.
+    pub capabilities: Aggregate,
+    /// The child's generation at the last good poll.
+    pub generation: i64,
+    /// The zones below the child, at the last good poll.
+    pub subtree: Vec<SubtreeEntry>,
+}
+
+impl Child {
+    /// New placements may go to it.
+    pub fn routable(&self) -> bool {
+        self.online && !self.disabled
+    }
+
+    /// The status shown to operators.
+    pub fn status(&self) -> ZoneStatus {
+        match (self.disabled, self.online) {
+            (true, _) => ZoneStatus::Disabled,
+            (false, true) => ZoneStatus::Online,
+            (false, false) => ZoneStatus::Offline,
+        }
+    }
+}
+
+/// The current set of children. Cheap to read: a request clones one `Arc`.
+#[derive(Debug, Default)]
+pub struct Registry {
+    // A std lock: held only to swap or clone an Arc, never across an await.
+    children: RwLock<Arc<Vec<Arc<Child>>>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Replaces the whole set (sorted by name), returning the ids that were there before and are
+    /// not any more.
+    pub fn replace(&self, mut children: Vec<Child>) -> Vec<String> {
+        children.sort_by(|a, b| a.name.cmp(&b.name));
+        let new: Arc<Vec<Arc<Child>>> = Arc::new(children.into_iter().map(Arc::new).collect());
+        let mut guard = self.children.write().unwrap_or_else(|e| e.into_inner());
+        let removed = guard.iter().filter(|old| !new.iter().any(|c| c.id == old.id)).map(|c| c.id.clone()).collect();
+        *guard = new;
+        removed
+    }
+
+    /// All children, by name.
+    pub fn children(&self) -> Arc<Vec<Arc<Child>>> {
+        self.children.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Child>> {
+        self.children().iter().find(|c| c.id == id).cloned()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.children().is_empty()
+    }
+
+    /// Every zone below this one: each child, then its subtree with the child's name in front,
+    /// at most [`api::federation::SUBTREE_MAX_ENTRIES`].
+    pub fn subtree(&self) -> Vec<SubtreeEntry> {
+        let mut out = Vec::new();
+        for c in self.children().iter() {
+            out.push(SubtreeEntry { id: c.id.clone(), name: c.name.clone(), path: vec![c.name.clone()] });
+            for e in &c.subtree {
+                let mut path = Vec::with_capacity(e.path.len() + 1);
+                path.push(c.name.clone());
+                path.extend(e.path.iter().cloned());
+                out.push(SubtreeEntry { id: e.id.clone(), name: e.name.clone(), path });
+            }
+        }
+        out.truncate(api::federation::SUBTREE_MAX_ENTRIES);
+        out
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn child(id: &str, name: &str) -> Child {
+        Child {
+            id: id.into(),
+            name: name.into(),
+            api_url: format!("http://{name}"),
+            credentials: Credentials::new("admin", "secret-password"),
+            online: true,
+            disabled: false,
+            weight_offset: 0.0,
+            weight_scale: 1.0,
+            capabilities: Aggregate::new(),
+            generation: 0,
+            subtree: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn replace_reports_removed_children_and_subtree_prefixes_names() {
+        let r = Registry::new();
+        let mut region = child("r1", "region1");
+        region.subtree = vec![SubtreeEntry { id: "d1".into(), name: "dc1".into(), path: vec!["dc1".into()] }];
+        assert!(r.replace(vec![child("r2", "region2"), region]).is_empty());
+        assert_eq!(r.children()[0].name, "region1", "sorted by name");
+        let names: Vec<Vec<String>> = r.subtree().into_iter().map(|e| e.path).collect();
+        assert_eq!(names, vec![vec!["region1".to_string()], vec!["region1".into(), "dc1".into()], vec!["region2".into()]]);
+        assert_eq!(r.replace(vec![child("r2", "region2")]), vec!["r1".to_string()]);
+        assert!(r.get("r1").is_none() && r.get("r2").is_some());
+    }
+
+    #[test]
+    fn status_and_debug_hide_the_password() {
+        let mut c = child("1", "dc1");
+        assert_eq!(c.status(), ZoneStatus::Online);
+        c.online = false;
+        assert_eq!(c.status(), ZoneStatus::Offline);
+        c.disabled = true;
+        assert_eq!(c.status(), ZoneStatus::Disabled);
+        assert!(!c.routable());
+        assert!(!format!("{c:?}").contains("secret-password"));
+    }
+}

@@ -1,0 +1,176 @@
+//! Scatter-gather: ask many children at once with one deadline, and merge their pages.
+//!
+//! A list across a subtree asks every source (this zone and the children that may hold what is
+//! listed) in parallel and waits at most the deadline; children that do not answer in time are
+//! reported by name, their items missing, instead of failing or stalling the whole list.
+//!
+//! Paging stays correct without state between pages. Lists are sorted by id and paged with a
+//! marker (the last id of the previous page). Each of `n` sources is asked for about `limit / n`
+//! items after the marker ([`per_source_limit`]); a source that has more than it sent is complete
+//! only up to the last id it sent, so the merged page stops at the smallest such id ([`merge`]).
+//! Every item up to that bound is known, in order, and none is skipped or repeated across pages.
+//! Pages may come back shorter than `limit` (never empty while items remain), and the subtree
+//! sends about `limit` items per page instead of `n × limit`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::FedError;
+use crate::registry::Child;
+
+/// Asks every child with `ask`, all at once, each bounded by `deadline`. Answers come back in the
+/// children's order.
+pub async fn gather<T, F, Fut>(children: &[Arc<Child>], deadline: Duration, ask: F) -> Vec<(Arc<Child>, Result<T, FedError>)>
+where
+    F: Fn(Arc<Child>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, FedError>>,
+{
+    let calls = children.iter().map(|c| {
+        let fut = ask(c.clone());
+        let child = c.clone();
+        async move {
+            let answer = match tokio::time::timeout(deadline, fut).await {
+                Ok(a) => a,
+                Err(_) => Err(FedError::Timeout { zone: child.name.clone(), after_ms: deadline.as_millis() as u64 }),
+            };
+            (child, answer)
+        }
+    });
+    futures::future::join_all(calls).await
+}
+
+/// How many items to ask each of `sources` for, for a page of `limit`.
+pub fn per_source_limit(limit: usize, sources: usize) -> usize {
+    if sources <= 1 {
+        return limit.max(1);
+    }
+    // A little more than the fair share, so pages come back nearly full when ids are spread
+    // evenly (they are UUIDs).
+    let share = limit.div_ceil(sources);
+    (share + share / 8 + 1).min(limit).max(1)
+}
+
+/// One source's page: its items sorted by id, and whether it has more after them.
+#[derive(Debug, Clone)]
+pub struct SourcePage<T> {
+    pub items: Vec<T>,
+    pub more: bool,
+}
+
+/// Merges pages by id into one page of at most `limit` items, and its next marker (`None` on the
+/// last page). Items with the same id (a zone reachable two ways) appear once.
+pub fn merge<T>(pages: Vec<SourcePage<T>>, limit: usize, id: impl Fn(&T) -> &str) -> (Vec<T>, Option<String>) {
+    // Complete up to the smallest last id among sources that have more.
+    let mut bound: Option<String> = None;
+    let mut any_more = false;
+    for p in &pages {
+        if p.more {
+            match p.items.last() {
+                Some(last) => {
+                    any_more = true;
+                    let last = id(last);
+                    if bound.as_deref().is_none_or(|b| last < b) {
+                        bound = Some(last.to_owned());
+                    }
+                }
+                None => tracing::warn!("a source said it has more items but sent none; treating it as done"),
+            }
+        }
+    }
+    let mut all: Vec<T> =
+        pages.into_iter().flat_map(|p| p.items).filter(|t| bound.as_deref().is_none_or(|b| id(t) <= b)).collect();
+    all.sort_by(|a, b| id(a).cmp(id(b)));
+    all.dedup_by(|a, b| id(a) == id(b));
+    let truncated = all.len() > limit;
+    all.truncate(limit);
+    let next = if truncated || any_more { all.last().map(|t| id(t).to_owned()) } else { None };
+    (all, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Pages through `sources` (each a sorted list of ids) the way a gateway does.
+    fn page_through(sources: &[Vec<String>], limit: usize) -> (Vec<String>, usize) {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let per = per_source_limit(limit, sources.len());
+            let answers: Vec<SourcePage<String>> = sources
+                .iter()
+                .map(|s| {
+                    let after: Vec<String> =
+                        s.iter().filter(|i| marker.as_ref().is_none_or(|m| *i > m)).cloned().collect();
+                    SourcePage { more: after.len() > per, items: after.into_iter().take(per).collect() }
+                })
+                .collect();
+            let (items, next) = merge(answers, limit, |s| s.as_str());
+            pages += 1;
+            assert!(items.len() <= limit);
+            assert!(!items.is_empty() || next.is_none(), "an empty page must be the last");
+            out.extend(items);
+            marker = next;
+            if marker.is_none() {
+                return (out, pages);
+            }
+        }
+    }
+
+    #[test]
+    fn every_item_once_in_order_across_pages() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (n_sources, per_source, limit) in [(1, 50, 7), (3, 100, 10), (10, 1000, 100), (4, 0, 5), (2, 3, 1000)] {
+            let sources: Vec<Vec<String>> = (0..n_sources)
+                .map(|_| {
+                    let mut v: Vec<String> = (0..per_source).map(|_| format!("{:016x}", rng.gen::<u64>())).collect();
+                    v.sort();
+                    v
+                })
+                .collect();
+            let mut expected: Vec<String> = sources.iter().flatten().cloned().collect();
+            expected.sort();
+            let (got, pages) = page_through(&sources, limit);
+            assert_eq!(got, expected, "{n_sources} sources × {per_source}, limit {limit}");
+            let full_pages = expected.len().div_ceil(limit);
+            assert!(pages <= full_pages * 2 + 1, "{pages} pages for {} items of {limit}", expected.len());
+        }
+    }
+
+    #[test]
+    fn skewed_sources_still_page_correctly() {
+        // All of one source's ids sort before all of the other's.
+        let a: Vec<String> = (0..50).map(|i| format!("a{i:03}")).collect();
+        let b: Vec<String> = (0..50).map(|i| format!("b{i:03}")).collect();
+        let (got, _) = page_through(&[b.clone(), a.clone()], 10);
+        let expected: Vec<String> = a.into_iter().chain(b).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn duplicates_appear_once() {
+        let p = |ids: &[&str], more| SourcePage { items: ids.iter().map(|s| s.to_string()).collect(), more };
+        let (items, next) = merge(vec![p(&["a", "c"], false), p(&["a", "b"], false)], 10, |s| s.as_str());
+        assert_eq!(items, ["a", "b", "c"]);
+        assert_eq!(next, None);
+    }
+
+    #[tokio::test]
+    async fn gather_waits_at_most_the_deadline() {
+        use crate::registry::tests::child;
+        let kids: Vec<Arc<Child>> = vec![Arc::new(child("1", "fast")), Arc::new(child("2", "slow"))];
+        let started = tokio::time::Instant::now();
+        let answers = gather(&kids, Duration::from_millis(200), |c| async move {
+            if c.name == "slow" {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+            Ok::<_, FedError>(c.name.clone())
+        })
+        .await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(answers[0].1.as_deref(), Ok("fast"));
+        assert_eq!(answers[1].1.as_ref().unwrap_err().code(), api::ErrorCode::Timeout);
+    }
+}
