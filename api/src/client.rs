@@ -96,7 +96,13 @@ impl Client {
     /// A client sharing the connection pool `http` (a gateway talks to all of its children
     /// through one pool).
     pub fn with_http(base_url: &str, http: reqwest::Client) -> Client {
-        Client { base: base_url.trim_end_matches('/').to_owned(), http, token: None, headers: Vec::new(), timeout: None }
+        Client {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+            token: None,
+            headers: Vec::new(),
+            timeout: None,
+        }
     }
 
     /// A client for another zone, sharing this client's connection pool (no token, no headers).

@@ -113,8 +113,12 @@ pub trait LocalZone: Send + Sync + 'static {
     async fn create(&self, caller: &Principal, id: &str, req: &InstanceCreate) -> Result<Changed<Instance>, FedError>;
     /// `None` when this zone has no such instance visible to the caller.
     async fn instance(&self, caller: &Principal, id: &str) -> Result<Option<Instance>, FedError>;
-    async fn action(&self, caller: &Principal, id: &str, action: &InstanceAction)
-        -> Result<Changed<Instance>, FedError>;
+    async fn action(
+        &self,
+        caller: &Principal,
+        id: &str,
+        action: &InstanceAction,
+    ) -> Result<Changed<Instance>, FedError>;
     /// Deletes an instance of this zone and returns its client.
     async fn delete(&self, caller: &Principal, id: &str) -> Result<Changed<String>, FedError>;
     /// A page of this zone's own instances.
@@ -156,7 +160,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(me: Identity, settings: Settings, transport: Arc<dyn ChildTransport>, local: Arc<dyn LocalZone>) -> Gateway {
+    pub fn new(
+        me: Identity,
+        settings: Settings,
+        transport: Arc<dyn ChildTransport>,
+        local: Arc<dyn LocalZone>,
+    ) -> Gateway {
         Gateway {
             lookups: LookupCache::new(settings.lookup_cache_capacity),
             routes: moka::sync::Cache::new(settings.route_cache_capacity),
@@ -281,7 +290,12 @@ impl Gateway {
     /// Creates instance `id`: on this zone's own hosts or in the best child that may take it,
     /// trying the next candidate when one refuses. A child that does not answer in time is not
     /// retried elsewhere: the instance may exist there, and a second one must not be made.
-    pub async fn create(&self, ctx: &RequestContext, id: &str, req: &InstanceCreate) -> Result<Routed<Instance>, FedError> {
+    pub async fn create(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Routed<Instance>, FedError> {
         let client =
             req.client_id.clone().ok_or_else(|| FedError::internal("a create reached the gateway without a client"))?;
         if self.registry.is_empty() {
@@ -762,7 +776,8 @@ impl Gateway {
         }
         let local = self.local_answer(client).await?;
         let (answers, mut unreachable) = self.child_answers(ctx, client).await;
-        let pairs: Vec<(&str, Option<&LowestZone>)> = answers.iter().map(|(c, a)| (c.name.as_str(), a.as_ref())).collect();
+        let pairs: Vec<(&str, Option<&LowestZone>)> =
+            answers.iter().map(|(c, a)| (c.name.as_str(), a.as_ref())).collect();
         let mut answer = compose(&self.me_ref(), client, local, &pairs);
         unreachable.sort();
         if let Some(a) = &mut answer {
@@ -820,15 +835,13 @@ impl Gateway {
             ));
         }
         match updating {
-            Some(id) if id != info.id => {
-                return Err(FedError::api(
-                    ErrorCode::Conflict,
-                    format!(
-                        "the zone at {api_url} is zone {} ({}), not the child being updated ({id}); add it as a new child",
-                        info.name, info.id
-                    ),
-                ))
-            }
+            Some(id) if id != info.id => return Err(FedError::api(
+                ErrorCode::Conflict,
+                format!(
+                    "the zone at {api_url} is zone {} ({}), not the child being updated ({id}); add it as a new child",
+                    info.name, info.id
+                ),
+            )),
             _ => {}
         }
         if updating.is_none() {

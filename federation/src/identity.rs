@@ -32,11 +32,10 @@ impl Principal {
     /// The headers that state this caller to a child. `origin` is the name of the zone the caller
     /// entered through, added to a local username.
     pub fn headers(&self, origin: &str) -> Vec<(String, String)> {
-        let user = if self.username.contains('@') { self.username.clone() } else { format!("{}@{origin}", self.username) };
-        let mut h = vec![
-            (CALLER_ROLE_HEADER.to_owned(), self.role.as_str().to_owned()),
-            (CALLER_USER_HEADER.to_owned(), user),
-        ];
+        let user =
+            if self.username.contains('@') { self.username.clone() } else { format!("{}@{origin}", self.username) };
+        let mut h =
+            vec![(CALLER_ROLE_HEADER.to_owned(), self.role.as_str().to_owned()), (CALLER_USER_HEADER.to_owned(), user)];
         if let Some(c) = &self.client_id {
             h.push((CALLER_CLIENT_HEADER.to_owned(), c.clone()));
         }
@@ -132,7 +131,10 @@ mod tests {
         let headers = alice.headers("global");
         let s = stated(&headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>()).unwrap();
         let p = effective(admin(), s).unwrap();
-        assert_eq!(p, Principal { username: "alice@global".into(), role: Role::Member, client_id: Some("acme".into()) });
+        assert_eq!(
+            p,
+            Principal { username: "alice@global".into(), role: Role::Member, client_id: Some("acme".into()) }
+        );
         assert!(p.may_see("acme") && !p.may_see("other"));
         // Forwarded again, the user keeps its origin.
         assert!(p.headers("region1").contains(&(CALLER_USER_HEADER.to_owned(), "alice@global".to_owned())));

@@ -36,7 +36,9 @@ pub mod scatter;
 pub mod transport;
 
 pub use error::FedError;
-pub use gateway::{Changed, Gateway, Identity, LocalZone, Lookup, PollOutcome, RequestContext, Route, Routed, Settings};
+pub use gateway::{
+    Changed, Gateway, Identity, LocalZone, Lookup, PollOutcome, RequestContext, Route, Routed, Settings,
+};
 pub use identity::{Principal, Stated};
 pub use path::ZonePath;
 pub use registry::{Child, Credentials, Registry};

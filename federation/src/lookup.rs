@@ -234,7 +234,10 @@ mod tests {
         let r2 = zone("region2", &["region2"]);
         assert_eq!(compose(&ME, "acme", false, &[("region1", None), ("region2", None)]), None);
         let one = compose(&ME, "acme", false, &[("region1", Some(&dc1)), ("region2", None)]).unwrap();
-        assert_eq!((one.zone_name.as_str(), one.path.clone()), ("dc1", vec!["global".into(), "region1".into(), "dc1".into()]));
+        assert_eq!(
+            (one.zone_name.as_str(), one.path.clone()),
+            ("dc1", vec!["global".into(), "region1".into(), "dc1".into()])
+        );
         let two = compose(&ME, "acme", false, &[("region1", Some(&dc1)), ("region2", Some(&r2))]).unwrap();
         assert_eq!((two.zone_name.as_str(), two.path.clone()), ("global", vec!["global".to_string()]));
         let mine_and_one = compose(&ME, "acme", true, &[("region1", Some(&dc1))]).unwrap();

@@ -61,9 +61,9 @@ pub fn may_meet(agg: &Aggregate, r: &Requirement) -> bool {
         Op::Eq => value.is_some_and(|v| may_equal(entry, &v)),
         Op::Ne => value.is_some_and(|v| may_differ(entry, &v)),
         Op::In => r.value.as_ref().and_then(|v| v.as_array()).is_some_and(|items| {
-            items.iter().any(|item| {
-                serde_json::from_value::<CapabilityValue>(item.clone()).is_ok_and(|v| may_equal(entry, &v))
-            })
+            items
+                .iter()
+                .any(|item| serde_json::from_value::<CapabilityValue>(item.clone()).is_ok_and(|v| may_equal(entry, &v)))
         }),
         Op::Lt | Op::Le | Op::Gt | Op::Ge => {
             let (Some(CapabilityValue::Float(x)), AggregateEntry::Float { min, max, .. }) = (value, entry) else {

@@ -151,7 +151,10 @@ pub(crate) mod tests {
         assert!(r.replace(vec![child("r2", "region2"), region]).is_empty());
         assert_eq!(r.children()[0].name, "region1", "sorted by name");
         let names: Vec<Vec<String>> = r.subtree().into_iter().map(|e| e.path).collect();
-        assert_eq!(names, vec![vec!["region1".to_string()], vec!["region1".into(), "dc1".into()], vec!["region2".into()]]);
+        assert_eq!(
+            names,
+            vec![vec!["region1".to_string()], vec!["region1".into(), "dc1".into()], vec!["region2".into()]]
+        );
         assert_eq!(r.replace(vec![child("r2", "region2")]), vec!["r1".to_string()]);
         assert!(r.get("r1").is_none() && r.get("r2").is_some());
     }

@@ -20,7 +20,11 @@ use crate::registry::Child;
 
 /// Asks every child with `ask`, all at once, each bounded by `deadline`. Answers come back in the
 /// children's order.
-pub async fn gather<T, F, Fut>(children: &[Arc<Child>], deadline: Duration, ask: F) -> Vec<(Arc<Child>, Result<T, FedError>)>
+pub async fn gather<T, F, Fut>(
+    children: &[Arc<Child>],
+    deadline: Duration,
+    ask: F,
+) -> Vec<(Arc<Child>, Result<T, FedError>)>
 where
     F: Fn(Arc<Child>) -> Fut,
     Fut: std::future::Future<Output = Result<T, FedError>>,

@@ -57,18 +57,32 @@ pub trait ChildTransport: Send + Sync + 'static {
     async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: bool) -> Result<ZoneInfo, FedError>;
     async fn placement(&self, child: &Child, hop: &Hop<'_>, req: &PlacementRequest) -> Result<Placement, FedError>;
     /// A create of the instance `id` (chosen by the zone the request entered).
-    async fn create(&self, child: &Child, hop: &Hop<'_>, id: &str, req: &InstanceCreate)
-        -> Result<Answer<Instance>, FedError>;
+    async fn create(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Answer<Instance>, FedError>;
     /// `None` when the child does not have it (or does not show it to the caller).
     async fn instance(&self, child: &Child, hop: &Hop<'_>, id: &str) -> Result<Option<Instance>, FedError>;
-    async fn action(&self, child: &Child, hop: &Hop<'_>, id: &str, action: &InstanceAction)
-        -> Result<Answer<Instance>, FedError>;
+    async fn action(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        id: &str,
+        action: &InstanceAction,
+    ) -> Result<Answer<Instance>, FedError>;
     async fn delete(&self, child: &Child, hop: &Hop<'_>, id: &str) -> Result<Answer<()>, FedError>;
     async fn instances(&self, child: &Child, hop: &Hop<'_>, query: &ListQuery) -> Result<InstanceList, FedError>;
     async fn hosts(&self, child: &Child, hop: &Hop<'_>, query: &ListQuery) -> Result<HostList, FedError>;
     /// The child's lowest zone for a client (`None`: it manages none of the client's instances).
-    async fn lowest_zone(&self, child: &Child, hop: &Hop<'_>, client_id: &str)
-        -> Result<Answer<Option<LowestZone>>, FedError>;
+    async fn lowest_zone(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        client_id: &str,
+    ) -> Result<Answer<Option<LowestZone>>, FedError>;
     /// zone-add: logs in to a zone that is not registered yet and reads it with its subtree.
     /// Errors are `zone_unreachable` or `zone_auth_failed`, naming what to fix.
     async fn inspect(&self, api_url: &str, credentials: &Credentials, hop: &Hop<'_>) -> Result<ZoneInfo, FedError>;
@@ -136,7 +150,13 @@ impl RestTransport {
     /// Runs `call` with a client for `child`, logging in again once when the child no longer
     /// takes the token (it expired, or the child's database was reset). A 401 means the child did
     /// nothing, so the retry cannot do anything twice.
-    async fn with_child<T, F, Fut>(&self, child: &Child, hop: &Hop<'_>, op: &'static str, call: F) -> Result<T, FedError>
+    async fn with_child<T, F, Fut>(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        op: &'static str,
+        call: F,
+    ) -> Result<T, FedError>
     where
         F: Fn(api::Client) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
@@ -157,8 +177,14 @@ impl RestTransport {
 #[async_trait::async_trait]
 impl ChildTransport for RestTransport {
     async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: bool) -> Result<ZoneInfo, FedError> {
-        self.with_child(child, hop, "zone", |c| async move { if subtree { c.zone_with_subtree().await } else { c.zone().await } })
-            .await
+        self.with_child(child, hop, "zone", |c| async move {
+            if subtree {
+                c.zone_with_subtree().await
+            } else {
+                c.zone().await
+            }
+        })
+        .await
     }
 
     async fn placement(&self, child: &Child, hop: &Hop<'_>, req: &PlacementRequest) -> Result<Placement, FedError> {

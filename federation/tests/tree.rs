@@ -1,0 +1,676 @@
+//! A whole federation in one process: every zone a [`Gateway`] over an in-memory [`LocalZone`],
+//! children reached through a transport that does what a child's HTTP edge does (verify the
+//! parent's admin account, narrow it to the stated caller, admit the path) and counts requests.
+//!
+//! ```text
+//!   global ──┬── region1 (one host of its own) ──┬── dc1
+//!            │                                    └── dc2
+//!            └── region2 ──────────────────────────── dc3
+//!   root2 ───┬── dc1                      (a second root over two of the same data centres)
+//!            └── dc3
+//! ```
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use api::{
+    Aggregate, AggregateEntry, Answer, CapabilityValue, ErrorCode, HostList, Instance, InstanceAction,
+    InstanceActionKind, InstanceCreate, InstanceList, LowestZone, NodeInfo, Op, Placement, PlacementRequest,
+    Requirement, Resources, Role, ZoneInfo,
+};
+use federation::identity::{effective, Stated};
+use federation::matching::{may_meet, FREE_DISK_GB, FREE_MEMORY_MB, FREE_VCPUS};
+use federation::{
+    Changed, Child, ChildTransport, Credentials, FedError, Gateway, Hop, Identity, ListQuery, LocalZone, PollOutcome,
+    Principal, RequestContext, Route, Settings, ZonePath,
+};
+
+struct FakeHost {
+    id: String,
+    caps: BTreeMap<String, CapabilityValue>,
+    free: Mutex<Resources>,
+}
+
+impl FakeHost {
+    fn aggregate(&self) -> Aggregate {
+        let mut a: Aggregate = self.caps.iter().map(|(k, v)| (k.clone(), AggregateEntry::of(v))).collect();
+        let free = *self.free.lock().unwrap();
+        for (k, v) in [(FREE_VCPUS, free.vcpus), (FREE_MEMORY_MB, free.memory_mb), (FREE_DISK_GB, free.disk_gb)] {
+            a.insert(k.into(), AggregateEntry::of(&CapabilityValue::Float(v as f64)));
+        }
+        a
+    }
+}
+
+/// One zone's own hosts and instances, in memory.
+struct FakeZone {
+    id: String,
+    name: String,
+    hosts: Vec<FakeHost>,
+    instances: Mutex<BTreeMap<String, Instance>>,
+    generation: AtomicI64,
+    routes: Mutex<HashMap<String, Route>>,
+}
+
+impl FakeZone {
+    fn new(name: &str, hosts: Vec<(&str, &str)>) -> FakeZone {
+        let hosts = hosts
+            .into_iter()
+            .enumerate()
+            .map(|(i, (hv, os))| FakeHost {
+                id: format!("{name}-host-{i}"),
+                caps: [
+                    ("hypervisor".to_owned(), CapabilityValue::String(hv.into())),
+                    ("os".to_owned(), CapabilityValue::String(os.into())),
+                    ("free-disk".to_owned(), CapabilityValue::Float(500.0 + i as f64)),
+                ]
+                .into_iter()
+                .collect(),
+                free: Mutex::new(Resources { vcpus: 64, memory_mb: 65536, disk_gb: 1000 }),
+            })
+            .collect();
+        FakeZone {
+            id: format!("id-{name}"),
+            name: name.into(),
+            hosts,
+            instances: Mutex::new(BTreeMap::new()),
+            generation: AtomicI64::new(0),
+            routes: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+fn visible(caller: &Principal, i: &Instance) -> bool {
+    caller.may_see(&i.client_id)
+}
+
+#[async_trait::async_trait]
+impl LocalZone for FakeZone {
+    async fn aggregate(&self) -> Result<Aggregate, FedError> {
+        let mut agg = Aggregate::new();
+        for h in &self.hosts {
+            api::merge_aggregates(&mut agg, &h.aggregate());
+        }
+        Ok(agg)
+    }
+
+    async fn placement(&self, _caller: &Principal, req: &PlacementRequest) -> Result<Placement, FedError> {
+        for h in &self.hosts {
+            let a = h.aggregate();
+            if req.requirements.iter().all(|r| may_meet(&a, r)) && federation::matching::fits(&a, &req.resources) {
+                return Ok(Placement { zone_path: vec![self.name.clone()], host_id: h.id.clone() });
+            }
+        }
+        Err(FedError::api(ErrorCode::NoValidHost, format!("no host of zone {} fits", self.name)))
+    }
+
+    async fn create(&self, caller: &Principal, id: &str, req: &InstanceCreate) -> Result<Changed<Instance>, FedError> {
+        let client = req.client_id.clone().unwrap();
+        assert!(caller.may_see(&client), "a member creating for another client got through");
+        let p = self
+            .placement(caller, &PlacementRequest { requirements: req.requirements.clone(), resources: req.resources })
+            .await?;
+        let instance = Instance {
+            id: id.into(),
+            name: req.name.clone(),
+            client_id: client,
+            state: "running".into(),
+            host_id: Some(p.host_id),
+            zone_id: self.id.clone(),
+            zone_path: vec![self.name.clone()],
+            resources: req.resources,
+            requirements: req.requirements.clone(),
+            error_reason: None,
+            version: 1,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        self.instances.lock().unwrap().insert(id.into(), instance.clone());
+        let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Changed { value: instance, generation: Some(g) })
+    }
+
+    async fn instance(&self, caller: &Principal, id: &str) -> Result<Option<Instance>, FedError> {
+        Ok(self.instances.lock().unwrap().get(id).filter(|i| visible(caller, i)).cloned())
+    }
+
+    async fn action(
+        &self,
+        caller: &Principal,
+        id: &str,
+        action: &InstanceAction,
+    ) -> Result<Changed<Instance>, FedError> {
+        let mut all = self.instances.lock().unwrap();
+        let i = all.get_mut(id).filter(|i| visible(caller, i)).ok_or_else(|| FedError::not_found(id))?;
+        i.state = match action.action {
+            InstanceActionKind::Stop => "stopped".into(),
+            _ => "running".into(),
+        };
+        i.version += 1;
+        Ok(Changed { value: i.clone(), generation: None })
+    }
+
+    async fn delete(&self, caller: &Principal, id: &str) -> Result<Changed<String>, FedError> {
+        let mut all = self.instances.lock().unwrap();
+        if !all.get(id).is_some_and(|i| visible(caller, i)) {
+            return Err(FedError::not_found(id));
+        }
+        let i = all.remove(id).unwrap();
+        let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Changed { value: i.client_id, generation: Some(g) })
+    }
+
+    async fn instances(&self, caller: &Principal, q: &ListQuery) -> Result<InstanceList, FedError> {
+        let all = self.instances.lock().unwrap();
+        let mut page: Vec<Instance> = all
+            .values()
+            .filter(|i| visible(caller, i))
+            .filter(|i| q.client_id.as_ref().is_none_or(|c| &i.client_id == c))
+            .filter(|i| q.marker.as_ref().is_none_or(|m| &i.id > m))
+            .take(q.limit + 1)
+            .cloned()
+            .collect();
+        let more = page.len() > q.limit;
+        page.truncate(q.limit);
+        let next_marker = if more { page.last().map(|i| i.id.clone()) } else { None };
+        Ok(InstanceList { instances: page, unreachable_zones: vec![], next_marker })
+    }
+
+    async fn hosts(&self, _caller: &Principal, _q: &ListQuery) -> Result<HostList, FedError> {
+        Ok(HostList { hosts: vec![], unreachable_zones: vec![], next_marker: None })
+    }
+
+    async fn has_client(&self, client_id: &str) -> Result<bool, FedError> {
+        Ok(self.instances.lock().unwrap().values().any(|i| i.client_id == client_id))
+    }
+
+    async fn bump_generation(&self) -> Result<i64, FedError> {
+        Ok(self.generation.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+
+    async fn route_get(&self, instance_id: &str) -> Result<Option<Route>, FedError> {
+        Ok(self.routes.lock().unwrap().get(instance_id).cloned())
+    }
+
+    async fn route_put(&self, instance_id: &str, route: &Route) -> Result<(), FedError> {
+        self.routes.lock().unwrap().insert(instance_id.into(), route.clone());
+        Ok(())
+    }
+
+    async fn route_delete(&self, instance_id: &str) -> Result<(), FedError> {
+        self.routes.lock().unwrap().remove(instance_id);
+        Ok(())
+    }
+}
+
+/// Reaches a child's gateway directly, doing what its HTTP edge would.
+#[derive(Default)]
+struct InProcess {
+    zones: OnceLock<HashMap<String, (Arc<Gateway>, Arc<FakeZone>)>>,
+    down: Mutex<HashSet<String>>,
+    /// Requests per (child name, operation).
+    calls: Mutex<HashMap<(String, &'static str), usize>>,
+    total: AtomicUsize,
+}
+
+impl InProcess {
+    fn enter(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        op: &'static str,
+    ) -> Result<(Arc<Gateway>, RequestContext), FedError> {
+        *self.calls.lock().unwrap().entry((child.name.clone(), op)).or_default() += 1;
+        self.total.fetch_add(1, Ordering::SeqCst);
+        if self.down.lock().unwrap().contains(&child.id) {
+            return Err(FedError::Unavailable { zone: child.name.clone(), reason: "connection refused".into() });
+        }
+        let (gw, _) = self.zones.get().unwrap().get(&child.id).expect("a known zone").clone();
+        let headers = hop.caller.headers(hop.origin);
+        let stated = Stated::from_headers(|n| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))?;
+        let account = Principal { username: "parent".into(), role: Role::Admin, client_id: None };
+        let ctx = RequestContext { caller: effective(account, stated)?, path: hop.path.clone() };
+        gw.admit(&ctx.path).map_err(wire)?;
+        Ok((gw, ctx))
+    }
+
+    fn count(&self, child: &str, op: &'static str) -> usize {
+        self.calls.lock().unwrap().get(&(child.to_owned(), op)).copied().unwrap_or(0)
+    }
+}
+
+/// An error as it crosses HTTP: its code and message.
+fn wire(e: FedError) -> FedError {
+    FedError::api(e.code(), e.to_string())
+}
+
+#[async_trait::async_trait]
+impl ChildTransport for InProcess {
+    async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: bool) -> Result<ZoneInfo, FedError> {
+        let (gw, _) = self.enter(child, hop, "zone")?;
+        let (_, fz) = self.zones.get().unwrap().get(&child.id).unwrap().clone();
+        Ok(ZoneInfo {
+            id: gw.me().id.clone(),
+            name: gw.me().name.clone(),
+            api_url: gw.me().api_url.clone(),
+            node_id: "n".into(),
+            nodes: Vec::<NodeInfo>::new(),
+            capabilities: gw.aggregate().await?,
+            children: gw.children_summary(),
+            generation: fz.generation.load(Ordering::SeqCst),
+            ring_epoch: 1,
+            subtree: subtree.then(|| gw.subtree()),
+        })
+    }
+    async fn placement(&self, child: &Child, hop: &Hop<'_>, req: &PlacementRequest) -> Result<Placement, FedError> {
+        let (gw, ctx) = self.enter(child, hop, "placement")?;
+        gw.placement(&ctx, req).await.map_err(wire)
+    }
+    async fn create(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Answer<Instance>, FedError> {
+        let (gw, ctx) = self.enter(child, hop, "create")?;
+        let r = gw.create(&ctx, id, req).await.map_err(wire)?;
+        Ok(Answer { value: r.value, generation: r.generation, lowest: r.lowest })
+    }
+    async fn instance(&self, child: &Child, hop: &Hop<'_>, id: &str) -> Result<Option<Instance>, FedError> {
+        let (gw, ctx) = self.enter(child, hop, "show")?;
+        match gw.instance(&ctx, id).await {
+            Ok(i) => Ok(Some(i)),
+            Err(e) if e.code() == ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(wire(e)),
+        }
+    }
+    async fn action(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        id: &str,
+        a: &InstanceAction,
+    ) -> Result<Answer<Instance>, FedError> {
+        let (gw, ctx) = self.enter(child, hop, "action")?;
+        let r = gw.action(&ctx, id, a).await.map_err(wire)?;
+        Ok(Answer { value: r.value, generation: r.generation, lowest: r.lowest })
+    }
+    async fn delete(&self, child: &Child, hop: &Hop<'_>, id: &str) -> Result<Answer<()>, FedError> {
+        let (gw, ctx) = self.enter(child, hop, "delete")?;
+        let r = gw.delete(&ctx, id).await.map_err(wire)?;
+        Ok(Answer { value: (), generation: r.generation, lowest: r.lowest })
+    }
+    async fn instances(&self, child: &Child, hop: &Hop<'_>, q: &ListQuery) -> Result<InstanceList, FedError> {
+        let (gw, ctx) = self.enter(child, hop, "list")?;
+        gw.instances(&ctx, q).await.map_err(wire)
+    }
+    async fn hosts(&self, child: &Child, hop: &Hop<'_>, q: &ListQuery) -> Result<HostList, FedError> {
+        let (gw, ctx) = self.enter(child, hop, "hosts")?;
+        gw.hosts(&ctx, q).await.map_err(wire)
+    }
+    async fn lowest_zone(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        client: &str,
+    ) -> Result<Answer<Option<LowestZone>>, FedError> {
+        let (gw, ctx) = self.enter(child, hop, "lookup")?;
+        let (_, fz) = self.zones.get().unwrap().get(&child.id).unwrap().clone();
+        let generation = fz.generation.load(Ordering::SeqCst);
+        let l = gw.lowest_zone(&ctx, client).await.map_err(wire)?;
+        Ok(Answer { value: l.answer, generation: Some(generation), lowest: None })
+    }
+    async fn inspect(&self, api_url: &str, _c: &Credentials, hop: &Hop<'_>) -> Result<ZoneInfo, FedError> {
+        let id =
+            self.zones.get().unwrap().iter().find(|(_, (g, _))| g.me().api_url == api_url).map(|(id, _)| id.clone());
+        let Some(id) = id else {
+            return Err(FedError::api(ErrorCode::ZoneUnreachable, format!("nothing at {api_url}")));
+        };
+        let child = Child { id, ..child_record("probe") };
+        self.zone_info(&child, hop, true).await
+    }
+}
+
+fn child_record(name: &str) -> Child {
+    Child {
+        id: format!("id-{name}"),
+        name: name.into(),
+        api_url: format!("http://{name}"),
+        credentials: Credentials::new("admin", "pw-12345678"),
+        online: true,
+        disabled: false,
+        weight_offset: 0.0,
+        weight_scale: 1.0,
+        capabilities: Aggregate::new(),
+        generation: 0,
+        subtree: vec![],
+    }
+}
+
+struct Tree {
+    transport: Arc<InProcess>,
+    zones: HashMap<String, (Arc<Gateway>, Arc<FakeZone>)>,
+    /// Parent name → child names.
+    edges: Vec<(&'static str, Vec<&'static str>)>,
+}
+
+impl Tree {
+    async fn build() -> Tree {
+        let transport = Arc::new(InProcess::default());
+        let specs: Vec<(&str, Vec<(&str, &str)>)> = vec![
+            ("global", vec![]),
+            ("root2", vec![]),
+            ("region1", vec![("xen", "linux")]),
+            ("region2", vec![]),
+            ("dc1", vec![("kvm", "linux"), ("kvm", "windows")]),
+            ("dc2", vec![("kvm", "bsd")]),
+            ("dc3", vec![("hyperv", "windows")]),
+        ];
+        let mut zones = HashMap::new();
+        let mut by_id = HashMap::new();
+        for (name, hosts) in specs {
+            let fz = Arc::new(FakeZone::new(name, hosts));
+            let me = Identity { id: fz.id.clone(), name: name.into(), api_url: format!("http://{name}") };
+            let gw = Arc::new(Gateway::new(me, Settings::default(), transport.clone(), fz.clone()));
+            by_id.insert(fz.id.clone(), (gw.clone(), fz.clone()));
+            zones.insert(name.to_owned(), (gw, fz));
+        }
+        transport.zones.set(by_id).ok().unwrap();
+        let edges = vec![
+            ("global", vec!["region1", "region2"]),
+            ("region1", vec!["dc1", "dc2"]),
+            ("region2", vec!["dc3"]),
+            ("root2", vec!["dc1", "dc3"]),
+        ];
+        let tree = Tree { transport, zones, edges };
+        for (parent, kids) in &tree.edges {
+            tree.gw(parent).set_children(kids.iter().map(|k| child_record(k)).collect());
+        }
+        for (gw, _) in tree.zones.values() {
+            gw.observe_own_generation(0);
+        }
+        tree.poll_all().await;
+        tree
+    }
+
+    fn gw(&self, name: &str) -> Arc<Gateway> {
+        self.zones[name].0.clone()
+    }
+
+    fn fake(&self, name: &str) -> Arc<FakeZone> {
+        self.zones[name].1.clone()
+    }
+
+    /// One poll of every child by its parent, bottom-up (as the zones' pollers would, given
+    /// time), recording the results the way zone-node's poll sink does.
+    async fn poll_all(&self) {
+        for parent in ["region1", "region2", "global", "root2"] {
+            let (gw, fz) = (self.gw(parent), self.fake(parent));
+            let mut updated = Vec::new();
+            for c in gw.registry().children().iter() {
+                let mut c = (**c).clone();
+                let before = (c.online, c.generation);
+                match gw.poll(&c, std::time::Duration::from_secs(1)).await {
+                    PollOutcome::Answered(info) => {
+                        c.online = true;
+                        c.capabilities = info.capabilities;
+                        c.generation = info.generation;
+                        c.subtree = info.subtree.unwrap_or_default();
+                    }
+                    PollOutcome::Failed(_) => c.online = false,
+                }
+                // As the store does: a child that changed changes this zone's subtree.
+                if (c.online, c.generation) != before {
+                    fz.generation.fetch_add(1, Ordering::SeqCst);
+                }
+                updated.push(c);
+            }
+            gw.set_children(updated);
+        }
+        // As each node's refresh does: read the zone's own generation.
+        for (gw, fz) in self.zones.values() {
+            gw.observe_own_generation(fz.generation.load(Ordering::SeqCst));
+        }
+    }
+}
+
+fn admin() -> RequestContext {
+    RequestContext {
+        caller: Principal { username: "ops".into(), role: Role::Admin, client_id: None },
+        path: ZonePath::empty(),
+    }
+}
+
+fn member(client: &str) -> RequestContext {
+    RequestContext {
+        caller: Principal { username: format!("{client}-user"), role: Role::Member, client_id: Some(client.into()) },
+        path: ZonePath::empty(),
+    }
+}
+
+fn create(client: &str, reqs: Vec<Requirement>) -> InstanceCreate {
+    InstanceCreate {
+        name: "vm".into(),
+        client_id: Some(client.into()),
+        requirements: reqs,
+        resources: Resources { vcpus: 1, memory_mb: 512, disk_gb: 10 },
+    }
+}
+
+fn hv(value: &str) -> Requirement {
+    Requirement { key: "hypervisor".into(), op: Op::Eq, value: Some(value.into()) }
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+fn new_id() -> String {
+    format!("{:08}-0000-4000-8000-000000000000", NEXT.fetch_add(1, Ordering::SeqCst))
+}
+
+async fn lowest(tree: &Tree, at: &str, client: &str) -> Option<String> {
+    tree.gw(at).lowest_zone(&admin(), client).await.unwrap().answer.map(|z| z.zone_name)
+}
+
+#[tokio::test]
+async fn aggregates_are_the_merge_of_what_lies_below() {
+    let t = Tree::build().await;
+    async fn count(t: &Tree, zone: &str) -> i64 {
+        t.gw(zone).aggregate().await.unwrap().get("hypervisor").map(|e| e.count()).unwrap_or(0)
+    }
+    assert_eq!(count(&t, "dc1").await, 2);
+    assert_eq!(count(&t, "region1").await, 4, "its own host plus dc1 and dc2");
+    assert_eq!(count(&t, "global").await, 5);
+    assert_eq!(count(&t, "root2").await, 3);
+    let global = t.gw("global").aggregate().await.unwrap();
+    match &global["hypervisor"] {
+        AggregateEntry::String { values, .. } => assert_eq!(values, &["hyperv", "kvm", "xen"]),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn creates_land_where_requirements_are_met_and_nowhere_else() {
+    let t = Tree::build().await;
+    let g = t.gw("global");
+    for (wanted, zone) in [("hyperv", "dc3"), ("xen", "region1"), ("kvm", "dc1")] {
+        let id = new_id();
+        let r = g.create(&admin(), &id, &create("acme", vec![hv(wanted)])).await.unwrap();
+        assert_eq!(r.value.zone_path.last().map(String::as_str), Some(zone), "{wanted}: {:?}", r.value.zone_path);
+        assert_eq!(r.value.zone_path[0], "global");
+        assert!(r.generation.is_some(), "a create through global moves global's generation");
+    }
+    let e = g.create(&admin(), &new_id(), &create("acme", vec![hv("vmware")])).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NoValidHost, "{e}");
+    let windows_kvm = vec![hv("kvm"), Requirement { key: "os".into(), op: Op::Eq, value: Some("windows".into()) }];
+    let r = g.create(&admin(), &new_id(), &create("acme", windows_kvm)).await.unwrap();
+    assert_eq!(r.value.zone_path, ["global", "region1", "dc1"], "only dc1 has a kvm host running windows");
+    let p = g
+        .placement(&admin(), &PlacementRequest { requirements: vec![hv("hyperv")], resources: Resources::default() })
+        .await
+        .unwrap();
+    assert_eq!(p.zone_path, ["global", "region2", "dc3"]);
+}
+
+#[tokio::test]
+async fn the_lowest_zone_follows_the_seed_rule_and_is_served_from_the_cache() {
+    let t = Tree::build().await;
+    let g = t.gw("global");
+    assert_eq!(lowest(&t, "global", "acme").await, None, "no instances: not managed");
+    g.create(&admin(), &new_id(), &create("acme", vec![hv("kvm")])).await.unwrap();
+    let lookups_before = t.transport.count("region1", "lookup") + t.transport.count("region2", "lookup");
+    // Precomputed on the way down: no child is asked.
+    assert_eq!(lowest(&t, "global", "acme").await.as_deref(), Some("dc1"));
+    let lookups_after = t.transport.count("region1", "lookup") + t.transport.count("region2", "lookup");
+    assert_eq!(lookups_before, lookups_after, "the create precomputed the answer");
+    // A second data centre of the same region: the region.
+    let id2 = new_id();
+    let bsd = Requirement { key: "os".into(), op: Op::Eq, value: Some("bsd".into()) };
+    g.create(&admin(), &id2, &create("acme", vec![bsd])).await.unwrap_or_else(|e| panic!("{e}"));
+    let (a, b) = (t.fake("dc1").instances.lock().unwrap().len(), t.fake("dc2").instances.lock().unwrap().len());
+    assert_eq!((a, b), (1, 1), "only dc2 runs bsd");
+    let asked = t.transport.count("region1", "lookup") + t.transport.count("region2", "lookup");
+    assert_eq!(lowest(&t, "global", "acme").await.as_deref(), Some("region1"));
+    // Across regions: global.
+    g.create(&admin(), &new_id(), &create("acme", vec![hv("hyperv")])).await.unwrap();
+    assert_eq!(lowest(&t, "global", "acme").await.as_deref(), Some("global"));
+    assert_eq!(
+        t.transport.count("region1", "lookup") + t.transport.count("region2", "lookup"),
+        asked,
+        "both answers were precomputed on the way down (region1 composed dc1 and dc2 itself)"
+    );
+    // From the other root, dc1 and dc3 meet at root2.
+    t.poll_all().await;
+    assert_eq!(lowest(&t, "root2", "acme").await.as_deref(), Some("root2"));
+    let total = t.transport.total.load(Ordering::SeqCst);
+    assert_eq!(lowest(&t, "root2", "acme").await.as_deref(), Some("root2"));
+    assert_eq!(t.transport.total.load(Ordering::SeqCst), total, "a second lookup asks nobody");
+    // Deleting through global updates global's answer at once.
+    g.delete(&admin(), &id2).await.unwrap();
+    assert_eq!(lowest(&t, "global", "acme").await.as_deref(), Some("global"), "dc1 and dc3 remain");
+    // A member asking about another client learns nothing.
+    assert_eq!(g.lowest_zone(&member("other"), "acme").await.unwrap().answer, None);
+    assert_eq!(
+        g.lowest_zone(&member("acme"), "acme").await.unwrap().answer.map(|z| z.zone_name).as_deref(),
+        Some("global")
+    );
+}
+
+#[tokio::test]
+async fn a_change_made_below_shows_after_a_poll() {
+    let t = Tree::build().await;
+    assert_eq!(lowest(&t, "global", "beta").await, None);
+    // Created directly at dc3, bypassing global: global's cached "not managed" is stale until
+    // polls carry the new generations up.
+    t.gw("dc3").create(&admin(), &new_id(), &create("beta", vec![])).await.unwrap();
+    assert_eq!(lowest(&t, "global", "beta").await, None, "cached until the generations move up");
+    t.poll_all().await;
+    t.poll_all().await;
+    assert_eq!(lowest(&t, "global", "beta").await.as_deref(), Some("dc3"));
+}
+
+#[tokio::test]
+async fn instances_by_id_anywhere_and_lists_across_the_tree() {
+    let t = Tree::build().await;
+    let g = t.gw("global");
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let (client, wanted) = if i % 3 == 0 { ("a", "kvm") } else { ("b", ["kvm", "hyperv", "xen"][i % 3]) };
+        let id = new_id();
+        g.create(&admin(), &id, &create(client, vec![hv(wanted)])).await.unwrap();
+        ids.push((id, client));
+    }
+    // One created below, unknown to global: found by asking, then remembered.
+    let hidden = new_id();
+    t.gw("dc3").create(&admin(), &hidden, &create("b", vec![])).await.unwrap();
+    let shown = g.instance(&admin(), &hidden).await.unwrap();
+    assert_eq!(shown.zone_path, ["global", "region2", "dc3"]);
+    let searches = t.transport.count("region1", "show");
+    g.instance(&admin(), &hidden).await.unwrap();
+    assert_eq!(t.transport.count("region1", "show"), searches, "remembered: region1 is not asked again");
+    // Actions and deletes by id at the top.
+    let (first, _) = &ids[0];
+    let stopped =
+        g.action(&admin(), first, &InstanceAction { action: InstanceActionKind::Stop, host_id: None }).await.unwrap();
+    assert_eq!(stopped.value.state, "stopped");
+    // Lists: every instance once, in id order, in small pages.
+    let mut seen = Vec::new();
+    let mut marker = None;
+    loop {
+        let page =
+            g.instances(&admin(), &ListQuery { client_id: None, limit: 4, marker: marker.clone() }).await.unwrap();
+        assert!(page.unreachable_zones.is_empty());
+        seen.extend(page.instances.into_iter().map(|i| i.id));
+        marker = page.next_marker;
+        if marker.is_none() {
+            break;
+        }
+    }
+    let mut expected: Vec<String> = ids.iter().map(|(id, _)| id.clone()).chain([hidden.clone()]).collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+    // A member sees only its client, and only children holding it are asked.
+    let before = t.transport.count("region2", "list");
+    let a_list =
+        g.instances(&member("a"), &ListQuery { client_id: Some("a".into()), limit: 100, marker: None }).await.unwrap();
+    assert_eq!(a_list.instances.len(), 10);
+    assert!(a_list.instances.iter().all(|i| i.client_id == "a"));
+    assert_eq!(t.transport.count("region2", "list"), before, "client a is all in region1: region2 is not asked");
+    // B's instances are invisible to a member of A, by id too.
+    let (b_id, _) = ids.iter().find(|(_, c)| *c == "b").unwrap();
+    assert_eq!(g.instance(&member("a"), b_id).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(g.delete(&member("a"), b_id).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert!(g.instance(&admin(), b_id).await.is_ok(), "the refused delete changed nothing");
+}
+
+#[tokio::test]
+async fn an_offline_child_is_avoided_and_named_in_lists() {
+    let t = Tree::build().await;
+    let g = t.gw("global");
+    g.create(&admin(), &new_id(), &create("a", vec![hv("hyperv")])).await.unwrap();
+    g.create(&admin(), &new_id(), &create("a", vec![hv("kvm")])).await.unwrap();
+    let region2 = t.gw("region2");
+    t.transport.down.lock().unwrap().insert(region2.me().id.clone());
+    t.poll_all().await;
+    assert!(!g.registry().get(&region2.me().id).unwrap().online);
+    let e = g.create(&admin(), &new_id(), &create("a", vec![hv("hyperv")])).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NoValidHost, "only region2 had hyperv: nothing else may take it");
+    let list = g.instances(&admin(), &ListQuery { client_id: None, limit: 100, marker: None }).await.unwrap();
+    assert_eq!(list.instances.len(), 1);
+    assert_eq!(list.unreachable_zones, ["region2"]);
+    t.transport.down.lock().unwrap().clear();
+    t.poll_all().await;
+    let list = g.instances(&admin(), &ListQuery { client_id: None, limit: 100, marker: None }).await.unwrap();
+    assert_eq!((list.instances.len(), list.unreachable_zones.len()), (2, 0), "back online");
+}
+
+#[tokio::test]
+async fn loops_are_refused_at_zone_add_and_at_runtime() {
+    let t = Tree::build().await;
+    // dc1 adding global as its child would close global → region1 → dc1 → global.
+    let e = t.gw("dc1").inspect(&admin(), "http://global", &Credentials::new("a", "b"), None).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ZoneLoop);
+    assert!(e.to_string().contains("dc1 -> global -> region1 -> dc1"), "{e}");
+    let e = t.gw("dc1").inspect(&admin(), "http://dc1", &Credentials::new("a", "b"), None).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::ZoneLoop, "a zone is not its own child");
+    let e = t.gw("global").inspect(&admin(), "http://dc3", &Credentials::new("a", "b"), None).await;
+    assert!(e.is_ok(), "a zone already below (through region2) may be added again: that is multi-root, not a loop");
+    // At runtime, a request that already crossed dc1 is refused by dc1.
+    let dc1 = t.gw("dc1");
+    let path = ZonePath::parse(Some(&format!("{},{}", t.gw("global").me().id, dc1.me().id))).unwrap();
+    assert_eq!(dc1.admit(&path).unwrap_err().code(), ErrorCode::ZoneLoop);
+    // Suppose dc1 did register global anyway (two operators at the same moment). A request that
+    // dc1's aggregate admits but none of its hosts can take (a kvm host with windows AND
+    // free-disk 500: dc1 has each on a different host) goes global → region1 → dc1 → global,
+    // where it stops.
+    dc1.set_children(vec![Child { capabilities: t.gw("global").aggregate().await.unwrap(), ..child_record("global") }]);
+    let reqs = vec![
+        hv("kvm"),
+        Requirement { key: "os".into(), op: Op::Eq, value: Some("windows".into()) },
+        Requirement { key: "free-disk".into(), op: Op::Eq, value: Some(500.0.into()) },
+    ];
+    let e = t.gw("global").create(&admin(), &new_id(), &create("a", reqs)).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NoValidHost, "{e}");
+    assert!(e.to_string().contains("loop"), "the refusal says why: {e}");
+}
