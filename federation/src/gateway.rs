@@ -835,13 +835,15 @@ impl Gateway {
             ));
         }
         match updating {
-            Some(id) if id != info.id => return Err(FedError::api(
-                ErrorCode::Conflict,
-                format!(
+            Some(id) if id != info.id => {
+                return Err(FedError::api(
+                    ErrorCode::Conflict,
+                    format!(
                     "the zone at {api_url} is zone {} ({}), not the child being updated ({id}); add it as a new child",
                     info.name, info.id
                 ),
-            )),
+                ))
+            }
             _ => {}
         }
         if updating.is_none() {

@@ -204,10 +204,13 @@ impl LocalZone for FakeZone {
     }
 }
 
+/// A zone of the tree: its gateway and its own hosts.
+type Zone = (Arc<Gateway>, Arc<FakeZone>);
+
 /// Reaches a child's gateway directly, doing what its HTTP edge would.
 #[derive(Default)]
 struct InProcess {
-    zones: OnceLock<HashMap<String, (Arc<Gateway>, Arc<FakeZone>)>>,
+    zones: OnceLock<HashMap<String, Zone>>,
     down: Mutex<HashSet<String>>,
     /// Requests per (child name, operation).
     calls: Mutex<HashMap<(String, &'static str), usize>>,
@@ -351,7 +354,7 @@ fn child_record(name: &str) -> Child {
 
 struct Tree {
     transport: Arc<InProcess>,
-    zones: HashMap<String, (Arc<Gateway>, Arc<FakeZone>)>,
+    zones: HashMap<String, Zone>,
     /// Parent name → child names.
     edges: Vec<(&'static str, Vec<&'static str>)>,
 }
