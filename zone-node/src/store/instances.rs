@@ -14,7 +14,7 @@
 use api::{Requirement, Resources};
 use uuid::Uuid;
 
-use super::{parse_uuid, Result, Store, StoreError};
+use super::{parse_uuid, Result, Store, StoreError, BUMP_GENERATION};
 
 /// An instance to insert: its host already reserved by [`Store::place`].
 #[derive(Debug, Clone)]
@@ -116,7 +116,6 @@ impl RawInstance {
     }
 }
 
-const BUMP_GENERATION: &str = "UPDATE zone_generation SET generation = generation + 1 WHERE one = 1";
 /// What removing an instance returns: its host, its migration target, vcpus, memory and disk.
 type Removed = (Option<String>, Option<String>, i64, i64, i64);
 
