@@ -42,6 +42,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub http: HttpConfig,
     pub hosts: HostsConfig,
+    pub federation: FederationConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -115,6 +116,123 @@ pub struct HostsConfig {
     pub max_missed_reports: u64,
     /// How long the zone waits for an agent's callback before the task fails (`ZONE_AGENT_TIMEOUT_MS`).
     pub agent_timeout_ms: u64,
+}
+
+/// Child zones: polling, forwarding, scatter-gather, the owner-lookup cache, and the key that
+/// seals child credentials (see [`crate::secrets`]).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// How often each child is polled (`ZONE_POLL_INTERVAL_MS`).
+    pub poll_interval_ms: u64,
+    /// How long one poll may take before it counts as a failure (`ZONE_POLL_TIMEOUT_MS`).
+    pub poll_timeout_ms: u64,
+    /// Failed polls in a row after which a child is offline and left out of routing
+    /// (`ZONE_POLL_FAILURE_THRESHOLD`); it is online again at its next good answer.
+    pub failure_threshold: u32,
+    /// Up to this much random delay is added to each poll, so children are not all polled in the
+    /// same instant; less than the poll interval.
+    pub poll_jitter_ms: u64,
+    /// Polls in flight at once, over all children.
+    pub max_concurrent_polls: usize,
+    /// Zones a forwarded request may cross (`ZONE_HOP_LIMIT`); a request that would cross more is
+    /// refused with `hop_limit_exceeded`.
+    pub hop_limit: usize,
+    /// How long a request forwarded to a child may take (`ZONE_FORWARD_TIMEOUT_MS`): a forwarded
+    /// create waits for the child's agents.
+    pub forward_timeout_ms: u64,
+    /// How long a list across the subtree waits for children (`ZONE_SCATTER_DEADLINE_MS`); those
+    /// that have not answered by then are named in `unreachable_zones`.
+    pub scatter_deadline_ms: u64,
+    /// Entries of the owner-lookup cache ("which lowest zone manages client X").
+    pub lookup_cache_capacity: u64,
+    /// A file holding the key that seals child-zone credentials (`ZONE_SECRET_KEY_FILE`): 64 hex
+    /// digits or the base64 of 32 bytes. Every node of a zone needs the same key. Default:
+    /// `<data_dir>/secret.key`, generated at first start.
+    pub secret_key_file: Option<PathBuf>,
+    /// The key itself, from `ZONE_SECRET_KEY` only: never read from the file, which is often
+    /// shared more widely than a node's environment.
+    #[serde(skip)]
+    pub secret_key: Option<Secret>,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        FederationConfig {
+            poll_interval_ms: 1000,
+            poll_timeout_ms: 1000,
+            failure_threshold: 3,
+            poll_jitter_ms: 100,
+            max_concurrent_polls: 32,
+            hop_limit: api::federation::DEFAULT_HOP_LIMIT,
+            forward_timeout_ms: 60_000,
+            scatter_deadline_ms: 5000,
+            lookup_cache_capacity: 1_000_000,
+            secret_key_file: None,
+            secret_key: None,
+        }
+    }
+}
+
+impl FederationConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn poll_timeout(&self) -> Duration {
+        Duration::from_millis(self.poll_timeout_ms)
+    }
+    pub fn poll_jitter(&self) -> Duration {
+        Duration::from_millis(self.poll_jitter_ms)
+    }
+    pub fn forward_timeout(&self) -> Duration {
+        Duration::from_millis(self.forward_timeout_ms)
+    }
+    pub fn scatter_deadline(&self) -> Duration {
+        Duration::from_millis(self.scatter_deadline_ms)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let range = |env: &'static str, key: &'static str, value: u64, min: u64, max: u64| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(invalid(env, key, value.to_string(), format!("must be between {min} and {max}")))
+            }
+        };
+        range("ZONE_POLL_INTERVAL_MS", "federation.poll_interval_ms", self.poll_interval_ms, 50, 3_600_000)?;
+        range("ZONE_POLL_TIMEOUT_MS", "federation.poll_timeout_ms", self.poll_timeout_ms, 10, 600_000)?;
+        range(
+            "ZONE_POLL_FAILURE_THRESHOLD",
+            "federation.failure_threshold",
+            u64::from(self.failure_threshold),
+            1,
+            1000,
+        )?;
+        if self.poll_jitter_ms >= self.poll_interval_ms {
+            return Err(invalid(
+                "-",
+                "federation.poll_jitter_ms",
+                self.poll_jitter_ms.to_string(),
+                format!("must be less than the poll interval ({} ms)", self.poll_interval_ms),
+            ));
+        }
+        range("-", "federation.max_concurrent_polls", self.max_concurrent_polls as u64, 1, 10_000)?;
+        range("ZONE_HOP_LIMIT", "federation.hop_limit", self.hop_limit as u64, 1, 64)?;
+        range("ZONE_FORWARD_TIMEOUT_MS", "federation.forward_timeout_ms", self.forward_timeout_ms, 100, 3_600_000)?;
+        range("ZONE_SCATTER_DEADLINE_MS", "federation.scatter_deadline_ms", self.scatter_deadline_ms, 50, 600_000)?;
+        range("-", "federation.lookup_cache_capacity", self.lookup_cache_capacity, 1, 1_000_000_000)?;
+        if let Some(path) = &self.secret_key_file {
+            if path.as_os_str().is_empty() {
+                return Err(invalid("ZONE_SECRET_KEY_FILE", "federation.secret_key_file", "", "must be a file path"));
+            }
+        }
+        if let Some(key) = &self.secret_key {
+            if let Err(problem) = crate::secrets::SecretKey::parse(key.expose()) {
+                return Err(invalid("ZONE_SECRET_KEY", "-", "<redacted>", problem));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for HostsConfig {
@@ -247,6 +365,34 @@ impl Config {
         }
         if let Some(v) = number("ZONE_AGENT_TIMEOUT_MS", "hosts.agent_timeout_ms")? {
             self.hosts.agent_timeout_ms = v;
+        }
+        let f = &mut self.federation;
+        if let Some(v) = number("ZONE_POLL_INTERVAL_MS", "federation.poll_interval_ms")? {
+            f.poll_interval_ms = v;
+        }
+        if let Some(v) = number("ZONE_POLL_TIMEOUT_MS", "federation.poll_timeout_ms")? {
+            f.poll_timeout_ms = v;
+        }
+        if let Some(v) = number("ZONE_POLL_FAILURE_THRESHOLD", "federation.failure_threshold")? {
+            f.failure_threshold = u32::try_from(v).map_err(|_| {
+                invalid("ZONE_POLL_FAILURE_THRESHOLD", "federation.failure_threshold", v.to_string(), "is too large")
+            })?;
+        }
+        if let Some(v) = number("ZONE_HOP_LIMIT", "federation.hop_limit")? {
+            f.hop_limit = usize::try_from(v)
+                .map_err(|_| invalid("ZONE_HOP_LIMIT", "federation.hop_limit", v.to_string(), "is too large"))?;
+        }
+        if let Some(v) = number("ZONE_FORWARD_TIMEOUT_MS", "federation.forward_timeout_ms")? {
+            f.forward_timeout_ms = v;
+        }
+        if let Some(v) = number("ZONE_SCATTER_DEADLINE_MS", "federation.scatter_deadline_ms")? {
+            f.scatter_deadline_ms = v;
+        }
+        if let Some(v) = get("ZONE_SECRET_KEY_FILE") {
+            f.secret_key_file = Some(v.into());
+        }
+        if let Some(v) = get("ZONE_SECRET_KEY") {
+            f.secret_key = Some(Secret::new(v));
         }
         Ok(())
     }
@@ -409,7 +555,7 @@ impl Config {
                 "must be between 100 and 3600000",
             ));
         }
-        Ok(())
+        self.federation.validate()
     }
 
     // --- accessors for validated values ---
@@ -483,6 +629,51 @@ mod tests {
         assert_eq!(c.bus_prefix(), "default");
         assert_eq!(c.heartbeat_interval(), Duration::from_secs(1));
         assert_eq!(c.dead_after(), Duration::from_secs(5));
+        let f = &c.federation;
+        assert_eq!((f.poll_interval(), f.poll_timeout(), f.failure_threshold), (ms(1000), ms(1000), 3));
+        assert_eq!((f.poll_jitter(), f.max_concurrent_polls, f.hop_limit), (ms(100), 32, 8));
+        assert_eq!((f.forward_timeout(), f.scatter_deadline()), (ms(60_000), ms(5000)));
+        assert_eq!(f.lookup_cache_capacity, 1_000_000);
+        assert_eq!((f.secret_key_file.as_deref(), f.secret_key.as_ref()), (None, None));
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn federation_settings_from_the_environment() {
+        let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let c = load(&[
+            ("ZONE_POLL_INTERVAL_MS", "500"),
+            ("ZONE_POLL_TIMEOUT_MS", "400"),
+            ("ZONE_POLL_FAILURE_THRESHOLD", "5"),
+            ("ZONE_HOP_LIMIT", "4"),
+            ("ZONE_FORWARD_TIMEOUT_MS", "1000"),
+            ("ZONE_SCATTER_DEADLINE_MS", "250"),
+            ("ZONE_SECRET_KEY_FILE", "/etc/zone/secret.key"),
+            ("ZONE_SECRET_KEY", key),
+        ])
+        .unwrap();
+        let f = &c.federation;
+        assert_eq!((f.poll_interval(), f.poll_timeout(), f.failure_threshold, f.hop_limit), (ms(500), ms(400), 5, 4));
+        assert_eq!((f.forward_timeout(), f.scatter_deadline()), (ms(1000), ms(250)));
+        assert_eq!(f.secret_key_file.as_deref(), Some(Path::new("/etc/zone/secret.key")));
+        assert_eq!(f.secret_key.as_ref().map(Secret::expose), Some(key));
+        assert!(!format!("{c:?}").contains(key), "the key reaches Debug output");
+    }
+
+    #[test]
+    fn the_secret_key_is_never_read_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("z.toml");
+        let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        std::fs::write(&path, format!("[federation]\nsecret_key = \"{key}\"\n")).unwrap();
+        let err = Config::load(Some(&path), &|_| None).unwrap_err().to_string();
+        assert!(err.contains("secret_key"), "{err}");
+        std::fs::write(&path, "[federation]\npoll_interval_ms = 200\npoll_jitter_ms = 200\n").unwrap();
+        let err = Config::load(Some(&path), &|_| None).unwrap_err().to_string();
+        assert!(err.contains("federation.poll_jitter_ms"), "{err}");
     }
 
     #[test]
@@ -506,6 +697,16 @@ mod tests {
             (&[("ZONE_NAME", "bad name")], "ZONE_NAME"),
             (&[("ZONE_API_URL", "ftp://x")], "ZONE_API_URL"),
             (&[("ZONE_ADMIN_PASSWORD", "short")], "ZONE_ADMIN_PASSWORD"),
+            (&[("ZONE_POLL_INTERVAL_MS", "10")], "ZONE_POLL_INTERVAL_MS (federation.poll_interval_ms)"),
+            (&[("ZONE_POLL_INTERVAL_MS", "often")], "ZONE_POLL_INTERVAL_MS"),
+            (&[("ZONE_POLL_TIMEOUT_MS", "5")], "ZONE_POLL_TIMEOUT_MS (federation.poll_timeout_ms)"),
+            (&[("ZONE_POLL_FAILURE_THRESHOLD", "0")], "ZONE_POLL_FAILURE_THRESHOLD (federation.failure_threshold)"),
+            (&[("ZONE_POLL_FAILURE_THRESHOLD", "99999999999")], "ZONE_POLL_FAILURE_THRESHOLD"),
+            (&[("ZONE_HOP_LIMIT", "0")], "ZONE_HOP_LIMIT (federation.hop_limit)"),
+            (&[("ZONE_HOP_LIMIT", "65")], "ZONE_HOP_LIMIT"),
+            (&[("ZONE_FORWARD_TIMEOUT_MS", "5")], "ZONE_FORWARD_TIMEOUT_MS (federation.forward_timeout_ms)"),
+            (&[("ZONE_SCATTER_DEADLINE_MS", "0")], "ZONE_SCATTER_DEADLINE_MS (federation.scatter_deadline_ms)"),
+            (&[("ZONE_SECRET_KEY", "hunter22hunter22")], "ZONE_SECRET_KEY"),
         ];
         for (vars, setting) in cases {
             let err = load(vars).unwrap_err().to_string();
@@ -513,6 +714,8 @@ mod tests {
         }
         let err = load(&[("ZONE_DATABASE_URL", "mysql://u:hunter22@h/db")]).unwrap_err().to_string();
         assert!(!err.contains("hunter22"), "{err} leaks the password");
+        let err = load(&[("ZONE_SECRET_KEY", "hunter22hunter22")]).unwrap_err().to_string();
+        assert!(!err.contains("hunter22"), "{err} leaks the key");
     }
 
     #[test]

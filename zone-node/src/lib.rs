@@ -16,6 +16,7 @@
 //! - [`scheduler`]: requirement validation and the candidate query behind placements
 //! - [`workqueue`]: per-resource in-memory queues and the database-backed queue
 //! - [`auth`]: password hashing and bearer tokens
+//! - [`secrets`]: child-zone credentials sealed at rest with this zone's secret key
 //! - [`services`]: the services a node runs on the bus
 //! - [`http`]: the REST API every node serves
 //! - [`app`]: wires it all together: `Application::build`, `run_until_stopped`
@@ -31,6 +32,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod scheduler;
+pub mod secrets;
 pub mod services;
 pub mod store;
 pub mod time;

@@ -598,7 +598,10 @@ impl Store {
         Ok(aggregate)
     }
 
-    /// The zone's generation: changes whenever instance ownership in the zone changes.
+    /// The zone's generation: changes whenever instance ownership in the zone or below it may have
+    /// changed (local instances here and in [`crate::store::instances`]; child zones added,
+    /// removed, enabled, disabled, gone on- or offline or reporting a new generation in
+    /// [`crate::store::zones`]).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn generation(&self) -> Result<i64> {
         const SQL: &str = "SELECT generation FROM zone_generation WHERE one = 1";

@@ -14,7 +14,7 @@
 use api::{Requirement, Resources};
 use uuid::Uuid;
 
-use super::{parse_uuid, Result, Store, StoreError};
+use super::{parse_uuid, Result, Store, StoreError, BUMP_GENERATION};
 
 /// An instance to insert: its host already reserved by [`Store::place`].
 #[derive(Debug, Clone)]
@@ -116,7 +116,9 @@ impl RawInstance {
     }
 }
 
-const BUMP_GENERATION: &str = "UPDATE zone_generation SET generation = generation + 1 WHERE one = 1";
+/// What removing an instance returns: its host, its migration target, vcpus, memory and disk.
+type Removed = (Option<String>, Option<String>, i64, i64, i64);
+
 /// Gives back `$2..$4` on host `$1`, never below zero.
 const RELEASE: &str = "UPDATE hosts SET vcpus_used = vcpus_used - $2, memory_mb_used = memory_mb_used - $3, \
      disk_gb_used = disk_gb_used - $4, version = version + 1 \
@@ -285,7 +287,7 @@ impl Store {
         let id_text = id.to_string();
         let removed = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let row: Option<(Option<String>, Option<String>, i64, i64, i64)> =
+            let row: Option<Removed> =
                 sqlx::query_as(DELETE).bind(&id_text).bind(version).fetch_optional(&mut *tx).await?;
             let Some((host, target, vcpus, memory_mb, disk_gb)) = row else {
                 tx.rollback().await?;

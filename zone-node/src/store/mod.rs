@@ -18,6 +18,7 @@
 //! - [`accounts`](self::accounts): accounts and bearer tokens
 //! - [`hosts`](self::hosts): hosts, capabilities, reservations, the aggregate and generation
 //! - [`instances`](self::instances): instances, optimistic updates, capacity given back on removal
+//! - [`zones`](self::zones): child zones (federation) and the instance mapping
 //! - [`jobs`](self::jobs): the database-backed work queue (one running job per queue, zone-wide)
 //! - [`probe`](self::probe): diagnostic concurrency counters
 //!
@@ -53,9 +54,11 @@ pub mod instances;
 pub mod jobs;
 pub mod nodes;
 pub mod probe;
+pub mod zones;
 
 pub use hosts::{HostRow, NewHost};
 pub use instances::{InstanceChange, InstanceRow, NewInstance};
+pub use zones::{ChildSnapshot, ChildZoneEdit, ChildZoneRow, NewChildZone, PollApplied, PollOutcome, PollRecord};
 
 /// How long a PostgreSQL connection attempt (and a wait for a pooled connection) may take before
 /// the store reports [`StoreError::Unavailable`].
@@ -123,6 +126,11 @@ fn is_transient(d: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
     let code = d.code().unwrap_or_default();
     code.starts_with("08") || code.starts_with("53") || code.starts_with("57P")
 }
+
+/// Bumps the zone generation (see [`Store::generation`]). Run inside the transaction of the change
+/// that causes it, so the change and the bump commit together or not at all. Every writer takes
+/// the `zone_generation` row last, after the rows it changes, so bumps never deadlock.
+const BUMP_GENERATION: &str = "UPDATE zone_generation SET generation = generation + 1 WHERE one = 1";
 
 /// True when `e` is a unique-constraint violation.
 fn is_unique_violation(e: &sqlx::Error) -> bool {
