@@ -85,19 +85,16 @@ impl FedError {
     }
 }
 
-/// A reqwest error with its causes ("error sending request: connection refused").
+/// The innermost cause of a transport error ("Connection refused (os error 111)"): the part an
+/// operator can act on, without the request URL the caller already knows.
 fn transport_reason(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
+    let mut last = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
+        last = s.to_string();
         source = s.source();
     }
-    text
+    last
 }
 
 #[cfg(test)]

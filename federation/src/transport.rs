@@ -266,7 +266,10 @@ impl ChildTransport for RestTransport {
                 ))
             }
             Err(e @ ClientError::Transport { .. }) => {
-                let reason = FedError::from_child(api_url, e, hop.timeout.as_millis() as u64).to_string();
+                let reason = match FedError::from_child(api_url, e, hop.timeout.as_millis() as u64) {
+                    FedError::Unavailable { reason, .. } => reason,
+                    other => other.to_string(),
+                };
                 return Err(unreachable(reason));
             }
             Err(ClientError::Api { status, code, message }) => {

@@ -34,6 +34,12 @@ pub struct AppState {
     pub tokens: Cache<String, TokenRow>,
     /// Agent tasks waiting for their callbacks.
     pub agents: Agents,
+    /// Where requests go in this zone's subtree (its own hosts or its children).
+    pub gateway: Arc<federation::Gateway>,
+    /// Keeps the gateway's view of the children current.
+    pub sync: crate::gateway::sync::Sync,
+    /// Seals child zones' passwords at rest.
+    pub secrets: Arc<crate::secrets::SecretKey>,
 }
 
 /// How the node stopped.
@@ -129,8 +135,27 @@ impl Application {
         let portal = Portal::new(bus.clone(), cluster.clone(), zone.clone(), config.api_url().to_owned());
         bus.serve_portal(Arc::new(portal)).await.context("cannot join the api.portal queue")?;
 
+        let secrets = Arc::new(crate::secrets::SecretKey::load(&config).context("cannot load the secret key")?);
+        let (gateway, sync) = crate::gateway::build(&config, &store, &bus, &cluster, &zone, secrets.clone());
+        // The children as last stored: the node serves at once, whatever state they are in.
+        if let Err(e) = sync.refresh().await {
+            tracing::warn!(error = %e, "cannot read the child zones yet; the refresh task retries");
+        }
+
         let tokens = Cache::builder().time_to_live(crate::http::auth::TOKEN_CACHE_TTL).max_capacity(100_000).build();
-        let state = AppState { config: Arc::new(config), store, bus, cluster, work, zone, tokens, agents };
+        let state = AppState {
+            config: Arc::new(config),
+            store,
+            bus,
+            cluster,
+            work,
+            zone,
+            tokens,
+            agents,
+            gateway,
+            sync,
+            secrets,
+        };
         Ok(Application { state, listener, shutdown: CancellationToken::new() })
     }
 
@@ -168,6 +193,8 @@ impl Application {
             state.config.hosts.max_missed_reports,
             tasks.clone(),
         )));
+
+        handles.extend(crate::gateway::spawn(&state.config, state.sync.clone(), state.cluster.clone(), tasks.clone()));
 
         let evicted = state.cluster.evicted();
         let stop_http = CancellationToken::new();

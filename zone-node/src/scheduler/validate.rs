@@ -132,6 +132,12 @@ fn requirement(r: &Requirement) -> Result<Filter, String> {
     if !valid_key(&r.key) {
         return Err("key must match [A-Za-z0-9_.:-]{1,64}".into());
     }
+    if r.key.starts_with(federation::matching::RESERVED_PREFIX) {
+        return Err(format!(
+            "keys starting with {:?} are the zone's free capacity; ask for it with resources",
+            federation::matching::RESERVED_PREFIX
+        ));
+    }
     let value = r.value.as_ref().filter(|v| !v.is_null());
     let op = r.op.as_str();
     let need = |what: &str| format!("op {op} needs {what}");
@@ -237,6 +243,15 @@ pub fn parse_capabilities(
                 return Err(ValidationError::Capability {
                     key: key.clone(),
                     reason: "key must match [A-Za-z0-9_.:-]{1,64}".into(),
+                });
+            }
+            if key.starts_with(federation::matching::RESERVED_PREFIX) {
+                return Err(ValidationError::Capability {
+                    key: key.clone(),
+                    reason: format!(
+                        "keys starting with {:?} are the zone's own (free capacity); give resources instead",
+                        federation::matching::RESERVED_PREFIX
+                    ),
                 });
             }
             let v = scalar(value).map_err(|reason| ValidationError::Capability { key: key.clone(), reason })?;

@@ -268,6 +268,72 @@ impl Store {
             .collect()
     }
 
+    /// One page of hosts by id: those after `marker`, at most `limit`.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn hosts_page(&self, marker: Option<&str>, limit: i64) -> Result<Vec<HostRow>> {
+        let sql = format!("SELECT {HOST_COLUMNS} FROM hosts WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2");
+        const CAPS: &str = "SELECT host_id, key, kind, str_value, float_value FROM host_capabilities \
+             WHERE host_id IN (SELECT id FROM hosts WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2)";
+        let limit = limit.max(0);
+        let (raws, caps): (Vec<RawHost>, Vec<RawCap>) = with_pool!(self, |pool| async {
+            let raws: Vec<RawHost> = sqlx::query_as(&sql).bind(marker).bind(limit).fetch_all(pool).await?;
+            let caps: Vec<RawCap> = sqlx::query_as(CAPS).bind(marker).bind(limit).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((raws, caps))
+        }
+        .await)?;
+        let mut by_host = group_caps(caps)?;
+        raws.into_iter()
+            .map(|raw| {
+                let caps = by_host.remove(&raw.id).unwrap_or_default();
+                raw.into_row(caps)
+            })
+            .collect()
+    }
+
+    /// Free capacity of the zone's up hosts as aggregate entries under the reserved keys of
+    /// [`federation::matching::CAPACITY_KEYS`] (min/max/sum/count of capacity minus
+    /// reservations), so a parent can tell whether some host has room for a request. Empty when
+    /// no host is up.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn capacity(&self) -> Result<Aggregate> {
+        // SUM of BIGINT is NUMERIC on PostgreSQL: cast back so both backends give integers.
+        const SQL: &str = "SELECT COUNT(*), \
+             MIN(vcpus_total - vcpus_used), MAX(vcpus_total - vcpus_used), CAST(SUM(vcpus_total - vcpus_used) AS BIGINT), \
+             MIN(memory_mb_total - memory_mb_used), MAX(memory_mb_total - memory_mb_used), \
+             CAST(SUM(memory_mb_total - memory_mb_used) AS BIGINT), \
+             MIN(disk_gb_total - disk_gb_used), MAX(disk_gb_total - disk_gb_used), CAST(SUM(disk_gb_total - disk_gb_used) AS BIGINT) \
+             FROM hosts WHERE state = 'up'";
+        type Row = (
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let row: Row = with_pool!(self, |pool| sqlx::query_as(SQL).fetch_one(pool).await)?;
+        let mut agg = Aggregate::new();
+        let (count, v0, v1, v2, m0, m1, m2, d0, d1, d2) = row;
+        if count == 0 {
+            return Ok(agg);
+        }
+        let entry = |min: Option<i64>, max: Option<i64>, sum: Option<i64>| AggregateEntry::Float {
+            min: min.unwrap_or(0) as f64,
+            max: max.unwrap_or(0) as f64,
+            sum: sum.unwrap_or(0) as f64,
+            count,
+        };
+        use federation::matching::{FREE_DISK_GB, FREE_MEMORY_MB, FREE_VCPUS};
+        agg.insert(FREE_VCPUS.into(), entry(v0, v1, v2));
+        agg.insert(FREE_MEMORY_MB.into(), entry(m0, m1, m2));
+        agg.insert(FREE_DISK_GB.into(), entry(d0, d1, d2));
+        Ok(agg)
+    }
+
     /// Deletes a host and its capabilities. False when there is no such host;
     /// [`StoreError::InUse`] when instances are still on it (they must be moved or deleted first,
     /// or they would point at nothing).

@@ -210,6 +210,15 @@ impl Store {
         raws.into_iter().map(RawInstance::into_row).collect()
     }
 
+    /// Whether any instance of `client_id` is in this zone (the zone's own answer to "do you
+    /// manage client X?").
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn client_has_instances(&self, client_id: &str) -> Result<bool> {
+        const SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE client_id = $1 LIMIT 1) AS one";
+        let n: i64 = with_pool!(self, |pool| sqlx::query_scalar(SQL).bind(client_id).fetch_one(pool).await)?;
+        Ok(n > 0)
+    }
+
     /// Instances with a task in progress, as (instance, node running it).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn instances_in_task(&self) -> Result<Vec<(Uuid, Uuid)>> {

@@ -1,0 +1,209 @@
+//! [`federation::LocalZone`] for this zone: what the gateway asks of the zone's own hosts and
+//! instances, done the way the zone's REST API always did it (reads from the store, every change
+//! over the bus to the instance service on the ring owner of the instance's id).
+
+use std::time::Duration;
+
+use api::{
+    ErrorCode, Host, HostList, Instance, InstanceAction, InstanceActionKind, InstanceCreate, InstanceList, Placement,
+    PlacementRequest,
+};
+use federation::{Changed, FedError, ListQuery, LocalZone, Principal, Route};
+use uuid::Uuid;
+
+use crate::bus::{Bus, Message};
+use crate::cluster::{destination, Cluster, Route as RingRoute};
+use crate::scheduler::validate_requirements;
+use crate::services::instance::{to_api, CreateTask};
+use crate::store::{InstanceRow, Store, ZoneRow};
+
+/// Extra time an instance call may take beyond the agent's own deadline: queueing behind earlier
+/// work on the same instance, placement, database writes.
+const CALL_MARGIN: Duration = Duration::from_secs(15);
+
+/// This zone's own hosts and instances.
+pub struct NodeZone {
+    pub store: Store,
+    pub bus: Bus,
+    pub cluster: Cluster,
+    pub zone: ZoneRow,
+    pub agent_timeout: Duration,
+}
+
+/// A zone-node error as the gateway reports it: its code, and the message a client may see
+/// (internal details go to the log here, as the HTTP layer would).
+pub fn fed(e: impl Into<crate::error::Error>) -> FedError {
+    let e = e.into();
+    if e.is_internal() {
+        tracing::error!(error = %e, "local zone call failed");
+    }
+    FedError::api(e.code(), e.public_message())
+}
+
+impl NodeZone {
+    /// The instance if the caller may see it.
+    async fn visible(&self, caller: &Principal, id: &str) -> Result<Option<InstanceRow>, FedError> {
+        let Ok(uuid) = Uuid::parse_str(id) else { return Ok(None) };
+        let row = self.store.instance_get(uuid).await.map_err(fed)?;
+        Ok(row.filter(|r| caller.may_see(&r.client_id)))
+    }
+
+    async fn must_see(&self, caller: &Principal, id: &str) -> Result<InstanceRow, FedError> {
+        self.visible(caller, id).await?.ok_or_else(|| FedError::not_found(format!("instance {id}")))
+    }
+
+    /// Sends `kind` about instance `id` to its owner's instance service and waits for the reply.
+    async fn call_owner(&self, kind: &str, id: Uuid, body: Vec<u8>) -> Result<Vec<u8>, FedError> {
+        let key = id.to_string();
+        let to = destination(&self.cluster, crate::services::INSTANCE, RingRoute::Resource(&key))
+            .map_err(|e| FedError::api(e.error.code, e.error.message))?;
+        let timeout = self.agent_timeout + CALL_MARGIN;
+        let mut msg = Message::new(kind, body).with_resource(key);
+        msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
+        self.bus.call(to, msg, timeout).await.map_err(fed)
+    }
+
+    async fn generation(&self) -> Option<i64> {
+        match self.store.generation().await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the zone's generation");
+                None
+            }
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FedError> {
+    serde_json::from_slice(bytes).map_err(|e| fed(crate::error::Error::Internal(format!("instance reply: {e}"))))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, FedError> {
+    serde_json::to_vec(value).map_err(|e| fed(crate::error::Error::Internal(e.to_string())))
+}
+
+#[async_trait::async_trait]
+impl LocalZone for NodeZone {
+    async fn aggregate(&self) -> Result<api::Aggregate, FedError> {
+        let mut agg = self.store.aggregate().await.map_err(fed)?;
+        agg.extend(self.store.capacity().await.map_err(fed)?);
+        Ok(agg)
+    }
+
+    async fn placement(&self, _caller: &Principal, req: &PlacementRequest) -> Result<Placement, FedError> {
+        let filters = validate_requirements(&req.requirements).map_err(|e| FedError::api(e.code(), e.to_string()))?;
+        let best = self.store.candidates(&filters, &req.resources, 1).await.map_err(fed)?;
+        let host = best.first().ok_or_else(|| {
+            FedError::api(
+                ErrorCode::NoValidHost,
+                format!("no up host of zone {} meets the requirements with the resources free", self.zone.name),
+            )
+        })?;
+        Ok(Placement { zone_path: vec![self.zone.name.clone()], host_id: host.to_string() })
+    }
+
+    async fn create(&self, caller: &Principal, id: &str, req: &InstanceCreate) -> Result<Changed<Instance>, FedError> {
+        let uuid =
+            Uuid::parse_str(id).map_err(|_| FedError::api(ErrorCode::InvalidField, format!("{id:?} is not a UUID")))?;
+        let client_id = req.client_id.clone().ok_or_else(|| FedError::internal("create without a client"))?;
+        if !caller.may_see(&client_id) {
+            return Err(FedError::api(ErrorCode::Forbidden, "members act for their own client only"));
+        }
+        let task = CreateTask {
+            name: req.name.clone(),
+            client_id,
+            requirements: req.requirements.clone(),
+            resources: req.resources,
+        };
+        let reply = self.call_owner("instance.create", uuid, encode(&task)?).await?;
+        let instance: Instance = decode(&reply)?;
+        Ok(Changed { value: instance, generation: self.generation().await })
+    }
+
+    async fn instance(&self, caller: &Principal, id: &str) -> Result<Option<Instance>, FedError> {
+        Ok(self.visible(caller, id).await?.map(|r| to_api(&r, &self.zone)))
+    }
+
+    async fn action(
+        &self,
+        caller: &Principal,
+        id: &str,
+        action: &InstanceAction,
+    ) -> Result<Changed<Instance>, FedError> {
+        let row = self.must_see(caller, id).await?;
+        let reply = self.call_owner("instance.action", row.id, encode(action)?).await?;
+        let instance: Instance = decode(&reply)?;
+        let generation = if action.action == InstanceActionKind::Migrate { self.generation().await } else { None };
+        Ok(Changed { value: instance, generation })
+    }
+
+    async fn delete(&self, caller: &Principal, id: &str) -> Result<Changed<String>, FedError> {
+        let row = self.must_see(caller, id).await?;
+        self.call_owner("instance.delete", row.id, b"{}".to_vec()).await?;
+        Ok(Changed { value: row.client_id, generation: self.generation().await })
+    }
+
+    async fn instances(&self, caller: &Principal, query: &ListQuery) -> Result<InstanceList, FedError> {
+        // The HTTP edge has already scoped a member's query to its client.
+        let client = if caller.is_admin() { query.client_id.clone() } else { caller.client_id.clone() };
+        let limit = query.limit.max(1) as i64;
+        let mut rows =
+            self.store.instances_page(client.as_deref(), query.marker.as_deref(), limit + 1).await.map_err(fed)?;
+        let next_marker = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| r.id.to_string())
+        } else {
+            None
+        };
+        let instances = rows.iter().map(|r| to_api(r, &self.zone)).collect();
+        Ok(InstanceList { instances, unreachable_zones: Vec::new(), next_marker })
+    }
+
+    async fn hosts(&self, _caller: &Principal, query: &ListQuery) -> Result<HostList, FedError> {
+        let limit = query.limit.max(1);
+        let mut hosts: Vec<Host> = self
+            .store
+            .hosts_page(query.marker.as_deref(), limit as i64 + 1)
+            .await
+            .map_err(fed)?
+            .iter()
+            .map(|h| Host { zone_path: vec![self.zone.name.clone()], ..h.to_api() })
+            .collect();
+        let next_marker = if hosts.len() > limit {
+            hosts.truncate(limit);
+            hosts.last().map(|h| h.id.clone())
+        } else {
+            None
+        };
+        Ok(HostList { hosts, unreachable_zones: Vec::new(), next_marker })
+    }
+
+    async fn has_client(&self, client_id: &str) -> Result<bool, FedError> {
+        self.store.client_has_instances(client_id).await.map_err(fed)
+    }
+
+    async fn bump_generation(&self) -> Result<i64, FedError> {
+        self.store.bump_generation().await.map_err(fed)
+    }
+
+    async fn route_get(&self, instance_id: &str) -> Result<Option<Route>, FedError> {
+        let Ok(id) = Uuid::parse_str(instance_id) else { return Ok(None) };
+        let found = self.store.instance_route_get(id).await.map_err(fed)?;
+        Ok(found.map(|(child_id, client_id)| Route { child_id: child_id.to_string(), client_id }))
+    }
+
+    async fn route_put(&self, instance_id: &str, route: &Route) -> Result<(), FedError> {
+        let bad = |what: &str| FedError::internal(format!("{what} is not a UUID"));
+        let id = Uuid::parse_str(instance_id).map_err(|_| bad("instance id"))?;
+        let child = Uuid::parse_str(&route.child_id).map_err(|_| bad("child zone id"))?;
+        if !self.store.instance_route_put(id, child, &route.client_id).await.map_err(fed)? {
+            return Err(FedError::internal(format!("child zone {child} is no longer registered")));
+        }
+        Ok(())
+    }
+
+    async fn route_delete(&self, instance_id: &str) -> Result<(), FedError> {
+        let Ok(id) = Uuid::parse_str(instance_id) else { return Ok(()) };
+        self.store.instance_route_delete(id).await.map(|_| ()).map_err(fed)
+    }
+}
