@@ -59,6 +59,8 @@ pub enum Command {
         #[arg(value_name = "USERNAME")]
         name: String,
     },
+    #[command(flatten)]
+    Zones(crate::cli_zones::ZoneCommand),
 }
 
 /// How to reach a zone's API.
@@ -86,7 +88,7 @@ pub struct ConnJson {
 }
 
 impl Conn {
-    async fn client(&self) -> anyhow::Result<Client> {
+    pub async fn client(&self) -> anyhow::Result<Client> {
         let client = Client::new(&self.url);
         if let Some(token) = &self.token {
             return Ok(client.with_token(token.clone()));
@@ -153,6 +155,7 @@ pub async fn run_operator(command: Command) -> anyhow::Result<()> {
             conn.client().await?.account_delete(&name).await?;
             println!("deleted {name}");
         }
+        Command::Zones(z) => crate::cli_zones::run(z).await?,
         Command::Serve | Command::CheckConfig => unreachable!("handled by main"),
     }
     Ok(())

@@ -26,11 +26,18 @@ use crate::store::TokenRow;
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// The authenticated caller of a request, put in the request's extensions by [`require_token`].
+///
+/// For a request forwarded by a parent zone this is the caller the parent states, narrowed from
+/// the parent's own (admin) account ([`federation::identity::effective`]); `path` holds the zones
+/// the request crossed before this one.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub username: String,
     pub role: Role,
     pub client_id: Option<String>,
+    /// The verified account is an admin of this zone (a parent's account, or an operator's).
+    pub account_is_admin: bool,
+    pub path: federation::ZonePath,
 }
 
 impl Caller {
@@ -40,6 +47,59 @@ impl Caller {
             Role::Member => Err(ApiError::new(ErrorCode::Forbidden, "this needs the admin role")),
         }
     }
+
+    /// Who the request acts for, as the gateway sees it.
+    pub fn principal(&self) -> federation::Principal {
+        federation::Principal { username: self.username.clone(), role: self.role, client_id: self.client_id.clone() }
+    }
+
+    /// The request as the gateway serves it.
+    pub fn context(&self) -> federation::RequestContext {
+        federation::RequestContext { caller: self.principal(), path: self.path.clone() }
+    }
+}
+
+/// The federation headers of a request, read before the body is touched.
+struct Forwarded {
+    path: Option<String>,
+    role: Option<String>,
+    client: Option<String>,
+    user: Option<String>,
+}
+
+impl Forwarded {
+    fn of(headers: &axum::http::HeaderMap) -> ApiResult<Forwarded> {
+        let get = |name: &str| -> ApiResult<Option<String>> {
+            match headers.get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .to_str()
+                    .map(|s| Some(s.to_owned()))
+                    .map_err(|_| ApiError::new(ErrorCode::InvalidField, format!("{name}: not visible ASCII"))),
+            }
+        };
+        use api::federation::{CALLER_CLIENT_HEADER, CALLER_ROLE_HEADER, CALLER_USER_HEADER, ZONE_PATH_HEADER};
+        Ok(Forwarded {
+            path: get(ZONE_PATH_HEADER)?,
+            role: get(CALLER_ROLE_HEADER)?,
+            client: get(CALLER_CLIENT_HEADER)?,
+            user: get(CALLER_USER_HEADER)?,
+        })
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        use api::federation::{CALLER_CLIENT_HEADER, CALLER_ROLE_HEADER, CALLER_USER_HEADER};
+        match name {
+            CALLER_ROLE_HEADER => self.role.as_deref(),
+            CALLER_CLIENT_HEADER => self.client.as_deref(),
+            CALLER_USER_HEADER => self.user.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+fn fed_error(e: federation::FedError) -> ApiError {
+    ApiError::new(e.code(), e.to_string())
 }
 
 pub fn router() -> Router<AppState> {
@@ -75,12 +135,13 @@ pub async fn issue_token(State(state): State<AppState>, Json(req): Json<TokenReq
     let ttl_ms = (state.config.http.token_ttl_secs * 1000) as i64;
     let expires_at_ms = state.store.token_insert(&crate::auth::token_hash(&token), &account.username, ttl_ms).await?;
     tracing::info!(username = %account.username, role = role.as_str(), "issued token");
+    let api_url = lowest_api_url(&state, &account.username, role, account.client_id.as_deref()).await;
     let body = TokenResponse {
         token,
         expires_at: crate::time::rfc3339_ms(expires_at_ms),
         roles: vec![role],
         client_id: account.client_id,
-        api_url: state.config.api_url().to_owned(),
+        api_url,
     };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
@@ -88,15 +149,30 @@ pub async fn issue_token(State(state): State<AppState>, Json(req): Json<TokenReq
 /// Rejects the request unless it carries a valid, unexpired bearer token; passes the
 /// [`Caller`] on to the handler.
 pub async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    // Only the header crosses the await: a request body is not `Sync`.
+    // Only the headers cross the await: a request body is not `Sync`.
     let header = req.headers().get(header::AUTHORIZATION).map(|v| v.to_str().map(str::to_owned).unwrap_or_default());
-    match authenticate(&state, header).await {
+    let forwarded = match Forwarded::of(req.headers()) {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    match authenticate(&state, header).await.and_then(|account| narrow(&state, account, &forwarded)) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Err(e) => e.into_response(),
     }
+}
+
+/// The caller a request acts for: the verified account, narrowed to the caller a parent states,
+/// after checking the path of zones the request crossed (loops, hop limit).
+fn narrow(state: &AppState, account: Caller, forwarded: &Forwarded) -> ApiResult<Caller> {
+    let path = federation::ZonePath::parse(forwarded.path.as_deref()).map_err(fed_error)?;
+    state.gateway.admit(&path).map_err(fed_error)?;
+    let stated = federation::Stated::from_headers(|name| forwarded.get(name)).map_err(fed_error)?;
+    let account_is_admin = account.role == Role::Admin;
+    let p = federation::identity::effective(account.principal(), stated).map_err(fed_error)?;
+    Ok(Caller { username: p.username, role: p.role, client_id: p.client_id, account_is_admin, path })
 }
 
 async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Caller> {
@@ -128,5 +204,30 @@ async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Cal
     }
     let role = Role::parse(&row.role)
         .ok_or_else(|| crate::error::Error::Internal(format!("token of unknown role {:?}", row.role)))?;
-    Ok(Caller { username: row.username, role, client_id: row.client_id })
+    Ok(Caller {
+        username: row.username,
+        role,
+        client_id: row.client_id,
+        account_is_admin: role == Role::Admin,
+        path: federation::ZonePath::empty(),
+    })
+}
+
+/// The API a new token's holder should use: for a member, the lowest zone that manages all of
+/// its client's instances (this zone when none does yet, or when the lookup fails: logging in
+/// never fails because a child is down).
+async fn lowest_api_url(state: &AppState, username: &str, role: Role, client_id: Option<&str>) -> String {
+    let own = state.config.api_url().to_owned();
+    let (Role::Member, Some(client)) = (role, client_id) else { return own };
+    let ctx = federation::RequestContext {
+        caller: federation::Principal { username: username.to_owned(), role, client_id: Some(client.to_owned()) },
+        path: federation::ZonePath::empty(),
+    };
+    match state.gateway.lowest_zone(&ctx, client).await {
+        Ok(lookup) => lookup.answer.map(|z| z.api_url).unwrap_or(own),
+        Err(e) => {
+            tracing::warn!(client, error = %e, "cannot look up the lowest zone for a new token");
+            own
+        }
+    }
 }

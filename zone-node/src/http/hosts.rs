@@ -1,9 +1,10 @@
 //! Hosts (admin only), their reports, this zone's aggregate and placement dry runs.
 //!
-//! - `POST /v1/hosts`, `GET /v1/hosts`, `GET/PUT/DELETE /v1/hosts/{id}` (admin)
+//! - `POST /v1/hosts`, `GET /v1/hosts` (this zone and its subtree), `GET/PUT/DELETE /v1/hosts/{id}`
+//!   (this zone's own; admin)
 //! - `POST /v1/hosts/{id}/report` (admin; what agents call): goes over the bus to the host's owner
-//! - `GET /v1/capabilities`: this zone's aggregate (any caller)
-//! - `POST /v1/placements`: where requirements would land, creating nothing (any caller)
+//! - `GET /v1/capabilities`: this zone's aggregate, merged with its children's (any caller)
+//! - `POST /v1/placements`: where requirements would land in this zone's subtree, creating nothing
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -50,16 +51,35 @@ pub async fn register_host(
     Ok((StatusCode::CREATED, axum::Json(row.to_api())))
 }
 
-/// List hosts (admin).
-#[utoipa::path(get, path = "/v1/hosts", tag = "hosts", responses((status = 200, body = HostList)), security(("bearer" = [])))]
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostListParams {
+    limit: Option<i64>,
+    marker: Option<String>,
+}
+
+/// List hosts by id, a page at a time, across this zone and every zone below it (admin).
+#[utoipa::path(get, path = "/v1/hosts", tag = "hosts",
+    params(("limit" = Option<i64>, Query), ("marker" = Option<String>, Query)),
+    responses((status = 200, body = HostList)), security(("bearer" = [])))]
 pub async fn list_hosts(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    query: Result<axum::extract::Query<HostListParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<HostList>> {
     caller.require_admin()?;
-    let hosts = state.store.hosts().await?.iter().map(|h| h.to_api()).collect();
-    Ok(axum::Json(HostList { hosts, unreachable_zones: Vec::new(), next_marker: None }))
+    let axum::extract::Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidField, e.body_text()))?;
+    let limit = match q.limit {
+        None => HOST_PAGE_DEFAULT,
+        Some(_) => input::limit(q.limit)? as usize,
+    };
+    let query = federation::ListQuery { client_id: None, limit, marker: input::marker(q.marker)? };
+    Ok(axum::Json(state.gateway.hosts(&caller.context(), &query).await?))
 }
+
+/// Hosts per page when the caller does not say: every host of a zone of the seed's size (a
+/// huddle holds about 200), so a plain `GET /v1/hosts` lists a whole zone.
+const HOST_PAGE_DEFAULT: usize = 1000;
 
 /// Show a host (admin).
 #[utoipa::path(get, path = "/v1/hosts/{id}", tag = "hosts", params(("id" = String, Path)),
@@ -160,7 +180,7 @@ pub async fn capabilities(
     State(state): State<AppState>,
     Extension(_caller): Extension<Caller>,
 ) -> ApiResult<axum::Json<Aggregate>> {
-    Ok(axum::Json(state.store.aggregate().await?))
+    Ok(axum::Json(state.gateway.aggregate().await?))
 }
 
 /// Where requirements would land (zone path and host), creating nothing.
@@ -169,11 +189,11 @@ pub async fn capabilities(
     security(("bearer" = [])))]
 pub async fn placement(
     State(state): State<AppState>,
-    Extension(_caller): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     Json(body): Json<serde_json::Value>,
 ) -> ApiResult<axum::Json<Placement>> {
     let mut body = input::object(body)?;
-    let (_, filters) = input::requirements(&mut body)?;
+    let (requirements, _) = input::requirements(&mut body)?;
     let resources = input::resources(&mut body)?;
     if let Some(field) = body.keys().next() {
         return Err(ApiError::new(
@@ -181,12 +201,6 @@ pub async fn placement(
             format!("unknown field `{field}`, expected `requirements` or `resources`"),
         ));
     }
-    let best = state.store.candidates(&filters, &resources, 1).await?;
-    let host = best.first().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::NoValidHost,
-            format!("no up host of zone {} meets the requirements with the resources free", state.zone.name),
-        )
-    })?;
-    Ok(axum::Json(Placement { zone_path: vec![state.zone.name.clone()], host_id: host.to_string() }))
+    let req = api::PlacementRequest { requirements, resources };
+    Ok(axum::Json(state.gateway.placement(&caller.context(), &req).await?))
 }

@@ -76,6 +76,16 @@ pub fn uuid(what: &str, text: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(text).map_err(|_| ApiError::new(ErrorCode::NotFound, format!("{what} {text} not found")))
 }
 
+/// A page marker: the id of the last item of the previous page.
+pub fn marker(marker: Option<String>) -> ApiResult<Option<String>> {
+    match marker {
+        None => Ok(None),
+        Some(m) => Uuid::parse_str(&m)
+            .map(|u| Some(u.to_string()))
+            .map_err(|_| ApiError::new(ErrorCode::InvalidField, "marker: pass the next_marker of the previous page")),
+    }
+}
+
 /// A page size: `limit` between 1 and [`MAX_LIMIT`], [`DEFAULT_LIMIT`] when absent.
 pub fn limit(limit: Option<i64>) -> ApiResult<i64> {
     match limit {

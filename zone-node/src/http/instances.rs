@@ -1,38 +1,32 @@
 //! Instances: `POST/GET /v1/instances`, `GET/DELETE /v1/instances/{id}`,
 //! `POST /v1/instances/{id}/action`.
 //!
-//! Reads come straight from the database. Every change goes over the bus to the instance
-//! service on the ring owner of the instance's id ([`crate::services::instance`]), whose serial
-//! queue orders all work on one instance; this handler waits for the outcome. The id of a new
-//! instance is chosen here, before routing, so the create already runs on its owner.
+//! Input is checked here, at the edge; then the zone's gateway ([`federation::Gateway`]) decides
+//! where each call runs: this zone's own hosts (every change over the bus to the instance service
+//! on the ring owner of the instance's id, whose serial queue orders all work on one instance), a
+//! child zone that holds or can take the instance, or the whole subtree for lists. A zone without
+//! children takes the short way to its own hosts.
 //!
-//! Scoping: a member sees and acts on its own client's instances only; another client's
-//! instance is `404`, exactly like one that does not exist, so ids reveal nothing.
-
-use std::time::Duration;
+//! Scoping: a member sees and acts on its own client's instances only, at every zone; another
+//! client's instance is `404`, exactly like one that does not exist, so ids reveal nothing.
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use api::{ErrorCode, Instance, InstanceAction, InstanceList, Role};
+use api::federation::INSTANCE_ID_HEADER;
+use api::{ErrorCode, Instance, InstanceAction, InstanceCreate, InstanceList, Role};
+use federation::ListQuery;
 
 use crate::app::AppState;
-use crate::bus::Message;
-use crate::cluster::{destination, Route};
 use crate::http::auth::Caller;
 use crate::http::error::{ApiError, ApiResult, Json};
+use crate::http::federated::answer_headers;
 use crate::http::input;
 use crate::scheduler::valid_key;
-use crate::services::instance::{to_api, CreateTask};
-use crate::store::InstanceRow;
-
-/// Extra time an instance call may take beyond the agent's own deadline: queueing behind earlier
-/// work on the same instance, placement, database writes.
-const CALL_MARGIN: Duration = Duration::from_secs(15);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -57,7 +51,7 @@ fn client_for(caller: &Caller, asked: Option<String>, admin_must_name: bool) -> 
         if !api::validate::valid_client_id(c) {
             return Err(ApiError::new(
                 ErrorCode::InvalidField,
-                "client_id: use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'",
+                "client_id: use 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'",
             ));
         }
     }
@@ -86,35 +80,32 @@ fn client_for(caller: &Caller, asked: Option<String>, admin_must_name: bool) -> 
     }
 }
 
-/// The instance if the caller may see it; `404` otherwise.
-async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<InstanceRow> {
-    let uuid = input::uuid("instance", id)?;
-    let row = state.store.instance_get(uuid).await?;
-    match row {
-        Some(row) if caller.role == Role::Admin || caller.client_id.as_deref() == Some(row.client_id.as_str()) => {
-            Ok(row)
-        }
-        _ => Err(crate::error::Error::not_found(format!("instance {id}")).into()),
+/// The id of a new instance: the one a forwarding parent chose (so every zone on the way knows
+/// it), or a new one. Only an admin account (as parents register with) may choose it.
+fn new_instance_id(caller: &Caller, headers: &HeaderMap) -> ApiResult<String> {
+    let Some(value) = headers.get(INSTANCE_ID_HEADER) else {
+        return Ok(Uuid::new_v4().to_string());
+    };
+    if !caller.account_is_admin {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("{INSTANCE_ID_HEADER}: only admin accounts choose ids"),
+        ));
     }
+    let id = value
+        .to_str()
+        .ok()
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, format!("{INSTANCE_ID_HEADER}: not a UUID")))?;
+    Ok(id.to_string())
 }
 
-/// Sends `kind` about instance `id` to its owner's instance service and waits for the reply.
-async fn call_owner(state: &AppState, kind: &str, id: Uuid, body: Vec<u8>) -> ApiResult<Vec<u8>> {
-    let key = id.to_string();
-    let to = destination(&state.cluster, crate::services::INSTANCE, Route::Resource(&key))
-        .map_err(|e| ApiError::new(e.error.code, e.error.message))?;
-    let timeout = state.config.agent_timeout() + CALL_MARGIN;
-    let mut msg = Message::new(kind, body).with_resource(key);
-    msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
-    Ok(state.bus.call(to, msg, timeout).await?)
+fn valid_id(id: &str) -> ApiResult<()> {
+    input::uuid("instance", id).map(|_| ())
 }
 
-fn decode_instance(bytes: &[u8]) -> ApiResult<Instance> {
-    serde_json::from_slice(bytes).map_err(|e| crate::error::Error::Internal(format!("instance reply: {e}")).into())
-}
-
-/// Create an instance: the scheduler picks a host that meets the requirements, the host's agent
-/// builds it. Answers when it is running (201) or failed.
+/// Create an instance: the scheduler picks a host (in this zone or below it) that meets the
+/// requirements, the host's agent builds it. Answers when it is running (201) or failed.
 #[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = api::InstanceCreate,
     responses((status = 201, body = Instance), (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody),
         (status = 502, body = api::ErrorBody)),
@@ -122,8 +113,9 @@ fn decode_instance(bytes: &[u8]) -> ApiResult<Instance> {
 pub async fn create_instance(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     Json(body): Json<serde_json::Value>,
-) -> ApiResult<(StatusCode, axum::Json<Instance>)> {
+) -> ApiResult<(StatusCode, HeaderMap, axum::Json<Instance>)> {
     let mut body = input::object(body)?;
     let (requirements, _) = input::requirements(&mut body)?;
     let resources = input::resources(&mut body)?;
@@ -134,48 +126,41 @@ pub async fn create_instance(
             "name: use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'",
         ));
     }
-    let client_id =
-        client_for(&caller, rest.client_id, true)?.expect("required above for admins, own client for members");
-    let task = CreateTask { name: rest.name, client_id, requirements, resources };
-    let id = Uuid::new_v4();
-    let body = serde_json::to_vec(&task).map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-    let reply = call_owner(&state, "instance.create", id, body).await?;
-    Ok((StatusCode::CREATED, axum::Json(decode_instance(&reply)?)))
+    let client_id = client_for(&caller, rest.client_id, true)?;
+    let id = new_instance_id(&caller, &headers)?;
+    let req = InstanceCreate { name: rest.name, client_id, requirements, resources };
+    let routed = state.gateway.create(&caller.context(), &id, &req).await?;
+    let headers = answer_headers(routed.generation, routed.lowest.as_ref());
+    Ok((StatusCode::CREATED, headers, axum::Json(routed.value)))
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub struct ListParams {
     client_id: Option<String>,
     limit: Option<i64>,
     marker: Option<String>,
 }
 
-/// List instances by id, a page at a time (`limit`, `marker`); members see their client's only.
+/// List instances by id, a page at a time (`limit`, `marker`), across this zone and every zone
+/// below it; members see their client's only.
 #[utoipa::path(get, path = "/v1/instances", tag = "instances",
     params(("client_id" = Option<String>, Query), ("limit" = Option<i64>, Query), ("marker" = Option<String>, Query)),
     responses((status = 200, body = InstanceList), (status = 400, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn list_instances(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<InstanceList>> {
     let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidField, e.body_text()))?;
-    let client = client_for(&caller, query.client_id, false)?;
-    let limit = input::limit(query.limit)?;
-    // One more than asked, to know whether there is a next page.
-    let mut rows = state.store.instances_page(client.as_deref(), query.marker.as_deref(), limit + 1).await?;
-    let next_marker = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| r.id.to_string())
-    } else {
-        None
-    };
-    let instances = rows.iter().map(|r| to_api(r, &state.zone)).collect();
-    Ok(axum::Json(InstanceList { instances, unreachable_zones: Vec::new(), next_marker }))
+    let client_id = client_for(&caller, query.client_id, false)?;
+    let limit = input::limit(query.limit)? as usize;
+    let marker = input::marker(query.marker)?;
+    let list = state.gateway.instances(&caller.context(), &ListQuery { client_id, limit, marker }).await?;
+    Ok(axum::Json(list))
 }
 
-/// Show an instance.
+/// Show an instance, wherever it is below this zone.
 #[utoipa::path(get, path = "/v1/instances/{id}", tag = "instances", params(("id" = String, Path)),
     responses((status = 200, body = Instance), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn show_instance(
@@ -183,8 +168,8 @@ pub async fn show_instance(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Instance>> {
-    let row = visible(&state, &caller, &id).await?;
-    Ok(axum::Json(to_api(&row, &state.zone)))
+    valid_id(&id)?;
+    Ok(axum::Json(state.gateway.instance(&caller.context(), &id).await?))
 }
 
 /// Start, stop, reboot or migrate an instance. `409` with the current state when the action is
@@ -199,17 +184,16 @@ pub async fn instance_action(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(action): Json<InstanceAction>,
-) -> ApiResult<axum::Json<Instance>> {
-    let row = visible(&state, &caller, &id).await?;
+) -> ApiResult<(HeaderMap, axum::Json<Instance>)> {
+    valid_id(&id)?;
     if action.host_id.is_some() && action.action != api::InstanceActionKind::Migrate {
         return Err(ApiError::new(ErrorCode::InvalidField, "host_id: only a migrate action takes a host"));
     }
     if action.host_id.is_some() && caller.role != Role::Admin {
         return Err(ApiError::new(ErrorCode::Forbidden, "host_id: only admins choose a migration's target host"));
     }
-    let body = serde_json::to_vec(&action).map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-    let reply = call_owner(&state, "instance.action", row.id, body).await?;
-    Ok(axum::Json(decode_instance(&reply)?))
+    let routed = state.gateway.action(&caller.context(), &id, &action).await?;
+    Ok((answer_headers(routed.generation, routed.lowest.as_ref()), axum::Json(routed.value)))
 }
 
 /// Delete an instance (its host's agent destroys it; its capacity is given back).
@@ -221,8 +205,8 @@ pub async fn delete_instance(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    let row = visible(&state, &caller, &id).await?;
-    call_owner(&state, "instance.delete", row.id, b"{}".to_vec()).await?;
-    Ok(StatusCode::NO_CONTENT)
+) -> ApiResult<(StatusCode, HeaderMap)> {
+    valid_id(&id)?;
+    let routed = state.gateway.delete(&caller.context(), &id).await?;
+    Ok((StatusCode::NO_CONTENT, answer_headers(routed.generation, routed.lowest.as_ref())))
 }

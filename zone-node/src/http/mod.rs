@@ -7,6 +7,8 @@
 //! - [`error`]: `ApiError` and the JSON body extractor that turns bad input into error codes
 //! - [`auth`]: token issue and the bearer-token middleware; the [`auth::Caller`] it yields
 //! - [`accounts`], [`zone`], [`hosts`], [`instances`], [`health`]: the routes
+//! - [`zones`]: the child-zone registry; [`clients`]: the lowest-zone lookup
+//! - [`federated`]: gateway errors and the answer headers forwarding parents read
 //! - [`callbacks`]: agents' task results (authenticated by a one-time token, not a bearer token)
 //! - [`input`]: request parts checked at the edge (requirements, resources, ids, page sizes)
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`
@@ -14,13 +16,16 @@
 pub mod accounts;
 pub mod auth;
 pub mod callbacks;
+pub mod clients;
 pub mod error;
+pub mod federated;
 pub mod health;
 pub mod hosts;
 pub mod input;
 pub mod instances;
 pub mod openapi;
 pub mod zone;
+pub mod zones;
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
@@ -34,6 +39,8 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::router())
         .merge(hosts::router())
         .merge(instances::router())
+        .merge(zones::router())
+        .merge(clients::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .merge(health::router())

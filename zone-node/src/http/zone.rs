@@ -26,12 +26,23 @@ pub fn router() -> Router<AppState> {
         .route("/v1/zone/probe/{resource_id}", post(probe))
 }
 
-/// This zone: identity and management nodes.
-#[utoipa::path(get, path = "/v1/zone", tag = "zone", responses((status = 200, body = ZoneInfo)), security(("bearer" = [])))]
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneParams {
+    /// Also list every zone below this one (what parents poll).
+    #[serde(default)]
+    subtree: bool,
+}
+
+/// This zone: identity, management nodes, aggregate, children and generation.
+#[utoipa::path(get, path = "/v1/zone", tag = "zone", params(("subtree" = Option<bool>, Query)),
+    responses((status = 200, body = ZoneInfo)), security(("bearer" = [])))]
 pub async fn get_zone(
     State(state): State<AppState>,
     Extension(_caller): Extension<Caller>,
+    params: Result<axum::extract::Query<ZoneParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<ZoneInfo>> {
+    let axum::extract::Query(params) = params.map_err(|e| ApiError::new(ErrorCode::InvalidField, e.body_text()))?;
     let membership = state.store.membership().await?;
     let nodes = membership
         .nodes
@@ -50,11 +61,11 @@ pub async fn get_zone(
         api_url: state.config.api_url().to_owned(),
         node_id: state.cluster.me().to_string(),
         nodes,
-        capabilities: state.store.aggregate().await?,
-        children: Vec::new(),
+        capabilities: state.gateway.aggregate().await?,
+        children: state.gateway.children_summary(),
         generation: state.store.generation().await?,
         ring_epoch: membership.epoch,
-        subtree: None,
+        subtree: params.subtree.then(|| state.gateway.subtree()),
     }))
 }
 
