@@ -10,4 +10,5 @@ mod embedded;
 mod harness_smoke;
 mod http_input;
 mod portal_client;
+mod federation;
 mod resources;

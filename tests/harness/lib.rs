@@ -30,9 +30,11 @@
 //! - [`node`]: [`NodeSpec`] and [`NodeProcess`], one real `zone-node` process
 //! - [`cluster`]: [`Cluster`], one zone of several nodes on a shared database and bus
 //! - [`rabbit`]: [`RabbitInstance`], an extra RabbitMQ node a test may stop and start
+//! - [`federation`]: zones linked into trees ([`federation::zone_add`]) with fast polling
 
 pub mod cluster;
 pub mod db;
+pub mod federation;
 pub mod net;
 pub mod node;
 pub mod poll;
