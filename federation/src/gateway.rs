@@ -218,6 +218,12 @@ impl Gateway {
         self.lookups.observe(&Source::Local, generation);
     }
 
+    /// This zone's generation as this node last knew it (from the database or its own changes):
+    /// what a lookup answer is valid for. Never newer than the stored one.
+    pub fn own_generation(&self) -> Option<i64> {
+        self.lookups.accounted(&Source::Local)
+    }
+
     /// Refuses a request that already crossed this zone or too many zones.
     pub fn admit(&self, path: &ZonePath) -> Result<(), FedError> {
         path.admit(&self.me.id, self.settings.hop_limit)

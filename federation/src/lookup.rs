@@ -169,6 +169,11 @@ impl LookupCache {
         }
     }
 
+    /// The generation `source`'s answers hold for, when known.
+    pub fn accounted(&self, source: &Source) -> Option<i64> {
+        self.state(source).accounted
+    }
+
     /// Drops everything about a source (a child that was deleted).
     pub fn forget(&self, source: &Source) {
         let mut sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());

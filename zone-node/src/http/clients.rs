@@ -34,11 +34,12 @@ pub async fn lowest_zone(
             "client_id: use 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'",
         ));
     }
-    // The generation before the lookup: a parent that caches the answer must not take it for
-    // newer than it is.
-    let generation = state.store.generation().await?;
+    // The generation before the lookup, as this node knows it (never newer than it is): a parent
+    // that caches the answer must not take it for newer than it is. Read from memory, so a
+    // cached lookup touches no database.
+    let generation = state.gateway.own_generation();
     let lookup = state.gateway.lowest_zone(&caller.context(), &client_id).await?;
-    let headers = answer_headers(Some(generation), None);
+    let headers = answer_headers(generation, None);
     let message = match lookup.answer {
         Some(zone) => return Ok((headers, axum::Json(zone)).into_response()),
         None if lookup.unreachable.is_empty() => {
