@@ -179,7 +179,13 @@ mod tests {
 
     #[test]
     fn as_str_matches_serde() {
-        for code in [ErrorCode::InvalidJson, ErrorCode::NodeUnavailable, ErrorCode::BodyTooLarge, ErrorCode::ZoneLoop, ErrorCode::HopLimitExceeded] {
+        for code in [
+            ErrorCode::InvalidJson,
+            ErrorCode::NodeUnavailable,
+            ErrorCode::BodyTooLarge,
+            ErrorCode::ZoneLoop,
+            ErrorCode::HopLimitExceeded,
+        ] {
             let json = serde_json::to_value(code).unwrap();
             assert_eq!(json, serde_json::Value::String(code.as_str().into()));
             assert_eq!(ErrorCode::parse(code.as_str()), code);
