@@ -2,18 +2,23 @@
 //! a zone's API with `ZONE_URL` and `ZONE_USERNAME`/`ZONE_PASSWORD` (or `ZONE_TOKEN`), printing
 //! tables, or JSON with `--json`.
 
-use std::net::SocketAddr;
+//!
+//! - this file: the commands, connection arguments, accounts, tables
+//! - [`resources`]: hosts, instances, placements and capabilities
+//! - [`agent_sim`]: `agent-sim`, the simulated hosts
+
+mod agent_sim;
+mod resources;
+
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use api::{AccountCreate, Client, Role};
 
-use crate::agent::sim::{self, profile::Profile, Credentials, SimConfig};
-use crate::config::Secret;
+pub use agent_sim::{run_agent_sim, AgentSimArgs};
+pub use resources::{ActionArg, RequirementArg, ResourceArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,85 +70,86 @@ pub enum Command {
         #[arg(value_name = "USERNAME")]
         name: String,
     },
+    /// List the zone's hosts (admin).
+    HostList(ConnJson),
+    /// Show a host and its capabilities (admin).
+    HostShow {
+        #[command(flatten)]
+        conn: ConnJson,
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Delete a host that has no instances (admin).
+    HostDelete {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Create an instance; answers once its host's agent has built it.
+    InstanceCreate {
+        #[command(flatten)]
+        conn: ConnJson,
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The client that will own it (admins must give it; members get their own).
+        #[arg(long)]
+        client_id: Option<String>,
+        /// A capability filter KEY:OP[:VALUE], e.g. free-disk:ge:100 or hypervisor:in:kvm,xen
+        /// (repeatable).
+        #[arg(long = "requirement", value_name = "KEY:OP[:VALUE]")]
+        requirements: Vec<RequirementArg>,
+        #[command(flatten)]
+        resources: ResourceArgs,
+    },
+    /// List instances (every page), of one client when given.
+    InstanceList {
+        #[command(flatten)]
+        conn: ConnJson,
+        #[arg(long)]
+        client_id: Option<String>,
+    },
+    /// Show an instance.
+    InstanceShow {
+        #[command(flatten)]
+        conn: ConnJson,
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Start, stop, reboot or migrate an instance; answers when the action is done.
+    InstanceAction {
+        #[command(flatten)]
+        conn: ConnJson,
+        #[arg(value_name = "ID")]
+        id: String,
+        #[arg(value_enum, value_name = "ACTION")]
+        action: ActionArg,
+        /// The migration's target host (admin); the scheduler picks one without it.
+        #[arg(long)]
+        host_id: Option<String>,
+    },
+    /// Delete an instance.
+    InstanceDelete {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Where an instance with these requirements would land, creating nothing.
+    Placement {
+        #[command(flatten)]
+        conn: ConnJson,
+        /// A capability filter KEY:OP[:VALUE] (repeatable).
+        #[arg(long = "requirement", value_name = "KEY:OP[:VALUE]")]
+        requirements: Vec<RequirementArg>,
+        #[command(flatten)]
+        resources: ResourceArgs,
+    },
+    /// This zone's aggregate of its up hosts' capabilities.
+    Capabilities(ConnJson),
     /// Run N simulated hosts that register with a zone and answer its agent calls over HTTP
     /// (admin credentials; runs until SIGINT/SIGTERM, leaving the hosts registered).
     AgentSim(AgentSimArgs),
-}
-
-/// `zone-node agent-sim`.
-#[derive(Debug, Clone, Args)]
-pub struct AgentSimArgs {
-    #[command(flatten)]
-    pub conn: Conn,
-    /// How many hosts to simulate.
-    #[arg(long)]
-    pub hosts: usize,
-    /// How long each agent task takes, in milliseconds (± 10 %).
-    #[arg(long, default_value_t = 100)]
-    pub latency_ms: u64,
-    /// Probability (0 to 1) that an agent task fails.
-    #[arg(long, default_value_t = 0.0)]
-    pub fail_rate: f64,
-    /// Which capabilities and capacity the hosts get.
-    #[arg(long, value_enum, default_value = "uniform")]
-    pub profile: Profile,
-    /// Hosts are named PREFIX-000, PREFIX-001, ...
-    #[arg(long, default_value = "sim")]
-    pub name_prefix: String,
-    /// How often each host reports its presence (match the zone's ZONE_HOST_REPORT_INTERVAL_MS).
-    #[arg(long, default_value_t = 1000)]
-    pub report_interval_ms: u64,
-    /// Bearer token the agents' control and stats endpoints require (or set
-    /// ZONE_SIM_CONTROL_TOKEN, which keeps it out of `ps`). Without one they are open.
-    #[arg(long, env = "ZONE_SIM_CONTROL_TOKEN", hide_env_values = true)]
-    pub control_token: Option<String>,
-    /// Where the agents listen; port 0 picks a free one.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub listen: SocketAddr,
-    /// The agents' base URL as the zone reaches it, when not http://LISTEN (behind NAT, or
-    /// listening on 0.0.0.0).
-    #[arg(long)]
-    pub advertise_url: Option<String>,
-}
-
-impl AgentSimArgs {
-    /// The simulator's configuration; credentials as the operator commands take them.
-    pub fn config(self) -> anyhow::Result<SimConfig> {
-        let credentials = match (self.conn.token, self.conn.password) {
-            (Some(token), _) => Credentials::Token(Secret::new(token)),
-            (None, Some(password)) => {
-                Credentials::Password { username: self.conn.username, password: Secret::new(password) }
-            }
-            (None, None) => anyhow::bail!("set ZONE_PASSWORD (or ZONE_TOKEN) so the hosts can register"),
-        };
-        Ok(SimConfig {
-            zone_url: self.conn.url,
-            credentials,
-            hosts: self.hosts,
-            latency: Duration::from_millis(self.latency_ms),
-            fail_rate: self.fail_rate,
-            profile: self.profile,
-            name_prefix: self.name_prefix,
-            report_interval: Duration::from_millis(self.report_interval_ms),
-            control_token: self.control_token.map(Secret::new),
-            listen: self.listen,
-            advertise_url: self.advertise_url,
-        })
-    }
-}
-
-/// Runs `zone-node agent-sim` until SIGINT or SIGTERM.
-pub async fn run_agent_sim(args: AgentSimArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
-    let shutdown = CancellationToken::new();
-    let handle = sim::run(config, shutdown.clone()).await?;
-    println!("agent-sim: {} hosts registered; agents at {}/hosts/<name>", handle.hosts().len(), handle.agents_url());
-    tokio::spawn(async move {
-        crate::app::shutdown_signal().await;
-        tracing::info!("stopping the simulated agents");
-        shutdown.cancel();
-    });
-    handle.wait().await
 }
 
 /// How to reach a zone's API.
@@ -238,6 +244,20 @@ pub async fn run_operator(command: Command) -> anyhow::Result<()> {
             conn.client().await?.account_delete(&name).await?;
             println!("deleted {name}");
         }
+        Command::HostList(c) => resources::host_list(c).await?,
+        Command::HostShow { conn, id } => resources::host_show(conn, &id).await?,
+        Command::HostDelete { conn, id } => resources::host_delete(conn, &id).await?,
+        Command::InstanceCreate { conn, name, client_id, requirements, resources: r } => {
+            resources::instance_create(conn, name, client_id, requirements, &r).await?
+        }
+        Command::InstanceList { conn, client_id } => resources::instance_list(conn, client_id).await?,
+        Command::InstanceShow { conn, id } => resources::instance_show(conn, &id).await?,
+        Command::InstanceAction { conn, id, action, host_id } => {
+            resources::instance_action(conn, &id, action, host_id).await?
+        }
+        Command::InstanceDelete { conn, id } => resources::instance_delete(conn, &id).await?,
+        Command::Placement { conn, requirements, resources: r } => resources::placement(conn, requirements, &r).await?,
+        Command::Capabilities(c) => resources::capabilities(c).await?,
         Command::AgentSim(args) => run_agent_sim(args).await?,
         Command::Serve | Command::CheckConfig => unreachable!("handled by main"),
     }
@@ -297,5 +317,60 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["zone-node"]).unwrap().command.is_none());
+    }
+
+    #[test]
+    fn instance_create_takes_repeated_requirements_and_resources() {
+        let cli = Cli::try_parse_from([
+            "zone-node",
+            "instance-create",
+            "vm-1",
+            "--client-id",
+            "acme",
+            "--requirement",
+            "free-disk:ge:100",
+            "--requirement",
+            "hypervisor:in:kvm,xen",
+            "--vcpus",
+            "4",
+            "--json",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::InstanceCreate { conn, name, client_id, requirements, resources }) => {
+                assert_eq!((name.as_str(), client_id.as_deref(), conn.json), ("vm-1", Some("acme"), true));
+                let keys: Vec<&str> = requirements.iter().map(|r| r.0.key.as_str()).collect();
+                assert_eq!(keys, ["free-disk", "hypervisor"]);
+                assert_eq!((resources.vcpus, resources.memory_mb, resources.disk_gb), (4, 512, 10));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let bad = Cli::try_parse_from(["zone-node", "placement", "--requirement", "free-disk:like:1"]);
+        assert!(bad.is_err(), "an unknown op is refused at parse time");
+        let action =
+            Cli::try_parse_from(["zone-node", "instance-action", "i-1", "migrate", "--host-id", "h-2"]).unwrap();
+        assert!(matches!(action.command, Some(Command::InstanceAction { action: ActionArg::Migrate, .. })));
+    }
+
+    #[test]
+    fn agent_sim_reads_the_design_flags() {
+        let cli = Cli::try_parse_from([
+            "zone-node",
+            "agent-sim",
+            "--zone-url",
+            "http://127.0.0.1:9",
+            "--hosts",
+            "3",
+            "--latency-ms",
+            "5",
+            "--fail-rate",
+            "0.5",
+            "--profile",
+            "mixed",
+        ])
+        .unwrap();
+        let Some(Command::AgentSim(args)) = cli.command else { panic!("not agent-sim") };
+        assert_eq!((args.conn.url.as_str(), args.hosts, args.latency_ms), ("http://127.0.0.1:9", 3, 5));
+        assert_eq!(args.profile, crate::agent::sim::profile::Profile::Mixed);
     }
 }

@@ -134,7 +134,7 @@ impl ZoneSession {
                         still
                     };
                     if moved {
-                        tracing::warn!(from = failed, to = %url, "a zone node stopped answering; using another");
+                        tracing::warn!(from = %failed, to = %url, "a zone node stopped answering; using another");
                         if let Err(e) = self.learn_nodes(&client).await {
                             tracing::debug!(error = %e, "cannot list the zone's nodes");
                         }
