@@ -28,7 +28,13 @@ struct Args {
 }
 
 fn args() -> Args {
-    let mut a = Args { creates: 10_000, hosts: 100, concurrency: 64, latency_ms: 0, setups: vec!["sqlite".into(), "pg1".into(), "pg3".into()] };
+    let mut a = Args {
+        creates: 10_000,
+        hosts: 100,
+        concurrency: 64,
+        latency_ms: 0,
+        setups: vec!["sqlite".into(), "pg1".into(), "pg3".into()],
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -77,6 +83,7 @@ async fn run(setup: &str, nodes: &[&NodeProcess], username: &str, password: &str
         name_prefix: "bench".into(),
         report_interval_ms: 1000,
         control_token: None,
+        capabilities: Vec::new(),
     })
     .await;
     let mut clients = Vec::new();
@@ -109,7 +116,8 @@ async fn run(setup: &str, nodes: &[&NodeProcess], username: &str, password: &str
     let ok = results.iter().filter(|r| r.1).count();
     let mut lat: Vec<Duration> = results.iter().map(|r| r.0).collect();
     lat.sort();
-    let rss: Vec<String> = nodes.iter().map(|n| format!("{:.0}", n.pid().map(peak_rss_mib).unwrap_or(f64::NAN))).collect();
+    let rss: Vec<String> =
+        nodes.iter().map(|n| format!("{:.0}", n.pid().map(peak_rss_mib).unwrap_or(f64::NAN))).collect();
     println!(
         "{setup:>6} | nodes {} | creates {ok}/{} | wall {:.1} s | {:.0} creates/s | p50 {:.1} ms p99 {:.1} ms | peak RSS MiB per node [{}]",
         nodes.len(),

@@ -47,6 +47,7 @@ fn sim_spec(zone: &Cluster, hosts: usize, latency_ms: u64, profile: &str) -> Sim
         name_prefix: "sim".into(),
         report_interval_ms: 200,
         control_token: Some(CONTROL_TOKEN.into()),
+        capabilities: Vec::new(),
     }
 }
 
@@ -222,7 +223,10 @@ async fn actions_through_three_nodes_are_serialised_and_none_is_lost() {
     let zone = Cluster::start(3, zone_options(&[])).await;
     let sim = SimProcess::start(sim_spec(&zone, 2, 150, "uniform")).await;
     let admin = zone.client(0).await;
-    let instance = admin.instance_create(&create("vm", "c1", vec![], Resources { vcpus: 1, memory_mb: 512, disk_gb: 10 })).await.expect("create");
+    let instance = admin
+        .instance_create(&create("vm", "c1", vec![], Resources { vcpus: 1, memory_mb: 512, disk_gb: 10 }))
+        .await
+        .expect("create");
     let host = admin.host(instance.host_id.as_deref().unwrap()).await.unwrap();
 
     let clients: Vec<api::Client> = futures::future::join_all((0..3).map(|i| zone.client(i))).await;
@@ -251,7 +255,11 @@ async fn actions_through_three_nodes_are_serialised_and_none_is_lost() {
     let stats = sim.stats(&host.agent_url).await;
     assert_eq!(stats["max_concurrent_per_instance"], json!(1), "the agent saw overlapping tasks: {stats}");
     let ops = stats["instances"][&instance.id]["ops"].as_array().expect("ops of the instance").clone();
-    assert_eq!(ops.len(), 1 + done.len(), "every successful action reached the agent exactly once: {ops:?} vs {done:?}");
+    assert_eq!(
+        ops.len(),
+        1 + done.len(),
+        "every successful action reached the agent exactly once: {ops:?} vs {done:?}"
+    );
     let final_state = admin.instance(&instance.id).await.unwrap();
     assert!(["running", "stopped"].contains(&final_state.state.as_str()), "{final_state:?}");
 }
@@ -261,12 +269,17 @@ async fn a_task_whose_node_dies_is_finished_by_a_survivor() {
     let zone = Cluster::start(3, zone_options(&[])).await;
     let _sim = SimProcess::start(sim_spec(&zone, 2, 2500, "uniform")).await;
     let admin = zone.client(0).await;
-    let instance = admin.instance_create(&create("vm", "c1", vec![], Resources { vcpus: 1, memory_mb: 512, disk_gb: 10 })).await.expect("create");
+    let instance = admin
+        .instance_create(&create("vm", "c1", vec![], Resources { vcpus: 1, memory_mb: 512, disk_gb: 10 }))
+        .await
+        .expect("create");
     let owner = owner_index(&zone, &instance.id).await;
     let via = (owner + 1) % 3;
     let client = zone.client(via).await;
     let id = instance.id.clone();
-    let stop = tokio::spawn(async move { client.instance_action(&id, &InstanceAction { action: InstanceActionKind::Stop, host_id: None }).await });
+    let stop = tokio::spawn(async move {
+        client.instance_action(&id, &InstanceAction { action: InstanceActionKind::Stop, host_id: None }).await
+    });
     // Wait until the owner has written the transitional state, then kill it mid-task.
     poll_until(Duration::from_secs(10), Duration::from_millis(20), || async {
         (admin.instance(&instance.id).await.ok()?.state == "stopping").then_some(())
@@ -285,7 +298,7 @@ async fn a_task_whose_node_dies_is_finished_by_a_survivor() {
         ["stopped", "error"].contains(&i.state.as_str()).then_some(i)
     })
     .await
-    .unwrap_or_else(|_| panic!("{}", zone.failure("the stop never ended after its node died")));
+    .unwrap_or_else(|| panic!("{}", zone.failure("the stop never ended after its node died")));
     if ended.state == "error" {
         assert!(ended.error_reason.as_deref().is_some_and(|r| !r.is_empty()), "failed with a reason: {ended:?}");
     }
@@ -300,14 +313,23 @@ async fn watch_events(url: &str, prefix: &str) -> tokio::sync::mpsc::UnboundedRe
     let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.expect("connect");
     let ch = conn.create_channel().await.expect("channel");
     let q = ch
-        .queue_declare("", QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() }, Default::default())
+        .queue_declare(
+            "",
+            QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+            Default::default(),
+        )
         .await
         .expect("queue");
     ch.queue_bind(q.name().as_str(), &format!("{prefix}.event"), "#", Default::default(), Default::default())
         .await
         .expect("bind");
     let mut consumer = ch
-        .basic_consume(q.name().as_str(), "watch", BasicConsumeOptions { no_ack: true, ..Default::default() }, Default::default())
+        .basic_consume(
+            q.name().as_str(),
+            "watch",
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            Default::default(),
+        )
         .await
         .expect("consume");
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -349,7 +371,9 @@ async fn agent_failure_and_silent_hosts_show_in_state_and_events() {
     let by_hv = |hv: &str| {
         hosts
             .iter()
-            .find(|h| h.capabilities.get("hypervisor").map(|c| c.value.clone()) == Some(CapabilityValue::String(hv.into())))
+            .find(|h| {
+                h.capabilities.get("hypervisor").map(|c| c.value.clone()) == Some(CapabilityValue::String(hv.into()))
+            })
             .expect("the mixed profile has one host per hypervisor among the first three")
             .clone()
     };
@@ -364,7 +388,14 @@ async fn agent_failure_and_silent_hosts_show_in_state_and_events() {
         .await
         .expect_err("the agent fails");
     assert_eq!(err.code(), Some(ErrorCode::AgentFailed), "{err}");
-    let doomed = admin.instances("client_id=c1").await.unwrap().instances.into_iter().find(|i| i.name == "doomed").expect("kept");
+    let doomed = admin
+        .instances("client_id=c1")
+        .await
+        .unwrap()
+        .instances
+        .into_iter()
+        .find(|i| i.name == "doomed")
+        .expect("kept");
     assert_eq!(doomed.state, "error");
     assert!(doomed.error_reason.as_deref().unwrap_or_default().contains("simulated failure"), "{doomed:?}");
     let created = expect_event(&mut events, "instance.created", &doomed.id).await;
@@ -373,7 +404,10 @@ async fn agent_failure_and_silent_hosts_show_in_state_and_events() {
     assert_eq!((changed["from"].clone(), changed["to"].clone()), (json!("building"), json!("error")));
 
     // A healthy instance on the kvm host; then the host goes silent.
-    let vm = admin.instance_create(&create("vm", "c1", vec![req("hypervisor", Op::Eq, json!("kvm"))], small)).await.expect("create");
+    let vm = admin
+        .instance_create(&create("vm", "c1", vec![req("hypervisor", Op::Eq, json!("kvm"))], small))
+        .await
+        .expect("create");
     assert_eq!(vm.state, "running");
     sim.control(&kvm.agent_url, json!({"reporting": false})).await;
     let down = poll_until(Duration::from_secs(10), Duration::from_millis(50), || async {
@@ -386,10 +420,18 @@ async fn agent_failure_and_silent_hosts_show_in_state_and_events() {
     expect_event(&mut events, "host.down", &kvm.id).await;
     let unknown = admin.instance(&vm.id).await.unwrap();
     assert_eq!(unknown.state, "unknown", "an instance on a down host has an unknown state");
-    let refused = admin.instance_action(&vm.id, &InstanceAction { action: InstanceActionKind::Stop, host_id: None }).await.unwrap_err();
+    let refused = admin
+        .instance_action(&vm.id, &InstanceAction { action: InstanceActionKind::Stop, host_id: None })
+        .await
+        .unwrap_err();
     assert_eq!(refused.code(), Some(ErrorCode::InvalidState), "{refused}");
     // Placement avoids the down host.
-    let placement = admin.placement(&api::PlacementRequest { requirements: vec![req("hypervisor", Op::Eq, json!("kvm"))], resources: small }).await;
+    let placement = admin
+        .placement(&api::PlacementRequest {
+            requirements: vec![req("hypervisor", Op::Eq, json!("kvm"))],
+            resources: small,
+        })
+        .await;
     assert_eq!(placement.unwrap_err().code(), Some(ErrorCode::NoValidHost));
 
     // It reports again: up, and the instance shows its stored state.
@@ -420,17 +462,45 @@ async fn bad_input_and_other_clients_get_clear_4xx_and_change_nothing() {
 
     // Raw bodies, so malformed input reaches the server as sent.
     let cases: Vec<(serde_json::Value, u16, &str)> = vec![
-        (json!({"name":"x","client_id":"c","requirements":[{"key":"a","op":"like","value":1}]}), 400, "invalid_requirements"),
-        (json!({"name":"x","client_id":"c","requirements":[{"key":"free-disk","op":"ge","value":"big"}]}), 400, "invalid_requirements"),
-        (json!({"name":"x","client_id":"c","requirements":[{"key":"a","op":"in","value":[]}]}), 400, "invalid_requirements"),
+        (
+            json!({"name":"x","client_id":"c","requirements":[{"key":"a","op":"like","value":1}]}),
+            400,
+            "invalid_requirements",
+        ),
+        (
+            json!({"name":"x","client_id":"c","requirements":[{"key":"free-disk","op":"ge","value":"big"}]}),
+            400,
+            "invalid_requirements",
+        ),
+        (
+            json!({"name":"x","client_id":"c","requirements":[{"key":"a","op":"in","value":[]}]}),
+            400,
+            "invalid_requirements",
+        ),
         (json!({"name":"x","client_id":"c","requirements":{"key":"a"}}), 400, "invalid_requirements"),
-        (json!({"name":"x","client_id":"c","resources":{"vcpus":-1,"memory_mb":1,"disk_gb":1}}), 400, "invalid_resources"),
-        (json!({"name":"x","client_id":"c","resources":{"vcpus":"two","memory_mb":1,"disk_gb":1}}), 400, "invalid_resources"),
+        (
+            json!({"name":"x","client_id":"c","resources":{"vcpus":-1,"memory_mb":1,"disk_gb":1}}),
+            400,
+            "invalid_resources",
+        ),
+        (
+            json!({"name":"x","client_id":"c","resources":{"vcpus":"two","memory_mb":1,"disk_gb":1}}),
+            400,
+            "invalid_resources",
+        ),
         (json!({"name":"bad name","client_id":"c"}), 400, "invalid_field"),
         (json!({"name":"x"}), 400, "invalid_field"),
         (json!({"name":"x","client_id":"c","colour":"red"}), 400, "invalid_body"),
-        (json!({"name":"x","client_id":"c","requirements":[{"key":"hypervisor","op":"eq","value":"vmware"}],"resources":{"vcpus":1,"memory_mb":1,"disk_gb":1}}), 409, "no_valid_host"),
-        (json!({"name":"x","client_id":"c","resources":{"vcpus":100000,"memory_mb":1,"disk_gb":1}}), 409, "no_valid_host"),
+        (
+            json!({"name":"x","client_id":"c","requirements":[{"key":"hypervisor","op":"eq","value":"vmware"}],"resources":{"vcpus":1,"memory_mb":1,"disk_gb":1}}),
+            409,
+            "no_valid_host",
+        ),
+        (
+            json!({"name":"x","client_id":"c","resources":{"vcpus":100000,"memory_mb":1,"disk_gb":1}}),
+            409,
+            "no_valid_host",
+        ),
     ];
     let http = reqwest::Client::new();
     let (_, tok) = api::Client::new(&zone.node(0).url())
@@ -486,14 +556,20 @@ async fn bad_input_and_other_clients_get_clear_4xx_and_change_nothing() {
     assert_eq!(bob.hosts().await.unwrap_err().code(), Some(ErrorCode::Forbidden));
     // Bob's own instance: created for his client without naming it, visible to him.
     let own = bob
-        .instance_create(&InstanceCreate { name: "mine".into(), client_id: None, requirements: vec![], resources: small })
+        .instance_create(&InstanceCreate {
+            name: "mine".into(),
+            client_id: None,
+            requirements: vec![],
+            resources: small,
+        })
         .await
         .expect("own create");
     assert_eq!(own.client_id, "client-b");
     assert_eq!(bob.instances("").await.unwrap().instances.len(), 1);
 
     // Nothing changed by the refused requests: same instances (plus bob's), same capacity.
-    let after: Vec<String> = admin.instances("client_id=client-a").await.unwrap().instances.iter().map(|i| i.id.clone()).collect();
+    let after: Vec<String> =
+        admin.instances("client_id=client-a").await.unwrap().instances.iter().map(|i| i.id.clone()).collect();
     assert_eq!(after, before_instances.iter().map(|i| i.id.clone()).collect::<Vec<_>>());
     let after_hosts = admin.hosts().await.unwrap().hosts;
     let used = |hs: &[Host]| hs.iter().map(|h| h.used.vcpus).sum::<i64>();

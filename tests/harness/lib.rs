@@ -3,8 +3,8 @@
 //! Every test gets its own PostgreSQL database ([`TestDb`]) and its own bus prefix
 //! ([`unique_prefix`]) on the shared broker, so tests run side by side without seeing each other.
 //! Nodes are the real binary started as child processes ([`NodeProcess`]); a [`Cluster`] is one zone
-//! of several nodes. Nothing here skips a test: a missing service is a loud failure that says how to
-//! get it (`scripts/ensure-services`).
+//! of several nodes; a [`SimProcess`] plays the zone's hosts. Nothing here skips a test: a missing
+//! service is a loud failure that says how to get it (`scripts/ensure-services`).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -30,6 +30,7 @@
 //! - [`node`]: [`NodeSpec`] and [`NodeProcess`], one real `zone-node` process
 //! - [`cluster`]: [`Cluster`], one zone of several nodes on a shared database and bus
 //! - [`rabbit`]: [`RabbitInstance`], an extra RabbitMQ node a test may stop and start
+//! - [`sim`]: [`SimSpec`] and [`SimProcess`], `zone-node agent-sim` playing a zone's hosts
 //! - [`federation`]: zones linked into trees ([`federation::zone_add`]) with fast polling
 
 pub mod cluster;
@@ -40,6 +41,7 @@ pub mod node;
 pub mod poll;
 pub mod rabbit;
 pub mod services;
+pub mod sim;
 
 pub use cluster::{Cluster, ClusterOptions, ProbeStat};
 pub use db::TestDb;
@@ -48,6 +50,7 @@ pub use node::{NodeProcess, NodeSpec, RunOutput};
 pub use poll::{poll_until, poll_until_detailed, Outcome, TimedOut};
 pub use rabbit::{RabbitInstance, RabbitNode};
 pub use services::{amqp_url, pg_admin_url, require_postgres, require_rabbitmq};
+pub use sim::{SimProcess, SimSpec};
 
 /// The workspace root: the parent of this crate's directory.
 pub fn workspace_root() -> std::path::PathBuf {

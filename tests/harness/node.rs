@@ -71,7 +71,11 @@ pub struct NodeSpec {
     pub log_filter: Option<String>,
     /// More environment variables, set last (they win over the fields above).
     pub env: Vec<(String, String)>,
-    /// Arguments after `serve`, such as `--config FILE`.
+    /// The subcommand to run: `serve` (the default), or another long-running one such as
+    /// `agent-sim` ([`SimProcess`](crate::SimProcess) runs it through here). The methods that talk
+    /// to a node's API (`wait_ready`, `client`, `node_id`, ...) assume `serve`.
+    pub subcommand: String,
+    /// Arguments after the subcommand, such as `--config FILE`.
     pub args: Vec<OsString>,
     /// The program to run instead of the `zone-node` binary (the harness's own tests use a fake).
     pub binary: Option<PathBuf>,
@@ -95,6 +99,7 @@ impl NodeSpec {
             data_dir: None,
             log_filter: None,
             env: Vec::new(),
+            subcommand: "serve".to_owned(),
             args: Vec::new(),
             binary: None,
         }
@@ -148,8 +153,8 @@ impl NodeSpec {
         }
     }
 
-    /// The command line and environment of one process of this spec: `serve`, the `ZONE_*` settings,
-    /// nothing of the developer's own `ZONE_*` environment.
+    /// The command line and environment of one process of this spec: the subcommand, the `ZONE_*`
+    /// settings, nothing of the developer's own `ZONE_*` environment.
     fn command(&self, binary: &Path, port: u16, data_dir: &Path) -> Command {
         let mut cmd = if Path::new(SETPRIV).exists() {
             // The node gets SIGKILL when the thread that started it ends, even if the test process is
@@ -160,7 +165,7 @@ impl NodeSpec {
         } else {
             Command::new(binary)
         };
-        cmd.arg("serve").args(&self.args);
+        cmd.arg(&self.subcommand).args(&self.args);
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("ZONE_") {
                 cmd.env_remove(&name);
@@ -583,9 +588,10 @@ impl NodeProcess {
         let mut cmd = spec.command(&self.binary, self.port, &self.data_dir);
         let _ = writeln!(
             log,
-            "==== e2e harness: start #{start} of {} on {listen}: {} serve ====",
+            "==== e2e harness: start #{start} of {} on {listen}: {} {} ====",
             spec.label,
-            self.binary.display()
+            self.binary.display(),
+            spec.subcommand
         );
         let stderr = log
             .try_clone()

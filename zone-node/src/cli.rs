@@ -2,12 +2,25 @@
 //! a zone's API with `ZONE_URL` and `ZONE_USERNAME`/`ZONE_PASSWORD` (or `ZONE_TOKEN`), printing
 //! tables, or JSON with `--json`.
 
+//!
+//! - this file: the commands, connection arguments, accounts, tables
+//! - [`resources`]: hosts, instances, placements and capabilities
+//! - [`agent_sim`]: `agent-sim`, the simulated hosts
+//! - [`zones`]: child zones (`zone-add` …) and the lowest-zone lookup (`client-zone`)
+
+mod agent_sim;
+mod resources;
+pub mod zones;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use api::{AccountCreate, Client, Role};
+
+pub use agent_sim::{run_agent_sim, AgentSimArgs};
+pub use resources::{ActionArg, RequirementArg, ResourceArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,15 +72,99 @@ pub enum Command {
         #[arg(value_name = "USERNAME")]
         name: String,
     },
+    /// List the zone's hosts (admin).
+    HostList(ConnJson),
+    /// Show a host and its capabilities (admin).
+    HostShow {
+        #[command(flatten)]
+        conn: ConnJson,
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Delete a host that has no instances (admin).
+    HostDelete {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Create an instance; answers once its host's agent has built it.
+    InstanceCreate {
+        #[command(flatten)]
+        conn: ConnJson,
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The client that will own it (admins must give it; members get their own).
+        #[arg(long)]
+        client_id: Option<String>,
+        /// A capability filter KEY:OP[:VALUE], e.g. free-disk:ge:100 or hypervisor:in:kvm,xen
+        /// (repeatable).
+        #[arg(long = "requirement", value_name = "KEY:OP[:VALUE]")]
+        requirements: Vec<RequirementArg>,
+        #[command(flatten)]
+        resources: ResourceArgs,
+    },
+    /// List instances (every page), of one client when given.
+    InstanceList {
+        #[command(flatten)]
+        conn: ConnJson,
+        #[arg(long)]
+        client_id: Option<String>,
+    },
+    /// Show an instance.
+    InstanceShow {
+        #[command(flatten)]
+        conn: ConnJson,
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Start, stop, reboot or migrate an instance; answers when the action is done.
+    InstanceAction {
+        #[command(flatten)]
+        conn: ConnJson,
+        #[arg(value_name = "ID")]
+        id: String,
+        #[arg(value_enum, value_name = "ACTION")]
+        action: ActionArg,
+        /// The migration's target host (admin); the scheduler picks one without it.
+        #[arg(long)]
+        host_id: Option<String>,
+    },
+    /// Delete an instance.
+    InstanceDelete {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+    /// Where an instance with these requirements would land, creating nothing.
+    Placement {
+        #[command(flatten)]
+        conn: ConnJson,
+        /// A capability filter KEY:OP[:VALUE] (repeatable).
+        #[arg(long = "requirement", value_name = "KEY:OP[:VALUE]")]
+        requirements: Vec<RequirementArg>,
+        #[command(flatten)]
+        resources: ResourceArgs,
+    },
+    /// This zone's aggregate of its up hosts' capabilities.
+    Capabilities(ConnJson),
+    /// Run N simulated hosts that register with a zone and answer its agent calls over HTTP
+    /// (admin credentials; runs until SIGINT/SIGTERM, leaving the hosts registered).
+    AgentSim(AgentSimArgs),
     #[command(flatten)]
-    Zones(crate::cli_zones::ZoneCommand),
+    Zones(zones::ZoneCommand),
+    /// Start a small federation in this process on embedded defaults: a global zone, two
+    /// regions and three data centres with simulated hosts; prints URLs, credentials and
+    /// commands to try, and runs until Ctrl-C.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// How to reach a zone's API.
 #[derive(Debug, Clone, Args)]
 pub struct Conn {
     /// The zone's API URL.
-    #[arg(long, env = "ZONE_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, visible_alias = "zone-url", env = "ZONE_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
     #[arg(long, env = "ZONE_USERNAME", default_value = "admin")]
     pub username: String,
@@ -155,7 +252,23 @@ pub async fn run_operator(command: Command) -> anyhow::Result<()> {
             conn.client().await?.account_delete(&name).await?;
             println!("deleted {name}");
         }
-        Command::Zones(z) => crate::cli_zones::run(z).await?,
+        Command::HostList(c) => resources::host_list(c).await?,
+        Command::HostShow { conn, id } => resources::host_show(conn, &id).await?,
+        Command::HostDelete { conn, id } => resources::host_delete(conn, &id).await?,
+        Command::InstanceCreate { conn, name, client_id, requirements, resources: r } => {
+            resources::instance_create(conn, name, client_id, requirements, &r).await?
+        }
+        Command::InstanceList { conn, client_id } => resources::instance_list(conn, client_id).await?,
+        Command::InstanceShow { conn, id } => resources::instance_show(conn, &id).await?,
+        Command::InstanceAction { conn, id, action, host_id } => {
+            resources::instance_action(conn, &id, action, host_id).await?
+        }
+        Command::InstanceDelete { conn, id } => resources::instance_delete(conn, &id).await?,
+        Command::Placement { conn, requirements, resources: r } => resources::placement(conn, requirements, &r).await?,
+        Command::Capabilities(c) => resources::capabilities(c).await?,
+        Command::AgentSim(args) => run_agent_sim(args).await?,
+        Command::Zones(z) => zones::run(z).await?,
+        Command::Demo(args) => crate::demo::run(args).await?,
         Command::Serve | Command::CheckConfig => unreachable!("handled by main"),
     }
     Ok(())
@@ -214,5 +327,60 @@ mod tests {
             other => panic!("parsed as {other:?}"),
         }
         assert!(Cli::try_parse_from(["zone-node"]).unwrap().command.is_none());
+    }
+
+    #[test]
+    fn instance_create_takes_repeated_requirements_and_resources() {
+        let cli = Cli::try_parse_from([
+            "zone-node",
+            "instance-create",
+            "vm-1",
+            "--client-id",
+            "acme",
+            "--requirement",
+            "free-disk:ge:100",
+            "--requirement",
+            "hypervisor:in:kvm,xen",
+            "--vcpus",
+            "4",
+            "--json",
+        ])
+        .unwrap();
+        match cli.command {
+            Some(Command::InstanceCreate { conn, name, client_id, requirements, resources }) => {
+                assert_eq!((name.as_str(), client_id.as_deref(), conn.json), ("vm-1", Some("acme"), true));
+                let keys: Vec<&str> = requirements.iter().map(|r| r.0.key.as_str()).collect();
+                assert_eq!(keys, ["free-disk", "hypervisor"]);
+                assert_eq!((resources.vcpus, resources.memory_mb, resources.disk_gb), (4, 512, 10));
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        let bad = Cli::try_parse_from(["zone-node", "placement", "--requirement", "free-disk:like:1"]);
+        assert!(bad.is_err(), "an unknown op is refused at parse time");
+        let action =
+            Cli::try_parse_from(["zone-node", "instance-action", "i-1", "migrate", "--host-id", "h-2"]).unwrap();
+        assert!(matches!(action.command, Some(Command::InstanceAction { action: ActionArg::Migrate, .. })));
+    }
+
+    #[test]
+    fn agent_sim_reads_the_design_flags() {
+        let cli = Cli::try_parse_from([
+            "zone-node",
+            "agent-sim",
+            "--zone-url",
+            "http://127.0.0.1:9",
+            "--hosts",
+            "3",
+            "--latency-ms",
+            "5",
+            "--fail-rate",
+            "0.5",
+            "--profile",
+            "mixed",
+        ])
+        .unwrap();
+        let Some(Command::AgentSim(args)) = cli.command else { panic!("not agent-sim") };
+        assert_eq!((args.conn.url.as_str(), args.hosts, args.latency_ms), ("http://127.0.0.1:9", 3, 5));
+        assert_eq!(args.profile, crate::agent::sim::profile::Profile::Mixed);
     }
 }

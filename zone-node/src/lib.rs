@@ -18,21 +18,20 @@
 //! - [`auth`]: password hashing and bearer tokens
 //! - [`secrets`]: child-zone credentials sealed at rest with this zone's secret key
 //! - [`services`]: the services a node runs on the bus
-//! - [`secrets`]: child zones' passwords sealed at rest
 //! - [`gateway`]: the federation crate wired to this node (children, polling, routing)
 //! - [`http`]: the REST API every node serves
 //! - [`app`]: wires it all together: `Application::build`, `run_until_stopped`
-//! - [`cli`]: the `zone-node` command line (serve and the operator commands); [`cli_zones`]: the
-//!   child-zone commands
+//! - [`cli`]: the `zone-node` command line (serve, the operator commands, agent-sim)
+//! - [`demo`]: `zone-node demo`, a small federation in one process
 
 pub mod agent;
 pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod cli;
-pub mod cli_zones;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod http;

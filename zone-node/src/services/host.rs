@@ -10,7 +10,9 @@
 //! at a time does a host's work and it moves with the ring when a node dies. Each node sweeps the
 //! hosts it owns: an up host whose last report is `max_missed_reports` intervals old (by the
 //! database clock) is marked down and `host.down` is published; its next report marks it up again
-//! and publishes `host.up`.
+//! and publishes `host.up`. While a node that died still owned a host, reports for that host
+//! could not be delivered (no fault of the host), so after every ring change the sweep waits one
+//! full down-window (`max_missed_reports` intervals) before it marks anyone down.
 
 use std::time::Duration;
 
@@ -82,12 +84,26 @@ pub async fn sweep_silent_hosts(
     stop: CancellationToken,
 ) {
     let interval_ms = interval.as_millis() as i64;
+    // After a ring change (and at start) this node may own hosts whose reports just failed
+    // because their previous owner was dead: wait one full down-window on the new ring before
+    // judging anyone silent.
+    let grace = interval.saturating_mul(u32::try_from(max_missed.max(1)).unwrap_or(u32::MAX));
+    let mut epoch = cluster.view().epoch;
+    let mut ring_since = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
         if !cluster.is_serving() {
+            continue;
+        }
+        let now_epoch = cluster.view().epoch;
+        if now_epoch != epoch {
+            epoch = now_epoch;
+            ring_since = tokio::time::Instant::now();
+        }
+        if ring_since.elapsed() < grace {
             continue;
         }
         let stale = match store.hosts_stale(interval_ms, max_missed as i64).await {

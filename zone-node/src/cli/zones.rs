@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use api::{AggregateEntry, ChildZone, Client, ZoneCreate, ZoneUpdate};
 
-use crate::cli::{print_table, Conn};
+use super::{print_table, Conn};
 
 #[derive(Debug, Subcommand)]
 pub enum ZoneCommand {

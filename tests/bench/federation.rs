@@ -1,0 +1,313 @@
+//! Benchmarks of federation with real processes (the `zone-node` binary named by
+//! `ZONE_NODE_BIN`, normally a release build), each zone embedded (SQLite, in-process bus):
+//!
+//! - `hop`: one gateway hop. `GET /v1/instances/{id}` at a parent, forwarded to the child that
+//!   holds the instance, against the same request at the child directly, with `wrk` at 1 and 32
+//!   connections (the nginx rows of `scripts/bench/federation.sh` are measured the same way);
+//! - `lookup`: the lowest-zone lookup through a 4-level tree (1 global, R regions, D data centres
+//!   per region, H huddles per data centre: 69 zones by default): every client's first lookup at
+//!   global (cold: nothing cached anywhere), then `wrk` at 32 connections on cached lookups;
+//! - `list`: listing N instances from each of C children at their parent: the first page and the
+//!   full list (pages of 1000), against the same at one child alone.
+//!
+//! ```text
+//! bench-federation hop [--duration 10] [--repeat 3]
+//! bench-federation lookup [--regions 4] [--dcs 4] [--huddles 3] [--clients 60] [--duration 10]
+//! bench-federation list [--children 10] [--per-child 10000] [--hosts 40]
+//! ```
+//! Run with `scripts/bench/federation.sh`, which builds the release binaries and runs the nginx
+//! peer in the same session.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use api::{InstanceCreate, Op, Requirement, Resources};
+use e2e::federation::{start_zones, zone_add};
+use e2e::{NodeProcess, SimProcess, SimSpec};
+use futures::StreamExt;
+use serde_json::json;
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    match args.iter().position(|a| a == name) {
+        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} needs a value")),
+        None => default,
+    }
+}
+
+fn sim(zone: &NodeProcess, hosts: usize, profile: &str, caps: Vec<(String, serde_json::Value)>) -> SimSpec {
+    SimSpec {
+        zone_url: zone.url(),
+        username: zone.spec().admin_username.clone(),
+        password: zone.spec().admin_password.clone(),
+        hosts,
+        latency_ms: 0,
+        fail_rate: 0.0,
+        profile: profile.into(),
+        name_prefix: format!("{}-h", zone.label()),
+        report_interval_ms: 2000,
+        control_token: None,
+        capabilities: caps,
+    }
+}
+
+fn small() -> Resources {
+    Resources { vcpus: 1, memory_mb: 256, disk_gb: 5 }
+}
+
+/// One wrk run: requests/s, p50 and p99 in milliseconds.
+#[derive(Debug, Clone, Copy)]
+struct Wrk {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn wrk(url: &str, token: &str, connections: u32, seconds: u64) -> Wrk {
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency"])
+        .args(["-H", &format!("Authorization: Bearer {token}"), url])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run wrk (apt-get install wrk): {e}"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains("Non-2xx"), "wrk saw errors from {url}:\n{text}");
+    let ms = |v: &str| -> f64 {
+        let v = v.trim();
+        if let Some(x) = v.strip_suffix("us") {
+            x.parse::<f64>().unwrap() / 1000.0
+        } else if let Some(x) = v.strip_suffix("ms") {
+            x.parse().unwrap()
+        } else if let Some(x) = v.strip_suffix('s') {
+            x.parse::<f64>().unwrap() * 1000.0
+        } else {
+            panic!("wrk latency {v:?}")
+        }
+    };
+    let pct = |p: &str| -> f64 {
+        let line = text.lines().find(|l| l.trim_start().starts_with(p)).unwrap_or_else(|| panic!("no {p} in:\n{text}"));
+        ms(line.trim_start().trim_start_matches(p))
+    };
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in:\n{text}"));
+    Wrk { rps, p50: pct("50%"), p99: pct("99%") }
+}
+
+fn median(mut runs: Vec<Wrk>) -> (Wrk, f64, f64) {
+    runs.sort_by(|a, b| a.p50.total_cmp(&b.p50));
+    let m = runs[runs.len() / 2];
+    let rps: Vec<f64> = runs.iter().map(|r| r.rps).collect();
+    let (lo, hi) = (rps.iter().cloned().fold(f64::MAX, f64::min), rps.iter().cloned().fold(0.0, f64::max));
+    (m, lo, hi)
+}
+
+fn print_row(what: &str, c: u32, (m, lo, hi): (Wrk, f64, f64)) {
+    println!(
+        "| {what} | c={c} | {:.0} [{lo:.0}–{hi:.0}] | {:.3} | {:.3} |",
+        m.rps, m.p50, m.p99
+    );
+}
+
+async fn token(node: &NodeProcess) -> String {
+    let (_, t) = api::Client::new(&node.url()).login(&node.spec().admin_username, &node.spec().admin_password).await.unwrap();
+    t.token
+}
+
+async fn hop(args: &[String]) {
+    let seconds = arg(args, "--duration", 10u64);
+    let repeat = arg(args, "--repeat", 3usize);
+    let zones = start_zones(&["hop-parent", "hop-child"]).await;
+    let (parent, child) = (&zones["hop-parent"], &zones["hop-child"]);
+    let _sim = SimProcess::start(sim(child, 1, "uniform", vec![])).await;
+    zone_add(parent, child).await;
+    let p = parent.client().await;
+    let instance = p
+        .instance_create(&InstanceCreate { name: "vm".into(), client_id: Some("bench".into()), requirements: vec![], resources: small() })
+        .await
+        .expect("create through the parent");
+    assert_eq!(instance.zone_path, ["hop-parent", "hop-child"]);
+    let (pt, ct) = (token(parent).await, token(child).await);
+    let direct = format!("{}/v1/instances/{}", child.url(), instance.id);
+    let via = format!("{}/v1/instances/{}", parent.url(), instance.id);
+    // Warm both paths (connections, token caches, the parent's route cache).
+    wrk(&direct, &ct, 4, 1);
+    wrk(&via, &pt, 4, 1);
+    println!("| path | connections | req/s (median [min–max] of {repeat}) | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|");
+    for c in [1, 32] {
+        let d = median((0..repeat).map(|_| wrk(&direct, &ct, c, seconds)).collect());
+        let v = median((0..repeat).map(|_| wrk(&via, &pt, c, seconds)).collect());
+        print_row("child directly", c, d);
+        print_row("through the parent (1 hop)", c, v);
+        println!("| added by the hop | c={c} | | {:+.3} | {:+.3} |", v.0.p50 - d.0.p50, v.0.p99 - d.0.p99);
+    }
+}
+
+async fn lookup(args: &[String]) {
+    let (regions, dcs, huddles) = (arg(args, "--regions", 4usize), arg(args, "--dcs", 4usize), arg(args, "--huddles", 3usize));
+    let clients = arg(args, "--clients", 60usize);
+    let seconds = arg(args, "--duration", 10u64);
+    let mut names = vec!["global".to_string()];
+    let mut edges: Vec<(String, String)> = Vec::new();
+    let mut leaves = Vec::new();
+    for r in 0..regions {
+        let region = format!("r{r}");
+        names.push(region.clone());
+        edges.push(("global".into(), region.clone()));
+        for d in 0..dcs {
+            let dc = format!("r{r}-dc{d}");
+            names.push(dc.clone());
+            edges.push((region.clone(), dc.clone()));
+            for h in 0..huddles {
+                let huddle = format!("r{r}-dc{d}-h{h}");
+                names.push(huddle.clone());
+                edges.push((dc.clone(), huddle.clone()));
+                leaves.push(huddle);
+            }
+        }
+    }
+    let started = Instant::now();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let zones: BTreeMap<String, NodeProcess> = start_zones(&refs).await;
+    let sims = futures::future::join_all(
+        leaves.iter().map(|l| SimProcess::start(sim(&zones[l], 1, "uniform", vec![("site".into(), json!(l))]))),
+    )
+    .await;
+    for (parent, child) in &edges {
+        zone_add(&zones[parent], &zones[child]).await;
+    }
+    println!("tree: {} zones ({regions} regions × {dcs} data centres × {huddles} huddles), {} hosts, up in {:.1} s",
+        zones.len(), sims.len(), started.elapsed().as_secs_f64());
+    // Each client's instances in one or two huddles, created at the huddles (so nothing above
+    // them has heard of the client).
+    for c in 0..clients {
+        let homes: Vec<&String> = if c % 2 == 0 { vec![&leaves[c % leaves.len()]] } else { vec![&leaves[c % leaves.len()], &leaves[(c * 7 + 3) % leaves.len()]] };
+        for home in homes {
+            let client = zones[home].client().await;
+            client
+                .instance_create(&InstanceCreate { name: "vm".into(), client_id: Some(format!("client-{c}")), requirements: vec![], resources: small() })
+                .await
+                .expect("create");
+        }
+    }
+    // Let the generations reach global (nothing is cached yet anyway).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let g = zones["global"].client().await;
+    let mut cold = Vec::new();
+    for c in 0..clients {
+        let t = Instant::now();
+        let z = g.lowest_zone(&format!("client-{c}")).await.unwrap().expect("managed");
+        cold.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(z.path.len() >= 2, "{z:?}");
+    }
+    cold.sort_by(f64::total_cmp);
+    let pick = |p: f64| cold[((cold.len() - 1) as f64 * p).round() as usize];
+    println!("| lookup at global | runs | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|");
+    println!("| cold ({} zones asked per lookup) | {clients} | {:.2} | {:.2} | {:.2} |", zones.len() - 1, pick(0.5), pick(0.99), cold[cold.len() - 1]);
+    let t = token(&zones["global"]).await;
+    let url = format!("{}/v1/clients/client-1/zone", zones["global"].url());
+    wrk(&url, &t, 4, 1);
+    for c in [1, 32] {
+        let runs: Vec<Wrk> = (0..3).map(|_| wrk(&url, &t, c, seconds)).collect();
+        let (m, lo, hi) = median(runs);
+        println!("| cached, wrk c={c} ({:.0} req/s [{lo:.0}–{hi:.0}]) | {seconds} s × 3 | {:.3} | {:.3} | |", m.rps, m.p50, m.p99);
+    }
+    drop(sims);
+}
+
+async fn list(args: &[String]) {
+    let children = arg(args, "--children", 10usize);
+    let per_child = arg(args, "--per-child", 10_000usize);
+    let hosts = arg(args, "--hosts", 40usize);
+    let mut names = vec!["list-parent".to_string()];
+    names.extend((0..children).map(|i| format!("list-c{i}")));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let zones = start_zones(&refs).await;
+    let kids: Vec<&NodeProcess> = names[1..].iter().map(|n| &zones[n]).collect();
+    let sims = futures::future::join_all(kids.iter().map(|k| SimProcess::start(sim(k, hosts, "big", vec![])))).await;
+    let started = Instant::now();
+    futures::future::join_all(kids.iter().map(|k| async move {
+        let client = k.client().await;
+        let made: usize = futures::stream::iter(0..per_child)
+            .map(|i| {
+                let client = client.clone();
+                async move {
+                    client
+                        .instance_create(&InstanceCreate {
+                            name: format!("vm-{i}"),
+                            client_id: Some(format!("client-{}", i % 50)),
+                            requirements: vec![Requirement { key: "hypervisor".into(), op: Op::Exists, value: None }],
+                            resources: small(),
+                        })
+                        .await
+                        .map(|_| 1)
+                        .unwrap_or_else(|e| panic!("create failed: {e}"))
+                }
+            })
+            .buffer_unordered(16)
+            .fold(0, |a, b| async move { a + b })
+            .await;
+        assert_eq!(made, per_child);
+    }))
+    .await;
+    eprintln!("created {} instances in {:.0} s", children * per_child, started.elapsed().as_secs_f64());
+    for k in &kids {
+        zone_add(&zones["list-parent"], k).await;
+    }
+    let parent = zones["list-parent"].client().await;
+    let one = kids[0].client().await;
+    println!("| what | where | instances | time ms (median of 5) |");
+    println!("|---|---|---|---|");
+    for (label, client, total) in [("one child alone", &one, per_child), ("parent of all children", &parent, children * per_child)] {
+        let mut first = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let page = client.instances("limit=1000").await.unwrap();
+            first.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(page.instances.len().min(1000), page.instances.len());
+        }
+        first.sort_by(f64::total_cmp);
+        println!("| first page (limit 1000) | {label} | 1000 | {:.0} |", first[2]);
+        let mut full = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let mut n = 0;
+            let mut marker: Option<String> = None;
+            loop {
+                let q = match &marker {
+                    Some(m) => format!("limit=1000&marker={m}"),
+                    None => "limit=1000".into(),
+                };
+                let page = client.instances(&q).await.unwrap();
+                assert!(page.unreachable_zones.is_empty(), "{:?}", page.unreachable_zones);
+                n += page.instances.len();
+                marker = page.next_marker;
+                if marker.is_none() {
+                    break;
+                }
+            }
+            full.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(n, total, "every instance listed once");
+        }
+        full.sort_by(f64::total_cmp);
+        println!("| full list (pages of 1000) | {label} | {total} | {:.0} |", full[2]);
+    }
+    drop(sims);
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("hop") => hop(&args).await,
+        Some("lookup") => lookup(&args).await,
+        Some("list") => list(&args).await,
+        _ => {
+            eprintln!("usage: bench-federation hop|lookup|list [options] (see tests/bench/federation.rs)");
+            std::process::exit(2);
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! `zone-node agent-sim`: many simulated hosts in one process, each a real HTTP agent.
+//!
+//! [`run`] binds one listener, registers N hosts with the zone (`POST /v1/hosts`, or, for a name
+//! already registered, `PUT /v1/hosts/{id}` with the new agent URL and token, so a restarted
+//! simulator takes its hosts back), then serves the agent protocol for all of them and reports
+//! each host's presence every report interval. It returns a [`SimHandle`] once every host is
+//! registered; the CLI (`zone-node agent-sim`) is a thin wrapper, and an in-process demo can call
+//! it the same way.
+//!
+//! **One listener, a path prefix per host.** Host `sim-007`'s agent URL is
+//! `http://127.0.0.1:PORT/hosts/sim-007`. The zone only needs distinct agent URLs; one port for
+//! all hosts keeps a simulator of 10,000 hosts to one socket and one accept loop instead of
+//! 10,000 ports (and no port can be taken by someone else between two binds).
+//!
+//! The simulator keeps no state across restarts: an instance the zone placed before is unknown
+//! to a new simulator process until a task names it, and is then taken as the task says.
+//! Stopping (SIGINT/SIGTERM, or the shutdown token) stops reports and new tasks, posts the results
+//! still due (for up to [`DRAIN_TIMEOUT`]) and leaves the hosts registered.
+//!
+//! # Layout
+//! - [`profile`]: what each host announces and how big it is
+//! - [`host`]: one host's instances, tasks, behaviour and counters
+//! - `routes`: the HTTP side (tasks, control, stats)
+//! - [`session`]: the logged-in zone client, renewed when its token expires
+//! - this file: configuration, registration, reports, [`run`]
+
+pub mod host;
+pub mod profile;
+mod routes;
+pub mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use api::agent::HostReport;
+use api::{ErrorCode, HostRegister, HostUpdate};
+use futures::StreamExt;
+use rand::RngCore;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::host::{Behaviour, SimHost};
+use self::profile::{host_profile, Profile};
+use self::routes::SimState;
+pub use self::session::Credentials;
+use self::session::ZoneSession;
+use crate::config::Secret;
+
+/// Most hosts one simulator runs.
+pub const MAX_HOSTS: usize = 100_000;
+/// Shortest report interval accepted (the zone's own lower bound).
+pub const MIN_REPORT_INTERVAL: Duration = Duration::from_millis(50);
+/// How many registrations run at once at start.
+const REGISTER_CONCURRENCY: usize = 16;
+/// How long a stop waits for the results still due.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to run the simulator.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The zone's API, where hosts register and report.
+    pub zone_url: String,
+    pub credentials: Credentials,
+    /// How many hosts to simulate.
+    pub hosts: usize,
+    /// How long each task takes (± 10 %).
+    pub latency: Duration,
+    /// Probability (0..=1) that a task fails.
+    pub fail_rate: f64,
+    pub profile: Profile,
+    /// Hosts are named `<prefix>-000`, `<prefix>-001`, …
+    pub name_prefix: String,
+    /// How often each host reports its presence (the zone's `hosts.report_interval_ms`).
+    pub report_interval: Duration,
+    /// Bearer token the control and stats endpoints require; open without one.
+    pub control_token: Option<Secret>,
+    /// Where the agents listen (port 0: any free port).
+    pub listen: SocketAddr,
+    /// The agents' base URL as the zone reaches it; `http://<listen>` when `None`.
+    pub advertise_url: Option<String>,
+    /// Capabilities every host announces on top of its profile's (replacing a profile key of
+    /// the same name): a site name, a hypervisor, so one simulator per zone can make zones differ.
+    pub capabilities: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl SimConfig {
+    /// Checks every setting, naming the flag that is wrong.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!((1..=MAX_HOSTS).contains(&self.hosts), "--hosts must be 1 to {MAX_HOSTS}");
+        anyhow::ensure!((0.0..=1.0).contains(&self.fail_rate), "--fail-rate must be between 0 and 1");
+        anyhow::ensure!(
+            self.report_interval >= MIN_REPORT_INTERVAL,
+            "--report-interval-ms must be at least {} ms",
+            MIN_REPORT_INTERVAL.as_millis()
+        );
+        let longest = host_name(&self.name_prefix, self.hosts - 1);
+        anyhow::ensure!(
+            crate::scheduler::valid_key(&longest),
+            "--name-prefix must make host names of at most 64 of [A-Za-z0-9_.:-] (e.g. {longest:?})"
+        );
+        if let Some(url) = &self.advertise_url {
+            crate::scheduler::validate_agent_url(url).map_err(|e| anyhow::anyhow!("--advertise-url: {e}"))?;
+        }
+        if let Some(t) = &self.control_token {
+            crate::scheduler::validate_agent_token(t.expose())
+                .map_err(|_| anyhow::anyhow!("the control token must be 16 to 256 printable ASCII characters"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Host number `index`'s name.
+pub fn host_name(prefix: &str, index: usize) -> String {
+    format!("{prefix}-{index:03}")
+}
+
+/// One registered host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimHostInfo {
+    pub name: String,
+    /// The zone's id of the host at registration.
+    pub host_id: String,
+    pub agent_url: String,
+}
+
+/// A running simulator.
+#[derive(Debug)]
+pub struct SimHandle {
+    agents_url: String,
+    hosts: Vec<SimHostInfo>,
+    done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl SimHandle {
+    /// The agents' base URL (`<it>/hosts/<name>` is each host's agent URL).
+    pub fn agents_url(&self) -> &str {
+        &self.agents_url
+    }
+
+    pub fn hosts(&self) -> &[SimHostInfo] {
+        &self.hosts
+    }
+
+    /// Waits until the simulator has stopped (its shutdown token was cancelled, or its listener
+    /// failed).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.done.await.context("the simulator's supervisor task failed")?
+    }
+}
+
+/// Starts the simulator: binds, registers every host, starts the reports. Returns once all hosts
+/// are registered; runs until `shutdown` is cancelled.
+pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Result<SimHandle> {
+    config.validate()?;
+    let session = Arc::new(
+        ZoneSession::open(&config.zone_url, config.credentials.clone())
+            .await
+            .with_context(|| format!("cannot log in to the zone at {}", config.zone_url))?,
+    );
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", config.listen))?;
+    let local = listener.local_addr().context("the listener has no address")?;
+    let agents_url = match &config.advertise_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let ip = if local.ip().is_unspecified() { "127.0.0.1".parse().expect("a valid IP") } else { local.ip() };
+            format!("http://{}", SocketAddr::new(ip, local.port()))
+        }
+    };
+    if config.control_token.is_none() && !local.ip().is_loopback() {
+        tracing::warn!(listen = %local, "the control endpoints are open to anyone who reaches this address; set a control token");
+    }
+
+    let behaviour = Behaviour { fail_rate: config.fail_rate, latency: config.latency, reporting: true };
+    let hosts: Vec<Arc<SimHost>> = (0..config.hosts)
+        .map(|i| {
+            let name = host_name(&config.name_prefix, i);
+            let agent_url = format!("{agents_url}/hosts/{name}");
+            let mut profile = host_profile(config.profile, i);
+            profile.capabilities.extend(config.capabilities.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Arc::new(SimHost::new(name, agent_url, profile, random_token(), behaviour))
+        })
+        .collect();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(64)
+        .build()
+        .context("cannot build the HTTP client")?;
+    let state = Arc::new(SimState {
+        hosts: hosts.iter().map(|h| (h.name.clone(), h.clone())).collect(),
+        by_url: hosts.iter().map(|h| (h.agent_url.clone(), h.clone())).collect(),
+        http,
+        control_token: config.control_token.clone(),
+        work: TaskTracker::new(),
+    });
+
+    // Serve before registering: the zone may call an agent as soon as its host exists.
+    let stop_http = shutdown.child_token();
+    let app = routes::router(state.clone());
+    let server = tokio::spawn({
+        let stop = stop_http.clone();
+        async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await }
+    });
+    tracing::info!(listen = %local, agents_url, hosts = config.hosts, profile = config.profile.as_str(),
+        zone = %config.zone_url, "simulated agents listening");
+
+    let registered = match register_all(&session, &hosts).await {
+        Ok(r) => r,
+        Err(e) => {
+            stop_http.cancel();
+            let _ = server.await;
+            return Err(e);
+        }
+    };
+    tracing::info!(hosts = registered.len(), "simulated hosts registered");
+
+    let reporters = TaskTracker::new();
+    let stop_reports = shutdown.child_token();
+    for (i, host) in hosts.iter().enumerate() {
+        // Spread the hosts' reports over the interval instead of sending them all at once.
+        let offset = config.report_interval.mul_f64(i as f64 / hosts.len() as f64);
+        reporters.spawn(report_loop(
+            session.clone(),
+            host.clone(),
+            config.report_interval,
+            offset,
+            stop_reports.clone(),
+        ));
+    }
+    reporters.close();
+
+    let done = tokio::spawn(async move {
+        let mut server = server;
+        let early = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            ended = &mut server => Some(ended),
+        };
+        stop_reports.cancel();
+        stop_http.cancel();
+        reporters.wait().await;
+        let stopped_by_itself = early.is_some();
+        let served = match early {
+            Some(ended) => ended,
+            None => server.await,
+        };
+        state.work.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, state.work.wait()).await.is_err() {
+            tracing::warn!(left = state.work.len(), "stopping with task results still due");
+        }
+        tracing::info!("simulated agents stopped");
+        match served {
+            Ok(Ok(())) if !stopped_by_itself => Ok(()),
+            Ok(Ok(())) => anyhow::bail!("the agents' HTTP server stopped by itself"),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the agents' HTTP server failed")),
+            Err(e) => Err(anyhow::Error::new(e).context("the agents' HTTP server task failed")),
+        }
+    });
+    Ok(SimHandle { agents_url, hosts: registered, done })
+}
+
+fn random_token() -> Secret {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+/// Registers every host, a few at a time; fails on the first host the zone refuses.
+async fn register_all(session: &ZoneSession, hosts: &[Arc<SimHost>]) -> anyhow::Result<Vec<SimHostInfo>> {
+    // The zone's hosts by name, read once, the first time a name turns out to be taken.
+    let existing: tokio::sync::OnceCell<HashMap<String, api::Host>> = tokio::sync::OnceCell::new();
+    let results: Vec<anyhow::Result<SimHostInfo>> = futures::stream::iter(hosts)
+        .map(|host| {
+            let existing = &existing;
+            async move {
+                let id = register(session, host, Some(existing)).await?;
+                Ok(SimHostInfo { name: host.name.clone(), host_id: id, agent_url: host.agent_url.clone() })
+            }
+        })
+        .buffered(REGISTER_CONCURRENCY)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+/// Registers one host, or takes over the registered host of that name (a restarted simulator):
+/// its agent URL, agent token and capabilities become this simulator's. Returns its id.
+async fn register(
+    session: &ZoneSession,
+    host: &SimHost,
+    existing: Option<&tokio::sync::OnceCell<HashMap<String, api::Host>>>,
+) -> anyhow::Result<String> {
+    let capabilities = host.capabilities();
+    let req = HostRegister {
+        name: host.name.clone(),
+        agent_url: host.agent_url.clone(),
+        capabilities: capabilities.clone(),
+        resources: host.profile.resources,
+        agent_token: Some(host.agent_token.expose().to_owned()),
+    };
+    let id = match session
+        .call(|c| {
+            let req = req.clone();
+            async move { c.host_register(&req).await }
+        })
+        .await
+    {
+        Ok(created) => created.id,
+        Err(e) if e.code() == Some(ErrorCode::Conflict) => {
+            let fresh;
+            let known = match existing {
+                Some(cell) => cell.get_or_try_init(|| list_hosts(session)).await?,
+                None => {
+                    fresh = list_hosts(session).await?;
+                    &fresh
+                }
+            };
+            let Some(old) = known.get(&host.name) else {
+                anyhow::bail!("host {} is said to exist but the zone does not list it", host.name);
+            };
+            if old.resources != host.profile.resources {
+                tracing::warn!(host = %host.name, registered = ?old.resources, profile = ?host.profile.resources,
+                    "the registered capacity differs from the profile's and cannot be changed through the API");
+            }
+            let update = HostUpdate {
+                agent_url: Some(host.agent_url.clone()),
+                agent_token: Some(host.agent_token.expose().to_owned()),
+                capabilities: Some(capabilities.clone()),
+            };
+            let id = old.id.clone();
+            session
+                .call(|c| {
+                    let (id, update) = (id.clone(), update.clone());
+                    async move { c.host_update(&id, &update).await }
+                })
+                .await
+                .with_context(|| format!("cannot take over host {}", host.name))?;
+            tracing::info!(host = %host.name, id = %old.id, "took over the registered host");
+            old.id.clone()
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot register host {}", host.name))),
+    };
+    host.set_host_id(id.clone());
+    host.reported(capabilities);
+    Ok(id)
+}
+
+async fn list_hosts(session: &ZoneSession) -> anyhow::Result<HashMap<String, api::Host>> {
+    let list = session.call(|c| async move { c.hosts().await }).await.context("cannot list the zone's hosts")?;
+    Ok(list.hosts.into_iter().map(|h| (h.name.clone(), h)).collect())
+}
+
+/// Reports one host's presence every `interval` (after `offset`), with its capabilities when they
+/// changed. A host the zone no longer knows (an operator deleted it) is registered again.
+async fn report_loop(
+    session: Arc<ZoneSession>,
+    host: Arc<SimHost>,
+    interval: Duration,
+    offset: Duration,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Log a failing zone once, not every interval.
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        let (Some(id), Some(caps)) = (host.host_id(), host.report_due()) else {
+            continue;
+        };
+        let report = HostReport { capabilities: caps.clone() };
+        let sent = session
+            .call(|c| {
+                let (id, report) = (id.clone(), report.clone());
+                async move { c.host_report(&id, &report).await }
+            })
+            .await;
+        match sent {
+            Ok(()) => {
+                if let Some(caps) = caps {
+                    host.reported(caps);
+                }
+                if failing {
+                    tracing::info!(host = %host.name, "reports reach the zone again");
+                    failing = false;
+                }
+            }
+            Err(e) if e.code() == Some(ErrorCode::NotFound) => {
+                tracing::warn!(host = %host.name, id, "the zone no longer knows this host; registering it again");
+                if let Err(error) = register(&session, &host, None).await {
+                    tracing::warn!(host = %host.name, error = format!("{error:#}"), "cannot register the host again");
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(host = %host.name, error = %e, "report failed");
+                    failing = true;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The simulated agents' HTTP side: one listener, one path prefix per host.
+//!
+//! - `POST /hosts/{name}/v1/tasks`: the agent protocol ([`api::agent`]); `202` at once, the
+//!   result posted to the callback URL after the host's latency
+//! - `POST /hosts/{name}/v1/control`: change the host's behaviour (`fail_rate`, `latency_ms`,
+//!   `reporting`)
+//! - `GET /hosts/{name}/v1/stats`: what the host's agent saw
+//! - `GET /healthz`
+//!
+//! A host's `agent_url` is `<base>/hosts/<name>`, so the zone's `{agent_url}/v1/tasks` lands here.
+//! Task posts need the host's agent token as bearer token; control and stats need the
+//! simulator's control token when one is set.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::task::TaskTracker;
+
+use api::agent::{AgentAccepted, AgentResult, AgentTask, CALLBACK_TOKEN_HEADER, CALLBACK_URL_HEADER, DEADLINE_HEADER};
+use api::ErrorCode;
+
+use super::host::{Accepted, Callback, SimHost, Work};
+use crate::agent::client::constant_time_eq;
+use crate::config::Secret;
+use crate::http::error::{ApiError, ApiResult, Json};
+
+/// How often posting a result is tried when the zone cannot be reached (a node restarting).
+const CALLBACK_ATTEMPTS: u32 = 3;
+/// Wait before the second attempt; doubled for each further one.
+const CALLBACK_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// One callback post may take this long.
+const CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest latency the control API accepts.
+const MAX_LATENCY: Duration = Duration::from_secs(3600);
+
+/// Shared by every route.
+pub struct SimState {
+    pub hosts: HashMap<String, Arc<SimHost>>,
+    /// The same hosts by agent URL, to find a migration's target.
+    pub by_url: HashMap<String, Arc<SimHost>>,
+    pub http: reqwest::Client,
+    pub control_token: Option<Secret>,
+    /// Every task's work, so a stop can wait for the callbacks still due.
+    pub work: TaskTracker,
+}
+
+pub fn router(state: Arc<SimState>) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/hosts/{name}/v1/tasks", post(task))
+        .route("/hosts/{name}/v1/control", post(control))
+        .route("/hosts/{name}/v1/stats", get(stats))
+        .fallback(crate::http::error::no_such_route)
+        .with_state(state)
+}
+
+async fn health(State(state): State<Arc<SimState>>) -> axum::Json<Value> {
+    axum::Json(json!({"status": "ok", "hosts": state.hosts.len()}))
+}
+
+fn host(state: &SimState, name: &str) -> ApiResult<Arc<SimHost>> {
+    state
+        .hosts
+        .get(name)
+        .cloned()
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no simulated host {name:?} here")))
+}
+
+/// Checks `Authorization: Bearer <expected>`; anything goes when nothing is expected.
+fn check_bearer(headers: &HeaderMap, expected: Option<&Secret>) -> ApiResult<()> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingToken, "send Authorization: Bearer <token>"))?;
+    if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
+        return Err(ApiError::new(ErrorCode::InvalidToken, "wrong bearer token"));
+    }
+    Ok(())
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, format!("the {name} header is required")))
+}
+
+/// `POST /hosts/{name}/v1/tasks`.
+async fn task(
+    State(state): State<Arc<SimState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<(StatusCode, axum::Json<AgentAccepted>)> {
+    let host = host(&state, &name)?;
+    // Authenticate before reading anything the caller sent.
+    check_bearer(&headers, Some(&host.agent_token))?;
+    let refuse = |e: ApiError| {
+        host.refused();
+        e
+    };
+    let url = header(&headers, CALLBACK_URL_HEADER).map_err(refuse)?.to_owned();
+    let token = header(&headers, CALLBACK_TOKEN_HEADER).map_err(refuse)?.to_owned();
+    let deadline_ms: i64 = header(&headers, DEADLINE_HEADER)
+        .map_err(refuse)?
+        .parse()
+        .map_err(|_| refuse(ApiError::new(ErrorCode::InvalidField, format!("{DEADLINE_HEADER}: not an integer"))))?;
+    let task: AgentTask = serde_json::from_slice(&body)
+        .map_err(|e| refuse(ApiError::new(ErrorCode::InvalidBody, format!("the task does not parse: {e}"))))?;
+    let now = crate::time::local_now_ms();
+    if deadline_ms <= now {
+        // Work nobody waits for any more is not started (the zone has given up on it).
+        return Err(refuse(ApiError::new(
+            ErrorCode::Timeout,
+            format!("task {}: its deadline passed {} ms ago; not started", task.task_id, now - deadline_ms),
+        )));
+    }
+    let callback = Callback { task_id: task.task_id.clone(), url, token: Secret::new(token) };
+    match host.accept(&task, callback) {
+        Accepted::Started(work) => {
+            tracing::debug!(host = %host.name, task = %task.task_id, instance = %task.instance_id,
+                action = task.action.as_str(), "task started");
+            state.work.spawn(run(state.clone(), host.clone(), work));
+        }
+        Accepted::Joined => {
+            tracing::info!(host = %host.name, task = %task.task_id, instance = %task.instance_id,
+                action = task.action.as_str(), "task joins the same action in progress");
+        }
+    }
+    Ok((StatusCode::ACCEPTED, axum::Json(AgentAccepted { task_id: task.task_id })))
+}
+
+/// Does one task's work: waits its latency, applies it, posts the result to every callback.
+async fn run(state: Arc<SimState>, host: Arc<SimHost>, work: Work) {
+    tokio::time::sleep(work.latency).await;
+    let done = host.finish(&work);
+    if let (Some((resources, power)), Some(target)) = (done.migrated, work.target_agent_url.as_deref()) {
+        // A target simulated elsewhere learns of the instance from its own zone's tasks, if ever.
+        if let Some(target) = state.by_url.get(target.trim_end_matches('/')) {
+            target.adopt(&work.instance_id, resources, power);
+        }
+    }
+    for callback in done.callbacks {
+        let result =
+            AgentResult { task_id: callback.task_id.clone(), ok: done.failure.is_none(), reason: done.failure.clone() };
+        if let Err(error) = post_result(&state.http, &callback, &result).await {
+            host.callback_failed();
+            tracing::warn!(host = %host.name, task = %callback.task_id, %error, "cannot post a task result");
+        }
+    }
+}
+
+/// Posts one result, retrying when the zone cannot be reached. A `404` means the task is no
+/// longer waiting there (timed out, or its node died): nothing to retry.
+async fn post_result(http: &reqwest::Client, callback: &Callback, result: &AgentResult) -> Result<(), String> {
+    let mut delay = CALLBACK_RETRY_DELAY;
+    let mut attempt = 1;
+    loop {
+        let sent = http
+            .post(&callback.url)
+            .timeout(CALLBACK_TIMEOUT)
+            .header(CALLBACK_TOKEN_HEADER, callback.token.expose())
+            .json(result)
+            .send()
+            .await;
+        match sent {
+            Ok(resp) if resp.status().is_success() => return Ok(()),
+            Ok(resp) => return Err(format!("the zone answered {}", resp.status())),
+            Err(e) if attempt < CALLBACK_ATTEMPTS => {
+                tracing::debug!(task = %callback.task_id, attempt, error = %e, "callback failed; retrying");
+            }
+            Err(e) => return Err(format!("after {attempt} attempts: {e}")),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+        attempt += 1;
+    }
+}
+
+/// `POST /hosts/{name}/v1/control` body: what to change; absent fields stay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlRequest {
+    fail_rate: Option<f64>,
+    latency_ms: Option<u64>,
+    reporting: Option<bool>,
+}
+
+/// `POST /hosts/{name}/v1/control`: answers the behaviour now in force.
+async fn control(
+    State(state): State<Arc<SimState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Json(req): Json<ControlRequest>,
+) -> ApiResult<axum::Json<Value>> {
+    check_bearer(&headers, state.control_token.as_ref())?;
+    let host = host(&state, &name)?;
+    if let Some(f) = req.fail_rate {
+        if !(0.0..=1.0).contains(&f) {
+            return Err(ApiError::new(ErrorCode::InvalidField, "fail_rate: must be between 0 and 1"));
+        }
+    }
+    let latency = req.latency_ms.map(Duration::from_millis);
+    if latency.is_some_and(|l| l > MAX_LATENCY) {
+        return Err(ApiError::new(ErrorCode::InvalidField, "latency_ms: at most one hour"));
+    }
+    let now = host.control(req.fail_rate, latency, req.reporting);
+    tracing::info!(host = %host.name, fail_rate = now.fail_rate, latency_ms = now.latency.as_millis() as u64,
+        reporting = now.reporting, "behaviour changed");
+    Ok(axum::Json(now.to_json()))
+}
+
+/// `GET /hosts/{name}/v1/stats`.
+async fn stats(
+    State(state): State<Arc<SimState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<axum::Json<Value>> {
+    check_bearer(&headers, state.control_token.as_ref())?;
+    Ok(axum::Json(host(&state, &name)?.stats()))
+}

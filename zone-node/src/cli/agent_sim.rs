@@ -1,0 +1,105 @@
+//! `zone-node agent-sim`: the command-line face of [`crate::agent::sim`].
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::Conn;
+use crate::agent::sim::{self, profile::Profile, Credentials, SimConfig};
+use crate::config::Secret;
+
+/// `zone-node agent-sim`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentSimArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// How many hosts to simulate.
+    #[arg(long)]
+    pub hosts: usize,
+    /// How long each agent task takes, in milliseconds (± 10 %).
+    #[arg(long, default_value_t = 100)]
+    pub latency_ms: u64,
+    /// Probability (0 to 1) that an agent task fails.
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Which capabilities and capacity the hosts get.
+    #[arg(long, value_enum, default_value = "uniform")]
+    pub profile: Profile,
+    /// Hosts are named PREFIX-000, PREFIX-001, ...
+    #[arg(long, default_value = "sim")]
+    pub name_prefix: String,
+    /// How often each host reports its presence (match the zone's ZONE_HOST_REPORT_INTERVAL_MS).
+    #[arg(long, default_value_t = 1000)]
+    pub report_interval_ms: u64,
+    /// Bearer token the agents' control and stats endpoints require (or set
+    /// ZONE_SIM_CONTROL_TOKEN, which keeps it out of `ps`). Without one they are open.
+    #[arg(long, env = "ZONE_SIM_CONTROL_TOKEN", hide_env_values = true)]
+    pub control_token: Option<String>,
+    /// Where the agents listen; port 0 picks a free one.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// The agents' base URL as the zone reaches it, when not http://LISTEN (behind NAT, or
+    /// listening on 0.0.0.0).
+    #[arg(long)]
+    pub advertise_url: Option<String>,
+    /// A capability every host announces as well, KEY=VALUE (repeatable; replaces the profile's
+    /// KEY). VALUE is a number, true/false, or else a string: site=dc1, gpu=true, cpu-ghz=3.1.
+    #[arg(long = "capability", value_name = "KEY=VALUE", value_parser = parse_capability)]
+    pub capabilities: Vec<(String, serde_json::Value)>,
+}
+
+/// `KEY=VALUE` as a capability: a JSON number or boolean when VALUE is one, a string otherwise.
+fn parse_capability(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (key, value) = text.split_once('=').ok_or_else(|| format!("{text:?}: use KEY=VALUE"))?;
+    if !crate::scheduler::valid_key(key) {
+        return Err(format!("{key:?}: keys are 1 to 64 of [A-Za-z0-9_.:-]"));
+    }
+    let value = match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => v,
+        _ => serde_json::Value::String(value.to_owned()),
+    };
+    Ok((key.to_owned(), value))
+}
+
+impl AgentSimArgs {
+    /// The simulator's configuration; credentials as the operator commands take them.
+    pub fn config(self) -> anyhow::Result<SimConfig> {
+        let credentials = match (self.conn.token, self.conn.password) {
+            (Some(token), _) => Credentials::Token(Secret::new(token)),
+            (None, Some(password)) => {
+                Credentials::Password { username: self.conn.username, password: Secret::new(password) }
+            }
+            (None, None) => anyhow::bail!("set ZONE_PASSWORD (or ZONE_TOKEN) so the hosts can register"),
+        };
+        Ok(SimConfig {
+            zone_url: self.conn.url,
+            credentials,
+            hosts: self.hosts,
+            latency: Duration::from_millis(self.latency_ms),
+            fail_rate: self.fail_rate,
+            profile: self.profile,
+            name_prefix: self.name_prefix,
+            report_interval: Duration::from_millis(self.report_interval_ms),
+            control_token: self.control_token.map(Secret::new),
+            listen: self.listen,
+            advertise_url: self.advertise_url,
+            capabilities: self.capabilities.into_iter().collect(),
+        })
+    }
+}
+
+/// Runs `zone-node agent-sim` until SIGINT or SIGTERM.
+pub async fn run_agent_sim(args: AgentSimArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let shutdown = CancellationToken::new();
+    let handle = sim::run(config, shutdown.clone()).await?;
+    println!("agent-sim: {} hosts registered; agents at {}/hosts/<name>", handle.hosts().len(), handle.agents_url());
+    tokio::spawn(async move {
+        crate::app::shutdown_signal().await;
+        tracing::info!("stopping the simulated agents");
+        shutdown.cancel();
+    });
+    handle.wait().await
+}
