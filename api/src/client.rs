@@ -150,9 +150,14 @@ impl Client {
         self.get("/v1/zone").await
     }
 
-    /// `GET /v1/zone?subtree=true`: the zone with every zone below it.
+    /// `GET /v1/zone?subtree=true`: the zone with every zone below it, as last polled.
     pub async fn zone_with_subtree(&self) -> Result<ZoneInfo, ClientError> {
-        self.get("/v1/zone?subtree=true").await
+        self.zone_with(crate::federation::SubtreeView::Cached).await
+    }
+
+    /// `GET /v1/zone?subtree=true|live`.
+    pub async fn zone_with(&self, view: crate::federation::SubtreeView) -> Result<ZoneInfo, ClientError> {
+        self.get(&format!("/v1/zone?subtree={}", view.as_str())).await
     }
 
     // --- child zones (admin) ---

@@ -168,6 +168,28 @@ pub struct SubtreeEntry {
     pub path: Vec<String>,
 }
 
+/// Which subtree `GET /v1/zone?subtree=…` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubtreeView {
+    /// As last polled (`subtree=true`): cheap, what parents poll; up to a poll interval behind
+    /// per level.
+    #[serde(alias = "true")]
+    Cached,
+    /// Asked afresh of every reachable zone below (`subtree=live`): what zone-add checks loops
+    /// against, so a registration made a moment ago is seen.
+    Live,
+}
+
+impl SubtreeView {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubtreeView::Cached => "true",
+            SubtreeView::Live => "live",
+        }
+    }
+}
+
 /// How many subtree entries a zone reports at most (a tree of the seed's million hosts has about
 /// 5,000 huddles; the bound keeps a runaway topology from shipping unbounded lists upwards).
 pub const SUBTREE_MAX_ENTRIES: usize = 100_000;

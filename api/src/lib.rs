@@ -20,5 +20,7 @@ pub mod validate;
 
 pub use client::{Answer, Client, ClientError};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
-pub use federation::{ChildSummary, ChildZone, LowestZone, SubtreeEntry, ZoneCreate, ZoneList, ZoneStatus, ZoneUpdate};
+pub use federation::{
+    ChildSummary, ChildZone, LowestZone, SubtreeEntry, SubtreeView, ZoneCreate, ZoneList, ZoneStatus, ZoneUpdate,
+};
 pub use types::*;

@@ -242,9 +242,45 @@ impl Gateway {
             .collect()
     }
 
-    /// Every zone below this one.
+    /// Every zone below this one, as last polled.
     pub fn subtree(&self) -> Vec<SubtreeEntry> {
         self.registry.subtree()
+    }
+
+    /// Every zone below this one, asked afresh of each reachable child (which asks its own, and so
+    /// on; the zone path stops a walk that loops). A child that does not answer contributes what
+    /// it last reported. Used by zone-add, so a registration made a moment ago anywhere below is
+    /// seen, where a poll would be up to an interval behind per level.
+    pub async fn live_subtree(&self, ctx: &RequestContext) -> Vec<SubtreeEntry> {
+        let children = self.registry.children();
+        let path = ctx.path.through(&self.me.id);
+        let answers = gather(&children, self.settings.scatter_deadline, |child| {
+            let path = &path;
+            async move {
+                let hop = self.hop(&ctx.caller, path, self.settings.scatter_deadline);
+                let info = self.transport.zone_info(&child, &hop, Some(api::SubtreeView::Live)).await?;
+                Ok(info.subtree.unwrap_or_default())
+            }
+        })
+        .await;
+        let mut out = Vec::new();
+        for (child, answer) in answers {
+            out.push(SubtreeEntry { id: child.id.clone(), name: child.name.clone(), path: vec![child.name.clone()] });
+            let below = match answer {
+                Ok(below) => below,
+                Err(e) => {
+                    tracing::debug!(child = %child.name, error = %e, "no live subtree; using the polled one");
+                    child.subtree.clone()
+                }
+            };
+            for e in below {
+                let mut p = vec![child.name.clone()];
+                p.extend(e.path);
+                out.push(SubtreeEntry { id: e.id, name: e.name, path: p });
+            }
+        }
+        out.truncate(api::federation::SUBTREE_MAX_ENTRIES);
+        out
     }
 
     // --- capabilities and routing ---------------------------------------------------------
@@ -871,7 +907,7 @@ impl Gateway {
         let caller = Principal { username: format!("zone:{}", self.me.name), role: api::Role::Admin, client_id: None };
         let path = ZonePath::empty().through(&self.me.id);
         let hop = self.hop(&caller, &path, timeout);
-        let info = match self.transport.zone_info(child, &hop, true).await {
+        let info = match self.transport.zone_info(child, &hop, Some(api::SubtreeView::Cached)).await {
             Ok(info) => info,
             Err(e) => return PollOutcome::Failed(e.to_string()),
         };

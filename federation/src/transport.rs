@@ -9,7 +9,7 @@ use std::time::Duration;
 use api::federation::{INSTANCE_ID_HEADER, ZONE_PATH_HEADER};
 use api::{
     Answer, ClientError, ErrorCode, HostList, Instance, InstanceAction, InstanceCreate, InstanceList, LowestZone,
-    Placement, PlacementRequest, Role, ZoneInfo,
+    Placement, PlacementRequest, Role, SubtreeView, ZoneInfo,
 };
 
 use crate::error::FedError;
@@ -53,8 +53,8 @@ impl ListQuery {
 /// that says whether the child was reached.
 #[async_trait::async_trait]
 pub trait ChildTransport: Send + Sync + 'static {
-    /// `GET /v1/zone`, with the subtree when asked (polls).
-    async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: bool) -> Result<ZoneInfo, FedError>;
+    /// `GET /v1/zone`, with the subtree when asked (polls: cached; zone-add checks: live).
+    async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: Option<SubtreeView>) -> Result<ZoneInfo, FedError>;
     async fn placement(&self, child: &Child, hop: &Hop<'_>, req: &PlacementRequest) -> Result<Placement, FedError>;
     /// A create of the instance `id` (chosen by the zone the request entered).
     async fn create(
@@ -83,7 +83,7 @@ pub trait ChildTransport: Send + Sync + 'static {
         hop: &Hop<'_>,
         client_id: &str,
     ) -> Result<Answer<Option<LowestZone>>, FedError>;
-    /// zone-add: logs in to a zone that is not registered yet and reads it with its subtree.
+    /// zone-add: logs in to a zone that is not registered yet and reads it with its live subtree.
     /// Errors are `zone_unreachable` or `zone_auth_failed`, naming what to fix.
     async fn inspect(&self, api_url: &str, credentials: &Credentials, hop: &Hop<'_>) -> Result<ZoneInfo, FedError>;
 }
@@ -176,12 +176,11 @@ impl RestTransport {
 
 #[async_trait::async_trait]
 impl ChildTransport for RestTransport {
-    async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: bool) -> Result<ZoneInfo, FedError> {
+    async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: Option<SubtreeView>) -> Result<ZoneInfo, FedError> {
         self.with_child(child, hop, "zone", |c| async move {
-            if subtree {
-                c.zone_with_subtree().await
-            } else {
-                c.zone().await
+            match subtree {
+                Some(view) => c.zone_with(view).await,
+                None => c.zone().await,
             }
         })
         .await
@@ -290,7 +289,7 @@ impl ChildTransport for RestTransport {
         }
         let mut headers = hop.caller.headers(hop.origin);
         headers.push((ZONE_PATH_HEADER.to_owned(), hop.path.header_value()));
-        client.with_headers(headers).zone_with_subtree().await.map_err(|e| match e {
+        client.with_headers(headers).zone_with(SubtreeView::Live).await.map_err(|e| match e {
             ClientError::Api { code: ErrorCode::ZoneLoop, message, .. } => FedError::api(ErrorCode::ZoneLoop, message),
             other => unreachable(other.to_string()),
         })

@@ -250,8 +250,8 @@ fn wire(e: FedError) -> FedError {
 
 #[async_trait::async_trait]
 impl ChildTransport for InProcess {
-    async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: bool) -> Result<ZoneInfo, FedError> {
-        let (gw, _) = self.enter(child, hop, "zone")?;
+    async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: Option<api::SubtreeView>) -> Result<ZoneInfo, FedError> {
+        let (gw, ctx) = self.enter(child, hop, "zone")?;
         let (_, fz) = self.zones.get().unwrap().get(&child.id).unwrap().clone();
         Ok(ZoneInfo {
             id: gw.me().id.clone(),
@@ -263,7 +263,11 @@ impl ChildTransport for InProcess {
             children: gw.children_summary(),
             generation: fz.generation.load(Ordering::SeqCst),
             ring_epoch: 1,
-            subtree: subtree.then(|| gw.subtree()),
+            subtree: match subtree {
+                None => None,
+                Some(api::SubtreeView::Cached) => Some(gw.subtree()),
+                Some(api::SubtreeView::Live) => Some(gw.live_subtree(&ctx).await),
+            },
         })
     }
     async fn placement(&self, child: &Child, hop: &Hop<'_>, req: &PlacementRequest) -> Result<Placement, FedError> {
@@ -332,7 +336,7 @@ impl ChildTransport for InProcess {
             return Err(FedError::api(ErrorCode::ZoneUnreachable, format!("nothing at {api_url}")));
         };
         let child = Child { id, ..child_record("probe") };
-        self.zone_info(&child, hop, true).await
+        self.zone_info(&child, hop, Some(api::SubtreeView::Live)).await
     }
 }
 

@@ -29,17 +29,18 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneParams {
-    /// Also list every zone below this one (what parents poll).
+    /// Also list every zone below this one: `true` as last polled (what parents poll), `live`
+    /// asked afresh (what zone-add checks loops against).
     #[serde(default)]
-    subtree: bool,
+    subtree: Option<api::SubtreeView>,
 }
 
 /// This zone: identity, management nodes, aggregate, children and generation.
-#[utoipa::path(get, path = "/v1/zone", tag = "zone", params(("subtree" = Option<bool>, Query)),
+#[utoipa::path(get, path = "/v1/zone", tag = "zone", params(("subtree" = Option<String>, Query, description = "true (as polled) or live")),
     responses((status = 200, body = ZoneInfo)), security(("bearer" = [])))]
 pub async fn get_zone(
     State(state): State<AppState>,
-    Extension(_caller): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     params: Result<axum::extract::Query<ZoneParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<ZoneInfo>> {
     let axum::extract::Query(params) = params.map_err(|e| ApiError::new(ErrorCode::InvalidField, e.body_text()))?;
@@ -65,7 +66,11 @@ pub async fn get_zone(
         children: state.gateway.children_summary(),
         generation: state.store.generation().await?,
         ring_epoch: membership.epoch,
-        subtree: params.subtree.then(|| state.gateway.subtree()),
+        subtree: match params.subtree {
+            None => None,
+            Some(api::SubtreeView::Cached) => Some(state.gateway.subtree()),
+            Some(api::SubtreeView::Live) => Some(state.gateway.live_subtree(&caller.context()).await),
+        },
     }))
 }
 
