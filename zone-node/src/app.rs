@@ -60,6 +60,8 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, bootstraps the admin, registers services and joins the zone.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        // Before anything counts: counters bumped while no recorder is installed are lost.
+        crate::http::health::prometheus();
         let node_id = Uuid::new_v4();
         tracing::info!(
             node = %node_id,

@@ -53,7 +53,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-/// The process-wide Prometheus recorder (a recorder can be installed once per process).
+/// The process-wide Prometheus recorder (a recorder can be installed once per process). Installed
+/// by `Application::build`, before the first counter is touched.
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
