@@ -102,6 +102,23 @@ async fn row(state: &AppState, id: &str) -> ApiResult<ChildZoneRow> {
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("child zone {id} not found")))
 }
 
+/// Refuses to seal credentials other nodes of the zone could not open: on a shared database
+/// (PostgreSQL, a zone of several nodes) every node needs the same key, which only configuration
+/// can give them; a key a node generated in its own data directory is that node's alone.
+fn check_shared_key(state: &AppState) -> ApiResult<()> {
+    use crate::secrets::KeySource;
+    let per_node = matches!(state.secrets.source(), KeySource::DataDir(_) | KeySource::Generated(_));
+    if state.store.backend() == "postgres" && per_node {
+        return Err(ApiError::new(
+            ErrorCode::InvalidState,
+            "this zone's nodes share a PostgreSQL database, so they need one secret key to open child zones' \
+             credentials: set ZONE_SECRET_KEY or ZONE_SECRET_KEY_FILE to the same key on every node \
+             (docs/operations.md, \"Secret key\"), then add the zone again",
+        ));
+    }
+    Ok(())
+}
+
 fn sealing_failed(e: impl std::fmt::Display) -> ApiError {
     ApiError(crate::error::Error::Internal(format!("cannot seal a child zone's password: {e}")))
 }
@@ -117,6 +134,7 @@ pub async fn add_zone(
     Json(req): Json<ZoneCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<ChildZone>)> {
     caller.require_admin()?;
+    check_shared_key(&state)?;
     if let Some(name) = &req.name {
         check_name(name)?;
     }
@@ -227,6 +245,9 @@ pub async fn update_zone(
     check_weights(req.weight_offset, req.weight_scale)?;
     let key = current.id.to_string();
     let mut password_sealed = None;
+    if req.password.is_some() {
+        check_shared_key(&state)?;
+    }
     if api_url.is_some() || req.username.is_some() || req.password.is_some() {
         let password = match &req.password {
             Some(p) => p.clone(),
