@@ -282,9 +282,16 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut out = std::io::stdout().lock();
+    let mut line = |cells: Vec<&str>| {
+        use std::io::Write;
         let text: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", text.join("  ").trim_end());
+        // A reader that stopped reading (`zone-node instance-list | head`) is not an error.
+        if let Err(e) = writeln!(out, "{}", text.join("  ").trim_end()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
     };
     line(headers.to_vec());
     for row in rows {

@@ -155,6 +155,7 @@ pub async fn host_list(ConnJson { conn, json }: ConnJson) -> anyhow::Result<()> 
                 h.id.clone(),
                 h.name.clone(),
                 h.state.clone(),
+                h.zone_path.join("/"),
                 used_of(h.used.vcpus, h.resources.vcpus),
                 used_of(h.used.memory_mb, h.resources.memory_mb),
                 used_of(h.used.disk_gb, h.resources.disk_gb),
@@ -162,7 +163,7 @@ pub async fn host_list(ConnJson { conn, json }: ConnJson) -> anyhow::Result<()> 
             ]
         })
         .collect();
-    print_table(&["ID", "NAME", "STATE", "VCPUS", "MEMORY MB", "DISK GB", "AGENT"], &rows);
+    print_table(&["ID", "NAME", "STATE", "ZONE", "VCPUS", "MEMORY MB", "DISK GB", "AGENT"], &rows);
     Ok(())
 }
 
@@ -197,13 +198,14 @@ fn print_instances(instances: &[Instance]) {
                 i.name.clone(),
                 i.client_id.clone(),
                 i.state.clone(),
+                i.zone_path.join("/"),
                 i.host_id.clone().unwrap_or_else(|| "-".into()),
                 format!("{}/{}/{}", i.resources.vcpus, i.resources.memory_mb, i.resources.disk_gb),
                 i.error_reason.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    print_table(&["ID", "NAME", "CLIENT", "STATE", "HOST", "VCPUS/MB/GB", "ERROR"], &rows);
+    print_table(&["ID", "NAME", "CLIENT", "STATE", "ZONE", "HOST", "VCPUS/MB/GB", "ERROR"], &rows);
 }
 
 fn print_instance(i: &Instance, json: bool) -> anyhow::Result<()> {
