@@ -18,7 +18,10 @@ async fn embedded_node_serves_alone() {
     // The OpenAPI document is served without a token and names the API's paths.
     let doc: serde_json::Value =
         reqwest::get(format!("{}/openapi.json", node.url())).await.unwrap().json().await.unwrap();
-    assert!(doc["paths"]["/v1/auth/tokens"].is_object(), "{doc}");
+    for path in ["/v1/auth/tokens", "/v1/instances", "/v1/zones", "/v1/zones/{id}/detail", "/v1/clients/{client_id}/zone"] {
+        assert!(doc["paths"][path].is_object(), "{path} is not in the OpenAPI document");
+    }
+    assert!(doc["components"]["schemas"]["ChildZone"].is_object());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,14 @@ use utoipa::{Modify, OpenApi};
         crate::http::instances::instance_action,
         crate::http::instances::delete_instance,
         crate::http::callbacks::callback,
+        crate::http::zones::add_zone,
+        crate::http::zones::list_zones,
+        crate::http::zones::list_zones_detail,
+        crate::http::zones::show_zone,
+        crate::http::zones::show_zone_detail,
+        crate::http::zones::update_zone,
+        crate::http::zones::delete_zone,
+        crate::http::clients::lowest_zone,
     ),
     components(schemas(
         api::ErrorBody, api::ErrorDetail, api::ErrorCode, api::Health, api::Readiness, api::CheckResult,
@@ -39,6 +47,8 @@ use utoipa::{Modify, OpenApi};
         api::Resources, api::Requirement, api::Op, api::PlacementRequest, api::Placement, api::AggregateEntry,
         api::InstanceCreate, api::Instance, api::InstanceList, api::InstanceAction, api::InstanceActionKind,
         api::agent::HostReport, api::agent::AgentResult, api::agent::AgentTask, api::agent::AgentAction,
+        api::ZoneCreate, api::ZoneUpdate, api::ChildZone, api::ZoneList, api::ZoneStatus, api::ChildSummary,
+        api::SubtreeEntry, api::SubtreeView, api::LowestZone,
     )),
     modifiers(&BearerAuth)
 )]
