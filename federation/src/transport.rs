@@ -54,7 +54,8 @@ impl ListQuery {
 #[async_trait::async_trait]
 pub trait ChildTransport: Send + Sync + 'static {
     /// `GET /v1/zone`, with the subtree when asked (polls: cached; zone-add checks: live).
-    async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: Option<SubtreeView>) -> Result<ZoneInfo, FedError>;
+    async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: Option<SubtreeView>)
+        -> Result<ZoneInfo, FedError>;
     async fn placement(&self, child: &Child, hop: &Hop<'_>, req: &PlacementRequest) -> Result<Placement, FedError>;
     /// A create of the instance `id` (chosen by the zone the request entered).
     async fn create(
@@ -176,7 +177,12 @@ impl RestTransport {
 
 #[async_trait::async_trait]
 impl ChildTransport for RestTransport {
-    async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: Option<SubtreeView>) -> Result<ZoneInfo, FedError> {
+    async fn zone_info(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        subtree: Option<SubtreeView>,
+    ) -> Result<ZoneInfo, FedError> {
         self.with_child(child, hop, "zone", |c| async move {
             match subtree {
                 Some(view) => c.zone_with(view).await,

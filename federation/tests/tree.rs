@@ -250,7 +250,12 @@ fn wire(e: FedError) -> FedError {
 
 #[async_trait::async_trait]
 impl ChildTransport for InProcess {
-    async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: Option<api::SubtreeView>) -> Result<ZoneInfo, FedError> {
+    async fn zone_info(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        subtree: Option<api::SubtreeView>,
+    ) -> Result<ZoneInfo, FedError> {
         let (gw, ctx) = self.enter(child, hop, "zone")?;
         let (_, fz) = self.zones.get().unwrap().get(&child.id).unwrap().clone();
         Ok(ZoneInfo {

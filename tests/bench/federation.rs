@@ -104,14 +104,12 @@ fn median(mut runs: Vec<Wrk>) -> (Wrk, f64, f64) {
 }
 
 fn print_row(what: &str, c: u32, (m, lo, hi): (Wrk, f64, f64)) {
-    println!(
-        "| {what} | c={c} | {:.0} [{lo:.0}–{hi:.0}] | {:.3} | {:.3} |",
-        m.rps, m.p50, m.p99
-    );
+    println!("| {what} | c={c} | {:.0} [{lo:.0}–{hi:.0}] | {:.3} | {:.3} |", m.rps, m.p50, m.p99);
 }
 
 async fn token(node: &NodeProcess) -> String {
-    let (_, t) = api::Client::new(&node.url()).login(&node.spec().admin_username, &node.spec().admin_password).await.unwrap();
+    let (_, t) =
+        api::Client::new(&node.url()).login(&node.spec().admin_username, &node.spec().admin_password).await.unwrap();
     t.token
 }
 
@@ -124,7 +122,12 @@ async fn hop(args: &[String]) {
     zone_add(parent, child).await;
     let p = parent.client().await;
     let instance = p
-        .instance_create(&InstanceCreate { name: "vm".into(), client_id: Some("bench".into()), requirements: vec![], resources: small() })
+        .instance_create(&InstanceCreate {
+            name: "vm".into(),
+            client_id: Some("bench".into()),
+            requirements: vec![],
+            resources: small(),
+        })
         .await
         .expect("create through the parent");
     assert_eq!(instance.zone_path, ["hop-parent", "hop-child"]);
@@ -146,7 +149,8 @@ async fn hop(args: &[String]) {
 }
 
 async fn lookup(args: &[String]) {
-    let (regions, dcs, huddles) = (arg(args, "--regions", 4usize), arg(args, "--dcs", 4usize), arg(args, "--huddles", 3usize));
+    let (regions, dcs, huddles) =
+        (arg(args, "--regions", 4usize), arg(args, "--dcs", 4usize), arg(args, "--huddles", 3usize));
     let clients = arg(args, "--clients", 60usize);
     let seconds = arg(args, "--duration", 10u64);
     let mut names = vec!["global".to_string()];
@@ -178,16 +182,29 @@ async fn lookup(args: &[String]) {
     for (parent, child) in &edges {
         zone_add(&zones[parent], &zones[child]).await;
     }
-    println!("tree: {} zones ({regions} regions × {dcs} data centres × {huddles} huddles), {} hosts, up in {:.1} s",
-        zones.len(), sims.len(), started.elapsed().as_secs_f64());
+    println!(
+        "tree: {} zones ({regions} regions × {dcs} data centres × {huddles} huddles), {} hosts, up in {:.1} s",
+        zones.len(),
+        sims.len(),
+        started.elapsed().as_secs_f64()
+    );
     // Each client's instances in one or two huddles, created at the huddles (so nothing above
     // them has heard of the client).
     for c in 0..clients {
-        let homes: Vec<&String> = if c % 2 == 0 { vec![&leaves[c % leaves.len()]] } else { vec![&leaves[c % leaves.len()], &leaves[(c * 7 + 3) % leaves.len()]] };
+        let homes: Vec<&String> = if c % 2 == 0 {
+            vec![&leaves[c % leaves.len()]]
+        } else {
+            vec![&leaves[c % leaves.len()], &leaves[(c * 7 + 3) % leaves.len()]]
+        };
         for home in homes {
             let client = zones[home].client().await;
             client
-                .instance_create(&InstanceCreate { name: "vm".into(), client_id: Some(format!("client-{c}")), requirements: vec![], resources: small() })
+                .instance_create(&InstanceCreate {
+                    name: "vm".into(),
+                    client_id: Some(format!("client-{c}")),
+                    requirements: vec![],
+                    resources: small(),
+                })
                 .await
                 .expect("create");
         }
@@ -206,14 +223,23 @@ async fn lookup(args: &[String]) {
     let pick = |p: f64| cold[((cold.len() - 1) as f64 * p).round() as usize];
     println!("| lookup at global | runs | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|");
-    println!("| cold ({} zones asked per lookup) | {clients} | {:.2} | {:.2} | {:.2} |", zones.len() - 1, pick(0.5), pick(0.99), cold[cold.len() - 1]);
+    println!(
+        "| cold ({} zones asked per lookup) | {clients} | {:.2} | {:.2} | {:.2} |",
+        zones.len() - 1,
+        pick(0.5),
+        pick(0.99),
+        cold[cold.len() - 1]
+    );
     let t = token(&zones["global"]).await;
     let url = format!("{}/v1/clients/client-1/zone", zones["global"].url());
     wrk(&url, &t, 4, 1);
     for c in [1, 32] {
         let runs: Vec<Wrk> = (0..3).map(|_| wrk(&url, &t, c, seconds)).collect();
         let (m, lo, hi) = median(runs);
-        println!("| cached, wrk c={c} ({:.0} req/s [{lo:.0}–{hi:.0}]) | {seconds} s × 3 | {:.3} | {:.3} | |", m.rps, m.p50, m.p99);
+        println!(
+            "| cached, wrk c={c} ({:.0} req/s [{lo:.0}–{hi:.0}]) | {seconds} s × 3 | {:.3} | {:.3} | |",
+            m.rps, m.p50, m.p99
+        );
     }
     drop(sims);
 }
@@ -261,7 +287,9 @@ async fn list(args: &[String]) {
     let one = kids[0].client().await;
     println!("| what | where | instances | time ms (median of 5) |");
     println!("|---|---|---|---|");
-    for (label, client, total) in [("one child alone", &one, per_child), ("parent of all children", &parent, children * per_child)] {
+    for (label, client, total) in
+        [("one child alone", &one, per_child), ("parent of all children", &parent, children * per_child)]
+    {
         let mut first = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();

@@ -92,9 +92,12 @@ impl Tree {
         ])
         .await;
         let tree = Tree { zones, _sims: sims };
-        for (parent, children) in
-            [("region1", ["dc1", "dc2"]), ("region2", ["dc3", "dc4"]), ("global", ["region1", "region2"]), ("root2", ["dc2", "dc3"])]
-        {
+        for (parent, children) in [
+            ("region1", ["dc1", "dc2"]),
+            ("region2", ["dc3", "dc4"]),
+            ("global", ["region1", "region2"]),
+            ("root2", ["dc2", "dc3"]),
+        ] {
             for child in children {
                 let added = zone_add(tree.z(parent), tree.z(child)).await;
                 assert_eq!((added.name.as_str(), added.status), (child, ZoneStatus::Online));
@@ -117,7 +120,8 @@ impl Tree {
 fn aggregate_of(hosts: &[api::Host]) -> Aggregate {
     let mut agg = Aggregate::new();
     for h in hosts.iter().filter(|h| h.state == "up") {
-        let mut one: Aggregate = h.capabilities.iter().map(|(k, c)| (k.clone(), AggregateEntry::of(&c.value))).collect();
+        let mut one: Aggregate =
+            h.capabilities.iter().map(|(k, c)| (k.clone(), AggregateEntry::of(&c.value))).collect();
         let free = [
             ("capacity.free-vcpus", h.resources.vcpus - h.used.vcpus),
             ("capacity.free-memory-mb", h.resources.memory_mb - h.used.memory_mb),
@@ -201,9 +205,14 @@ async fn a_multi_root_tree_aggregates_routes_and_finds_the_lowest_zone() {
         // Twice: the first round may catch a report between polls; the comparison must hold once
         // everything has been polled, and keep holding.
         let settled = poll_until(Duration::from_secs(15), Duration::from_millis(250), || async {
-            let (dc1, dc2, dc3, dc4) = (caps(&t, "dc1").await, caps(&t, "dc2").await, caps(&t, "dc3").await, caps(&t, "dc4").await);
-            let (r1, r2, global, root2) =
-                (caps(&t, "region1").await, caps(&t, "region2").await, caps(&t, "global").await, caps(&t, "root2").await);
+            let (dc1, dc2, dc3, dc4) =
+                (caps(&t, "dc1").await, caps(&t, "dc2").await, caps(&t, "dc3").await, caps(&t, "dc4").await);
+            let (r1, r2, global, root2) = (
+                caps(&t, "region1").await,
+                caps(&t, "region2").await,
+                caps(&t, "global").await,
+                caps(&t, "root2").await,
+            );
             let ok = r1 == merged(vec![aggregate_of(&own_region1), dc1.clone(), dc2.clone()])
                 && r2 == merged(vec![dc3.clone(), dc4])
                 && global == merged(vec![r1.clone(), r2])
@@ -226,10 +235,8 @@ async fn a_multi_root_tree_aggregates_routes_and_finds_the_lowest_zone() {
     assert_eq!((none.status(), none.code()), (Some(409), Some(ErrorCode::NoValidHost)), "{none}");
     assert!(none.to_string().contains("meets the requirements"), "says why: {none}");
     assert_eq!(all_instances(&g, "limit=100").await.0.len(), before, "nothing was made");
-    let p = g
-        .placement(&api::PlacementRequest { requirements: at("dc2"), resources: small() })
-        .await
-        .expect("placement");
+    let p =
+        g.placement(&api::PlacementRequest { requirements: at("dc2"), resources: small() }).await.expect("placement");
     assert_eq!(p.zone_path, ["global", "region1", "dc2"]);
 
     // --- the lowest zone ---
@@ -338,7 +345,11 @@ async fn a_multi_root_tree_aggregates_routes_and_finds_the_lowest_zone() {
         let stop = InstanceAction { action: InstanceActionKind::Stop, host_id: None };
         assert_eq!(alice.instance_action(&b_instance.id, &stop).await.unwrap_err().code(), Some(ErrorCode::NotFound));
         assert_eq!(alice.instance_delete(&b_instance.id).await.unwrap_err().code(), Some(ErrorCode::NotFound));
-        assert_eq!(alice.lowest_zone("c-region").await.unwrap(), None, "{zone}: another client's zone is not hers to know");
+        assert_eq!(
+            alice.lowest_zone("c-region").await.unwrap(),
+            None,
+            "{zone}: another client's zone is not hers to know"
+        );
         let e = alice.instance_create(&create("c-region", vec![])).await.unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::Forbidden));
         assert!(alice.instances("client_id=c-region").await.is_err());
@@ -409,7 +420,12 @@ async fn zone_add_refuses_bad_input_and_loops_and_so_does_every_hop() {
         .await
         .unwrap();
     let cases: Vec<(api::ZoneCreate, u16, ErrorCode, &str)> = vec![
-        (api::ZoneCreate { api_url: "http://127.0.0.1:1".into(), ..good(c) }, 400, ErrorCode::ZoneUnreachable, "cannot"),
+        (
+            api::ZoneCreate { api_url: "http://127.0.0.1:1".into(), ..good(c) },
+            400,
+            ErrorCode::ZoneUnreachable,
+            "cannot",
+        ),
         (api::ZoneCreate { password: "wrong-password".into(), ..good(c) }, 400, ErrorCode::ZoneAuthFailed, "refused"),
         (
             api::ZoneCreate { username: "tenant".into(), password: "tenant-password-1".into(), ..good(c) },
@@ -452,7 +468,8 @@ async fn zone_add_refuses_bad_input_and_loops_and_so_does_every_hop() {
     let a_id = admin_a.zone().await.unwrap().id;
     let b_id = b.client().await.zone().await.unwrap().id;
     let tok = a.client().await;
-    let loop_path = b.client().await.with_headers([(api::federation::ZONE_PATH_HEADER.to_owned(), format!("{a_id},{b_id}"))]);
+    let loop_path =
+        b.client().await.with_headers([(api::federation::ZONE_PATH_HEADER.to_owned(), format!("{a_id},{b_id}"))]);
     let e = loop_path.instances("").await.unwrap_err();
     assert_eq!((e.status(), e.code()), (Some(409), Some(ErrorCode::ZoneLoop)), "{e}");
     let far: Vec<String> = (0..api::federation::DEFAULT_HOP_LIMIT).map(|_| uuid::Uuid::new_v4().to_string()).collect();

@@ -7,8 +7,8 @@
 mod broker_restart;
 mod cluster;
 mod embedded;
+mod federation;
 mod harness_smoke;
 mod http_input;
 mod portal_client;
-mod federation;
 mod resources;

@@ -56,7 +56,11 @@ pub async fn zone_add(parent: &NodeProcess, child: &NodeProcess) -> api::ChildZo
     };
     match parent.client().await.zone_create(&req).await {
         Ok(z) => z,
-        Err(e) => panic!("{}\n{}", parent.failure(&format!("zone-add {} failed: {e}", child.label())), child.failure("the child")),
+        Err(e) => panic!(
+            "{}\n{}",
+            parent.failure(&format!("zone-add {} failed: {e}", child.label())),
+            child.failure("the child")
+        ),
     }
 }
 

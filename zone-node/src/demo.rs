@@ -18,14 +18,29 @@ use crate::agent::sim::{self, profile::Profile, Credentials, SimConfig};
 use crate::app::Application;
 use crate::config::{Config, Secret};
 
-/// The demo's zones: name, parent, and for data centres what their hosts are.
-const ZONES: &[(&str, Option<&str>, Option<(&str, &str)>)] = &[
-    ("global", None, None),
-    ("eu", Some("global"), None),
-    ("us", Some("global"), None),
-    ("eu-dc1", Some("eu"), Some(("kvm", "linux"))),
-    ("eu-dc2", Some("eu"), Some(("xen", "linux"))),
-    ("us-dc1", Some("us"), Some(("hyperv", "windows"))),
+/// One zone of the demo.
+struct DemoZone {
+    name: &'static str,
+    parent: Option<&'static str>,
+    /// For a data centre: its hosts' hypervisor and OS.
+    hosts: Option<(&'static str, &'static str)>,
+}
+
+const fn zone(
+    name: &'static str,
+    parent: Option<&'static str>,
+    hosts: Option<(&'static str, &'static str)>,
+) -> DemoZone {
+    DemoZone { name, parent, hosts }
+}
+
+const ZONES: &[DemoZone] = &[
+    zone("global", None, None),
+    zone("eu", Some("global"), None),
+    zone("us", Some("global"), None),
+    zone("eu-dc1", Some("eu"), Some(("kvm", "linux"))),
+    zone("eu-dc2", Some("eu"), Some(("xen", "linux"))),
+    zone("us-dc1", Some("us"), Some(("hyperv", "windows"))),
 ];
 
 #[derive(Debug, Clone, clap::Args)]
@@ -65,7 +80,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let mut nodes = Vec::new();
     let mut urls: BTreeMap<&str, String> = BTreeMap::new();
-    for (i, (name, _, _)) in ZONES.iter().enumerate() {
+    for (i, DemoZone { name, .. }) in ZONES.iter().enumerate() {
         let port = args.base_port.checked_add(i as u16).context("--base-port is too high")?;
         let config = zone_config(name, port, &data_dir, &password)?;
         urls.insert(name, config.api_url().to_owned());
@@ -79,7 +94,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         nodes.push((name.to_string(), tokio::spawn(app.run_until_stopped())));
     }
     let mut sims = Vec::new();
-    for (name, _, hosts) in ZONES {
+    for DemoZone { name, hosts, .. } in ZONES {
         let Some((hypervisor, os)) = hosts else { continue };
         let config = SimConfig {
             zone_url: urls[name].clone(),
@@ -101,10 +116,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .into_iter()
             .collect(),
         };
-        sims.push(sim::run(config, stop.child_token()).await.with_context(|| format!("cannot start the hosts of {name}"))?);
+        sims.push(
+            sim::run(config, stop.child_token()).await.with_context(|| format!("cannot start the hosts of {name}"))?,
+        );
     }
     // Link the tree bottom-up with zone-add, as an operator would.
-    for (name, parent, _) in ZONES.iter().rev() {
+    for DemoZone { name, parent, .. } in ZONES.iter().rev() {
         let Some(parent) = parent else { continue };
         let (client, _) =
             api::Client::new(&urls[parent]).login("admin", &password).await.context("cannot log in to the demo")?;
@@ -120,8 +137,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         client.zone_create(&req).await.with_context(|| format!("zone-add {name} to {parent}"))?;
     }
 
-    println!("zone-node demo: {} zones on embedded defaults (SQLite under {}, one in-process bus each)", ZONES.len(), data_dir.display());
-    for (name, parent, hosts) in ZONES {
+    println!(
+        "zone-node demo: {} zones on embedded defaults (SQLite under {}, one in-process bus each)",
+        ZONES.len(),
+        data_dir.display()
+    );
+    for DemoZone { name, parent, hosts } in ZONES {
         let what = match (parent, hosts) {
             (None, _) => "root".to_owned(),
             (Some(p), None) => format!("region under {p}"),
