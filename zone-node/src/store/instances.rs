@@ -116,6 +116,9 @@ impl RawInstance {
     }
 }
 
+/// What removing an instance returns: host, migration target, vcpus, memory, disk.
+type RemovedRow = (Option<String>, Option<String>, i64, i64, i64);
+
 const BUMP_GENERATION: &str = "UPDATE zone_generation SET generation = generation + 1 WHERE one = 1";
 /// Gives back `$2..$4` on host `$1`, never below zero.
 const RELEASE: &str = "UPDATE hosts SET vcpus_used = vcpus_used - $2, memory_mb_used = memory_mb_used - $3, \
@@ -320,7 +323,7 @@ impl Store {
         let id_text = id.to_string();
         let removed = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let row: Option<(Option<String>, Option<String>, i64, i64, i64)> =
+            let row: Option<RemovedRow> =
                 sqlx::query_as(DELETE).bind(&id_text).bind(version).fetch_optional(&mut *tx).await?;
             let Some((host, target, vcpus, memory_mb, disk_gb)) = row else {
                 tx.rollback().await?;
