@@ -17,6 +17,7 @@
 //! - [`workqueue`]: per-resource in-memory queues and the database-backed queue
 //! - [`auth`]: password hashing and bearer tokens
 //! - [`services`]: the services a node runs on the bus
+//! - [`agent`]: host agents over async HTTP: the zone's client and the `agent-sim` simulator
 //! - [`http`]: the REST API every node serves
 //! - [`app`]: wires it all together: `Application::build`, `run_until_stopped`
 //! - [`cli`]: the `zone-node` command line (serve and the operator commands)
