@@ -119,14 +119,15 @@ async fn run(setup: &str, nodes: &[&NodeProcess], username: &str, password: &str
     let rss: Vec<String> =
         nodes.iter().map(|n| format!("{:.0}", n.pid().map(peak_rss_mib).unwrap_or(f64::NAN))).collect();
     println!(
-        "{setup:>6} | nodes {} | creates {ok}/{} | wall {:.1} s | {:.0} creates/s | p50 {:.1} ms p99 {:.1} ms | peak RSS MiB per node [{}]",
+        "{setup:>6} | nodes {} | creates {ok}/{} | wall {:.1} s | {:.0} creates/s | p50 {:.1} ms p99 {:.1} ms | peak RSS MiB per node [{}] | agent-sim {:.0} MiB",
         nodes.len(),
         a.creates,
         wall.as_secs_f64(),
         ok as f64 / wall.as_secs_f64(),
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
-        rss.join(", ")
+        rss.join(", "),
+        sim.process().pid().map(peak_rss_mib).unwrap_or(f64::NAN)
     );
     drop(sim);
 }

@@ -52,7 +52,13 @@ async fn bad_input_gets_a_coded_4xx_and_writes_nothing() {
     // A single embedded node is enough here: the edge is the same whatever the backends.
     let node = NodeProcess::start(NodeSpec::embedded()).await;
     let admin = node.client().await;
-    let http = reqwest::Client::new();
+    // A fresh connection per case: after refusing the over-limit body (413) without reading it the
+    // server closes that connection, and a pooled client could send the next case on it just as it
+    // closes ("error sending request"), failing the case for a reason that is not its own.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("the reqwest client builder only fails on a broken TLS backend");
     let admin_token = admin_token(&node).await;
 
     // A member, and an expired token made by ageing a real one in the database.

@@ -18,6 +18,7 @@
 //! - [`auth`]: password hashing and bearer tokens
 //! - [`secrets`]: child-zone credentials sealed at rest with this zone's secret key
 //! - [`services`]: the services a node runs on the bus
+//! - [`agent`]: host agents over async HTTP: the zone's client and the `agent-sim` simulator
 //! - [`gateway`]: the federation crate wired to this node (children, polling, routing)
 //! - [`http`]: the REST API every node serves
 //! - [`app`]: wires it all together: `Application::build`, `run_until_stopped`

@@ -827,6 +827,13 @@ async fn hosts_crud_and_capability_round_trip(db: &TestDb) {
     assert_eq!(got.capabilities, new_caps);
     assert!(got.version > h1.version);
     assert!(!store.host_set_capabilities(Uuid::new_v4(), &new_caps).await.unwrap());
+    // Unchanged keys stay, a key may change type, and an empty set removes every capability.
+    let mut retyped = new_caps.clone();
+    retyped.insert("hypervisor".to_string(), CapabilityValue::Float(3.0));
+    assert!(store.host_set_capabilities(h1.id, &retyped).await.unwrap());
+    assert_eq!(store.host_get(h1.id).await.unwrap().unwrap().capabilities, retyped);
+    assert!(store.host_set_capabilities(h1.id, &BTreeMap::new()).await.unwrap());
+    assert!(store.host_get(h1.id).await.unwrap().unwrap().capabilities.is_empty());
 
     // A report with capabilities replaces them too.
     let mut reported = BTreeMap::new();

@@ -376,12 +376,15 @@ async fn report_loop(
             continue;
         };
         let report = HostReport { capabilities: caps.clone() };
-        let sent = session
-            .call(|c| {
-                let (id, report) = (id.clone(), report.clone());
-                async move { c.host_report(&id, &report).await }
-            })
-            .await;
+        let call = session.call(|c| {
+            let (id, report) = (id.clone(), report.clone());
+            async move { c.host_report(&id, &report).await }
+        });
+        // A stop does not wait for a report to a zone that does not answer.
+        let sent = tokio::select! {
+            _ = stop.cancelled() => return,
+            sent = call => sent,
+        };
         match sent {
             Ok(()) => {
                 if let Some(caps) = caps {

@@ -265,7 +265,16 @@ impl Cluster {
     pub fn admit(&self, key: &str) -> Admission {
         let view = self.view();
         let me = self.inner.me;
-        let Some(owner) = view.route.owner(key) else { return Admission::Stop };
+        let Some(owner) = view.route.owner(key) else {
+            // No ring yet: this node has inserted its row but not read its first view, and peers
+            // that already read the row may route here. Wait for the view (the message's deadline
+            // bounds the wait); without a ring after that, this node is gone.
+            return if view.epoch < 0 && !self.inner.evicted.is_cancelled() {
+                Admission::Hold
+            } else {
+                Admission::Stop
+            };
+        };
         if owner != me {
             return Admission::Forward(owner);
         }
@@ -542,5 +551,27 @@ impl Cluster {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_node_without_its_first_view_holds_work_instead_of_refusing_it() {
+        let me = Uuid::new_v4();
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let bus = Bus::connect("memory://", "t", me).await.unwrap();
+        let settings = ClusterSettings {
+            heartbeat_interval: Duration::from_secs(1),
+            dead_after: Duration::from_secs(5),
+            virtual_nodes: 8,
+        };
+        let cluster = Cluster::new(store, bus, WorkQueues::new(), settings, me, "http://127.0.0.1:1".into());
+        // Peers may route here between the row insert and the first view: hold, do not refuse.
+        assert_eq!(cluster.admit("some-resource"), Admission::Hold);
+        cluster.inner.evicted.cancel();
+        assert_eq!(cluster.admit("some-resource"), Admission::Stop, "an evicted node refuses");
     }
 }

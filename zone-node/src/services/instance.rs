@@ -125,15 +125,28 @@ impl InstanceService {
     async fn modify(
         &self,
         id: Uuid,
+        decide: impl FnMut(&InstanceRow) -> Result<InstanceChange, ErrorBody>,
+    ) -> Result<(InstanceRow, InstanceRow), ErrorBody> {
+        let row = self.get(id).await?;
+        self.modify_from(row, decide).await
+    }
+
+    /// [`Self::modify`] starting from `row`, a read this task just made (or wrote) itself, which
+    /// saves a read per write. The write is still version-checked: if the row moved since, it is
+    /// re-read and decided again.
+    async fn modify_from(
+        &self,
+        mut before: InstanceRow,
         mut decide: impl FnMut(&InstanceRow) -> Result<InstanceChange, ErrorBody>,
     ) -> Result<(InstanceRow, InstanceRow), ErrorBody> {
+        let id = before.id;
         for _ in 0..STALE_RETRIES {
-            let before = self.get(id).await?;
             let change = decide(&before)?;
             if let Some(after) = self.store.instance_update(id, before.version, &change).await.map_err(store_error)? {
                 return Ok((before, after));
             }
             tracing::debug!(instance = %id, version = before.version, "stale write; re-reading");
+            before = self.get(id).await?;
         }
         Err(ErrorBody::new(ErrorCode::Conflict, format!("instance {id} kept changing; retry")))
     }
@@ -191,7 +204,7 @@ impl InstanceService {
             Task::Migrate(_) => Some(self.reserve_target(&row, action.host_id.as_deref()).await?),
             _ => None,
         };
-        match self.start_task(id, Some(action.action), target).await {
+        match self.start_task(row.clone(), Some(action.action), target).await {
             Ok(row) => self.drive(row, task).await,
             Err(e) => {
                 if let Some(t) = target {
@@ -206,21 +219,21 @@ impl InstanceService {
         let row = self.get(id).await?;
         check_host_up(&row)?;
         begin(None, &row.state).map_err(|r| ErrorBody::new(ErrorCode::InvalidState, r.0))?;
-        let row = self.start_task(id, None, None).await?;
+        let row = self.start_task(row, None, None).await?;
         self.drive(row, Task::Delete).await
     }
 
-    /// Writes the transitional state of the task `action` starts (delete when `None`),
-    /// re-checking the transition on the row as it is now.
+    /// Writes the transitional state of the task `action` starts (delete when `None`) on `row`
+    /// (just read), re-checking the transition on the row as it is when written.
     async fn start_task(
         &self,
-        id: Uuid,
+        row: InstanceRow,
         action: Option<api::InstanceActionKind>,
         target: Option<Uuid>,
     ) -> Result<InstanceRow, ErrorBody> {
         let me = self.me();
         let (before, after) = self
-            .modify(id, |row| {
+            .modify_from(row, |row| {
                 check_host_up(row)?;
                 let task = begin(action, &row.state).map_err(|r| ErrorBody::new(ErrorCode::InvalidState, r.0))?;
                 Ok(InstanceChange {
@@ -290,8 +303,8 @@ impl InstanceService {
         match (outcome, task.final_state()) {
             (Ok(()), None) => {
                 // Deleted on the host: remove the row, give the capacity back, bump the generation.
+                let mut current = row.clone();
                 for _ in 0..STALE_RETRIES {
-                    let current = self.get(id).await?;
                     if self.store.instance_remove(id, current.version).await.map_err(store_error)? {
                         events::publish(
                             &self.bus,
@@ -301,6 +314,8 @@ impl InstanceService {
                         .await;
                         return Ok(b"{}".to_vec());
                     }
+                    // Changed since this task wrote it (or gone): re-read and try again.
+                    current = self.get(id).await?;
                 }
                 Err(ErrorBody::new(ErrorCode::Conflict, format!("instance {id} kept changing; retry")))
             }
@@ -310,7 +325,7 @@ impl InstanceService {
                     _ => None,
                 };
                 let (before, after) = self
-                    .modify(id, |_| {
+                    .modify_from(row.clone(), |_| {
                         Ok(InstanceChange { state: done.as_str().into(), move_to, ..InstanceChange::default() })
                     })
                     .await?;
@@ -320,7 +335,7 @@ impl InstanceService {
             (Err(failure), _) => {
                 tracing::warn!(instance = %id, task = task.verb(), reason = %failure, "agent task failed");
                 let (before, after) = self
-                    .modify(id, |_| {
+                    .modify_from(row.clone(), |_| {
                         Ok(InstanceChange {
                             state: Stable::Error.as_str().into(),
                             error_reason: Some(failure.reason.clone()),
@@ -343,26 +358,26 @@ impl InstanceService {
     async fn call_agent(&self, row: &InstanceRow, task: Task) -> Result<(), crate::agent::client::AgentFailure> {
         let fail = |reason: String| crate::agent::client::AgentFailure { reason };
         let host_id = row.host_id.ok_or_else(|| fail("the instance has no host".into()))?;
-        let host = self
+        let (agent_url, agent_token) = self
             .store
-            .host_get(host_id)
+            .host_agent(host_id)
             .await
             .map_err(|e| fail(format!("cannot read host {host_id}: {e}")))?
             .ok_or_else(|| fail(format!("host {host_id} no longer exists")))?;
         let target_url = match (task.agent_action(), row.task_target) {
             (AgentAction::Migrate, Some(target)) => Some(
                 self.store
-                    .host_get(target)
+                    .host_agent(target)
                     .await
                     .map_err(|e| fail(format!("cannot read target host {target}: {e}")))?
                     .ok_or_else(|| fail(format!("target host {target} no longer exists")))?
-                    .agent_url,
+                    .0,
             ),
             _ => None,
         };
         let call = AgentCall {
-            agent_url: &host.agent_url,
-            agent_token: host.agent_token.as_deref(),
+            agent_url: &agent_url,
+            agent_token: agent_token.as_deref(),
             instance_id: row.id,
             action: task.agent_action(),
             resources: row.resources,

@@ -168,15 +168,54 @@ fn group_caps(caps: Vec<RawCap>) -> Result<BTreeMap<String, BTreeMap<String, Cap
 const INSERT_CAP: &str = "INSERT INTO host_capabilities (host_id, key, kind, str_value, float_value) \
      VALUES ($1, $2, $3, $4, $5)";
 
-/// Deletes and re-inserts a host's capabilities inside transaction `$tx` (a macro, like
-/// `with_pool!`, so the same code is compiled for both drivers).
+/// The two statements that make a host's capability rows exactly a set of `n` capabilities
+/// (`$1` the host, then key, kind, str_value, float_value per capability): a multi-row upsert that
+/// rewrites only the rows whose value changed, and a delete of the keys no longer in the set. Two
+/// round trips whatever the size of the set; a report whose `free-ram` changed rewrites one row,
+/// not all of them. (`IS DISTINCT FROM` is understood by PostgreSQL and by SQLite since 3.39.)
+fn replace_caps_sql(n: usize) -> (Option<String>, String) {
+    if n == 0 {
+        return (None, "DELETE FROM host_capabilities WHERE host_id = $1".to_owned());
+    }
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let p = 2 + 4 * i;
+            format!("($1, ${}, ${}, ${}, ${})", p, p + 1, p + 2, p + 3)
+        })
+        .collect();
+    let upsert = format!(
+        "INSERT INTO host_capabilities (host_id, key, kind, str_value, float_value) VALUES {} \
+         ON CONFLICT (host_id, key) DO UPDATE SET kind = excluded.kind, str_value = excluded.str_value, \
+         float_value = excluded.float_value \
+         WHERE host_capabilities.kind IS DISTINCT FROM excluded.kind \
+         OR host_capabilities.str_value IS DISTINCT FROM excluded.str_value \
+         OR host_capabilities.float_value IS DISTINCT FROM excluded.float_value",
+        rows.join(", ")
+    );
+    let keys: Vec<String> = (0..n).map(|i| format!("${}", 2 + i)).collect();
+    let delete = format!("DELETE FROM host_capabilities WHERE host_id = $1 AND key NOT IN ({})", keys.join(", "));
+    (Some(upsert), delete)
+}
+
+/// Makes a host's capabilities exactly `$caps` inside transaction `$tx` (a macro, like
+/// `with_pool!`, so the same code is compiled for both drivers). See [`replace_caps_sql`].
 macro_rules! replace_caps {
     ($tx:ident, $id:expr, $caps:expr) => {{
-        sqlx::query("DELETE FROM host_capabilities WHERE host_id = $1").bind($id).execute(&mut *$tx).await?;
-        for (key, value) in $caps {
-            let (kind, s, f) = encode(value);
-            sqlx::query(INSERT_CAP).bind($id).bind(key).bind(kind).bind(s).bind(f).execute(&mut *$tx).await?;
+        let caps: &BTreeMap<String, CapabilityValue> = $caps;
+        let (upsert, delete) = replace_caps_sql(caps.len());
+        if let Some(upsert) = &upsert {
+            let mut q = sqlx::query(upsert).bind($id);
+            for (key, value) in caps {
+                let (kind, s, f) = encode(value);
+                q = q.bind(key).bind(kind).bind(s).bind(f);
+            }
+            q.execute(&mut *$tx).await?;
         }
+        let mut q = sqlx::query(&delete).bind($id);
+        for key in caps.keys() {
+            q = q.bind(key);
+        }
+        q.execute(&mut *$tx).await?;
     }};
 }
 
@@ -244,6 +283,17 @@ impl Store {
         let mut by_host = group_caps(caps)?;
         let caps = by_host.remove(&raw.id).unwrap_or_default();
         raw.into_row(caps).map(Some)
+    }
+
+    /// What calling a host's agent takes, its URL and token, in one query (no capabilities).
+    /// `None` for an unknown host.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn host_agent(&self, id: Uuid) -> Result<Option<(String, Option<String>)>> {
+        const SQL: &str = "SELECT agent_url, agent_token FROM hosts WHERE id = $1";
+        let id = id.to_string();
+        let row: Option<(String, Option<String>)> =
+            with_pool!(self, |pool| sqlx::query_as(SQL).bind(&id).fetch_optional(pool).await)?;
+        Ok(row)
     }
 
     /// Every host of the zone with its capabilities, by name.

@@ -150,13 +150,14 @@ impl Store {
         const INSERT: &str = "INSERT INTO instances (id, name, client_id, state, host_id, vcpus, memory_mb, \
              disk_gb, requirements, task, task_node, created_at_ms, updated_at_ms) \
              VALUES ($1, $2, $3, 'building', $4, $5, $6, $7, $8, 'create', $9, \
-             (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock))";
+             (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock)) \
+             RETURNING version, created_at_ms";
         let requirements =
             serde_json::to_string(&new.requirements).map_err(|e| StoreError::Other(format!("requirements: {e}")))?;
         let id = new.id.to_string();
         let outcome = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            sqlx::query(INSERT)
+            let (version, created_at_ms): (i64, i64) = sqlx::query_as(INSERT)
                 .bind(&id)
                 .bind(&new.name)
                 .bind(&new.client_id)
@@ -166,20 +167,39 @@ impl Store {
                 .bind(new.resources.disk_gb)
                 .bind(&requirements)
                 .bind(new.task_node.to_string())
-                .execute(&mut *tx)
+                .fetch_one(&mut *tx)
                 .await?;
             sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
-            tx.commit().await
+            tx.commit().await?;
+            Ok((version, created_at_ms))
         }
         .await);
-        outcome.map_err(|e| {
+        let (version, created_at_ms) = outcome.map_err(|e: sqlx::Error| {
             if super::is_unique_violation(&e) {
                 StoreError::Conflict(format!("instance {id}"))
             } else {
                 e.into()
             }
         })?;
-        self.instance_get(new.id).await?.ok_or_else(|| StoreError::Other(format!("instance {id} vanished")))
+        // The row as inserted, without reading it back: its host was up when its capacity was
+        // reserved a moment ago (what a later read joins in as `host_state`).
+        Ok(InstanceRow {
+            id: new.id,
+            name: new.name.clone(),
+            client_id: new.client_id.clone(),
+            state: "building".into(),
+            host_id: Some(new.host_id),
+            host_state: Some("up".into()),
+            resources: new.resources,
+            requirements: new.requirements.clone(),
+            error_reason: None,
+            version,
+            task: Some("create".into()),
+            task_node: Some(new.task_node),
+            task_target: None,
+            created_at_ms,
+            updated_at_ms: created_at_ms,
+        })
     }
 
     /// The instance with this id.
@@ -242,19 +262,34 @@ impl Store {
              updated_at_ms = (SELECT now_ms FROM db_clock) WHERE id = $1 AND version = $2";
         const OLD: &str = "SELECT host_id, vcpus, memory_mb, disk_gb FROM instances WHERE id = $1 AND version = $2";
         let id_text = id.to_string();
+        if change.move_to.is_none() {
+            // One statement, so no transaction: one round trip instead of three.
+            let n = with_pool!(self, |pool| {
+                sqlx::query(UPDATE)
+                    .bind(&id_text)
+                    .bind(version)
+                    .bind(&change.state)
+                    .bind(&change.error_reason)
+                    .bind(&change.task)
+                    .bind(change.task_node.map(|u| u.to_string()))
+                    .bind(change.task_target.map(|u| u.to_string()))
+                    .bind(None::<String>)
+                    .execute(pool)
+                    .await
+                    .map(|r| r.rows_affected())
+            })?;
+            return if n == 0 { Ok(None) } else { self.instance_get(id).await };
+        }
         let updated = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            // Read the old host only when moving; SQLite would not wait on a read-first
+            // Read the old host to give its capacity back; SQLite would not wait on a read-first
             // transaction, so take the write lock first with a no-op touch.
-            let old: Option<(Option<String>, i64, i64, i64)> = if change.move_to.is_some() {
-                sqlx::query("UPDATE instances SET version = version WHERE id = $1")
-                    .bind(&id_text)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query_as(OLD).bind(&id_text).bind(version).fetch_optional(&mut *tx).await?
-            } else {
-                None
-            };
+            sqlx::query("UPDATE instances SET version = version WHERE id = $1")
+                .bind(&id_text)
+                .execute(&mut *tx)
+                .await?;
+            let old: Option<(Option<String>, i64, i64, i64)> =
+                sqlx::query_as(OLD).bind(&id_text).bind(version).fetch_optional(&mut *tx).await?;
             let n = sqlx::query(UPDATE)
                 .bind(&id_text)
                 .bind(version)

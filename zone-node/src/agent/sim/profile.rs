@@ -89,9 +89,11 @@ fn mixed(index: usize) -> HostProfile {
         ("cpu-ghz", json!((20 + (i * 7) % 13) as f64 / 10.0)),
     ]);
     // Only on every other host, so `exists` is a real filter; true on half of those.
-    if index.is_multiple_of(2) {
-        capabilities.insert("accept-migrations".into(), json!(index.is_multiple_of(4)));
-    }
+    match index % 4 {
+        0 => capabilities.insert("accept-migrations".into(), json!(true)),
+        2 => capabilities.insert("accept-migrations".into(), json!(false)),
+        _ => None,
+    };
     HostProfile {
         capabilities,
         resources: Resources {

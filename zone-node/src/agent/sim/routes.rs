@@ -232,3 +232,130 @@ async fn stats(
     check_bearer(&headers, state.control_token.as_ref())?;
     Ok(axum::Json(host(&state, &name)?.stats()))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tokio::sync::mpsc;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::agent::sim::host::Behaviour;
+    use crate::agent::sim::profile::{host_profile, Profile};
+
+    const AGENT_TOKEN: &str = "agent-token-0123456789abcdef";
+    const CONTROL_TOKEN: &str = "control-token-0123456789abcdef";
+
+    /// A zone's callback endpoint: records (task id in the URL, callback token header, body).
+    async fn callback_receiver() -> (String, mpsc::UnboundedReceiver<(String, String, AgentResult)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let app = Router::new().route(
+            "/cb/{id}",
+            post(move |Path(id): Path<String>, headers: HeaderMap, axum::Json(result): axum::Json<AgentResult>| {
+                let tx = tx.clone();
+                async move {
+                    let token = headers.get(CALLBACK_TOKEN_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let _ = tx.send((id, token.to_owned(), result));
+                    StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, rx)
+    }
+
+    fn agents(fail_rate: f64) -> (Router, Arc<SimHost>) {
+        let behaviour = Behaviour { fail_rate, latency: Duration::from_millis(10), reporting: true };
+        let host = Arc::new(SimHost::new(
+            "h-000".into(),
+            "http://sim/hosts/h-000".into(),
+            host_profile(Profile::Uniform, 0),
+            Secret::new(AGENT_TOKEN),
+            behaviour,
+        ));
+        let state = Arc::new(SimState {
+            hosts: [("h-000".to_owned(), host.clone())].into_iter().collect(),
+            by_url: HashMap::new(),
+            http: reqwest::Client::new(),
+            control_token: Some(Secret::new(CONTROL_TOKEN)),
+            work: TaskTracker::new(),
+        });
+        (router(state), host)
+    }
+
+    fn task_request(callback_base: &str, task_id: &str, token: Option<&str>, deadline_ms: i64) -> Request<Body> {
+        let task = json!({"task_id": task_id, "instance_id": "i-1", "action": "create",
+            "resources": {"vcpus": 1, "memory_mb": 512, "disk_gb": 10}});
+        let mut req = Request::post("/hosts/h-000/v1/tasks")
+            .header("content-type", "application/json")
+            .header(CALLBACK_URL_HEADER, format!("{callback_base}/cb/{task_id}"))
+            .header(CALLBACK_TOKEN_HEADER, format!("cb-{task_id}"))
+            .header(DEADLINE_HEADER, deadline_ms.to_string());
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        req.body(Body::from(task.to_string())).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_task_is_accepted_at_once_and_its_result_called_back_with_the_token() {
+        let (callbacks, mut results) = callback_receiver().await;
+        let (app, host) = agents(0.0);
+        let later = crate::time::local_now_ms() + 10_000;
+        let resp = app.clone().oneshot(task_request(&callbacks, "t1", Some(AGENT_TOKEN), later)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let (id, token, result) = tokio::time::timeout(Duration::from_secs(10), results.recv()).await.unwrap().unwrap();
+        assert_eq!((id.as_str(), token.as_str()), ("t1", "cb-t1"));
+        assert_eq!(result, AgentResult { task_id: "t1".into(), ok: true, reason: None });
+        assert_eq!(host.stats()["instances"]["i-1"]["state"], json!("running"));
+    }
+
+    #[tokio::test]
+    async fn tasks_need_the_agent_token_and_a_deadline_still_ahead() {
+        let (callbacks, _results) = callback_receiver().await;
+        let (app, host) = agents(0.0);
+        let later = crate::time::local_now_ms() + 10_000;
+        for (token, status) in
+            [(None, StatusCode::UNAUTHORIZED), (Some("wrong-token-0123456789"), StatusCode::UNAUTHORIZED)]
+        {
+            let resp = app.clone().oneshot(task_request(&callbacks, "t1", token, later)).await.unwrap();
+            assert_eq!(resp.status(), status);
+        }
+        let past = crate::time::local_now_ms() - 1;
+        let resp = app.clone().oneshot(task_request(&callbacks, "t2", Some(AGENT_TOKEN), past)).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT, "work past its deadline is not started");
+        let stats = host.stats();
+        assert_eq!((stats["tasks"]["started"].clone(), stats["tasks"]["refused"].clone()), (json!(0), json!(1)));
+    }
+
+    #[tokio::test]
+    async fn control_and_stats_need_the_control_token() {
+        let (app, host) = agents(0.0);
+        let control = |token: &str| {
+            Request::post("/hosts/h-000/v1/control")
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::from(r#"{"fail_rate": 1.0, "reporting": false}"#))
+                .unwrap()
+        };
+        assert_eq!(
+            app.clone().oneshot(control("nope-nope-nope-nope")).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert!(host.behaviour().reporting, "a refused control changes nothing");
+        assert_eq!(app.clone().oneshot(control(CONTROL_TOKEN)).await.unwrap().status(), StatusCode::OK);
+        assert_eq!(host.behaviour().fail_rate, 1.0);
+        assert!(!host.behaviour().reporting);
+        let stats = Request::get("/hosts/h-000/v1/stats").body(Body::empty()).unwrap();
+        assert_eq!(app.clone().oneshot(stats).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        let bad = Request::post("/hosts/h-000/v1/control")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {CONTROL_TOKEN}"))
+            .body(Body::from(r#"{"fail_rate": 1.5}"#))
+            .unwrap();
+        assert_eq!(app.clone().oneshot(bad).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    }
+}
