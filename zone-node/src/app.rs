@@ -217,6 +217,13 @@ impl Application {
         let reason = tokio::spawn(reason);
         tracing::info!(addr = %listener.local_addr()?, api_url = state.config.api_url(), "serving the API");
         let app = crate::http::router(state.clone());
+        // Answers are small and written in pieces (head, body): without TCP_NODELAY, Nagle's
+        // algorithm meeting the peer's delayed ACK holds the last piece for up to 40 ms.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop_http.cancelled().await })
             .await

@@ -204,6 +204,10 @@ pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Resu
     let app = routes::router(state.clone());
     let server = tokio::spawn({
         let stop = stop_http.clone();
+        // TCP_NODELAY for the same reason as the node's own API (app.rs).
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         async move { axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await }
     });
     tracing::info!(listen = %local, agents_url, hosts = config.hosts, profile = config.profile.as_str(),
