@@ -29,13 +29,15 @@ for w in "${what[@]}"; do
       cp "$PEERS"/nginx/*.conf "$ngx/"
       mkdir -p "$ngx/run" "$ngx/logs" "$ngx/tmp"
       nginx -p "$ngx/" -e logs/error.log -c nginx.conf
-      trap 'kill -QUIT "$(cat "$ngx/run/nginx.pid")" 2>/dev/null || true' EXIT
-      for p in 18080 18081; do
+      # The hop in a process of its own (18091 -> 18080), like a gateway in front of a zone.
+      nginx -p "$ngx/" -e logs/hop_error.log -c nginx_hop_only.conf
+      trap 'kill -QUIT "$(cat "$ngx/run/nginx.pid")" "$(cat "$ngx/run/nginx_hop.pid")" 2>/dev/null || true' EXIT
+      for p in 18080 18081 18091; do
         for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
       done
       echo "| nginx | connections | req/s (each run) | p50 (each run) |"
       echo "|---|---|---|---|"
-      for p in 18080 18081; do
+      for p in 18080 18081 18091; do
         for c in 1 32; do
           rps=(); p50=()
           for _ in $(seq 1 "$REPEAT"); do
@@ -43,11 +45,11 @@ for w in "${what[@]}"; do
             rps+=("$(awk '/Requests\/sec/{print $2}' <<<"$out")")
             p50+=("$(awk '$1=="50%"{print $2}' <<<"$out")")
           done
-          label=$([[ $p == 18080 ]] && echo direct || echo "1 hop")
+          case $p in 18080) label=direct ;; 18081) label="1 hop, same worker" ;; *) label="1 hop, own process" ;; esac
           echo "| $label | c=$c | ${rps[*]} | ${p50[*]} |"
         done
       done
-      kill -QUIT "$(cat "$ngx/run/nginx.pid")"; trap - EXIT
+      kill -QUIT "$(cat "$ngx/run/nginx.pid")" "$(cat "$ngx/run/nginx_hop.pid")"; trap - EXIT
       ;;
     hop) target/release/bench-federation hop --duration "$WRK_DUR" --repeat "$REPEAT" ;;
     lookup) target/release/bench-federation lookup --duration "$WRK_DUR" ;;

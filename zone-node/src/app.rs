@@ -21,9 +21,21 @@ use crate::services::probe::Probe;
 use crate::store::{AccountRow, Store, TokenRow, ZoneRow};
 use crate::workqueue::WorkQueues;
 
-/// Everything a request handler needs. Cheap to clone: `Arc`s and handles.
+/// Everything a request handler needs. One `Arc`: axum clones the state for every extractor of
+/// every request, so a clone must not copy the zone's strings or bump a dozen reference counts.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Store,
     pub bus: Bus,
@@ -145,7 +157,7 @@ impl Application {
         }
 
         let tokens = Cache::builder().time_to_live(crate::http::auth::TOKEN_CACHE_TTL).max_capacity(100_000).build();
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             config: Arc::new(config),
             store,
             bus,
@@ -157,7 +169,7 @@ impl Application {
             gateway,
             sync,
             secrets,
-        };
+        }));
         Ok(Application { state, listener, shutdown: CancellationToken::new() })
     }
 
