@@ -6,6 +6,7 @@
 
 mod broker_restart;
 mod cluster;
+mod demo;
 mod embedded;
 mod federation;
 mod harness_smoke;
