@@ -11,8 +11,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 async fn the_demo_starts_a_linked_federation_and_says_how_to_use_it() {
     let binary = e2e::node::default_binary_path();
     let binary = std::env::var_os(e2e::node::NODE_BIN_ENV).map(std::path::PathBuf::from).unwrap_or(binary);
-    // Six consecutive ports: a random base in a range the harness's free ports rarely use.
-    let base: u16 = 40_000 + rand::random::<u16>() % 20_000;
+    // Six consecutive free ports, below the kernel's ephemeral range (32768 and up), where the
+    // harness's free ports and every outgoing connection of the suite live.
+    let base = (0..100)
+        .map(|_| 20_000 + rand::random::<u16>() % 12_000)
+        .find(|b| (0..6).all(|i| std::net::TcpListener::bind(("127.0.0.1", b + i)).is_ok()))
+        .expect("six consecutive free ports below 32000");
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(&binary)
         .args(["demo", "--base-port", &base.to_string(), "--hosts", "2", "--data-dir"])

@@ -20,7 +20,7 @@ use api::{
     Aggregate, AggregateEntry, CapabilityValue, ClientError, ErrorCode, Instance, InstanceAction, InstanceActionKind,
     InstanceCreate, Op, Requirement, Resources, ZoneStatus,
 };
-use e2e::federation::{metric, start_zones, wait_child_status, zone_add, zone_spec, POLL_INTERVAL_MS};
+use e2e::federation::{metric, start_zones, wait_child_status, zone_add, zone_create, zone_spec, POLL_INTERVAL_MS};
 use e2e::{poll_until, Cluster, ClusterOptions, NodeProcess, SimProcess, SimSpec};
 use serde_json::json;
 
@@ -399,15 +399,7 @@ async fn zone_add_refuses_bad_input_and_loops_and_so_does_every_hop() {
     };
     let before = registered(admin_a.zones(true).await.unwrap().zones);
 
-    let good = |child: &NodeProcess| api::ZoneCreate {
-        name: None,
-        api_url: child.url(),
-        username: child.spec().admin_username.clone(),
-        password: child.spec().admin_password.clone(),
-        weight_offset: 0.0,
-        weight_scale: 1.0,
-        disabled: false,
-    };
+    let good = zone_create;
     // A member account of zc, to be refused as the credentials of a parent.
     c.client()
         .await
@@ -489,20 +481,7 @@ async fn every_node_of_a_parent_zone_sees_registry_changes_without_a_restart() {
     // other nodes could not open, and says how to fix it.
     {
         let keyless = Cluster::start(1, ClusterOptions { env: fed_env(false), ..ClusterOptions::default() }).await;
-        let e = keyless
-            .client(0)
-            .await
-            .zone_create(&api::ZoneCreate {
-                name: None,
-                api_url: child.url(),
-                username: child.spec().admin_username.clone(),
-                password: child.spec().admin_password.clone(),
-                weight_offset: 0.0,
-                weight_scale: 1.0,
-                disabled: false,
-            })
-            .await
-            .unwrap_err();
+        let e = keyless.client(0).await.zone_create(&zone_create(&child)).await.unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::InvalidState), "{e}");
         assert!(e.to_string().contains("ZONE_SECRET_KEY"), "{e}");
     }
@@ -510,15 +489,7 @@ async fn every_node_of_a_parent_zone_sees_registry_changes_without_a_restart() {
     let _sim = SimProcess::start(sim_spec(&child, 2, site_caps("leaf", "kvm"))).await;
     let (n0, n1) = (parent.client(0).await, parent.client(1).await);
     let added = n0
-        .zone_create(&api::ZoneCreate {
-            name: Some("leaf".into()),
-            api_url: child.url(),
-            username: child.spec().admin_username.clone(),
-            password: child.spec().admin_password.clone(),
-            weight_offset: 0.0,
-            weight_scale: 1.0,
-            disabled: false,
-        })
+        .zone_create(&api::ZoneCreate { name: Some("leaf".into()), ..zone_create(&child) })
         .await
         .expect("zone-add through node 0");
     // Node 1 routes to the new child at once (the change is announced on the bus).

@@ -42,10 +42,10 @@ pub async fn start_zones(names: &[&str]) -> BTreeMap<String, NodeProcess> {
     names.iter().map(|n| n.to_string()).zip(nodes).collect()
 }
 
-/// Registers `child` with `parent` (zone-add with the child's admin account); panics with both
-/// logs when it is refused.
-pub async fn zone_add(parent: &NodeProcess, child: &NodeProcess) -> api::ChildZone {
-    let req = api::ZoneCreate {
+/// The zone-add body that registers `child` with its admin account, under its own name, with
+/// the default weights.
+pub fn zone_create(child: &NodeProcess) -> api::ZoneCreate {
+    api::ZoneCreate {
         name: None,
         api_url: child.url(),
         username: child.spec().admin_username.clone(),
@@ -53,8 +53,13 @@ pub async fn zone_add(parent: &NodeProcess, child: &NodeProcess) -> api::ChildZo
         weight_offset: 0.0,
         weight_scale: 1.0,
         disabled: false,
-    };
-    match parent.client().await.zone_create(&req).await {
+    }
+}
+
+/// Registers `child` with `parent` (zone-add with the child's admin account); panics with both
+/// logs when it is refused.
+pub async fn zone_add(parent: &NodeProcess, child: &NodeProcess) -> api::ChildZone {
+    match parent.client().await.zone_create(&zone_create(child)).await {
         Ok(z) => z,
         Err(e) => panic!(
             "{}\n{}",

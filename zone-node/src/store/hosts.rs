@@ -127,6 +127,17 @@ impl RawHost {
     }
 }
 
+/// Host rows with their capabilities, from the two queries that read them.
+fn rows_with_capabilities(raws: Vec<RawHost>, caps: Vec<RawCap>) -> Result<Vec<HostRow>> {
+    let mut by_host = group_caps(caps)?;
+    raws.into_iter()
+        .map(|raw| {
+            let caps = by_host.remove(&raw.id).unwrap_or_default();
+            raw.into_row(caps)
+        })
+        .collect()
+}
+
 /// A capability as its stored tuple: (kind, str_value, float_value). Bools keep both forms so an
 /// operator reading the table, and `eq` filters, see them either way.
 fn encode(v: &CapabilityValue) -> (&'static str, Option<String>, Option<f64>) {
@@ -309,13 +320,7 @@ impl Store {
         .await)?;
         // Two statements without a transaction: a host created in between has no capabilities
         // here, one deleted in between is simply absent. Both are fine for a listing.
-        let mut by_host = group_caps(caps)?;
-        raws.into_iter()
-            .map(|raw| {
-                let caps = by_host.remove(&raw.id).unwrap_or_default();
-                raw.into_row(caps)
-            })
-            .collect()
+        rows_with_capabilities(raws, caps)
     }
 
     /// One page of hosts by id: those after `marker`, at most `limit`.
@@ -331,13 +336,7 @@ impl Store {
             Ok::<_, sqlx::Error>((raws, caps))
         }
         .await)?;
-        let mut by_host = group_caps(caps)?;
-        raws.into_iter()
-            .map(|raw| {
-                let caps = by_host.remove(&raw.id).unwrap_or_default();
-                raw.into_row(caps)
-            })
-            .collect()
+        rows_with_capabilities(raws, caps)
     }
 
     /// Free capacity of the zone's up hosts as aggregate entries under the reserved keys of
