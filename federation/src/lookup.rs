@@ -192,17 +192,24 @@ pub struct Me<'a> {
     pub api_url: &'a str,
 }
 
+impl Me<'_> {
+    /// This zone as the lowest zone of `client`.
+    pub fn here(&self, client: &str) -> LowestZone {
+        LowestZone {
+            client_id: client.to_owned(),
+            zone_id: self.id.to_owned(),
+            zone_name: self.name.to_owned(),
+            api_url: self.api_url.to_owned(),
+            path: vec![self.name.to_owned()],
+            unreachable_zones: Vec::new(),
+        }
+    }
+}
+
 /// The seed's rule over this zone's own answer and its children's (`(child name, answer)`).
 pub fn compose(me: &Me<'_>, client: &str, local: bool, children: &[(&str, Option<&LowestZone>)]) -> Option<LowestZone> {
     let yes: Vec<&(&str, Option<&LowestZone>)> = children.iter().filter(|(_, a)| a.is_some()).collect();
-    let here = || LowestZone {
-        client_id: client.to_owned(),
-        zone_id: me.id.to_owned(),
-        zone_name: me.name.to_owned(),
-        api_url: me.api_url.to_owned(),
-        path: vec![me.name.to_owned()],
-        unreachable_zones: Vec::new(),
-    };
+    let here = || me.here(client);
     match (local, yes.as_slice()) {
         (false, []) => None,
         (false, [(child, Some(below))]) => {
