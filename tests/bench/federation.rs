@@ -23,7 +23,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use api::{InstanceCreate, Op, Requirement, Resources};
-use e2e::federation::{start_zones, zone_add};
+use e2e::federation::{sim_for, start_zones, zone_add};
 use e2e::{NodeProcess, SimProcess, SimSpec};
 use futures::StreamExt;
 use serde_json::json;
@@ -36,20 +36,8 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 }
 
 fn sim(zone: &NodeProcess, hosts: usize, profile: &str, caps: Vec<(String, serde_json::Value)>) -> SimSpec {
-    SimSpec {
-        zone_url: zone.url(),
-        username: zone.spec().admin_username.clone(),
-        password: zone.spec().admin_password.clone(),
-        hosts,
-        latency_ms: 0,
-        fail_rate: 0.0,
-        profile: profile.into(),
-        name_prefix: format!("{}-h", zone.label()),
-        // As the zones expect (e2e::federation::FAST_POLL).
-        report_interval_ms: 200,
-        control_token: None,
-        capabilities: caps,
-    }
+    // Tasks answered at once: the benchmarks measure the zones, not the agents.
+    SimSpec { latency_ms: 0, ..sim_for(zone, hosts, profile, caps) }
 }
 
 fn small() -> Resources {

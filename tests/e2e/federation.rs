@@ -20,7 +20,9 @@ use api::{
     Aggregate, AggregateEntry, CapabilityValue, ClientError, ErrorCode, Instance, InstanceAction, InstanceActionKind,
     InstanceCreate, Op, Requirement, Resources, ZoneStatus,
 };
-use e2e::federation::{metric, start_zones, wait_child_status, zone_add, zone_create, zone_spec, POLL_INTERVAL_MS};
+use e2e::federation::{
+    metric, sim_for, start_zones, wait_child_status, zone_add, zone_create, zone_spec, POLL_INTERVAL_MS,
+};
 use e2e::{poll_until, Cluster, ClusterOptions, NodeProcess, SimProcess, SimSpec};
 use serde_json::json;
 
@@ -30,19 +32,7 @@ fn site_caps(site: &str, hypervisor: &str) -> Vec<(String, serde_json::Value)> {
 }
 
 fn sim_spec(zone: &NodeProcess, hosts: usize, caps: Vec<(String, serde_json::Value)>) -> SimSpec {
-    SimSpec {
-        zone_url: zone.url(),
-        username: zone.spec().admin_username.clone(),
-        password: zone.spec().admin_password.clone(),
-        hosts,
-        latency_ms: 5,
-        fail_rate: 0.0,
-        profile: "uniform".into(),
-        name_prefix: format!("{}-h", zone.label()),
-        report_interval_ms: 200,
-        control_token: None,
-        capabilities: caps,
-    }
+    sim_for(zone, hosts, "uniform", caps)
 }
 
 fn small() -> Resources {

@@ -42,6 +42,29 @@ pub async fn start_zones(names: &[&str]) -> BTreeMap<String, NodeProcess> {
     names.iter().map(|n| n.to_string()).zip(nodes).collect()
 }
 
+/// A simulator for `zone`'s hosts with the zone's admin credentials, reporting as the zone
+/// expects ([`FAST_POLL`]), every host also announcing `capabilities`.
+pub fn sim_for(
+    zone: &NodeProcess,
+    hosts: usize,
+    profile: &str,
+    capabilities: Vec<(String, serde_json::Value)>,
+) -> crate::SimSpec {
+    crate::SimSpec {
+        zone_url: zone.url(),
+        username: zone.spec().admin_username.clone(),
+        password: zone.spec().admin_password.clone(),
+        hosts,
+        latency_ms: 5,
+        fail_rate: 0.0,
+        profile: profile.into(),
+        name_prefix: format!("{}-h", zone.label()),
+        report_interval_ms: 200,
+        control_token: None,
+        capabilities,
+    }
+}
+
 /// The zone-add body that registers `child` with its admin account, under its own name, with
 /// the default weights.
 pub fn zone_create(child: &NodeProcess) -> api::ZoneCreate {
