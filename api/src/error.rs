@@ -28,8 +28,23 @@ impl ErrorBody {
 
 /// Every error code of the API and the bus. Adding a code is a compatible change; renaming or
 /// removing one is not.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
     // --- caller errors (4xx) ---
     /// The body is not valid JSON.
@@ -122,74 +137,61 @@ impl ErrorCode {
         }
     }
 
-    /// The snake_case text of the code, as it appears on the wire.
+    /// The snake_case text of the code, as it appears on the wire (derived, the same as serde's).
     pub fn as_str(self) -> &'static str {
-        use ErrorCode::*;
-        match self {
-            InvalidJson => "invalid_json",
-            InvalidBody => "invalid_body",
-            InvalidField => "invalid_field",
-            BodyTooLarge => "body_too_large",
-            UnsupportedMediaType => "unsupported_media_type",
-            MissingToken => "missing_token",
-            InvalidToken => "invalid_token",
-            TokenExpired => "token_expired",
-            InvalidCredentials => "invalid_credentials",
-            Forbidden => "forbidden",
-            NotFound => "not_found",
-            Conflict => "conflict",
-            InvalidState => "invalid_state",
-            NoSuchRoute => "no_such_route",
-            InvalidRequirements => "invalid_requirements",
-            InvalidResources => "invalid_resources",
-            NoValidHost => "no_valid_host",
-            AgentFailed => "agent_failed",
-            ZoneUnreachable => "zone_unreachable",
-            ZoneAuthFailed => "zone_auth_failed",
-            ZoneLoop => "zone_loop",
-            HopLimitExceeded => "hop_limit_exceeded",
-            ZoneUnavailable => "zone_unavailable",
-            Timeout => "timeout",
-            NodeUnavailable => "node_unavailable",
-            Unroutable => "unroutable",
-            BusUnavailable => "bus_unavailable",
-            NoSuchService => "no_such_service",
-            RingUnstable => "ring_unstable",
-            StoreUnavailable => "store_unavailable",
-            NodeFenced => "node_fenced",
-            Internal => "internal",
-        }
+        self.into()
     }
 
     /// Parses the wire text of a code; unknown codes (from a newer peer) become `Internal`.
     pub fn parse(text: &str) -> ErrorCode {
-        serde_json::from_value(serde_json::Value::String(text.to_owned())).unwrap_or(ErrorCode::Internal)
+        text.parse().unwrap_or(ErrorCode::Internal)
     }
 }
 
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+/// An error that can leave a zone: every error type of the workspace says once which code it has
+/// and what a caller may read of it; the HTTP answer and the bus reply are both made from that.
+///
+/// `public_message` must not carry internal detail (SQL, broker text, file paths): for 5xx codes
+/// it is a generic sentence, and the full error goes to the node's log instead.
+pub trait CodedError: std::error::Error {
+    /// The stable code a caller matches on.
+    fn code(&self) -> ErrorCode;
+
+    /// What the caller reads: the real message for caller errors, a generic one for internal ones.
+    fn public_message(&self) -> String;
+
+    /// True when the caller sees only a generic message, so the full error must be logged.
+    fn is_internal(&self) -> bool {
+        self.code().http_status() >= 500
+    }
+
+    /// The error body of this error, as an HTTP answer or a bus reply carries it.
+    fn to_body(&self) -> ErrorBody {
+        ErrorBody::new(self.code(), self.public_message())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use strum::IntoEnumIterator;
+
     use super::*;
 
     #[test]
-    fn as_str_matches_serde() {
-        for code in [
-            ErrorCode::InvalidJson,
-            ErrorCode::NodeUnavailable,
-            ErrorCode::BodyTooLarge,
-            ErrorCode::ZoneLoop,
-            ErrorCode::HopLimitExceeded,
-        ] {
+    fn derived_names_match_serde_for_every_code() {
+        for code in ErrorCode::iter() {
             let json = serde_json::to_value(code).unwrap();
-            assert_eq!(json, serde_json::Value::String(code.as_str().into()));
+            assert_eq!(json, serde_json::Value::String(code.as_str().into()), "{code:?}");
+            assert_eq!(code.to_string(), code.as_str());
             assert_eq!(ErrorCode::parse(code.as_str()), code);
         }
         assert_eq!(ErrorCode::parse("from_the_future"), ErrorCode::Internal);
+    }
+
+    #[test]
+    fn every_code_has_a_status_in_range() {
+        for code in ErrorCode::iter() {
+            assert!((400..600).contains(&code.http_status()), "{code:?}");
+        }
     }
 }

@@ -19,7 +19,7 @@ pub mod types;
 pub mod validate;
 
 pub use client::{Answer, Client, ClientError};
-pub use error::{ErrorBody, ErrorCode, ErrorDetail};
+pub use error::{CodedError, ErrorBody, ErrorCode, ErrorDetail};
 pub use federation::{
     ChildSummary, ChildZone, LowestZone, SubtreeEntry, SubtreeView, ZoneCreate, ZoneList, ZoneStatus, ZoneUpdate,
 };

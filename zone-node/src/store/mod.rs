@@ -381,7 +381,10 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(pool) => {
                 let file = pool.connect_options().get_filename().to_path_buf();
-                let in_memory = file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
+                // sqlx names an in-memory database `file:sqlx-in-memory-N`: no file to lock (locking
+                // it would leave a stray `file:…migrate-lock`, a name Windows checkouts cannot hold).
+                let name = file.to_string_lossy();
+                let in_memory = name.is_empty() || name.contains(":memory:") || name.starts_with("file:");
                 let _lock = if in_memory { None } else { Some(lock_file(file).await?) };
                 SQLITE_MIGRATOR.run(pool).await.map_err(err)?;
             }
