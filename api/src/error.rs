@@ -171,6 +171,14 @@ pub trait CodedError: std::error::Error {
     }
 }
 
+/// An error's body as a bus reply or an HTTP answer carries it: the one conversion, for every
+/// error type of the workspace.
+impl<E: CodedError> From<E> for ErrorBody {
+    fn from(e: E) -> ErrorBody {
+        e.to_body()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use strum::IntoEnumIterator;

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use api::bus::service;
 use moka::future::Cache;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -111,17 +112,17 @@ impl Application {
 
         // Service queues first, then the row: peers route to this node as soon as they see it.
         let probe = ResourceService::new(
-            crate::services::PROBE,
+            service::PROBE,
             cluster.clone(),
             bus.clone(),
             work.clone(),
             1,
             Probe::new(store.clone(), node_id),
         );
-        bus.serve(crate::services::PROBE, Arc::new(probe)).await.context("cannot serve the probe service")?;
+        bus.serve(service::PROBE, Arc::new(probe)).await.context("cannot serve the probe service")?;
         let agents = Agents::new(config.api_url());
         let instances = ResourceService::new(
-            crate::services::INSTANCE,
+            service::INSTANCE,
             cluster.clone(),
             bus.clone(),
             work.clone(),
@@ -135,16 +136,16 @@ impl Application {
                 config.agent_timeout(),
             ),
         );
-        bus.serve(crate::services::INSTANCE, Arc::new(instances)).await.context("cannot serve the instance service")?;
+        bus.serve(service::INSTANCE, Arc::new(instances)).await.context("cannot serve the instance service")?;
         let hosts = ResourceService::new(
-            crate::services::HOST,
+            service::HOST,
             cluster.clone(),
             bus.clone(),
             work.clone(),
             1,
             HostService::new(store.clone(), bus.clone()),
         );
-        bus.serve(crate::services::HOST, Arc::new(hosts)).await.context("cannot serve the host service")?;
+        bus.serve(service::HOST, Arc::new(hosts)).await.context("cannot serve the host service")?;
         cluster.join().await.context("cannot join the zone")?;
         let portal = Portal::new(bus.clone(), cluster.clone(), zone.clone(), config.api_url().to_owned());
         bus.serve_portal(Arc::new(portal)).await.context("cannot join the api.portal queue")?;

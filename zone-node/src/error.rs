@@ -1,12 +1,17 @@
 //! This crate's error type, and the one place it is mapped to API error codes.
 //!
-//! Caller errors carry a message meant for the caller. Everything else (database, bus, bugs) is
-//! logged in full by the HTTP layer and answered with its code and a generic message, so internal
-//! detail never reaches a client.
+//! Every error below it (store, bus, validation, federation) implements [`api::CodedError`]; this
+//! type wraps them and says its own code and public message by asking the one it holds. From here
+//! an error leaves a node in exactly two ways: as an HTTP answer (`IntoResponse`, in
+//! [`crate::http`]) and as a bus reply (`api::ErrorBody::from`, in the resource service). Caller
+//! errors carry a message meant for the caller; everything else (database, bus, bugs) is logged in
+//! full where it leaves and answered with its code and a generic message, so internal detail never
+//! reaches a client.
 
-use api::ErrorCode;
+use api::{CodedError, ErrorCode};
 
 use crate::bus::BusError;
+use crate::scheduler::ValidationError;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,9 +20,16 @@ pub enum Error {
     #[error("{message}")]
     Api { code: ErrorCode, message: String },
     #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// A bus message this node cannot take (unknown kind, body of the wrong shape).
+    #[error(transparent)]
+    Decode(#[from] api::bus::DecodeError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Bus(#[from] BusError),
+    #[error(transparent)]
+    Federation(#[from] federation::FedError),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -37,44 +49,73 @@ impl Error {
     pub fn forbidden(message: impl Into<String>) -> Error {
         Error::api(ErrorCode::Forbidden, message)
     }
+    pub fn internal(what: impl std::fmt::Display) -> Error {
+        Error::Internal(what.to_string())
+    }
+}
 
-    pub fn code(&self) -> ErrorCode {
+impl CodedError for Error {
+    fn code(&self) -> ErrorCode {
         match self {
             Error::Api { code, .. } => *code,
-            Error::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
-            Error::Store(StoreError::InUse(_)) => ErrorCode::InvalidState,
-            Error::Store(StoreError::Unavailable(_)) => ErrorCode::StoreUnavailable,
-            Error::Store(_) => ErrorCode::Internal,
+            Error::Invalid(e) => e.code(),
+            Error::Decode(e) => e.code(),
+            Error::Store(e) => e.code(),
             Error::Bus(e) => e.code(),
+            Error::Federation(e) => e.code(),
             Error::Internal(_) => ErrorCode::Internal,
         }
     }
 
-    /// The message a client sees: the real one for caller errors and for bus outcomes the caller
-    /// can act on, a generic one for everything internal.
-    pub fn public_message(&self) -> String {
+    fn public_message(&self) -> String {
         match self {
             Error::Api { message, .. } => message.clone(),
-            Error::Store(StoreError::Conflict(what)) => format!("{what} already exists"),
-            Error::Store(e @ StoreError::InUse(_)) => e.to_string(),
-            Error::Store(StoreError::Unavailable(_)) => "the zone's database is unavailable; try again".into(),
-            Error::Bus(BusError::Remote { message, .. }) => message.clone(),
-            Error::Bus(e @ (BusError::Timeout(_) | BusError::NodeUnavailable(_) | BusError::Unroutable(_))) => {
-                e.to_string()
-            }
-            Error::Bus(BusError::Unavailable(_)) => "the zone's message bus is unavailable; try again".into(),
-            _ => "internal error; the node's log has the details".into(),
+            Error::Invalid(e) => e.public_message(),
+            Error::Decode(e) => e.public_message(),
+            Error::Store(e) => e.public_message(),
+            Error::Bus(e) => e.public_message(),
+            Error::Federation(e) => e.to_string(),
+            Error::Internal(_) => "internal error; the node's log has the details".into(),
         }
-    }
-
-    /// True when the full error must be logged (the client sees only a generic message).
-    pub fn is_internal(&self) -> bool {
-        self.code().http_status() >= 500
     }
 }
 
-impl From<Error> for api::ErrorBody {
-    fn from(e: Error) -> api::ErrorBody {
-        api::ErrorBody::new(e.code(), e.public_message())
+impl From<serde_json::Error> for Error {
+    /// Only for values this node encodes or decodes itself: a caller's bad JSON is refused at the
+    /// edge with `invalid_json`/`invalid_body`, never through here.
+    fn from(e: serde_json::Error) -> Error {
+        Error::Internal(format!("json: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_detail_never_reaches_the_public_message() {
+        let errors = [
+            Error::from(StoreError::Other("syntax error near SECRET".into())),
+            Error::from(StoreError::Unavailable("password=SECRET".into())),
+            Error::from(BusError::Unavailable("amqp://u:SECRET@h".into())),
+            Error::internal("SECRET"),
+        ];
+        for e in errors {
+            assert!(e.is_internal(), "{e:?}");
+            assert!(!e.public_message().contains("SECRET"), "{e:?}: {}", e.public_message());
+            assert!(!e.to_body().error.message.contains("SECRET"));
+        }
+    }
+
+    #[test]
+    fn caller_errors_keep_their_code_and_message() {
+        let e = Error::from(ValidationError::Field { field: "name", reason: "empty".into() });
+        assert_eq!(e.code(), ErrorCode::InvalidField);
+        assert_eq!(e.public_message(), "name: empty");
+        let e = Error::from(BusError::Remote { code: ErrorCode::NoValidHost, message: "full".into() });
+        assert_eq!((e.code(), e.public_message().as_str()), (ErrorCode::NoValidHost, "full"));
+        let e = Error::from(StoreError::Conflict("account alice".into()));
+        assert_eq!((e.code(), e.public_message().as_str()), (ErrorCode::Conflict, "account alice already exists"));
+        assert!(!e.is_internal());
     }
 }

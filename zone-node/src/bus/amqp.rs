@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use api::{ErrorBody, ErrorCode};
+use api::{CodedError, ErrorBody, ErrorCode};
 use futures::StreamExt;
 use lapin::message::Delivery as AmqpDelivery;
 use lapin::options::{

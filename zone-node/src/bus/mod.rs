@@ -32,8 +32,10 @@ pub mod amqp;
 pub mod envelope;
 pub mod memory;
 mod pending;
+mod typed;
 
 pub use envelope::{Delivery, Event, Message, ReplySink};
+pub use typed::decode_reply;
 
 use std::fmt;
 use std::sync::Arc;
@@ -125,18 +127,31 @@ pub enum BusError {
     Remote { code: ErrorCode, message: String },
     #[error("invalid bus url: {0}")]
     InvalidUrl(String),
+    /// A reply that does not decode as its request's reply type (a bug, or a newer peer).
+    #[error("unreadable reply: {0}")]
+    BadReply(String),
 }
 
-impl BusError {
-    /// The API error code this failure is reported with.
-    pub fn code(&self) -> ErrorCode {
+impl api::CodedError for BusError {
+    fn code(&self) -> ErrorCode {
         match self {
             BusError::Timeout(_) => ErrorCode::Timeout,
             BusError::NodeUnavailable(_) => ErrorCode::NodeUnavailable,
             BusError::Unroutable(_) => ErrorCode::Unroutable,
             BusError::Unavailable(_) => ErrorCode::BusUnavailable,
             BusError::Remote { code, .. } => *code,
-            BusError::InvalidUrl(_) => ErrorCode::Internal,
+            BusError::InvalidUrl(_) | BusError::BadReply(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// A remote error keeps the message its handler chose; the outcomes a caller can act on
+    /// (timeout, node gone, unroutable) say so; a broker failure stays generic.
+    fn public_message(&self) -> String {
+        match self {
+            BusError::Remote { message, .. } => message.clone(),
+            BusError::Timeout(_) | BusError::NodeUnavailable(_) | BusError::Unroutable(_) => self.to_string(),
+            BusError::Unavailable(_) => "the zone's message bus is unavailable; try again".into(),
+            BusError::InvalidUrl(_) | BusError::BadReply(_) => "internal error; the node's log has the details".into(),
         }
     }
 }

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use api::bus::{NodeEvent, NodeEventKind};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -39,13 +40,6 @@ const PURGE_AFTER: Duration = Duration::from_secs(3600);
 const PURGE_EVERY_TICKS: u64 = 60;
 /// The longest a graceful leave waits for in-flight work before leaving anyway.
 const LEAVE_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Event kinds published on `<prefix>.event`.
-pub const EVENT_NODE_JOINED: &str = "node.joined";
-pub const EVENT_NODE_ALIVE: &str = "node.alive";
-pub const EVENT_NODE_LEAVING: &str = "node.leaving";
-pub const EVENT_NODE_LEFT: &str = "node.left";
-pub const EVENT_NODE_EVICTED: &str = "node.evicted";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeState {
@@ -210,7 +204,7 @@ impl Cluster {
         self.refresh().await?;
         tracing::info!(node = %inner.me, epoch = join_epoch, "joined zone as joining");
         self.inner.poke.notify_one();
-        self.publish(EVENT_NODE_JOINED).await;
+        self.publish(NodeEventKind::Joined).await;
         Ok(())
     }
 
@@ -365,7 +359,7 @@ impl Cluster {
                 for node in evicted {
                     tracing::warn!(node = %node, "evicted a node that stopped heartbeating");
                     inner.bus.fail_calls_to(node);
-                    self.publish_about(EVENT_NODE_EVICTED, node).await;
+                    self.publish_about(NodeEventKind::Evicted, node).await;
                 }
             }
             Err(error) => tracing::warn!(%error, "eviction check failed"),
@@ -446,7 +440,7 @@ impl Cluster {
         match inner.store.node_transition(inner.me, &["joining"], "alive").await {
             Ok(true) => {
                 tracing::info!(node = %inner.me, "peers handed over; this node is alive");
-                self.publish(EVENT_NODE_ALIVE).await;
+                self.publish(NodeEventKind::Alive).await;
                 if let Err(error) = self.refresh().await {
                     tracing::warn!(%error, "membership read failed");
                 }
@@ -498,7 +492,7 @@ impl Cluster {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 event = events.recv() => match event {
-                    Ok(event) if event.kind.starts_with("node.") && event.source != self.inner.me => {
+                    Ok(event) if NodeEventKind::of(&event.kind).is_some() && event.source != self.inner.me => {
                         self.inner.poke.notify_one();
                     }
                     Ok(_) => {}
@@ -523,7 +517,7 @@ impl Cluster {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "marking this node leaving failed"),
         }
-        self.publish(EVENT_NODE_LEAVING).await;
+        self.publish(NodeEventKind::Leaving).await;
         let _ = self.refresh().await;
         if tokio::time::timeout(LEAVE_DRAIN_TIMEOUT, inner.work.wait_idle(|_| true)).await.is_err() {
             tracing::warn!(node = %inner.me, "in-flight work did not finish in time; leaving anyway");
@@ -533,19 +527,20 @@ impl Cluster {
             Ok(_) => tracing::info!(node = %inner.me, "left the zone"),
             Err(error) => tracing::warn!(%error, "marking this node left failed; peers will evict it"),
         }
-        self.publish(EVENT_NODE_LEFT).await;
+        self.publish(NodeEventKind::Left).await;
     }
 
-    async fn publish(&self, kind: &str) {
+    async fn publish(&self, kind: NodeEventKind) {
         self.publish_about(kind, self.inner.me).await
     }
 
-    async fn publish_about(&self, kind: &str, node: Uuid) {
-        let body = serde_json::json!({ "node_id": node, "api_url": if node == self.inner.me { Some(&self.inner.api_url) } else { None } });
-        let event = Event { kind: kind.to_owned(), source: self.inner.me, body: body.to_string().into_bytes() };
+    async fn publish_about(&self, kind: NodeEventKind, node: Uuid) {
+        let api_url = (node == self.inner.me).then(|| self.inner.api_url.clone());
+        let body = serde_json::to_vec(&NodeEvent { node_id: node, api_url }).unwrap_or_default();
+        let event = Event::new(kind.kind(), self.inner.me, body);
         if let Err(error) = self.inner.bus.publish(event).await {
             // Events only speed things up; the tick reconciles without them.
-            tracing::debug!(%error, kind, "publishing membership event failed");
+            tracing::debug!(%error, kind = kind.kind(), "publishing membership event failed");
         }
     }
 

@@ -14,4 +14,4 @@ pub mod router;
 
 pub use membership::{Admission, Cluster, ClusterSettings, NodeState, View};
 pub use ring::Ring;
-pub use router::{destination, ResourceHandler, ResourceService, Route};
+pub use router::{call_owner, destination, ResourceHandler, ResourceService, Route};

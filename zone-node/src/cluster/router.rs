@@ -9,10 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::{ErrorBody, ErrorCode};
+use api::bus::Rpc;
+use api::{CodedError, ErrorBody, ErrorCode};
 
 use crate::bus::{Bus, Delivery, Destination, Handler, Message};
 use crate::cluster::membership::{Admission, Cluster};
+use crate::error::{Error, Result};
 use crate::workqueue::WorkQueues;
 
 /// Forwarded more than this many times, a message is failed with `ring_unstable`: the nodes'
@@ -35,22 +37,51 @@ pub enum Route<'a> {
 }
 
 /// Where a message for `service` goes by [`Route`].
-pub fn destination(cluster: &Cluster, service: &str, route: Route<'_>) -> Result<Destination, ErrorBody> {
+pub fn destination(cluster: &Cluster, service: &str, route: Route<'_>) -> Result<Destination> {
     match route {
         Route::Resource(key) => cluster
             .route_owner(key)
             .map(|node| Destination::Node { service: service.to_owned(), node })
-            .ok_or_else(|| ErrorBody::new(ErrorCode::RingUnstable, "this node has no ring yet; retry")),
+            .ok_or_else(|| Error::api(ErrorCode::RingUnstable, "this node has no ring yet; retry")),
         Route::Local => Ok(Destination::Node { service: service.to_owned(), node: cluster.me() }),
         Route::Api => Ok(Destination::Portal),
     }
 }
 
+/// Calls the ring owner of `resource` with `request` and waits, until `timeout`, for its reply.
+/// The message carries its deadline, so an owner that gets it late does not start work nobody
+/// waits for.
+pub async fn call_owner<R: Rpc>(
+    cluster: &Cluster,
+    bus: &Bus,
+    resource: &str,
+    request: &R,
+    timeout: Duration,
+) -> Result<R::Reply> {
+    let to = destination(cluster, R::SERVICE, Route::Resource(resource))?;
+    let mut msg = Message::rpc(request).with_resource(resource.to_owned());
+    msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
+    let reply = bus.call(to, msg, timeout).await?;
+    Ok(crate::bus::decode_reply::<R>(&reply)?)
+}
+
 /// The business logic of a resource service: handles one message whose resource this node owns,
-/// with no other task on that resource running anywhere in the zone.
+/// with no other task on that resource running anywhere in the zone. It answers with the crate's
+/// error; [`ResourceService`] alone turns that into the bus reply.
 #[async_trait::async_trait]
 pub trait ResourceHandler: Send + Sync + 'static {
-    async fn handle(&self, msg: &Message) -> Result<Vec<u8>, ErrorBody>;
+    async fn handle(&self, msg: &Message) -> Result<Vec<u8>>;
+}
+
+/// A handler's outcome as the bus reply: the one place a service's error becomes an error body.
+/// Internal errors are logged here in full; the caller gets the code and a generic message.
+fn into_reply(service: &str, outcome: Result<Vec<u8>>) -> std::result::Result<Vec<u8>, ErrorBody> {
+    outcome.map_err(|e| {
+        if e.is_internal() {
+            tracing::warn!(service, error = %e, code = %e.code(), "resource task failed");
+        }
+        ErrorBody::from(e)
+    })
 }
 
 /// Adapts a [`ResourceHandler`] to the bus: queueing per resource, ownership checks, forwarding,
@@ -112,9 +143,9 @@ async fn run_owned<H: ResourceHandler>(
                 let outcome = tokio::select! {
                     outcome = handler.handle(&delivery.msg) => outcome,
                     // Fenced mid-task: peers may take this resource over, so stop touching it.
-                    _ = cluster.stopped_serving() => Err(ErrorBody::new(ErrorCode::NodeFenced, "the node stopped serving while the task ran")),
+                    _ = cluster.stopped_serving() => Err(Error::api(ErrorCode::NodeFenced, "the node stopped serving while the task ran")),
                 };
-                delivery.reply(outcome).await;
+                delivery.reply(into_reply(service, outcome)).await;
                 return;
             }
             Admission::Forward(owner) => {

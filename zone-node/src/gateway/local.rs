@@ -5,16 +5,19 @@
 use std::time::Duration;
 
 use api::{
+    CodedError,
     ErrorCode, Host, HostList, Instance, InstanceAction, InstanceActionKind, InstanceCreate, InstanceList, Placement,
     PlacementRequest,
 };
 use federation::{Changed, FedError, ListQuery, LocalZone, Principal, Route};
 use uuid::Uuid;
 
-use crate::bus::{Bus, Message};
-use crate::cluster::{destination, Cluster, Route as RingRoute};
+use api::bus::{CreateTask, InstanceDelete, Rpc};
+
+use crate::bus::Bus;
+use crate::cluster::{call_owner, Cluster};
 use crate::scheduler::validate_requirements;
-use crate::services::instance::{to_api, CreateTask};
+use crate::services::instance::to_api;
 use crate::store::{InstanceRow, Store, ZoneRow};
 
 /// Extra time an instance call may take beyond the agent's own deadline: queueing behind earlier
@@ -52,15 +55,11 @@ impl NodeZone {
         self.visible(caller, id).await?.ok_or_else(|| FedError::not_found(format!("instance {id}")))
     }
 
-    /// Sends `kind` about instance `id` to its owner's instance service and waits for the reply.
-    async fn call_owner(&self, kind: &str, id: Uuid, body: Vec<u8>) -> Result<Vec<u8>, FedError> {
-        let key = id.to_string();
-        let to = destination(&self.cluster, crate::services::INSTANCE, RingRoute::Resource(&key))
-            .map_err(|e| FedError::api(e.error.code, e.error.message))?;
+    /// Sends `request` about instance `id` to its owner's instance service and waits for the
+    /// reply (the agent's deadline plus [`CALL_MARGIN`]).
+    async fn call_owner<R: Rpc>(&self, id: Uuid, request: &R) -> Result<R::Reply, FedError> {
         let timeout = self.agent_timeout + CALL_MARGIN;
-        let mut msg = Message::new(kind, body).with_resource(key);
-        msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
-        self.bus.call(to, msg, timeout).await.map_err(fed)
+        call_owner(&self.cluster, &self.bus, &id.to_string(), request, timeout).await.map_err(fed)
     }
 
     async fn generation(&self) -> Option<i64> {
@@ -74,13 +73,6 @@ impl NodeZone {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, FedError> {
-    serde_json::from_slice(bytes).map_err(|e| fed(crate::error::Error::Internal(format!("instance reply: {e}"))))
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, FedError> {
-    serde_json::to_vec(value).map_err(|e| fed(crate::error::Error::Internal(e.to_string())))
-}
 
 #[async_trait::async_trait]
 impl LocalZone for NodeZone {
@@ -91,7 +83,7 @@ impl LocalZone for NodeZone {
     }
 
     async fn placement(&self, _caller: &Principal, req: &PlacementRequest) -> Result<Placement, FedError> {
-        let filters = validate_requirements(&req.requirements).map_err(|e| FedError::api(e.code(), e.to_string()))?;
+        let filters = validate_requirements(&req.requirements).map_err(fed)?;
         let best = self.store.candidates(&filters, &req.resources, 1).await.map_err(fed)?;
         let host = best.first().ok_or_else(|| {
             FedError::api(
@@ -115,8 +107,7 @@ impl LocalZone for NodeZone {
             requirements: req.requirements.clone(),
             resources: req.resources,
         };
-        let reply = self.call_owner("instance.create", uuid, encode(&task)?).await?;
-        let instance: Instance = decode(&reply)?;
+        let instance = self.call_owner(uuid, &task).await?;
         Ok(Changed { value: instance, generation: self.generation().await })
     }
 
@@ -131,15 +122,14 @@ impl LocalZone for NodeZone {
         action: &InstanceAction,
     ) -> Result<Changed<Instance>, FedError> {
         let row = self.must_see(caller, id).await?;
-        let reply = self.call_owner("instance.action", row.id, encode(action)?).await?;
-        let instance: Instance = decode(&reply)?;
+        let instance = self.call_owner(row.id, action).await?;
         let generation = if action.action == InstanceActionKind::Migrate { self.generation().await } else { None };
         Ok(Changed { value: instance, generation })
     }
 
     async fn delete(&self, caller: &Principal, id: &str) -> Result<Changed<String>, FedError> {
         let row = self.must_see(caller, id).await?;
-        self.call_owner("instance.delete", row.id, b"{}".to_vec()).await?;
+        self.call_owner(row.id, &InstanceDelete {}).await?;
         Ok(Changed { value: row.client_id, generation: self.generation().await })
     }
 

@@ -4,7 +4,7 @@
 //! write them through any node, and the node that polls a child (the ring owner of the child's
 //! id) writes what each poll learnt. Every node rebuilds its gateway's registry from the rows
 //! every poll interval, and at once when a node announces a change on the bus
-//! ([`CHILDREN_CHANGED`]), so a new, changed or deleted child takes effect on every node of the
+//! ([`ChildrenChanged`]), so a new, changed or deleted child takes effect on every node of the
 //! zone without a restart, and a lost event costs at most one interval.
 
 use std::sync::Arc;
@@ -12,15 +12,13 @@ use std::time::Duration;
 
 use federation::poll::PollSink;
 use federation::{Child, Credentials, Gateway, PollOutcome};
+use api::bus::{BusEvent, ChildrenChanged};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, Event};
 use crate::cluster::Cluster;
 use crate::secrets::SecretKey;
 use crate::store::{ChildSnapshot, ChildZoneRow, PollRecord, Store};
-
-/// Event kind a node publishes after it changed a child-zone row.
-pub const CHILDREN_CHANGED: &str = "zone.children_changed";
 
 /// What a node needs to rebuild its registry.
 #[derive(Clone)]
@@ -68,7 +66,7 @@ impl Sync {
 
     /// Tells the other nodes of the zone to refresh now.
     pub async fn announce(&self) {
-        crate::services::events::publish(&self.bus, CHILDREN_CHANGED, serde_json::json!({})).await;
+        crate::services::events::publish(&self.bus, &ChildrenChanged {}).await;
     }
 
     /// Refreshes and announces, after this node changed a child row.
@@ -80,7 +78,7 @@ impl Sync {
     }
 }
 
-/// Rebuilds the registry every `every`, and at once on [`CHILDREN_CHANGED`].
+/// Rebuilds the registry every `every`, and at once on [`ChildrenChanged`].
 pub async fn run_refresh(sync: Sync, every: Duration, stop: CancellationToken) {
     let mut events = sync.bus.subscribe();
     loop {
@@ -90,7 +88,7 @@ pub async fn run_refresh(sync: Sync, every: Duration, stop: CancellationToken) {
         let wake = async {
             loop {
                 match events.recv().await {
-                    Ok(Event { kind, .. }) if kind == CHILDREN_CHANGED => return,
+                    Ok(Event { kind, .. }) if kind == ChildrenChanged::KIND => return,
                     Ok(_) => {}
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => {

@@ -10,7 +10,8 @@ use api::{Account, AccountCreate, AccountList, ErrorCode, Role};
 
 use crate::app::AppState;
 use crate::http::auth::Caller;
-use crate::http::error::{ApiError, ApiResult, Json};
+use crate::error::Error;
+use crate::http::error::{ApiResult, Json};
 use crate::store::AccountRow;
 
 pub fn router() -> Router<AppState> {
@@ -41,18 +42,18 @@ pub async fn create_account(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     if !api::validate::valid_username(&req.username) {
-        return Err(ApiError::new(
+        return Err(Error::api(
             ErrorCode::InvalidField,
             "username: use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', '@' and '-'",
         ));
     }
     if let Err(problem) = api::validate::check_password_policy(&req.password) {
-        return Err(ApiError::new(ErrorCode::InvalidField, format!("password: {problem}")));
+        return Err(Error::api(ErrorCode::InvalidField, format!("password: {problem}")));
     }
     match (&req.role, &req.client_id) {
-        (Role::Member, None) => return Err(ApiError::new(ErrorCode::InvalidField, "client_id: required for a member")),
+        (Role::Member, None) => return Err(Error::api(ErrorCode::InvalidField, "client_id: required for a member")),
         (_, Some(id)) if !api::validate::valid_client_id(id) => {
-            return Err(ApiError::new(
+            return Err(Error::api(
                 ErrorCode::InvalidField,
                 "client_id: use 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'",
             ))
@@ -97,10 +98,10 @@ pub async fn delete_account(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     if username == caller.username {
-        return Err(ApiError::new(ErrorCode::InvalidState, "you cannot delete the account you are logged in as"));
+        return Err(Error::api(ErrorCode::InvalidState, "you cannot delete the account you are logged in as"));
     }
     if !state.store.account_delete(&username).await? {
-        return Err(ApiError::new(ErrorCode::NotFound, format!("account {username:?} not found")));
+        return Err(Error::api(ErrorCode::NotFound, format!("account {username:?} not found")));
     }
     state.tokens.invalidate_all();
     tracing::info!(username = %username, by = %caller.username, "deleted account");

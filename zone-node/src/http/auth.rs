@@ -19,7 +19,8 @@ use axum::Router;
 use api::{ErrorCode, Role, TokenRequest, TokenResponse};
 
 use crate::app::AppState;
-use crate::http::error::{ApiError, ApiResult, Json};
+use crate::error::Error;
+use crate::http::error::{ApiResult, Json};
 use crate::store::TokenRow;
 
 /// How long a verified token is trusted without asking the database again.
@@ -44,7 +45,7 @@ impl Caller {
     pub fn require_admin(&self) -> ApiResult<()> {
         match self.role {
             Role::Admin => Ok(()),
-            Role::Member => Err(ApiError::new(ErrorCode::Forbidden, "this needs the admin role")),
+            Role::Member => Err(Error::api(ErrorCode::Forbidden, "this needs the admin role")),
         }
     }
 
@@ -75,7 +76,7 @@ impl Forwarded {
                 Some(v) => v
                     .to_str()
                     .map(|s| Some(s.to_owned()))
-                    .map_err(|_| ApiError::new(ErrorCode::InvalidField, format!("{name}: not visible ASCII"))),
+                    .map_err(|_| Error::api(ErrorCode::InvalidField, format!("{name}: not visible ASCII"))),
             }
         };
         use api::federation::{CALLER_CLIENT_HEADER, CALLER_ROLE_HEADER, CALLER_USER_HEADER, ZONE_PATH_HEADER};
@@ -98,10 +99,6 @@ impl Forwarded {
     }
 }
 
-fn fed_error(e: federation::FedError) -> ApiError {
-    ApiError::new(e.code(), e.to_string())
-}
-
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/auth/tokens", post(issue_token))
 }
@@ -117,7 +114,7 @@ fn dummy_hash() -> &'static str {
 #[utoipa::path(post, path = "/v1/auth/tokens", tag = "auth", request_body = TokenRequest,
     responses((status = 201, body = TokenResponse), (status = 401, body = api::ErrorBody), (status = 400, body = api::ErrorBody)))]
 pub async fn issue_token(State(state): State<AppState>, Json(req): Json<TokenRequest>) -> ApiResult<Response> {
-    let invalid = || ApiError::new(ErrorCode::InvalidCredentials, "wrong username or password");
+    let invalid = || Error::api(ErrorCode::InvalidCredentials, "wrong username or password");
     if !api::validate::valid_username(&req.username) || req.password.len() > 1024 {
         return Err(invalid());
     }
@@ -167,17 +164,17 @@ pub async fn require_token(State(state): State<AppState>, mut req: Request, next
 /// The caller a request acts for: the verified account, narrowed to the caller a parent states,
 /// after checking the path of zones the request crossed (loops, hop limit).
 fn narrow(state: &AppState, account: Caller, forwarded: &Forwarded) -> ApiResult<Caller> {
-    let path = federation::ZonePath::parse(forwarded.path.as_deref()).map_err(fed_error)?;
-    state.gateway.admit(&path).map_err(fed_error)?;
-    let stated = federation::Stated::from_headers(|name| forwarded.get(name)).map_err(fed_error)?;
+    let path = federation::ZonePath::parse(forwarded.path.as_deref())?;
+    state.gateway.admit(&path)?;
+    let stated = federation::Stated::from_headers(|name| forwarded.get(name))?;
     let account_is_admin = account.role == Role::Admin;
-    let p = federation::identity::effective(account.principal(), stated).map_err(fed_error)?;
+    let p = federation::identity::effective(account.principal(), stated)?;
     Ok(Caller { username: p.username, role: p.role, client_id: p.client_id, account_is_admin, path })
 }
 
 async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Caller> {
     let Some(value) = header else {
-        return Err(ApiError::new(
+        return Err(Error::api(
             ErrorCode::MissingToken,
             "send Authorization: Bearer <token>; get one from POST /v1/auth/tokens",
         ));
@@ -186,21 +183,21 @@ async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Cal
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 256)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidToken, "the Authorization header must be 'Bearer <token>'"))?;
+        .ok_or_else(|| Error::api(ErrorCode::InvalidToken, "the Authorization header must be 'Bearer <token>'"))?;
     let hash = crate::auth::token_hash(token);
     let row: TokenRow = match state.tokens.get(&hash).await {
         Some(row) => row,
         None => {
             let row =
                 state.store.token_lookup(&hash).await?.ok_or_else(|| {
-                    ApiError::new(ErrorCode::InvalidToken, "the token is not valid here; log in again")
+                    Error::api(ErrorCode::InvalidToken, "the token is not valid here; log in again")
                 })?;
             state.tokens.insert(hash, row.clone()).await;
             row
         }
     };
     if row.expired || row.expires_at_ms <= crate::time::local_now_ms() {
-        return Err(ApiError::new(ErrorCode::TokenExpired, "the token has expired; log in again"));
+        return Err(Error::api(ErrorCode::TokenExpired, "the token has expired; log in again"));
     }
     let role = Role::parse(&row.role)
         .ok_or_else(|| crate::error::Error::Internal(format!("token of unknown role {:?}", row.role)))?;

@@ -13,7 +13,8 @@ use api::ErrorCode;
 
 use crate::agent::client::CallbackRefused;
 use crate::app::AppState;
-use crate::http::error::{ApiError, ApiResult, Json};
+use crate::error::Error;
+use crate::http::error::{ApiResult, Json};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/agent/callbacks/{task_id}", post(callback))
@@ -30,17 +31,17 @@ pub async fn callback(
     Json(result): Json<AgentResult>,
 ) -> ApiResult<StatusCode> {
     let token = headers.get(CALLBACK_TOKEN_HEADER).and_then(|v| v.to_str().ok()).ok_or_else(|| {
-        ApiError::new(ErrorCode::MissingToken, format!("the {CALLBACK_TOKEN_HEADER} header is required"))
+        Error::api(ErrorCode::MissingToken, format!("the {CALLBACK_TOKEN_HEADER} header is required"))
     })?;
     if result.task_id != task_id {
-        return Err(ApiError::new(ErrorCode::InvalidField, "task_id: differs from the task in the URL"));
+        return Err(Error::api(ErrorCode::InvalidField, "task_id: differs from the task in the URL"));
     }
     match state.agents.complete(&task_id, token, result) {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(CallbackRefused::UnknownTask) => Err(ApiError::new(
+        Err(CallbackRefused::UnknownTask) => Err(Error::api(
             ErrorCode::NotFound,
             format!("task {task_id} is not waiting here (finished, timed out or unknown)"),
         )),
-        Err(CallbackRefused::BadToken) => Err(ApiError::new(ErrorCode::InvalidToken, "wrong callback token")),
+        Err(CallbackRefused::BadToken) => Err(Error::api(ErrorCode::InvalidToken, "wrong callback token")),
     }
 }

@@ -13,7 +13,8 @@ use api::{ErrorCode, LowestZone};
 
 use crate::app::AppState;
 use crate::http::auth::Caller;
-use crate::http::error::{ApiError, ApiResult};
+use crate::error::Error;
+use crate::http::error::{ApiResult};
 use crate::http::federated::answer_headers;
 
 pub fn router() -> Router<AppState> {
@@ -29,7 +30,7 @@ pub async fn lowest_zone(
     Path(client_id): Path<String>,
 ) -> ApiResult<Response> {
     if !api::validate::valid_client_id(&client_id) {
-        return Err(ApiError::new(
+        return Err(Error::api(
             ErrorCode::InvalidField,
             "client_id: use 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'",
         ));

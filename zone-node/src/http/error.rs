@@ -1,4 +1,5 @@
-//! How errors leave the API: a status, a code, a message, and nothing internal.
+//! How errors leave the API: a status, a code, a message, and nothing internal; and the JSON body
+//! extractor that turns bad input into coded errors.
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
@@ -6,38 +7,24 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use api::{ErrorBody, ErrorCode};
+use api::{CodedError, ErrorBody, ErrorCode};
 
 use crate::error::Error;
 
-/// Any failure of a handler. 5xx details go to the log, never to the client.
-#[derive(Debug)]
-pub struct ApiError(pub Error);
-
-impl<E: Into<Error>> From<E> for ApiError {
-    fn from(e: E) -> Self {
-        ApiError(e.into())
-    }
-}
-
-impl ApiError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError(Error::api(code, message))
-    }
-}
-
-impl IntoResponse for ApiError {
+/// The one way an error becomes an HTTP answer: its code's status, its code, its public message.
+/// 5xx details go to the log, never to the client.
+impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let code = self.0.code();
-        if self.0.is_internal() {
-            tracing::error!(error = %self.0, code = %code, "request failed");
+        let code = self.code();
+        if self.is_internal() {
+            tracing::error!(error = %self, code = %code, "request failed");
         }
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(ErrorBody::new(code, self.0.public_message()))).into_response()
+        (status, axum::Json(self.to_body())).into_response()
     }
 }
 
-pub type ApiResult<T> = Result<T, ApiError>;
+pub type ApiResult<T> = Result<T, Error>;
 
 /// A JSON body whose every rejection is an API error with a code: invalid JSON, wrong shape
 /// (unknown or missing field, wrong type), too large, not JSON at all.
@@ -48,7 +35,7 @@ where
     T: DeserializeOwned,
     S: Send + Sync,
 {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
@@ -58,22 +45,22 @@ where
     }
 }
 
-fn json_rejection(rejection: JsonRejection) -> ApiError {
+fn json_rejection(rejection: JsonRejection) -> Error {
     match rejection {
         JsonRejection::JsonSyntaxError(e) => {
-            ApiError::new(ErrorCode::InvalidJson, format!("the body is not valid JSON: {}", source_text(&e)))
+            Error::api(ErrorCode::InvalidJson, format!("the body is not valid JSON: {}", source_text(&e)))
         }
-        JsonRejection::JsonDataError(e) => ApiError::new(
+        JsonRejection::JsonDataError(e) => Error::api(
             ErrorCode::InvalidBody,
             format!("the body does not match the expected shape: {}", source_text(&e)),
         ),
         JsonRejection::MissingJsonContentType(_) => {
-            ApiError::new(ErrorCode::UnsupportedMediaType, "send the body as JSON with Content-Type: application/json")
+            Error::api(ErrorCode::UnsupportedMediaType, "send the body as JSON with Content-Type: application/json")
         }
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(ErrorCode::BodyTooLarge, "the body is larger than this zone accepts (http.body_limit_bytes)")
+            Error::api(ErrorCode::BodyTooLarge, "the body is larger than this zone accepts (http.body_limit_bytes)")
         }
-        other => ApiError::new(ErrorCode::InvalidBody, format!("cannot read the body: {}", other.body_text())),
+        other => Error::api(ErrorCode::InvalidBody, format!("cannot read the body: {}", other.body_text())),
     }
 }
 
@@ -86,8 +73,8 @@ fn source_text(e: &dyn std::error::Error) -> String {
     source.to_string()
 }
 
-pub async fn no_such_route() -> ApiError {
-    ApiError::new(ErrorCode::NoSuchRoute, "no such path; see /openapi.json")
+pub async fn no_such_route() -> Error {
+    Error::api(ErrorCode::NoSuchRoute, "no such path; see /openapi.json")
 }
 
 pub async fn method_not_allowed() -> Response {

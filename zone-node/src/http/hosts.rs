@@ -15,10 +15,10 @@ use api::agent::HostReport;
 use api::{Aggregate, ErrorCode, Host, HostList, HostRegister, HostUpdate, Placement};
 
 use crate::app::AppState;
-use crate::bus::Message;
-use crate::cluster::{destination, Route};
+use crate::cluster::call_owner;
 use crate::http::auth::Caller;
-use crate::http::error::{ApiError, ApiResult, Json};
+use crate::error::Error;
+use crate::http::error::{ApiResult, Json};
 use crate::http::input;
 use crate::scheduler::{parse_capabilities, validate_agent_token, validate_agent_url, validate_host};
 
@@ -31,10 +31,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/placements", post(placement))
 }
 
-fn invalid(e: crate::scheduler::ValidationError) -> ApiError {
-    ApiError::new(e.code(), e.to_string())
-}
-
 /// Register a host (admin).
 #[utoipa::path(post, path = "/v1/hosts", tag = "hosts", request_body = HostRegister,
     responses((status = 201, body = Host), (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
@@ -45,7 +41,7 @@ pub async fn register_host(
     Json(req): Json<HostRegister>,
 ) -> ApiResult<(StatusCode, axum::Json<Host>)> {
     caller.require_admin()?;
-    let new = validate_host(&req).map_err(invalid)?;
+    let new = validate_host(&req)?;
     let row = state.store.host_create(&new).await?;
     tracing::info!(host = %row.id, name = %row.name, "host registered");
     Ok((StatusCode::CREATED, axum::Json(row.to_api())))
@@ -68,7 +64,7 @@ pub async fn list_hosts(
     query: Result<axum::extract::Query<HostListParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<HostList>> {
     caller.require_admin()?;
-    let axum::extract::Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidField, e.body_text()))?;
+    let axum::extract::Query(q) = query.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;
     let limit = match q.limit {
         None => HOST_PAGE_DEFAULT,
         Some(_) => input::limit(q.limit)? as usize,
@@ -109,12 +105,12 @@ pub async fn update_host(
     let uuid = input::uuid("host", &id)?;
     // Validate everything before writing anything.
     if let Some(url) = &req.agent_url {
-        validate_agent_url(url).map_err(invalid)?;
+        validate_agent_url(url)?;
     }
     if let Some(token) = &req.agent_token {
-        validate_agent_token(token).map_err(invalid)?;
+        validate_agent_token(token)?;
     }
-    let caps = req.capabilities.as_ref().map(parse_capabilities).transpose().map_err(invalid)?;
+    let caps = req.capabilities.as_ref().map(parse_capabilities).transpose()?;
     let missing = || crate::error::Error::not_found(format!("host {id}"));
     if let Some(caps) = &caps {
         if !state.store.host_set_capabilities(uuid, caps).await? {
@@ -161,16 +157,9 @@ pub async fn report(
     caller.require_admin()?;
     let uuid = input::uuid("host", &id)?;
     if let Some(caps) = &req.capabilities {
-        parse_capabilities(caps).map_err(invalid)?;
+        parse_capabilities(caps)?;
     }
-    let key = uuid.to_string();
-    let to = destination(&state.cluster, crate::services::HOST, Route::Resource(&key))
-        .map_err(|e| ApiError::new(e.error.code, e.error.message))?;
-    let body = serde_json::to_vec(&req).map_err(|e| crate::error::Error::Internal(e.to_string()))?;
-    let timeout = state.config.call_timeout();
-    let mut msg = Message::new("host.report", body).with_resource(key);
-    msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
-    state.bus.call(to, msg, timeout).await?;
+    call_owner(&state.cluster, &state.bus, &uuid.to_string(), &req, state.config.call_timeout()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -196,7 +185,7 @@ pub async fn placement(
     let (requirements, _) = input::requirements(&mut body)?;
     let resources = input::resources(&mut body)?;
     if let Some(field) = body.keys().next() {
-        return Err(ApiError::new(
+        return Err(Error::api(
             ErrorCode::InvalidBody,
             format!("unknown field `{field}`, expected `requirements` or `resources`"),
         ));

@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::http::error::{ApiError, ApiResult};
+use crate::error::Error;
+use crate::http::error::{ApiResult};
 use crate::scheduler::{validate_requirements, validate_resources, Filter};
 
 /// Default and largest page size of a list.
@@ -21,7 +22,7 @@ pub const MAX_LIMIT: i64 = 1000;
 pub fn object(body: Value) -> ApiResult<Map<String, Value>> {
     match body {
         Value::Object(map) => Ok(map),
-        other => Err(ApiError::new(
+        other => Err(Error::api(
             ErrorCode::InvalidBody,
             format!("the body must be a JSON object, not {}", json_kind(&other)),
         )),
@@ -41,7 +42,7 @@ fn json_kind(v: &Value) -> &'static str {
 
 /// Takes `requirements` out of `body` and validates them: the typed list and its SQL filters.
 pub fn requirements(body: &mut Map<String, Value>) -> ApiResult<(Vec<Requirement>, Vec<Filter>)> {
-    let bad = |m: String| ApiError::new(ErrorCode::InvalidRequirements, m);
+    let bad = |m: String| Error::api(ErrorCode::InvalidRequirements, m);
     let reqs: Vec<Requirement> = match body.remove("requirements") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
@@ -51,7 +52,7 @@ pub fn requirements(body: &mut Map<String, Value>) -> ApiResult<(Vec<Requirement
             .collect::<ApiResult<_>>()?,
         Some(other) => return Err(bad(format!("requirements must be an array, not {}", json_kind(&other)))),
     };
-    let filters = validate_requirements(&reqs).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    let filters = validate_requirements(&reqs)?;
     Ok((reqs, filters))
 }
 
@@ -60,20 +61,20 @@ pub fn resources(body: &mut Map<String, Value>) -> ApiResult<Resources> {
     let r: Resources = match body.remove("resources") {
         None | Some(Value::Null) => Resources::default(),
         Some(v) => serde_json::from_value(v)
-            .map_err(|e| ApiError::new(ErrorCode::InvalidResources, format!("resources: {e}")))?,
+            .map_err(|e| Error::api(ErrorCode::InvalidResources, format!("resources: {e}")))?,
     };
-    validate_resources(&r).map_err(|e| ApiError::new(e.code(), e.to_string()))?;
+    validate_resources(&r)?;
     Ok(r)
 }
 
 /// The rest of `body` as `T` (whose unknown fields are refused), or `invalid_body`.
 pub fn rest<T: DeserializeOwned>(body: Map<String, Value>) -> ApiResult<T> {
-    serde_json::from_value(Value::Object(body)).map_err(|e| ApiError::new(ErrorCode::InvalidBody, e.to_string()))
+    serde_json::from_value(Value::Object(body)).map_err(|e| Error::api(ErrorCode::InvalidBody, e.to_string()))
 }
 
 /// A path id that must be a UUID; anything else names nothing, so it is `not_found`.
 pub fn uuid(what: &str, text: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(text).map_err(|_| ApiError::new(ErrorCode::NotFound, format!("{what} {text} not found")))
+    Uuid::parse_str(text).map_err(|_| Error::api(ErrorCode::NotFound, format!("{what} {text} not found")))
 }
 
 /// A page marker: the id of the last item of the previous page.
@@ -82,7 +83,7 @@ pub fn marker(marker: Option<String>) -> ApiResult<Option<String>> {
         None => Ok(None),
         Some(m) => Uuid::parse_str(&m)
             .map(|u| Some(u.to_string()))
-            .map_err(|_| ApiError::new(ErrorCode::InvalidField, "marker: pass the next_marker of the previous page")),
+            .map_err(|_| Error::api(ErrorCode::InvalidField, "marker: pass the next_marker of the previous page")),
     }
 }
 
@@ -91,6 +92,6 @@ pub fn limit(limit: Option<i64>) -> ApiResult<i64> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
         Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::new(ErrorCode::InvalidField, format!("limit: {n} is not between 1 and {MAX_LIMIT}"))),
+        Some(n) => Err(Error::api(ErrorCode::InvalidField, format!("limit: {n} is not between 1 and {MAX_LIMIT}"))),
     }
 }

@@ -23,7 +23,8 @@ use federation::ListQuery;
 
 use crate::app::AppState;
 use crate::http::auth::Caller;
-use crate::http::error::{ApiError, ApiResult, Json};
+use crate::error::Error;
+use crate::http::error::{ApiResult, Json};
 use crate::http::federated::answer_headers;
 use crate::http::input;
 use crate::scheduler::valid_key;
@@ -49,7 +50,7 @@ struct CreateRest {
 fn client_for(caller: &Caller, asked: Option<String>, admin_must_name: bool) -> ApiResult<Option<String>> {
     if let Some(c) = &asked {
         if !api::validate::valid_client_id(c) {
-            return Err(ApiError::new(
+            return Err(Error::api(
                 ErrorCode::InvalidField,
                 "client_id: use 1 to 128 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'",
             ));
@@ -60,17 +61,17 @@ fn client_for(caller: &Caller, asked: Option<String>, admin_must_name: bool) -> 
             let own = caller
                 .client_id
                 .clone()
-                .ok_or_else(|| ApiError::new(ErrorCode::Forbidden, "this member account has no client"))?;
+                .ok_or_else(|| Error::api(ErrorCode::Forbidden, "this member account has no client"))?;
             match asked {
                 Some(c) if c != own => {
-                    Err(ApiError::new(ErrorCode::Forbidden, "members act for their own client only"))
+                    Err(Error::api(ErrorCode::Forbidden, "members act for their own client only"))
                 }
                 _ => Ok(Some(own)),
             }
         }
         Role::Admin => {
             if admin_must_name && asked.is_none() {
-                return Err(ApiError::new(
+                return Err(Error::api(
                     ErrorCode::InvalidField,
                     "client_id: required (the client that will own the instance)",
                 ));
@@ -87,7 +88,7 @@ fn new_instance_id(caller: &Caller, headers: &HeaderMap) -> ApiResult<String> {
         return Ok(Uuid::new_v4().to_string());
     };
     if !caller.account_is_admin {
-        return Err(ApiError::new(
+        return Err(Error::api(
             ErrorCode::Forbidden,
             format!("{INSTANCE_ID_HEADER}: only admin accounts choose ids"),
         ));
@@ -96,7 +97,7 @@ fn new_instance_id(caller: &Caller, headers: &HeaderMap) -> ApiResult<String> {
         .to_str()
         .ok()
         .and_then(|v| Uuid::parse_str(v.trim()).ok())
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, format!("{INSTANCE_ID_HEADER}: not a UUID")))?;
+        .ok_or_else(|| Error::api(ErrorCode::InvalidField, format!("{INSTANCE_ID_HEADER}: not a UUID")))?;
     Ok(id.to_string())
 }
 
@@ -121,7 +122,7 @@ pub async fn create_instance(
     let resources = input::resources(&mut body)?;
     let rest: CreateRest = input::rest(body)?;
     if !valid_key(&rest.name) {
-        return Err(ApiError::new(
+        return Err(Error::api(
             ErrorCode::InvalidField,
             "name: use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'",
         ));
@@ -152,7 +153,7 @@ pub async fn list_instances(
     Extension(caller): Extension<Caller>,
     query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<InstanceList>> {
-    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidField, e.body_text()))?;
+    let Query(query) = query.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;
     let client_id = client_for(&caller, query.client_id, false)?;
     let limit = input::limit(query.limit)? as usize;
     let marker = input::marker(query.marker)?;
@@ -187,10 +188,10 @@ pub async fn instance_action(
 ) -> ApiResult<(HeaderMap, axum::Json<Instance>)> {
     valid_id(&id)?;
     if action.host_id.is_some() && action.action != api::InstanceActionKind::Migrate {
-        return Err(ApiError::new(ErrorCode::InvalidField, "host_id: only a migrate action takes a host"));
+        return Err(Error::api(ErrorCode::InvalidField, "host_id: only a migrate action takes a host"));
     }
     if action.host_id.is_some() && caller.role != Role::Admin {
-        return Err(ApiError::new(ErrorCode::Forbidden, "host_id: only admins choose a migration's target host"));
+        return Err(Error::api(ErrorCode::Forbidden, "host_id: only admins choose a migration's target host"));
     }
     let routed = state.gateway.action(&caller.context(), &id, &action).await?;
     Ok((answer_headers(routed.generation, routed.lowest.as_ref()), axum::Json(routed.value)))

@@ -10,10 +10,10 @@ use axum::{Extension, Router};
 use api::{ErrorCode, NodeInfo, OwnersRequest, OwnersResponse, ProbeRequest, ProbeResponse, ZoneInfo};
 
 use crate::app::AppState;
-use crate::bus::Message;
-use crate::cluster::{destination, Route};
+use crate::cluster::call_owner;
 use crate::http::auth::Caller;
-use crate::http::error::{ApiError, ApiResult, Json};
+use crate::error::Error;
+use crate::http::error::{ApiResult, Json};
 use crate::services::probe::MAX_HOLD_MS;
 
 /// The most resource ids one owners request may ask about.
@@ -43,7 +43,7 @@ pub async fn get_zone(
     Extension(caller): Extension<Caller>,
     params: Result<axum::extract::Query<ZoneParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<ZoneInfo>> {
-    let axum::extract::Query(params) = params.map_err(|e| ApiError::new(ErrorCode::InvalidField, e.body_text()))?;
+    let axum::extract::Query(params) = params.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;
     let membership = state.store.membership().await?;
     let nodes = membership
         .nodes
@@ -84,7 +84,7 @@ pub async fn owners(
 ) -> ApiResult<axum::Json<OwnersResponse>> {
     caller.require_admin()?;
     if req.resources.len() > MAX_OWNER_QUERIES {
-        return Err(ApiError::new(
+        return Err(Error::api(
             ErrorCode::InvalidField,
             format!("resources: at most {MAX_OWNER_QUERIES} per request"),
         ));
@@ -106,20 +106,12 @@ pub async fn probe(
 ) -> ApiResult<axum::Json<ProbeResponse>> {
     caller.require_admin()?;
     if resource_id.is_empty() || resource_id.len() > 128 {
-        return Err(ApiError::new(ErrorCode::InvalidField, "resource_id: 1 to 128 characters"));
+        return Err(Error::api(ErrorCode::InvalidField, "resource_id: 1 to 128 characters"));
     }
     if req.hold_ms > MAX_HOLD_MS {
-        return Err(ApiError::new(ErrorCode::InvalidField, format!("hold_ms: at most {MAX_HOLD_MS}")));
+        return Err(Error::api(ErrorCode::InvalidField, format!("hold_ms: at most {MAX_HOLD_MS}")));
     }
-    let to = destination(&state.cluster, crate::services::PROBE, Route::Resource(&resource_id))
-        .map_err(|e| ApiError::new(e.error.code, e.error.message))?;
     let timeout = state.config.call_timeout().max(Duration::from_millis(req.hold_ms) + Duration::from_secs(5));
-    let mut msg =
-        Message::new("probe.run", serde_json::to_vec(&req).map_err(|e| crate::error::Error::Internal(e.to_string()))?)
-            .with_resource(resource_id);
-    msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
-    let reply = state.bus.call(to, msg, timeout).await?;
-    let response: ProbeResponse =
-        serde_json::from_slice(&reply).map_err(|e| crate::error::Error::Internal(format!("probe reply: {e}")))?;
+    let response = call_owner(&state.cluster, &state.bus, &resource_id, &req, timeout).await?;
     Ok(axum::Json(response))
 }

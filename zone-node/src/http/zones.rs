@@ -19,7 +19,8 @@ use federation::Credentials;
 
 use crate::app::AppState;
 use crate::http::auth::Caller;
-use crate::http::error::{ApiError, ApiResult, Json};
+use crate::error::Error;
+use crate::http::error::{ApiResult, Json};
 use crate::store::{ChildSnapshot, ChildZoneEdit, ChildZoneRow, NewChildZone};
 
 pub fn router() -> Router<AppState> {
@@ -30,8 +31,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/zones/{id}/detail", get(show_zone_detail))
 }
 
-fn invalid(field: &str, problem: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::InvalidField, format!("{field}: {problem}"))
+fn invalid(field: &str, problem: impl std::fmt::Display) -> Error {
+    Error::api(ErrorCode::InvalidField, format!("{field}: {problem}"))
 }
 
 /// Zone names: what `ZONE_NAME` allows.
@@ -90,7 +91,7 @@ fn check_weights(offset: Option<f64>, scale: Option<f64>) -> ApiResult<()> {
 }
 
 fn child_id(text: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(text).map_err(|_| ApiError::new(ErrorCode::NotFound, format!("child zone {text} not found")))
+    Uuid::parse_str(text).map_err(|_| Error::api(ErrorCode::NotFound, format!("child zone {text} not found")))
 }
 
 async fn row(state: &AppState, id: &str) -> ApiResult<ChildZoneRow> {
@@ -99,7 +100,7 @@ async fn row(state: &AppState, id: &str) -> ApiResult<ChildZoneRow> {
         .store
         .child_zone_get(uuid)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("child zone {id} not found")))
+        .ok_or_else(|| Error::api(ErrorCode::NotFound, format!("child zone {id} not found")))
 }
 
 /// Refuses to seal credentials other nodes of the zone could not open: on a shared database
@@ -109,7 +110,7 @@ fn check_shared_key(state: &AppState) -> ApiResult<()> {
     use crate::secrets::KeySource;
     let per_node = matches!(state.secrets.source(), KeySource::DataDir(_) | KeySource::Generated(_));
     if state.store.backend() == "postgres" && per_node {
-        return Err(ApiError::new(
+        return Err(Error::api(
             ErrorCode::InvalidState,
             "this zone's nodes share a PostgreSQL database, so they need one secret key to open child zones' \
              credentials: set ZONE_SECRET_KEY or ZONE_SECRET_KEY_FILE to the same key on every node \
@@ -119,8 +120,8 @@ fn check_shared_key(state: &AppState) -> ApiResult<()> {
     Ok(())
 }
 
-fn sealing_failed(e: impl std::fmt::Display) -> ApiError {
-    ApiError(crate::error::Error::Internal(format!("cannot seal a child zone's password: {e}")))
+fn sealing_failed(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("cannot seal a child zone's password: {e}"))
 }
 
 /// Register a child zone (zone-add).
@@ -145,7 +146,7 @@ pub async fn add_zone(
     let credentials = Credentials::new(req.username.clone(), req.password.clone());
     let info = state.gateway.inspect(&caller.context(), &api_url, &credentials, None).await?;
     let id = Uuid::parse_str(&info.id)
-        .map_err(|_| ApiError::new(ErrorCode::ZoneUnreachable, format!("the zone at {api_url} has an invalid id")))?;
+        .map_err(|_| Error::api(ErrorCode::ZoneUnreachable, format!("the zone at {api_url} has an invalid id")))?;
     let name = req.name.clone().unwrap_or_else(|| info.name.clone());
     check_name(&name)?;
     let sealed = state.secrets.seal(id, &req.password).map_err(sealing_failed)?;
@@ -256,7 +257,7 @@ pub async fn update_zone(
                 .open(current.id, &current.name, &current.password_sealed)
                 .map(|p| p.expose().to_owned())
                 .map_err(|e| {
-                    ApiError::new(
+                    Error::api(
                         ErrorCode::InvalidState,
                         format!(
                             "the stored password of child zone {} cannot be opened ({e}); give the password again",
@@ -285,7 +286,7 @@ pub async fn update_zone(
         .store
         .child_zone_update(current.id, &edit)
         .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("child zone {id} not found")))?;
+        .ok_or_else(|| Error::api(ErrorCode::NotFound, format!("child zone {id} not found")))?;
     tracing::info!(child = %updated.name, id = %updated.id, "child zone updated");
     state.sync.changed().await;
     Ok(axum::Json(updated.to_api(true)))
@@ -303,7 +304,7 @@ pub async fn delete_zone(
     caller.require_admin()?;
     let uuid = child_id(&id)?;
     if !state.store.child_zone_delete(uuid).await? {
-        return Err(ApiError::new(ErrorCode::NotFound, format!("child zone {id} not found")));
+        return Err(Error::api(ErrorCode::NotFound, format!("child zone {id} not found")));
     }
     tracing::info!(id = %id, "child zone deleted");
     state.sync.changed().await;

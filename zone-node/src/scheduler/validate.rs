@@ -42,9 +42,8 @@ pub enum ValidationError {
     Field { field: &'static str, reason: String },
 }
 
-impl ValidationError {
-    /// The API error code this maps to.
-    pub fn code(&self) -> api::ErrorCode {
+impl api::CodedError for ValidationError {
+    fn code(&self) -> api::ErrorCode {
         match self {
             ValidationError::Requirement { .. } | ValidationError::TooManyRequirements(_) => {
                 api::ErrorCode::InvalidRequirements
@@ -52,6 +51,11 @@ impl ValidationError {
             ValidationError::Resources { .. } => api::ErrorCode::InvalidResources,
             ValidationError::Capability { .. } | ValidationError::Field { .. } => api::ErrorCode::InvalidField,
         }
+    }
+
+    /// Always the caller's to fix: the message names the field and what is wrong.
+    fn public_message(&self) -> String {
+        self.to_string()
     }
 }
 
@@ -308,6 +312,8 @@ pub fn validate_agent_token(token: &str) -> Result<(), ValidationError> {
 
 #[cfg(test)]
 mod tests {
+    use api::CodedError;
+
     use super::*;
     use serde_json::json;
 

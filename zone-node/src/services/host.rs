@@ -16,14 +16,14 @@
 
 use std::time::Duration;
 
-use api::agent::HostReport;
-use api::{ErrorBody, ErrorCode};
-use serde_json::json;
+use api::bus::{HostDown, HostRequest, HostUp};
+use api::ErrorCode;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::bus::{Bus, Message};
 use crate::cluster::{Cluster, ResourceHandler};
+use crate::error::{Error, Result};
 use crate::scheduler::parse_capabilities;
 use crate::services::events;
 use crate::store::Store;
@@ -41,32 +41,18 @@ impl HostService {
 
 #[async_trait::async_trait]
 impl ResourceHandler for HostService {
-    async fn handle(&self, msg: &Message) -> Result<Vec<u8>, ErrorBody> {
+    async fn handle(&self, msg: &Message) -> Result<Vec<u8>> {
         let key = msg.resource_id.as_deref().unwrap_or_default();
         let id = Uuid::parse_str(key)
-            .map_err(|_| ErrorBody::new(ErrorCode::InvalidField, format!("x-resource-id {key:?} is not a UUID")))?;
-        if msg.kind != "host.report" {
-            return Err(ErrorBody::new(
-                ErrorCode::NoSuchService,
-                format!("the host service does not handle {:?}", msg.kind),
-            ));
-        }
-        let report: HostReport = serde_json::from_slice(&msg.body)
-            .map_err(|e| ErrorBody::new(ErrorCode::InvalidBody, format!("host report: {e}")))?;
-        let caps = match &report.capabilities {
-            Some(c) => Some(parse_capabilities(c).map_err(|e| ErrorBody::new(e.code(), e.to_string()))?),
-            None => None,
-        };
-        let outcome = self.store.host_report(id, caps.as_ref()).await.map_err(|e| {
-            tracing::warn!(error = %e, "host report failed");
-            ErrorBody::from(crate::error::Error::from(e))
-        })?;
-        match outcome {
-            None => Err(ErrorBody::new(ErrorCode::NotFound, format!("host {id} not found; register it again"))),
+            .map_err(|_| Error::api(ErrorCode::InvalidField, format!("x-resource-id {key:?} is not a UUID")))?;
+        let HostRequest::Report(report) = HostRequest::decode(&msg.kind, &msg.body)?;
+        let caps = report.capabilities.as_ref().map(parse_capabilities).transpose()?;
+        match self.store.host_report(id, caps.as_ref()).await? {
+            None => Err(Error::api(ErrorCode::NotFound, format!("host {id} not found; register it again"))),
             Some(came_up) => {
                 if came_up {
                     tracing::info!(host = %id, "host reported again: up");
-                    events::publish(&self.bus, events::HOST_UP, json!({ "id": id })).await;
+                    events::publish(&self.bus, &HostUp { id }).await;
                 }
                 Ok(b"{}".to_vec())
             }
@@ -120,7 +106,7 @@ pub async fn sweep_silent_hosts(
             match store.host_mark_down(id, interval_ms, max_missed as i64).await {
                 Ok(true) => {
                     tracing::warn!(host = %id, missed = max_missed, "host stopped reporting: down");
-                    events::publish(&bus, events::HOST_DOWN, json!({ "id": id, "missed_reports": max_missed })).await;
+                    events::publish(&bus, &HostDown { id, missed_reports: max_missed }).await;
                 }
                 Ok(false) => {}
                 Err(error) => tracing::warn!(host = %id, %error, "cannot mark a host down"),

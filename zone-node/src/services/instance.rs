@@ -2,12 +2,9 @@
 //! id inside that instance's serial work queue (level 1), so two operations on one instance never
 //! run at once anywhere in the zone.
 //!
-//! | type | body | reply |
-//! |---|---|---|
-//! | `instance.create` | [`CreateTask`] (the id is `x-resource-id`, chosen by the caller) | [`api::Instance`] |
-//! | `instance.action` | [`api::InstanceAction`] | [`api::Instance`] |
-//! | `instance.delete` | `{}` | `{}` |
-//! | `instance.recover` | `{}` | [`api::Instance`] or `{}` (finishes a task whose node left the zone) |
+//! Its messages are [`api::bus::InstanceRequest`]: `instance.create` ([`CreateTask`], the id
+//! is `x-resource-id`, chosen by the caller), `instance.action`, `instance.delete`, and
+//! `instance.recover` (finishes a task whose node left the zone).
 //!
 //! Each task writes its transitional state (with the task and this node's id) before it calls the
 //! agent, and its outcome after, both as version-checked updates ([`Store::instance_update`]); a
@@ -20,33 +17,23 @@
 use std::time::Duration;
 
 use api::agent::AgentAction;
-use api::{ErrorBody, ErrorCode, InstanceAction, Requirement, Resources};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use api::bus::{CreateTask, InstanceCreated, InstanceDeleted, InstanceRecover, InstanceRequest, InstanceStateChanged};
+use api::{ErrorCode, InstanceAction, Resources};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::agent::client::{AgentCall, Agents};
 use crate::bus::{Bus, Message};
 use crate::cluster::{Cluster, ResourceHandler};
+use crate::error::{Error, Result};
 use crate::scheduler::{validate_requirements, validate_resources};
 use crate::services::events;
 use crate::services::lifecycle::{begin, Stable, Task};
-use crate::store::{InstanceChange, InstanceRow, NewInstance, Store, StoreError, ZoneRow};
+use crate::store::{InstanceChange, InstanceRow, NewInstance, Store, ZoneRow};
 
 /// How often a version-checked write is re-read and retried before giving up (each retry means
 /// someone else changed the row in between, which the serial queue makes rare).
 const STALE_RETRIES: usize = 8;
-
-/// `instance.create` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CreateTask {
-    pub name: String,
-    pub client_id: String,
-    #[serde(default)]
-    pub requirements: Vec<Requirement>,
-    #[serde(default)]
-    pub resources: Resources,
-}
 
 pub struct InstanceService {
     store: Store,
@@ -79,17 +66,12 @@ pub fn to_api(row: &InstanceRow, zone: &ZoneRow) -> api::Instance {
     }
 }
 
-fn store_error(e: StoreError) -> ErrorBody {
-    tracing::warn!(error = %e, "instance store call failed");
-    crate::error::Error::from(e).into()
+fn not_found(id: Uuid) -> Error {
+    Error::not_found(format!("instance {id}"))
 }
 
-fn not_found(id: Uuid) -> ErrorBody {
-    ErrorBody::new(ErrorCode::NotFound, format!("instance {id} not found"))
-}
-
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ErrorBody> {
-    serde_json::to_vec(value).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(value)?)
 }
 
 impl InstanceService {
@@ -108,16 +90,21 @@ impl InstanceService {
         self.cluster.me()
     }
 
-    async fn get(&self, id: Uuid) -> Result<InstanceRow, ErrorBody> {
-        self.store.instance_get(id).await.map_err(store_error)?.ok_or_else(|| not_found(id))
+    async fn get(&self, id: Uuid) -> Result<InstanceRow> {
+        self.store.instance_get(id).await?.ok_or_else(|| not_found(id))
     }
 
     async fn state_changed(&self, row: &InstanceRow, from: &str) {
-        let body = json!({
-            "id": row.id, "client_id": row.client_id, "from": from, "to": row.state,
-            "host_id": row.host_id, "error_reason": row.error_reason, "version": row.version,
-        });
-        events::publish(&self.bus, events::INSTANCE_STATE_CHANGED, body).await;
+        let event = InstanceStateChanged {
+            id: row.id,
+            client_id: row.client_id.clone(),
+            from: from.to_owned(),
+            to: row.state.clone(),
+            host_id: row.host_id,
+            error_reason: row.error_reason.clone(),
+            version: row.version,
+        };
+        events::publish(&self.bus, &event).await;
     }
 
     /// Applies `decide` to the current row and writes its change if the row has not moved since
@@ -125,8 +112,8 @@ impl InstanceService {
     async fn modify(
         &self,
         id: Uuid,
-        decide: impl FnMut(&InstanceRow) -> Result<InstanceChange, ErrorBody>,
-    ) -> Result<(InstanceRow, InstanceRow), ErrorBody> {
+        decide: impl FnMut(&InstanceRow) -> Result<InstanceChange>,
+    ) -> Result<(InstanceRow, InstanceRow)> {
         let row = self.get(id).await?;
         self.modify_from(row, decide).await
     }
@@ -137,30 +124,30 @@ impl InstanceService {
     async fn modify_from(
         &self,
         mut before: InstanceRow,
-        mut decide: impl FnMut(&InstanceRow) -> Result<InstanceChange, ErrorBody>,
-    ) -> Result<(InstanceRow, InstanceRow), ErrorBody> {
+        mut decide: impl FnMut(&InstanceRow) -> Result<InstanceChange>,
+    ) -> Result<(InstanceRow, InstanceRow)> {
         let id = before.id;
         for _ in 0..STALE_RETRIES {
             let change = decide(&before)?;
-            if let Some(after) = self.store.instance_update(id, before.version, &change).await.map_err(store_error)? {
+            if let Some(after) = self.store.instance_update(id, before.version, &change).await? {
                 return Ok((before, after));
             }
             tracing::debug!(instance = %id, version = before.version, "stale write; re-reading");
             before = self.get(id).await?;
         }
-        Err(ErrorBody::new(ErrorCode::Conflict, format!("instance {id} kept changing; retry")))
+        Err(Error::api(ErrorCode::Conflict, format!("instance {id} kept changing; retry")))
     }
 
-    async fn create(&self, id: Uuid, task: CreateTask) -> Result<Vec<u8>, ErrorBody> {
+    async fn create(&self, id: Uuid, task: CreateTask) -> Result<Vec<u8>> {
         // A redelivered create (the bus may deliver twice) answers what the first one made.
-        if let Some(row) = self.store.instance_get(id).await.map_err(store_error)? {
+        if let Some(row) = self.store.instance_get(id).await? {
             return encode(&to_api(&row, &self.zone));
         }
-        let filters = validate_requirements(&task.requirements).map_err(|e| ErrorBody::new(e.code(), e.to_string()))?;
-        validate_resources(&task.resources).map_err(|e| ErrorBody::new(e.code(), e.to_string()))?;
+        let filters = validate_requirements(&task.requirements)?;
+        validate_resources(&task.resources)?;
         let r = task.resources;
-        let host = self.store.place(&filters, &r).await.map_err(store_error)?.ok_or_else(|| {
-            ErrorBody::new(
+        let host = self.store.place(&filters, &r).await?.ok_or_else(|| {
+            Error::api(
                 ErrorCode::NoValidHost,
                 format!(
                     "no up host of zone {} meets the requirements with {} vcpus, {} MB memory and {} GB disk free",
@@ -184,22 +171,23 @@ impl InstanceService {
                 if let Err(release) = self.store.release(host, &r).await {
                     tracing::error!(host = %host, error = %release, "could not release a reservation after a failed insert");
                 }
-                return Err(store_error(e));
+                return Err(e.into());
             }
         };
-        events::publish(
-            &self.bus,
-            events::INSTANCE_CREATED,
-            json!({"id": row.id, "client_id": row.client_id, "host_id": row.host_id, "state": row.state}),
-        )
-        .await;
+        let event = InstanceCreated {
+            id: row.id,
+            client_id: row.client_id.clone(),
+            host_id: row.host_id,
+            state: row.state.clone(),
+        };
+        events::publish(&self.bus, &event).await;
         self.drive(row, Task::Create).await
     }
 
-    async fn action(&self, id: Uuid, action: InstanceAction) -> Result<Vec<u8>, ErrorBody> {
+    async fn action(&self, id: Uuid, action: InstanceAction) -> Result<Vec<u8>> {
         let row = self.get(id).await?;
         check_host_up(&row)?;
-        let task = begin(Some(action.action), &row.state).map_err(|r| ErrorBody::new(ErrorCode::InvalidState, r.0))?;
+        let task = begin(Some(action.action), &row.state).map_err(|r| Error::api(ErrorCode::InvalidState, r.0))?;
         let target = match task {
             Task::Migrate(_) => Some(self.reserve_target(&row, action.host_id.as_deref()).await?),
             _ => None,
@@ -215,10 +203,10 @@ impl InstanceService {
         }
     }
 
-    async fn delete(&self, id: Uuid) -> Result<Vec<u8>, ErrorBody> {
+    async fn delete(&self, id: Uuid) -> Result<Vec<u8>> {
         let row = self.get(id).await?;
         check_host_up(&row)?;
-        begin(None, &row.state).map_err(|r| ErrorBody::new(ErrorCode::InvalidState, r.0))?;
+        begin(None, &row.state).map_err(|r| Error::api(ErrorCode::InvalidState, r.0))?;
         let row = self.start_task(row, None, None).await?;
         self.drive(row, Task::Delete).await
     }
@@ -230,12 +218,12 @@ impl InstanceService {
         row: InstanceRow,
         action: Option<api::InstanceActionKind>,
         target: Option<Uuid>,
-    ) -> Result<InstanceRow, ErrorBody> {
+    ) -> Result<InstanceRow> {
         let me = self.me();
         let (before, after) = self
             .modify_from(row, |row| {
                 check_host_up(row)?;
-                let task = begin(action, &row.state).map_err(|r| ErrorBody::new(ErrorCode::InvalidState, r.0))?;
+                let task = begin(action, &row.state).map_err(|r| Error::api(ErrorCode::InvalidState, r.0))?;
                 Ok(InstanceChange {
                     state: task.transitional_state().into(),
                     error_reason: None,
@@ -252,11 +240,11 @@ impl InstanceService {
 
     /// Chooses and reserves a migration target: the given host (which must meet the instance's
     /// requirements and have room) or the scheduler's best other host.
-    async fn reserve_target(&self, row: &InstanceRow, wanted: Option<&str>) -> Result<Uuid, ErrorBody> {
-        let filters = validate_requirements(&row.requirements).map_err(|e| ErrorBody::new(e.code(), e.to_string()))?;
+    async fn reserve_target(&self, row: &InstanceRow, wanted: Option<&str>) -> Result<Uuid> {
+        let filters = validate_requirements(&row.requirements)?;
         let r = row.resources;
         if let Some(wanted) = wanted {
-            let bad = |m: String| ErrorBody::new(ErrorCode::InvalidField, format!("host_id: {m}"));
+            let bad = |m: String| Error::api(ErrorCode::InvalidField, format!("host_id: {m}"));
             let host_id = Uuid::parse_str(wanted).map_err(|_| bad(format!("{wanted:?} is not a UUID")))?;
             if Some(host_id) == row.host_id {
                 return Err(bad("the instance is already on that host".into()));
@@ -265,24 +253,24 @@ impl InstanceService {
                 .store
                 .host_get(host_id)
                 .await
-                .map_err(store_error)?
-                .ok_or_else(|| ErrorBody::new(ErrorCode::NotFound, format!("host {host_id} not found")))?;
+                ?
+                .ok_or_else(|| Error::api(ErrorCode::NotFound, format!("host {host_id} not found")))?;
             if let Some(f) = filters.iter().find(|f| !f.matches(&host.capabilities)) {
-                return Err(ErrorBody::new(
+                return Err(Error::api(
                     ErrorCode::NoValidHost,
                     format!("host {} does not meet the instance's requirement on {:?}", host.name, f.key),
                 ));
             }
-            if !self.store.reserve(host_id, &r).await.map_err(store_error)? {
-                return Err(ErrorBody::new(
+            if !self.store.reserve(host_id, &r).await? {
+                return Err(Error::api(
                     ErrorCode::NoValidHost,
                     format!("host {} is down or has not enough free capacity", host.name),
                 ));
             }
             return Ok(host_id);
         }
-        self.store.place_except(&filters, &r, row.host_id).await.map_err(store_error)?.ok_or_else(|| {
-            ErrorBody::new(
+        self.store.place_except(&filters, &r, row.host_id).await?.ok_or_else(|| {
+            Error::api(
                 ErrorCode::NoValidHost,
                 "no other up host meets the instance's requirements with room for it",
             )
@@ -297,7 +285,7 @@ impl InstanceService {
 
     /// Runs the agent side of `task` on `row` (already in its transitional state, owned by this
     /// node) and records the outcome.
-    async fn drive(&self, row: InstanceRow, task: Task) -> Result<Vec<u8>, ErrorBody> {
+    async fn drive(&self, row: InstanceRow, task: Task) -> Result<Vec<u8>> {
         let id = row.id;
         let outcome = self.call_agent(&row, task).await;
         match (outcome, task.final_state()) {
@@ -305,19 +293,16 @@ impl InstanceService {
                 // Deleted on the host: remove the row, give the capacity back, bump the generation.
                 let mut current = row.clone();
                 for _ in 0..STALE_RETRIES {
-                    if self.store.instance_remove(id, current.version).await.map_err(store_error)? {
-                        events::publish(
-                            &self.bus,
-                            events::INSTANCE_DELETED,
-                            json!({"id": id, "client_id": current.client_id, "host_id": current.host_id}),
-                        )
-                        .await;
+                    if self.store.instance_remove(id, current.version).await? {
+                        let event =
+                            InstanceDeleted { id, client_id: current.client_id.clone(), host_id: current.host_id };
+                        events::publish(&self.bus, &event).await;
                         return Ok(b"{}".to_vec());
                     }
                     // Changed since this task wrote it (or gone): re-read and try again.
                     current = self.get(id).await?;
                 }
-                Err(ErrorBody::new(ErrorCode::Conflict, format!("instance {id} kept changing; retry")))
+                Err(Error::api(ErrorCode::Conflict, format!("instance {id} kept changing; retry")))
             }
             (Ok(()), Some(done)) => {
                 let move_to = match task {
@@ -347,7 +332,7 @@ impl InstanceService {
                     self.release_quietly(target, &row.resources).await;
                 }
                 self.state_changed(&after, &before.state).await;
-                Err(ErrorBody::new(
+                Err(Error::api(
                     ErrorCode::AgentFailed,
                     format!("instance {id}: {}; the instance is now in state error", failure.reason),
                 ))
@@ -388,8 +373,8 @@ impl InstanceService {
 
     /// Finishes a task whose node is no longer live: takes it over (version-checked, so only one
     /// node does) and sends the same agent action again.
-    async fn recover(&self, id: Uuid) -> Result<Vec<u8>, ErrorBody> {
-        let Some(row) = self.store.instance_get(id).await.map_err(store_error)? else {
+    async fn recover(&self, id: Uuid) -> Result<Vec<u8>> {
+        let Some(row) = self.store.instance_get(id).await? else {
             return Ok(b"{}".to_vec());
         };
         let (Some(task_text), Some(node)) = (row.task.clone(), row.task_node) else {
@@ -416,7 +401,7 @@ impl InstanceService {
         let (_, row) = self
             .modify(id, |r| {
                 if r.task_node != Some(node) {
-                    return Err(ErrorBody::new(ErrorCode::Conflict, "the task was taken over already"));
+                    return Err(Error::api(ErrorCode::Conflict, "the task was taken over already"));
                 }
                 Ok(InstanceChange {
                     state: r.state.clone(),
@@ -439,9 +424,9 @@ impl InstanceService {
 
 /// Refuses work on an instance whose host is down: its real state is unknown and its agent
 /// unreachable.
-fn check_host_up(row: &InstanceRow) -> Result<(), ErrorBody> {
+fn check_host_up(row: &InstanceRow) -> Result<()> {
     if row.host_state.as_deref() == Some("down") {
-        return Err(ErrorBody::new(
+        return Err(Error::api(
             ErrorCode::InvalidState,
             format!("instance {}: its host is down, so its state is unknown until the host reports again", row.id),
         ));
@@ -451,22 +436,15 @@ fn check_host_up(row: &InstanceRow) -> Result<(), ErrorBody> {
 
 #[async_trait::async_trait]
 impl ResourceHandler for InstanceService {
-    async fn handle(&self, msg: &Message) -> Result<Vec<u8>, ErrorBody> {
+    async fn handle(&self, msg: &Message) -> Result<Vec<u8>> {
         let key = msg.resource_id.as_deref().unwrap_or_default();
         let id = Uuid::parse_str(key)
-            .map_err(|_| ErrorBody::new(ErrorCode::InvalidField, format!("x-resource-id {key:?} is not a UUID")))?;
-        let body = |what: &str| {
-            let what = what.to_owned();
-            move |e: serde_json::Error| ErrorBody::new(ErrorCode::InvalidBody, format!("{what}: {e}"))
-        };
-        match msg.kind.as_str() {
-            "instance.create" => self.create(id, serde_json::from_slice(&msg.body).map_err(body("create"))?).await,
-            "instance.action" => self.action(id, serde_json::from_slice(&msg.body).map_err(body("action"))?).await,
-            "instance.delete" => self.delete(id).await,
-            "instance.recover" => self.recover(id).await,
-            other => {
-                Err(ErrorBody::new(ErrorCode::NoSuchService, format!("the instance service does not handle {other:?}")))
-            }
+            .map_err(|_| Error::api(ErrorCode::InvalidField, format!("x-resource-id {key:?} is not a UUID")))?;
+        match InstanceRequest::decode(&msg.kind, &msg.body)? {
+            InstanceRequest::Create(task) => self.create(id, task).await,
+            InstanceRequest::Action(action) => self.action(id, action).await,
+            InstanceRequest::Delete => self.delete(id).await,
+            InstanceRequest::Recover => self.recover(id).await,
         }
     }
 }
@@ -508,8 +486,8 @@ pub async fn recover_orphans(
                 continue;
             }
             asked.insert(id, tokio::time::Instant::now());
-            let msg = Message::new("instance.recover", b"{}".to_vec()).with_resource(id.to_string());
-            let to = crate::bus::Destination::Node { service: super::INSTANCE.into(), node: me };
+            let msg = Message::rpc(&InstanceRecover {}).with_resource(id.to_string());
+            let to = crate::bus::Destination::Node { service: api::bus::service::INSTANCE.into(), node: me };
             if let Err(error) = bus.send(to, msg).await {
                 tracing::warn!(instance = %id, %error, "cannot queue the recovery of a task");
                 asked.remove(&id);

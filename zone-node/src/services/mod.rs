@@ -15,8 +15,3 @@ pub mod instance;
 pub mod lifecycle;
 pub mod portal;
 pub mod probe;
-
-/// Service names (the `<service>` part of `<prefix>.message.<service>.<node>`).
-pub const PROBE: &str = "probe";
-pub const INSTANCE: &str = "instance";
-pub const HOST: &str = "host";

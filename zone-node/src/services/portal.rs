@@ -3,18 +3,16 @@
 //! A client of the bus does not need to know the ring: it sends to `<prefix>.message.api.portal`
 //! and whichever node takes the message routes it. A message with `x-resource-id` goes to the
 //! ring owner's service queue, named by the part of its `type` before the first dot
-//! (`probe.run` → service `probe`); the owner replies to the client directly. Messages without a
-//! resource are answered here:
-//!
-//! | type | body | reply |
-//! |---|---|---|
-//! | `zone.get` | `{}` | `{"id","name","api_url","node_id","ring_epoch","nodes":[{"id","state"}]}` |
-//! | `echo` | anything | the same body |
+//! (`probe.run` → service `probe`, [`api::bus::service_of`]); the owner replies to the client
+//! directly. Messages without a resource are answered here ([`PortalRequest`]): `zone.get` and
+//! `echo`.
 
+use api::bus::{PortalNode, PortalRequest, PortalZone};
 use api::{ErrorBody, ErrorCode};
 
 use crate::bus::{Bus, Delivery, Handler};
 use crate::cluster::{destination, Cluster, Route};
+use crate::error::{Error, Result};
 use crate::store::ZoneRow;
 
 pub struct Portal {
@@ -29,18 +27,17 @@ impl Portal {
         Portal { bus, cluster, zone, api_url }
     }
 
-    fn zone_get(&self) -> Result<Vec<u8>, ErrorBody> {
+    fn zone_get(&self) -> Result<Vec<u8>> {
         let view = self.cluster.view();
-        let nodes: Vec<_> = view.nodes.iter().map(|n| serde_json::json!({ "id": n.id, "state": n.state })).collect();
-        let body = serde_json::json!({
-            "id": self.zone.id,
-            "name": self.zone.name,
-            "api_url": self.api_url,
-            "node_id": self.cluster.me(),
-            "ring_epoch": view.epoch,
-            "nodes": nodes,
-        });
-        Ok(body.to_string().into_bytes())
+        let zone = PortalZone {
+            id: self.zone.id,
+            name: self.zone.name.clone(),
+            api_url: self.api_url.clone(),
+            node_id: self.cluster.me(),
+            ring_epoch: view.epoch,
+            nodes: view.nodes.iter().map(|n| PortalNode { id: n.id, state: n.state.as_str().to_owned() }).collect(),
+        };
+        Ok(serde_json::to_vec(&zone)?)
     }
 }
 
@@ -49,17 +46,16 @@ impl Handler for Portal {
     async fn handle(&self, delivery: Delivery) {
         let kind = delivery.msg.kind.clone();
         if let Some(resource) = delivery.msg.resource_id.clone() {
-            let service = kind.split('.').next().unwrap_or_default().to_owned();
-            if service.is_empty() {
+            let Some(service) = api::bus::service_of(&kind) else {
                 delivery
                     .reply(Err(ErrorBody::new(ErrorCode::NoSuchService, format!("type {kind:?} names no service"))))
                     .await;
                 return;
-            }
-            let to = match destination(&self.cluster, &service, Route::Resource(&resource)) {
+            };
+            let to = match destination(&self.cluster, service, Route::Resource(&resource)) {
                 Ok(to) => to,
                 Err(error) => {
-                    delivery.reply(Err(error)).await;
+                    delivery.reply(Err(error.into())).await;
                     return;
                 }
             };
@@ -68,11 +64,11 @@ impl Handler for Portal {
             }
             return;
         }
-        let result = match kind.as_str() {
-            "zone.get" => self.zone_get(),
-            "echo" => Ok(delivery.msg.body.clone()),
-            _ => Err(ErrorBody::new(ErrorCode::NoSuchService, format!("the portal does not handle type {kind:?}"))),
+        let result = match PortalRequest::decode(&kind) {
+            Ok(PortalRequest::ZoneGet) => self.zone_get(),
+            Ok(PortalRequest::Echo) => Ok(delivery.msg.body.clone()),
+            Err(e) => Err(Error::from(e)),
         };
-        delivery.reply(result).await;
+        delivery.reply(result.map_err(ErrorBody::from)).await;
     }
 }

@@ -8,11 +8,13 @@
 
 use std::time::Duration;
 
-use api::{ErrorBody, ErrorCode, ProbeRequest, ProbeResponse};
+use api::bus::ProbeServiceRequest;
+use api::{ErrorCode, ProbeResponse};
 use uuid::Uuid;
 
 use crate::bus::Message;
 use crate::cluster::ResourceHandler;
+use crate::error::{Error, Result};
 use crate::store::Store;
 
 /// The longest a probe may hold its resource.
@@ -31,21 +33,16 @@ impl Probe {
 
 #[async_trait::async_trait]
 impl ResourceHandler for Probe {
-    async fn handle(&self, msg: &Message) -> Result<Vec<u8>, ErrorBody> {
+    async fn handle(&self, msg: &Message) -> Result<Vec<u8>> {
         let resource_id = msg.resource_id.clone().unwrap_or_default();
-        let req: ProbeRequest = serde_json::from_slice(&msg.body)
-            .map_err(|e| ErrorBody::new(ErrorCode::InvalidBody, format!("probe request: {e}")))?;
+        let ProbeServiceRequest::Run(req) = ProbeServiceRequest::decode(&msg.kind, &msg.body)?;
         if req.hold_ms > MAX_HOLD_MS {
-            return Err(ErrorBody::new(ErrorCode::InvalidField, format!("hold_ms: at most {MAX_HOLD_MS}")));
+            return Err(Error::api(ErrorCode::InvalidField, format!("hold_ms: at most {MAX_HOLD_MS}")));
         }
-        let store_error = |e: crate::store::StoreError| {
-            tracing::warn!(error = %e, "probe store call failed");
-            ErrorBody::new(ErrorCode::StoreUnavailable, "the zone's database is unavailable")
-        };
-        let active = self.store.probe_enter(&resource_id).await.map_err(store_error)?;
+        let active = self.store.probe_enter(&resource_id).await?;
         tokio::time::sleep(Duration::from_millis(req.hold_ms)).await;
-        let completed = self.store.probe_exit(&resource_id).await.map_err(store_error)?;
+        let completed = self.store.probe_exit(&resource_id).await?;
         let response = ProbeResponse { resource_id, node_id: self.me.to_string(), active, completed };
-        serde_json::to_vec(&response).map_err(|e| ErrorBody::new(ErrorCode::Internal, e.to_string()))
+        Ok(serde_json::to_vec(&response)?)
     }
 }

@@ -96,6 +96,27 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl api::CodedError for StoreError {
+    fn code(&self) -> api::ErrorCode {
+        match self {
+            StoreError::Conflict(_) => api::ErrorCode::Conflict,
+            StoreError::InUse(_) => api::ErrorCode::InvalidState,
+            StoreError::Unavailable(_) => api::ErrorCode::StoreUnavailable,
+            StoreError::InvalidUrl(_) | StoreError::Migration(_) | StoreError::Other(_) => api::ErrorCode::Internal,
+        }
+    }
+
+    /// Conflicts and rows in use are the caller's to act on; database failures stay in the log.
+    fn public_message(&self) -> String {
+        match self {
+            StoreError::Conflict(what) => format!("{what} already exists"),
+            StoreError::InUse(_) => self.to_string(),
+            StoreError::Unavailable(_) => "the zone's database is unavailable; try again".into(),
+            _ => "internal error; the node's log has the details".into(),
+        }
+    }
+}
+
 impl From<sqlx::Error> for StoreError {
     /// Connection and pool failures become [`StoreError::Unavailable`], everything else
     /// [`StoreError::Other`]. Unique violations are mapped by the caller, which knows what

@@ -30,7 +30,8 @@ use api::ErrorCode;
 use super::host::{Accepted, Callback, SimHost, Work};
 use crate::agent::client::constant_time_eq;
 use crate::config::Secret;
-use crate::http::error::{ApiError, ApiResult, Json};
+use crate::error::Error;
+use crate::http::error::{ApiResult, Json};
 
 /// How often posting a result is tried when the zone cannot be reached (a node restarting).
 const CALLBACK_ATTEMPTS: u32 = 3;
@@ -71,7 +72,7 @@ fn host(state: &SimState, name: &str) -> ApiResult<Arc<SimHost>> {
         .hosts
         .get(name)
         .cloned()
-        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, format!("no simulated host {name:?} here")))
+        .ok_or_else(|| Error::api(ErrorCode::NotFound, format!("no simulated host {name:?} here")))
 }
 
 /// Checks `Authorization: Bearer <expected>`; anything goes when nothing is expected.
@@ -83,9 +84,9 @@ fn check_bearer(headers: &HeaderMap, expected: Option<&Secret>) -> ApiResult<()>
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::new(ErrorCode::MissingToken, "send Authorization: Bearer <token>"))?;
+        .ok_or_else(|| Error::api(ErrorCode::MissingToken, "send Authorization: Bearer <token>"))?;
     if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
-        return Err(ApiError::new(ErrorCode::InvalidToken, "wrong bearer token"));
+        return Err(Error::api(ErrorCode::InvalidToken, "wrong bearer token"));
     }
     Ok(())
 }
@@ -95,7 +96,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<&'a str> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidField, format!("the {name} header is required")))
+        .ok_or_else(|| Error::api(ErrorCode::InvalidField, format!("the {name} header is required")))
 }
 
 /// `POST /hosts/{name}/v1/tasks`.
@@ -108,7 +109,7 @@ async fn task(
     let host = host(&state, &name)?;
     // Authenticate before reading anything the caller sent.
     check_bearer(&headers, Some(&host.agent_token))?;
-    let refuse = |e: ApiError| {
+    let refuse = |e: Error| {
         host.refused();
         e
     };
@@ -117,13 +118,13 @@ async fn task(
     let deadline_ms: i64 = header(&headers, DEADLINE_HEADER)
         .map_err(refuse)?
         .parse()
-        .map_err(|_| refuse(ApiError::new(ErrorCode::InvalidField, format!("{DEADLINE_HEADER}: not an integer"))))?;
+        .map_err(|_| refuse(Error::api(ErrorCode::InvalidField, format!("{DEADLINE_HEADER}: not an integer"))))?;
     let task: AgentTask = serde_json::from_slice(&body)
-        .map_err(|e| refuse(ApiError::new(ErrorCode::InvalidBody, format!("the task does not parse: {e}"))))?;
+        .map_err(|e| refuse(Error::api(ErrorCode::InvalidBody, format!("the task does not parse: {e}"))))?;
     let now = crate::time::local_now_ms();
     if deadline_ms <= now {
         // Work nobody waits for any more is not started (the zone has given up on it).
-        return Err(refuse(ApiError::new(
+        return Err(refuse(Error::api(
             ErrorCode::Timeout,
             format!("task {}: its deadline passed {} ms ago; not started", task.task_id, now - deadline_ms),
         )));
@@ -210,12 +211,12 @@ async fn control(
     let host = host(&state, &name)?;
     if let Some(f) = req.fail_rate {
         if !(0.0..=1.0).contains(&f) {
-            return Err(ApiError::new(ErrorCode::InvalidField, "fail_rate: must be between 0 and 1"));
+            return Err(Error::api(ErrorCode::InvalidField, "fail_rate: must be between 0 and 1"));
         }
     }
     let latency = req.latency_ms.map(Duration::from_millis);
     if latency.is_some_and(|l| l > MAX_LATENCY) {
-        return Err(ApiError::new(ErrorCode::InvalidField, "latency_ms: at most one hour"));
+        return Err(Error::api(ErrorCode::InvalidField, "latency_ms: at most one hour"));
     }
     let now = host.control(req.fail_rate, latency, req.reporting);
     tracing::info!(host = %host.name, fail_rate = now.fail_rate, latency_ms = now.latency.as_millis() as u64,
