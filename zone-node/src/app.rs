@@ -19,41 +19,9 @@ use crate::services::host::HostService;
 use crate::services::instance::InstanceService;
 use crate::services::portal::Portal;
 use crate::services::probe::Probe;
-use crate::store::{AccountRow, Store, TokenRow, ZoneRow};
+use crate::http::{AppState, Shared};
+use crate::store::{AccountRow, Store};
 use crate::workqueue::WorkQueues;
-
-/// Everything a request handler needs. One `Arc`: axum clones the state for every extractor of
-/// every request, so a clone must not copy the zone's strings or bump a dozen reference counts.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// What [`AppState`] shares.
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub bus: Bus,
-    pub cluster: Cluster,
-    pub work: WorkQueues,
-    pub zone: ZoneRow,
-    /// Verified tokens by SHA-256, for [`crate::http::auth::TOKEN_CACHE_TTL`].
-    pub tokens: Cache<String, TokenRow>,
-    /// Agent tasks waiting for their callbacks.
-    pub agents: Agents,
-    /// Where requests go in this zone's subtree (its own hosts or its children).
-    pub gateway: Arc<federation::Gateway>,
-    /// Keeps the gateway's view of the children current.
-    pub sync: crate::gateway::sync::Sync,
-    /// Seals child zones' passwords at rest.
-    pub secrets: Arc<crate::secrets::SecretKey>,
-}
 
 /// How the node stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +126,7 @@ impl Application {
         }
 
         let tokens = Cache::builder().time_to_live(crate::http::auth::TOKEN_CACHE_TTL).max_capacity(100_000).build();
-        let state = AppState(Arc::new(Shared {
+        let state = AppState::new(Shared {
             config: Arc::new(config),
             store,
             bus,
@@ -170,7 +138,7 @@ impl Application {
             gateway,
             sync,
             secrets,
-        }));
+        });
         Ok(Application { state, listener, shutdown: CancellationToken::new() })
     }
 

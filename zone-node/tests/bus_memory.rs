@@ -2,6 +2,7 @@
 
 mod bus_support;
 
+use api::CodedError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -12,6 +12,7 @@
 //!
 //! Run with `cargo test -p zone-node --test store_suite`.
 
+use api::CodedError;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,7 @@ use axum::{Extension, Router};
 
 use api::{Account, AccountCreate, AccountList, ErrorCode, Role};
 
-use crate::app::AppState;
+use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};

@@ -18,7 +18,7 @@ use axum::Router;
 
 use api::{ErrorCode, Role, TokenRequest, TokenResponse};
 
-use crate::app::AppState;
+use crate::http::AppState;
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};
 use crate::store::TokenRow;

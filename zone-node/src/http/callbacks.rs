@@ -12,7 +12,7 @@ use api::agent::{AgentResult, CALLBACK_TOKEN_HEADER};
 use api::ErrorCode;
 
 use crate::agent::client::CallbackRefused;
-use crate::app::AppState;
+use crate::http::AppState;
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};
 

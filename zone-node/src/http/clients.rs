@@ -11,7 +11,7 @@ use axum::{Extension, Router};
 
 use api::{ErrorCode, LowestZone};
 
-use crate::app::AppState;
+use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::error::Error;
 use crate::http::error::{ApiResult};

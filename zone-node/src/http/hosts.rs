@@ -14,7 +14,7 @@ use axum::{Extension, Router};
 use api::agent::HostReport;
 use api::{Aggregate, ErrorCode, Host, HostList, HostRegister, HostUpdate, Placement};
 
-use crate::app::AppState;
+use crate::http::AppState;
 use crate::cluster::call_owner;
 use crate::http::auth::Caller;
 use crate::error::Error;

@@ -21,7 +21,7 @@ use api::federation::INSTANCE_ID_HEADER;
 use api::{ErrorCode, Instance, InstanceAction, InstanceCreate, InstanceList, Role};
 use federation::ListQuery;
 
-use crate::app::AppState;
+use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};

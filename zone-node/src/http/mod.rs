@@ -2,9 +2,10 @@
 //!
 //! One `router()` per resource module, merged here. Every `/v1` route but token issue sits
 //! behind [`auth::require_token`]; admin-only routes check the caller's role in the handler.
-//! Errors leave through [`error::ApiError`], the one place an error becomes a status and a body.
+//! Errors leave through `IntoResponse for crate::error::Error` ([`error`]), the one place an
+//! error becomes a status and a body.
 //!
-//! - [`error`]: `ApiError` and the JSON body extractor that turns bad input into error codes
+//! - [`error`]: errors as answers, and the JSON body extractor that turns bad input into error codes
 //! - [`auth`]: token issue and the bearer-token middleware; the [`auth::Caller`] it yields
 //! - [`accounts`], [`zone`], [`hosts`], [`instances`], [`health`]: the routes
 //! - [`zones`]: the child-zone registry; [`clients`]: the lowest-zone lookup
@@ -12,6 +13,7 @@
 //! - [`callbacks`]: agents' task results (authenticated by a one-time token, not a bearer token)
 //! - [`input`]: request parts checked at the edge (requirements, resources, ids, page sizes)
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`
+//! - `state`: [`AppState`], what every handler shares
 
 pub mod accounts;
 pub mod auth;
@@ -24,13 +26,15 @@ pub mod hosts;
 pub mod input;
 pub mod instances;
 pub mod openapi;
+mod state;
 pub mod zone;
 pub mod zones;
+
+pub use state::{AppState, Shared};
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 
-use crate::app::AppState;
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {

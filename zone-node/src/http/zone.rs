@@ -9,7 +9,7 @@ use axum::{Extension, Router};
 
 use api::{ErrorCode, NodeInfo, OwnersRequest, OwnersResponse, ProbeRequest, ProbeResponse, ZoneInfo};
 
-use crate::app::AppState;
+use crate::http::AppState;
 use crate::cluster::call_owner;
 use crate::http::auth::Caller;
 use crate::error::Error;

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use api::{ChildZone, ErrorCode, ZoneCreate, ZoneList, ZoneUpdate};
 use federation::Credentials;
 
-use crate::app::AppState;
+use crate::http::AppState;
 use crate::http::auth::Caller;
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};

@@ -1,0 +1,53 @@
+//! The state every request handler shares: one `Arc` of the node's handles, built by
+//! [`crate::app::Application::build`] and passed to the router with `Router::with_state`. It lives
+//! here, below both, so `app` and `http` do not import each other.
+
+use std::sync::Arc;
+
+use moka::future::Cache;
+
+use crate::agent::client::Agents;
+use crate::bus::Bus;
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::store::{Store, TokenRow, ZoneRow};
+use crate::workqueue::WorkQueues;
+
+/// Everything a request handler needs. One `Arc`: axum clones the state for every extractor of
+/// every request, so a clone must not copy the zone's strings or bump a dozen reference counts.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> AppState {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub bus: Bus,
+    pub cluster: Cluster,
+    pub work: WorkQueues,
+    pub zone: ZoneRow,
+    /// Verified tokens by SHA-256, for [`crate::http::auth::TOKEN_CACHE_TTL`].
+    pub tokens: Cache<String, TokenRow>,
+    /// Agent tasks waiting for their callbacks.
+    pub agents: Agents,
+    /// Where requests go in this zone's subtree (its own hosts or its children).
+    pub gateway: Arc<federation::Gateway>,
+    /// Keeps the gateway's view of the children current.
+    pub sync: crate::gateway::sync::Sync,
+    /// Seals child zones' passwords at rest.
+    pub secrets: Arc<crate::secrets::SecretKey>,
+}
