@@ -5,7 +5,6 @@
 
 mod bus_support;
 
-use api::CodedError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

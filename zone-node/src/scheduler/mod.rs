@@ -6,7 +6,7 @@
 //! 1. [`validate`]: every requirement is checked against its op (a number for range ops, a
 //!    non-empty one-typed list for `in`, nothing for `exists`) and turned into a typed [`Filter`];
 //!    errors name the requirement's index and what is wrong, so a client can fix its request.
-//! 2. [`sql`]: the filters become ONE query over `hosts` with one `EXISTS` subquery on
+//! 2. `store::placement`: the filters become ONE query over `hosts` with one `EXISTS` subquery on
 //!    `host_capabilities` per filter, every value a bind parameter. The database does the
 //!    filtering on the seed's (string value, float value, type) tuple, so range filters use the
 //!    `(key, float_value)` index instead of loading hosts into the node. The query also requires
@@ -19,11 +19,10 @@
 //! The final host decision is taken as late as possible, at the lowest zone, as the seed asks:
 //! this module only ever chooses among the zone's own hosts.
 
-pub mod sql;
 pub mod validate;
 
-pub use sql::{candidates_query, Bind, CandidateQuery, DEFAULT_CANDIDATES};
+pub use crate::store::{Filter, Test};
 pub use validate::{
     parse_capabilities, valid_key, validate_agent_token, validate_agent_url, validate_host, validate_requirements,
-    validate_resources, Filter, Test, ValidationError,
+    validate_resources, ValidationError,
 };

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use api::{CapabilityValue, HostRegister, Op, Requirement, Resources};
 
-use crate::store::NewHost;
+use crate::store::{Filter, NewHost, Test};
 
 /// At most this many requirements per request: each is one `EXISTS` subquery.
 pub const MAX_REQUIREMENTS: usize = 64;
@@ -56,53 +56,6 @@ impl api::CodedError for ValidationError {
     /// Always the caller's to fix: the message names the field and what is wrong.
     fn public_message(&self) -> String {
         self.to_string()
-    }
-}
-
-/// A validated requirement: a capability key and the test its value must pass.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Filter {
-    pub key: String,
-    pub test: Test,
-}
-
-/// The test of a [`Filter`]. Range tests only match `float` capabilities; equality matches a
-/// capability of the same type and value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Test {
-    Eq(CapabilityValue),
-    /// The capability exists and differs (a host without the key does not match).
-    Ne(CapabilityValue),
-    Lt(f64),
-    Le(f64),
-    Gt(f64),
-    Ge(f64),
-    /// Non-empty, all of one type.
-    In(Vec<CapabilityValue>),
-    Exists,
-}
-
-impl Filter {
-    /// The reference semantics of the filter, evaluated in Rust over a host's capabilities. The
-    /// SQL of [`super::sql`] must agree with it (the store suite checks that it does).
-    pub fn matches(&self, caps: &BTreeMap<String, CapabilityValue>) -> bool {
-        let Some(have) = caps.get(&self.key) else {
-            return false;
-        };
-        let float = match have {
-            CapabilityValue::Float(f) => Some(*f),
-            _ => None,
-        };
-        match &self.test {
-            Test::Eq(v) => have == v,
-            Test::Ne(v) => have != v,
-            Test::Lt(x) => float.is_some_and(|f| f < *x),
-            Test::Le(x) => float.is_some_and(|f| f <= *x),
-            Test::Gt(x) => float.is_some_and(|f| f > *x),
-            Test::Ge(x) => float.is_some_and(|f| f >= *x),
-            Test::In(vs) => vs.contains(have),
-            Test::Exists => true,
-        }
     }
 }
 

@@ -18,7 +18,7 @@ use api::{Aggregate, AggregateEntry, CapabilityKind, CapabilityValue, Resources,
 use uuid::Uuid;
 
 use super::{is_unique_violation, parse_uuid, Result, Store, StoreError};
-use crate::scheduler::{candidates_query, Bind, Filter, DEFAULT_CANDIDATES};
+use super::placement::{candidates_query, Bind, Filter, DEFAULT_CANDIDATES};
 
 /// A host to insert, already validated (see [`crate::scheduler::validate_host`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -556,7 +556,7 @@ impl Store {
     }
 
     /// Up to `limit` up hosts that pass every filter and have `resources` free, best first (see
-    /// [`crate::scheduler::sql`] for the weighing). Takes validated filters, not raw requirements,
+    /// [`super::placement`] for the weighing). Takes validated filters, not raw requirements,
     /// so an unchecked request cannot reach SQL.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn candidates(&self, filters: &[Filter], resources: &Resources, limit: i64) -> Result<Vec<Uuid>> {

@@ -17,9 +17,9 @@
 //! - [`nodes`](self::nodes): membership rows and the ring epoch
 //! - [`accounts`](self::accounts): accounts and bearer tokens
 //! - [`hosts`](self::hosts): hosts, capabilities, reservations, the aggregate and generation
+//! - `placement`: validated filters and the candidate query they become
 //! - [`instances`](self::instances): instances, optimistic updates, capacity given back on removal
 //! - [`zones`](self::zones): child zones (federation) and the instance mapping
-//! - [`jobs`](self::jobs): the database-backed work queue (one running job per queue, zone-wide)
 //! - [`probe`](self::probe): diagnostic concurrency counters
 //!
 //! # SQLite and concurrency
@@ -51,12 +51,13 @@ macro_rules! with_pool {
 pub mod accounts;
 pub mod hosts;
 pub mod instances;
-pub mod jobs;
 pub mod nodes;
+mod placement;
 pub mod probe;
 pub mod zones;
 
 pub use hosts::{HostRow, NewHost};
+pub use placement::{candidates_query, Bind, CandidateQuery, Filter, Test, DEFAULT_CANDIDATES};
 pub use instances::{InstanceChange, InstanceRow, NewInstance};
 pub use zones::{ChildSnapshot, ChildZoneEdit, ChildZoneRow, NewChildZone, PollApplied, PollOutcome, PollRecord};
 
@@ -225,19 +226,6 @@ pub struct TokenRow {
     pub expires_at_ms: i64,
     /// True when `expires_at_ms` is at or before the database clock.
     pub expired: bool,
-}
-
-/// A job of the database-backed work queue.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobRow {
-    pub id: i64,
-    pub queue: String,
-    pub payload: String,
-    /// `pending`, `running`, `done` or `failed`.
-    pub state: String,
-    pub owner: Option<Uuid>,
-    pub lease_until_ms: Option<i64>,
-    pub result: Option<String>,
 }
 
 /// Diagnostic counters of one resource: how many workers were inside it at once.

@@ -1,4 +1,5 @@
-//! The candidate query: validated filters and resources as one SQL statement.
+//! Placement in SQL: the validated filters ([`Filter`], made by `crate::scheduler` from a
+//! request's requirements) and resources as one candidate query.
 //!
 //! Each filter becomes
 //! `EXISTS (SELECT 1 FROM host_capabilities c WHERE c.host_id = h.id AND c.key = $n AND <test>)`,
@@ -15,9 +16,56 @@
 //! big one. Disk is left out of the weight on purpose: it is rarely the scarce resource and would
 //! dilute the two that are; it is still a hard filter.
 
+use std::collections::BTreeMap;
+
 use api::{CapabilityValue, Resources};
 
-use super::validate::{Filter, Test};
+/// A validated requirement: a capability key and the test its value must pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub key: String,
+    pub test: Test,
+}
+
+/// The test of a [`Filter`]. Range tests only match `float` capabilities; equality matches a
+/// capability of the same type and value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Test {
+    Eq(CapabilityValue),
+    /// The capability exists and differs (a host without the key does not match).
+    Ne(CapabilityValue),
+    Lt(f64),
+    Le(f64),
+    Gt(f64),
+    Ge(f64),
+    /// Non-empty, all of one type.
+    In(Vec<CapabilityValue>),
+    Exists,
+}
+
+impl Filter {
+    /// The reference semantics of the filter, evaluated in Rust over a host's capabilities. The
+    /// SQL of [`candidates_query`] must agree with it (the store suite checks that it does).
+    pub fn matches(&self, caps: &BTreeMap<String, CapabilityValue>) -> bool {
+        let Some(have) = caps.get(&self.key) else {
+            return false;
+        };
+        let float = match have {
+            CapabilityValue::Float(f) => Some(*f),
+            _ => None,
+        };
+        match &self.test {
+            Test::Eq(v) => have == v,
+            Test::Ne(v) => have != v,
+            Test::Lt(x) => float.is_some_and(|f| f < *x),
+            Test::Le(x) => float.is_some_and(|f| f <= *x),
+            Test::Gt(x) => float.is_some_and(|f| f > *x),
+            Test::Ge(x) => float.is_some_and(|f| f >= *x),
+            Test::In(vs) => vs.contains(have),
+            Test::Exists => true,
+        }
+    }
+}
 
 /// How many candidates a placement tries before re-reading: a few, so a placement that loses
 /// races on the best host moves on without another query, and the query stays cheap.
