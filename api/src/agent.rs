@@ -21,8 +21,23 @@ pub const CALLBACK_TOKEN_HEADER: &str = "x-callback-token";
 pub const DEADLINE_HEADER: &str = "x-deadline-ms";
 
 /// What the zone asks an agent to do to one instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum AgentAction {
     /// Create the instance on this host and start it.
     Create,
@@ -36,15 +51,9 @@ pub enum AgentAction {
 }
 
 impl AgentAction {
+    /// The snake_case name, the same as serde's (derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            AgentAction::Create => "create",
-            AgentAction::Start => "start",
-            AgentAction::Stop => "stop",
-            AgentAction::Reboot => "reboot",
-            AgentAction::Migrate => "migrate",
-            AgentAction::Delete => "delete",
-        }
+        self.into()
     }
 }
 
@@ -88,4 +97,14 @@ pub struct HostReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub capabilities: Option<std::collections::BTreeMap<String, serde_json::Value>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_action_names_are_the_serde_names() {
+        crate::types::assert_names_match_serde::<AgentAction>();
+    }
 }

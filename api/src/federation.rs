@@ -96,8 +96,23 @@ pub struct ZoneUpdate {
 }
 
 /// How a parent sees a child zone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum ZoneStatus {
     /// Answered its last poll.
     Online,
@@ -109,12 +124,9 @@ pub enum ZoneStatus {
 }
 
 impl ZoneStatus {
+    /// The snake_case name, the same as serde's (derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            ZoneStatus::Online => "online",
-            ZoneStatus::Offline => "offline",
-            ZoneStatus::Disabled => "disabled",
-        }
+        self.into()
     }
 }
 
@@ -169,12 +181,28 @@ pub struct SubtreeEntry {
 }
 
 /// Which subtree `GET /v1/zone?subtree=…` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum SubtreeView {
     /// As last polled (`subtree=true`): cheap, what parents poll; up to a poll interval behind
     /// per level.
     #[serde(alias = "true")]
+    #[strum(serialize = "true")]
     Cached,
     /// Asked afresh of every reachable zone below (`subtree=live`): what zone-add checks loops
     /// against, so a registration made a moment ago is seen.
@@ -182,11 +210,9 @@ pub enum SubtreeView {
 }
 
 impl SubtreeView {
+    /// The value of the `subtree` query parameter: `true` or `live` (derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            SubtreeView::Cached => "true",
-            SubtreeView::Live => "live",
-        }
+        self.into()
     }
 }
 
@@ -217,6 +243,24 @@ pub struct LowestZone {
 mod tests {
     use super::*;
     use serde_json::json;
+    use strum::IntoEnumIterator as _;
+
+    #[test]
+    fn zone_status_names_are_the_serde_names() {
+        crate::types::assert_names_match_serde::<ZoneStatus>();
+    }
+
+    #[test]
+    fn subtree_views_read_back_from_their_query_values() {
+        // `Cached` is `subtree=true` in a query but `cached` in JSON (where serde's alias reads
+        // `true` too): every query value must read back through serde, as the handler reads it.
+        for view in SubtreeView::iter() {
+            assert_eq!(serde_json::from_value::<SubtreeView>(json!(view.as_str())).unwrap(), view);
+            assert_eq!(view.as_str().parse::<SubtreeView>().unwrap(), view);
+        }
+        assert_eq!((SubtreeView::Cached.as_str(), SubtreeView::Live.as_str()), ("true", "live"));
+        assert_eq!(serde_json::to_value(SubtreeView::Live).unwrap(), json!("live"));
+    }
 
     #[test]
     fn zone_create_defaults_and_refuses_unknown_fields() {

@@ -55,8 +55,23 @@ pub struct TokenResponse {
     pub api_url: String,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Role {
     /// Manages the zone: accounts, zones, hosts, every client's resources.
     Admin,
@@ -65,19 +80,13 @@ pub enum Role {
 }
 
 impl Role {
+    /// The snake_case name, the same as serde's (derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Member => "member",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<Role> {
-        match text {
-            "admin" => Some(Role::Admin),
-            "member" => Some(Role::Member),
-            _ => None,
-        }
+        text.parse().ok()
     }
 }
 
@@ -213,8 +222,25 @@ impl CapabilityValue {
 }
 
 /// The three capability types of the seed's (string value, float value, type) tuple.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum CapabilityKind {
     Float,
     Bool,
@@ -222,21 +248,13 @@ pub enum CapabilityKind {
 }
 
 impl CapabilityKind {
+    /// The snake_case name, the same as serde's (derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            CapabilityKind::Float => "float",
-            CapabilityKind::Bool => "bool",
-            CapabilityKind::String => "string",
-        }
+        self.into()
     }
 
     pub fn parse(text: &str) -> Option<CapabilityKind> {
-        match text {
-            "float" => Some(CapabilityKind::Float),
-            "bool" => Some(CapabilityKind::Bool),
-            "string" => Some(CapabilityKind::String),
-            _ => None,
-        }
+        text.parse().ok()
     }
 }
 
@@ -328,8 +346,23 @@ pub struct HostList {
 }
 
 /// A requirement's comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Op {
     /// Equal, for any type.
     Eq,
@@ -347,17 +380,9 @@ pub enum Op {
 }
 
 impl Op {
+    /// The snake_case name, the same as serde's (derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Op::Eq => "eq",
-            Op::Ne => "ne",
-            Op::Lt => "lt",
-            Op::Le => "le",
-            Op::Gt => "gt",
-            Op::Ge => "ge",
-            Op::In => "in",
-            Op::Exists => "exists",
-        }
+        self.into()
     }
 }
 
@@ -489,10 +514,57 @@ pub fn merge_aggregates(into: &mut Aggregate, other: &Aggregate) {
     }
 }
 
+/// For each variant of `T`: its derived name (`as_str`, `Display`) is its serde name, and parses
+/// back to it.
+#[cfg(test)]
+pub(crate) fn assert_names_match_serde<T>()
+where
+    T: strum::IntoEnumIterator
+        + Into<&'static str>
+        + std::str::FromStr
+        + std::fmt::Display
+        + Serialize
+        + Copy
+        + PartialEq
+        + std::fmt::Debug,
+{
+    let mut variants = 0;
+    for variant in T::iter() {
+        let name: &'static str = variant.into();
+        assert_eq!(serde_json::to_value(variant).unwrap(), serde_json::Value::from(name), "{variant:?}");
+        assert_eq!(variant.to_string(), name);
+        assert!(name.parse::<T>().is_ok_and(|back| back == variant), "{name} does not parse back to {variant:?}");
+        variants += 1;
+    }
+    assert!(variants > 1, "no variants iterated");
+}
+
 #[cfg(test)]
 mod resource_tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn role_names_are_the_serde_names() {
+        assert_names_match_serde::<Role>();
+        assert_eq!((Role::parse("admin"), Role::parse("Admin")), (Some(Role::Admin), None));
+    }
+
+    #[test]
+    fn capability_kind_names_are_the_serde_names() {
+        assert_names_match_serde::<CapabilityKind>();
+        assert_eq!(CapabilityKind::parse("float"), Some(CapabilityKind::Float));
+    }
+
+    #[test]
+    fn op_names_are_the_serde_names() {
+        assert_names_match_serde::<Op>();
+    }
+
+    #[test]
+    fn instance_action_names_are_the_serde_names() {
+        assert_names_match_serde::<InstanceActionKind>();
+    }
 
     #[test]
     fn capability_values_keep_their_json_type() {
@@ -626,8 +698,23 @@ pub struct InstanceList {
 }
 
 /// What `POST /v1/instances/{id}/action` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum InstanceActionKind {
     Start,
     Stop,
@@ -636,13 +723,9 @@ pub enum InstanceActionKind {
 }
 
 impl InstanceActionKind {
+    /// The snake_case name, the same as serde's (derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            InstanceActionKind::Start => "start",
-            InstanceActionKind::Stop => "stop",
-            InstanceActionKind::Reboot => "reboot",
-            InstanceActionKind::Migrate => "migrate",
-        }
+        self.into()
     }
 }
 

@@ -14,7 +14,8 @@ use uuid::Uuid;
 use crate::agent::client::Agents;
 use crate::bus::Bus;
 use crate::cluster::{Cluster, ClusterSettings, ResourceService};
-use crate::config::{redact_url, Config};
+use crate::config::Config;
+use crate::redact::redact_url;
 use crate::services::host::HostService;
 use crate::services::instance::InstanceService;
 use crate::services::portal::Portal;
@@ -118,7 +119,14 @@ impl Application {
         let portal = Portal::new(bus.clone(), cluster.clone(), zone.clone(), config.api_url().to_owned());
         bus.serve_portal(Arc::new(portal)).await.context("cannot join the api.portal queue")?;
 
-        let secrets = Arc::new(crate::secrets::SecretKey::load(&config).context("cannot load the secret key")?);
+        let secrets = Arc::new(
+            crate::secrets::SecretKey::load_from(
+                config.federation.secret_key.as_ref(),
+                config.federation.secret_key_file.as_deref(),
+                &config.zone.data_dir,
+            )
+            .context("cannot load the secret key")?,
+        );
         let (gateway, sync) = crate::gateway::build(&config, &store, &bus, &cluster, &zone, secrets.clone());
         // The children as last stored: the node serves at once, whatever state they are in.
         if let Err(e) = sync.refresh().await {

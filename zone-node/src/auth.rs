@@ -55,13 +55,7 @@ pub fn new_token() -> String {
 /// A plain hash suffices (no salt, no slow hash): tokens have 256 bits of entropy, so there is
 /// nothing to brute-force, and lookups must be by exact value.
 pub fn token_hash(token: &str) -> String {
-    use std::fmt::Write as _;
-    let digest = Sha256::digest(token.as_bytes());
-    let mut hex = String::with_capacity(digest.len() * 2);
-    for b in digest {
-        let _ = write!(hex, "{b:02x}");
-    }
-    hex
+    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// A random password for the bootstrap admin: 24 characters, alphanumeric.

@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::sim::{self, profile::Profile, Credentials, SimConfig};
 use crate::app::Application;
-use crate::config::{Config, Secret};
+use crate::config::Config;
+use crate::secret::Secret;
 
 /// One zone of the demo.
 struct DemoZone {

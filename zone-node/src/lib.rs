@@ -15,6 +15,8 @@
 //! - [`cluster`]: membership (heartbeats, eviction, fencing), the ring, and message routing
 //! - [`scheduler`]: requirement validation and the candidate query behind placements
 //! - [`workqueue`]: per-resource in-memory queues and the database-backed queue
+//! - [`secret`]: [`secret::Secret`], a credential that never prints; [`redact`]: URLs without
+//!   their passwords, for logs and errors
 //! - [`auth`]: password hashing and bearer tokens
 //! - [`secrets`]: child-zone credentials sealed at rest with this zone's secret key
 //! - [`services`]: the services a node runs on the bus
@@ -36,7 +38,9 @@ pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod http;
+pub mod redact;
 pub mod scheduler;
+pub mod secret;
 pub mod secrets;
 pub mod services;
 pub mod store;

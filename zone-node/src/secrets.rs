@@ -29,7 +29,7 @@ use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::config::{Config, Secret};
+use crate::secret::Secret;
 
 /// The file name of the generated key under the data directory.
 pub const KEY_FILE_NAME: &str = "secret.key";
@@ -94,29 +94,7 @@ impl std::fmt::Debug for SecretKey {
 
 /// The first 8 hex digits of SHA-256(key).
 fn key_id(bytes: &[u8; KEY_LEN]) -> String {
-    Sha256::digest(bytes)[..4].iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// 64 hex digits as 32 bytes; `None` when `text` is not that.
-fn decode_hex(text: &str) -> Option<[u8; KEY_LEN]> {
-    let raw = text.as_bytes();
-    if raw.len() != KEY_LEN * 2 {
-        return None;
-    }
-    let mut out = [0u8; KEY_LEN];
-    for (i, pair) in raw.chunks_exact(2).enumerate() {
-        out[i] = hex_value(pair[0])? << 4 | hex_value(pair[1])?;
-    }
-    Some(out)
+    hex::encode(&Sha256::digest(bytes)[..4])
 }
 
 impl SecretKey {
@@ -131,7 +109,9 @@ impl SecretKey {
         if text.len() == KEY_LEN * 2 {
             // The length of the hex form: hex was meant (64 characters of base64 would be 48
             // bytes, not a key either).
-            let bytes = decode_hex(text).ok_or("has the 64 characters of a hex key but is not all hex digits")?;
+            let mut bytes = [0u8; KEY_LEN];
+            hex::decode_to_slice(text, &mut bytes)
+                .map_err(|_| "has the 64 characters of a hex key but is not all hex digits")?;
             return Ok(SecretKey::from_bytes(bytes, KeySource::Inline));
         }
         let decoded = STANDARD.decode(text).or_else(|_| URL_SAFE.decode(text)).map_err(|_| {
@@ -168,7 +148,7 @@ impl SecretKey {
 
     /// The key as 64 hex digits, the form of a key file.
     fn to_hex(&self) -> String {
-        self.bytes.iter().map(|b| format!("{b:02x}")).collect()
+        hex::encode(self.bytes)
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
@@ -224,16 +204,9 @@ impl SecretKey {
         String::from_utf8(plaintext).map(Secret::new).map_err(|_| corrupt("the password is not UTF-8"))
     }
 
-    /// This node's key, by the configuration (see the module docs for the order).
-    pub fn load(config: &Config) -> Result<SecretKey, SecretError> {
-        SecretKey::load_from(
-            config.federation.secret_key.as_ref(),
-            config.federation.secret_key_file.as_deref(),
-            &config.zone.data_dir,
-        )
-    }
-
-    /// [`SecretKey::load`] from its three sources. Blocking file I/O: call it at start.
+    /// This node's key from its three possible sources (see the module docs for the order):
+    /// `ZONE_SECRET_KEY`, `ZONE_SECRET_KEY_FILE` and the data directory. Blocking file I/O: call
+    /// it at start.
     pub fn load_from(
         env_key: Option<&Secret>,
         key_file: Option<&Path>,

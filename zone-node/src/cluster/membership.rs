@@ -41,7 +41,10 @@ const PURGE_EVERY_TICKS: u64 = 60;
 /// The longest a graceful leave waits for in-flight work before leaving anyway.
 const LEAVE_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::IntoStaticStr, strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum NodeState {
     Joining,
     Alive,
@@ -51,24 +54,14 @@ pub enum NodeState {
 }
 
 impl NodeState {
+    /// The state's name in the `nodes` table (derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            NodeState::Joining => "joining",
-            NodeState::Alive => "alive",
-            NodeState::Leaving => "leaving",
-            NodeState::Left => "left",
-            NodeState::Dead => "dead",
-        }
+        self.into()
     }
 
+    /// Reads a stored state; one this node does not know counts as `Dead` (not live).
     pub fn parse(text: &str) -> NodeState {
-        match text {
-            "joining" => NodeState::Joining,
-            "alive" => NodeState::Alive,
-            "leaving" => NodeState::Leaving,
-            "left" => NodeState::Left,
-            _ => NodeState::Dead,
-        }
+        text.parse().unwrap_or(NodeState::Dead)
     }
 
     /// Still heartbeating and part of the zone.
@@ -552,6 +545,17 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_state_names_are_the_stored_ones() {
+        use strum::IntoEnumIterator as _;
+        let names: Vec<&str> = NodeState::iter().map(NodeState::as_str).collect();
+        assert_eq!(names, ["joining", "alive", "leaving", "left", "dead"]);
+        for state in NodeState::iter() {
+            assert_eq!((NodeState::parse(state.as_str()), state.to_string()), (state, state.as_str().into()));
+        }
+        assert_eq!(NodeState::parse("from_a_newer_node"), NodeState::Dead);
+    }
 
     #[tokio::test]
     async fn a_node_without_its_first_view_holds_work_instead_of_refusing_it() {

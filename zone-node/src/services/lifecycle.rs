@@ -32,7 +32,10 @@ pub enum Task {
 }
 
 /// The stable states an instance can rest in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::Display, strum::EnumString, strum::IntoStaticStr, strum::EnumIter,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Stable {
     Running,
     Stopped,
@@ -40,21 +43,13 @@ pub enum Stable {
 }
 
 impl Stable {
+    /// The state's name as the database and the API store it (derived).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Stable::Running => "running",
-            Stable::Stopped => "stopped",
-            Stable::Error => "error",
-        }
+        self.into()
     }
 
     pub fn parse(state: &str) -> Option<Stable> {
-        match state {
-            "running" => Some(Stable::Running),
-            "stopped" => Some(Stable::Stopped),
-            "error" => Some(Stable::Error),
-            _ => None,
-        }
+        state.parse().ok()
     }
 }
 
@@ -165,6 +160,17 @@ pub fn begin(action: Option<InstanceActionKind>, state: &str) -> Result<Task, Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stable_state_names_are_the_stored_ones() {
+        use strum::IntoEnumIterator as _;
+        let names: Vec<&str> = Stable::iter().map(Stable::as_str).collect();
+        assert_eq!(names, ["running", "stopped", "error"]);
+        for state in Stable::iter() {
+            assert_eq!((Stable::parse(state.as_str()), state.to_string()), (Some(state), state.as_str().into()));
+        }
+        assert_eq!(Stable::parse("building"), None);
+    }
 
     #[test]
     fn transitions() {
