@@ -4,12 +4,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use axum::{Extension, Router};
+use axum::Router;
 
 use api::{Account, AccountCreate, AccountList, ErrorCode, Role};
 
 use crate::http::AppState;
-use crate::http::auth::Caller;
+use crate::http::auth::Admin;
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};
 use crate::store::AccountRow;
@@ -37,10 +37,9 @@ fn to_api(row: AccountRow) -> ApiResult<Account> {
     security(("bearer" = [])))]
 pub async fn create_account(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Admin(caller): Admin,
     Json(req): Json<AccountCreate>,
 ) -> ApiResult<Response> {
-    caller.require_admin()?;
     if !api::validate::valid_username(&req.username) {
         return Err(Error::api(
             ErrorCode::InvalidField,
@@ -80,9 +79,8 @@ pub async fn create_account(
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts", responses((status = 200, body = AccountList)), security(("bearer" = [])))]
 pub async fn list_accounts(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
 ) -> ApiResult<axum::Json<AccountList>> {
-    caller.require_admin()?;
     let accounts = state.store.accounts().await?.into_iter().map(to_api).collect::<ApiResult<Vec<_>>>()?;
     Ok(axum::Json(AccountList { accounts }))
 }
@@ -93,10 +91,9 @@ pub async fn list_accounts(
     responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn delete_account(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Admin(caller): Admin,
     Path(username): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
     if username == caller.username {
         return Err(Error::api(ErrorCode::InvalidState, "you cannot delete the account you are logged in as"));
     }

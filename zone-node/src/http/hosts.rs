@@ -16,7 +16,7 @@ use api::{Aggregate, ErrorCode, Host, HostList, HostRegister, HostUpdate, Placem
 
 use crate::http::AppState;
 use crate::cluster::call_owner;
-use crate::http::auth::Caller;
+use crate::http::auth::{Admin, Caller};
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};
 use crate::http::input;
@@ -37,10 +37,9 @@ pub fn router() -> Router<AppState> {
     security(("bearer" = [])))]
 pub async fn register_host(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
     Json(req): Json<HostRegister>,
 ) -> ApiResult<(StatusCode, axum::Json<Host>)> {
-    caller.require_admin()?;
     let new = validate_host(&req)?;
     let row = state.store.host_create(&new).await?;
     tracing::info!(host = %row.id, name = %row.name, "host registered");
@@ -60,10 +59,9 @@ pub struct HostListParams {
     responses((status = 200, body = HostList)), security(("bearer" = [])))]
 pub async fn list_hosts(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Admin(caller): Admin,
     query: Result<axum::extract::Query<HostListParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<HostList>> {
-    caller.require_admin()?;
     let axum::extract::Query(q) = query.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;
     let limit = match q.limit {
         None => HOST_PAGE_DEFAULT,
@@ -82,10 +80,9 @@ const HOST_PAGE_DEFAULT: usize = 1000;
     responses((status = 200, body = Host), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn show_host(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Host>> {
-    caller.require_admin()?;
     let uuid = input::uuid("host", &id)?;
     let row = state.store.host_get(uuid).await?.ok_or_else(|| crate::error::Error::not_found(format!("host {id}")))?;
     Ok(axum::Json(row.to_api()))
@@ -97,11 +94,10 @@ pub async fn show_host(
     security(("bearer" = [])))]
 pub async fn update_host(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
     Path(id): Path<String>,
     Json(req): Json<HostUpdate>,
 ) -> ApiResult<axum::Json<Host>> {
-    caller.require_admin()?;
     let uuid = input::uuid("host", &id)?;
     // Validate everything before writing anything.
     if let Some(url) = &req.agent_url {
@@ -132,10 +128,9 @@ pub async fn update_host(
     security(("bearer" = [])))]
 pub async fn delete_host(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
     let uuid = input::uuid("host", &id)?;
     if !state.store.host_delete(uuid).await? {
         return Err(crate::error::Error::not_found(format!("host {id}")).into());
@@ -150,11 +145,10 @@ pub async fn delete_host(
     responses((status = 204), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn report(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
     Path(id): Path<String>,
     Json(req): Json<HostReport>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
     let uuid = input::uuid("host", &id)?;
     if let Some(caps) = &req.capabilities {
         parse_capabilities(caps)?;

@@ -11,7 +11,7 @@ use api::{ErrorCode, NodeInfo, OwnersRequest, OwnersResponse, ProbeRequest, Prob
 
 use crate::http::AppState;
 use crate::cluster::call_owner;
-use crate::http::auth::Caller;
+use crate::http::auth::{Admin, Caller};
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};
 use crate::services::probe::MAX_HOLD_MS;
@@ -79,10 +79,9 @@ pub async fn get_zone(
     responses((status = 200, body = OwnersResponse), (status = 400, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn owners(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
     Json(req): Json<OwnersRequest>,
 ) -> ApiResult<axum::Json<OwnersResponse>> {
-    caller.require_admin()?;
     if req.resources.len() > MAX_OWNER_QUERIES {
         return Err(Error::api(
             ErrorCode::InvalidField,
@@ -100,11 +99,10 @@ pub async fn owners(
     responses((status = 200, body = ProbeResponse), (status = 503, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn probe(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
     Path(resource_id): Path<String>,
     Json(req): Json<ProbeRequest>,
 ) -> ApiResult<axum::Json<ProbeResponse>> {
-    caller.require_admin()?;
     if resource_id.is_empty() || resource_id.len() > 128 {
         return Err(Error::api(ErrorCode::InvalidField, "resource_id: 1 to 128 characters"));
     }

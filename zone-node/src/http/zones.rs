@@ -11,14 +11,14 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Extension, Router};
+use axum::Router;
 use uuid::Uuid;
 
 use api::{ChildZone, ErrorCode, ZoneCreate, ZoneList, ZoneUpdate};
 use federation::Credentials;
 
 use crate::http::AppState;
-use crate::http::auth::Caller;
+use crate::http::auth::Admin;
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};
 use crate::store::{ChildSnapshot, ChildZoneEdit, ChildZoneRow, NewChildZone};
@@ -131,10 +131,9 @@ fn sealing_failed(e: impl std::fmt::Display) -> Error {
     security(("bearer" = [])))]
 pub async fn add_zone(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Admin(caller): Admin,
     Json(req): Json<ZoneCreate>,
 ) -> ApiResult<(StatusCode, axum::Json<ChildZone>)> {
-    caller.require_admin()?;
     check_shared_key(&state)?;
     if let Some(name) = &req.name {
         check_name(name)?;
@@ -172,8 +171,7 @@ pub async fn add_zone(
     Ok((StatusCode::CREATED, axum::Json(row.to_api(true))))
 }
 
-async fn list(state: &AppState, caller: &Caller, detail: bool) -> ApiResult<axum::Json<ZoneList>> {
-    caller.require_admin()?;
+async fn list(state: &AppState, detail: bool) -> ApiResult<axum::Json<ZoneList>> {
     let zones = state.store.child_zones().await?.iter().map(|r| r.to_api(detail)).collect();
     Ok(axum::Json(ZoneList { zones }))
 }
@@ -182,18 +180,18 @@ async fn list(state: &AppState, caller: &Caller, detail: bool) -> ApiResult<axum
 #[utoipa::path(get, path = "/v1/zones", tag = "zones", responses((status = 200, body = ZoneList)), security(("bearer" = [])))]
 pub async fn list_zones(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
 ) -> ApiResult<axum::Json<ZoneList>> {
-    list(&state, &caller, false).await
+    list(&state, false).await
 }
 
 /// List child zones with their capabilities.
 #[utoipa::path(get, path = "/v1/zones/detail", tag = "zones", responses((status = 200, body = ZoneList)), security(("bearer" = [])))]
 pub async fn list_zones_detail(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
 ) -> ApiResult<axum::Json<ZoneList>> {
-    list(&state, &caller, true).await
+    list(&state, true).await
 }
 
 /// Show a child zone (zone-details).
@@ -201,10 +199,9 @@ pub async fn list_zones_detail(
     responses((status = 200, body = ChildZone), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn show_zone(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<ChildZone>> {
-    caller.require_admin()?;
     Ok(axum::Json(row(&state, &id).await?.to_api(false)))
 }
 
@@ -213,10 +210,9 @@ pub async fn show_zone(
     responses((status = 200, body = ChildZone), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn show_zone_detail(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<ChildZone>> {
-    caller.require_admin()?;
     Ok(axum::Json(row(&state, &id).await?.to_api(true)))
 }
 
@@ -227,11 +223,10 @@ pub async fn show_zone_detail(
     security(("bearer" = [])))]
 pub async fn update_zone(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    Admin(caller): Admin,
     Path(id): Path<String>,
     Json(req): Json<ZoneUpdate>,
 ) -> ApiResult<axum::Json<ChildZone>> {
-    caller.require_admin()?;
     let current = row(&state, &id).await?;
     if let Some(name) = &req.name {
         check_name(name)?;
@@ -298,10 +293,9 @@ pub async fn update_zone(
     responses((status = 204), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn delete_zone(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    _: Admin,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require_admin()?;
     let uuid = child_id(&id)?;
     if !state.store.child_zone_delete(uuid).await? {
         return Err(Error::api(ErrorCode::NotFound, format!("child zone {id} not found")));
