@@ -31,7 +31,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/placements", post(placement))
 }
 
-fn invalid(e: crate::scheduler::ValidationError) -> ApiError {
+fn invalid(e: impl Into<crate::scheduler::ValidationError>) -> ApiError {
+    let e = e.into();
     ApiError::new(e.code(), e.to_string())
 }
 
