@@ -232,7 +232,7 @@ impl Application {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM. Shared with `agent-sim`, which stops the same way.
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

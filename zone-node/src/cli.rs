@@ -388,6 +388,6 @@ mod tests {
         .unwrap();
         let Some(Command::AgentSim(args)) = cli.command else { panic!("not agent-sim") };
         assert_eq!((args.conn.url.as_str(), args.hosts, args.latency_ms), ("http://127.0.0.1:9", 3, 5));
-        assert_eq!(args.profile, crate::agent::sim::profile::Profile::Mixed);
+        assert_eq!(args.profile, ::agent_sim::profile::Profile::Mixed);
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Six zones, each a real node with its own SQLite database (under one data directory), its own
 //! in-process bus and its own API port: a global zone, two regions and three data centres, with
-//! simulated hosts (real HTTP agents, [`crate::agent::sim`]) in the data centres, each data centre
+//! simulated hosts (real HTTP agents, the [`agent_sim`] crate) in the data centres, each data centre
 //! of another kind (hypervisor, OS) so requirements route visibly. The zones are linked with
 //! zone-add through their public APIs, exactly as an operator would. The demo prints the URLs,
 //! the credentials and commands to try, and runs until Ctrl-C.
@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use agent_sim::profile::Profile;
+use agent_sim::{Credentials, SimConfig};
 use anyhow::Context;
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::sim::{self, profile::Profile, Credentials, SimConfig};
 use crate::app::Application;
 use crate::config::Config;
-use crate::secret::Secret;
 
 /// One zone of the demo.
 struct DemoZone {
@@ -99,7 +100,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let Some((hypervisor, os)) = hosts else { continue };
         let config = SimConfig {
             zone_url: urls[name].clone(),
-            credentials: Credentials::Password { username: "admin".into(), password: Secret::new(password.clone()) },
+            credentials: Credentials::Password {
+                username: "admin".into(),
+                password: SecretString::from(password.clone()),
+            },
             hosts: args.hosts,
             latency: Duration::from_millis(50),
             fail_rate: 0.0,
@@ -118,7 +122,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             .collect(),
         };
         sims.push(
-            sim::run(config, stop.child_token()).await.with_context(|| format!("cannot start the hosts of {name}"))?,
+            agent_sim::run(config, stop.child_token())
+                .await
+                .with_context(|| format!("cannot start the hosts of {name}"))?,
         );
     }
     // Link the tree bottom-up with zone-add, as an operator would.

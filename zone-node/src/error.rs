@@ -80,6 +80,12 @@ impl CodedError for Error {
     }
 }
 
+impl From<api::validate::FieldError> for Error {
+    fn from(e: api::validate::FieldError) -> Error {
+        Error::Invalid(e.into())
+    }
+}
+
 impl From<serde_json::Error> for Error {
     /// Only for values this node encodes or decodes itself: a caller's bad JSON is refused at the
     /// edge with `invalid_json`/`invalid_body`, never through here.

@@ -1,14 +1,15 @@
-//! `zone-node agent-sim`: the command-line face of [`crate::agent::sim`].
+//! `zone-node agent-sim`: the command-line face of the [`agent_sim`] crate. It only turns the
+//! flags into an [`agent_sim::SimConfig`] and runs it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use agent_sim::profile::Profile;
+use agent_sim::{Credentials, SimConfig};
 use clap::Args;
-use tokio_util::sync::CancellationToken;
+use secrecy::SecretString;
 
 use super::Conn;
-use crate::agent::sim::{self, profile::Profile, Credentials, SimConfig};
-use crate::config::Secret;
 
 /// `zone-node agent-sim`.
 #[derive(Debug, Clone, Args)]
@@ -53,7 +54,7 @@ pub struct AgentSimArgs {
 /// `KEY=VALUE` as a capability: a JSON number or boolean when VALUE is one, a string otherwise.
 fn parse_capability(text: &str) -> Result<(String, serde_json::Value), String> {
     let (key, value) = text.split_once('=').ok_or_else(|| format!("{text:?}: use KEY=VALUE"))?;
-    if !crate::scheduler::valid_key(key) {
+    if !api::validate::valid_key(key) {
         return Err(format!("{key:?}: keys are 1 to 64 of [A-Za-z0-9_.:-]"));
     }
     let value = match serde_json::from_str::<serde_json::Value>(value) {
@@ -67,9 +68,9 @@ impl AgentSimArgs {
     /// The simulator's configuration; credentials as the operator commands take them.
     pub fn config(self) -> anyhow::Result<SimConfig> {
         let credentials = match (self.conn.token, self.conn.password) {
-            (Some(token), _) => Credentials::Token(Secret::new(token)),
+            (Some(token), _) => Credentials::Token(SecretString::from(token)),
             (None, Some(password)) => {
-                Credentials::Password { username: self.conn.username, password: Secret::new(password) }
+                Credentials::Password { username: self.conn.username, password: SecretString::from(password) }
             }
             (None, None) => anyhow::bail!("set ZONE_PASSWORD (or ZONE_TOKEN) so the hosts can register"),
         };
@@ -82,7 +83,7 @@ impl AgentSimArgs {
             profile: self.profile,
             name_prefix: self.name_prefix,
             report_interval: Duration::from_millis(self.report_interval_ms),
-            control_token: self.control_token.map(Secret::new),
+            control_token: self.control_token.map(SecretString::from),
             listen: self.listen,
             advertise_url: self.advertise_url,
             capabilities: self.capabilities.into_iter().collect(),
@@ -92,14 +93,5 @@ impl AgentSimArgs {
 
 /// Runs `zone-node agent-sim` until SIGINT or SIGTERM.
 pub async fn run_agent_sim(args: AgentSimArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
-    let shutdown = CancellationToken::new();
-    let handle = sim::run(config, shutdown.clone()).await?;
-    println!("agent-sim: {} hosts registered; agents at {}/hosts/<name>", handle.hosts().len(), handle.agents_url());
-    tokio::spawn(async move {
-        crate::app::shutdown_signal().await;
-        tracing::info!("stopping the simulated agents");
-        shutdown.cancel();
-    });
-    handle.wait().await
+    agent_sim::run_until_signal(args.config()?).await
 }

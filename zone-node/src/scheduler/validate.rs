@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+pub use api::validate::{valid_key, validate_agent_token, validate_agent_url};
 use api::{CapabilityValue, HostRegister, Op, Requirement, Resources};
 
 use crate::store::{Filter, NewHost, Test};
@@ -19,8 +20,6 @@ pub const MAX_IN_VALUES: usize = 256;
 pub const MAX_STRING_LEN: usize = 1024;
 /// At most this many capabilities per host.
 pub const MAX_CAPABILITIES: usize = 256;
-/// Longest agent URL, in bytes.
-pub const MAX_URL_LEN: usize = 2048;
 /// Upper bounds of one resource figure: far above any real host, low enough that sums of many
 /// hosts stay far from `i64` overflow.
 pub const MAX_VCPUS: i64 = 1 << 20;
@@ -59,11 +58,11 @@ impl api::CodedError for ValidationError {
     }
 }
 
-/// True when `key` matches `[A-Za-z0-9_.:-]{1,64}`: safe in logs, URLs and metric labels.
-pub fn valid_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= 64
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+/// The agent URL and token rules are the API's ([`api::validate`]); their error is a field error.
+impl From<api::validate::FieldError> for ValidationError {
+    fn from(e: api::validate::FieldError) -> Self {
+        ValidationError::Field { field: e.field, reason: e.reason }
+    }
 }
 
 /// A JSON scalar as a capability value, or why it is not one.
@@ -234,33 +233,6 @@ pub fn validate_host(reg: &HostRegister) -> Result<NewHost, ValidationError> {
         resources: reg.resources,
         agent_token: reg.agent_token.clone(),
     })
-}
-
-/// An agent URL: http(s), with a host, at most [`MAX_URL_LEN`] bytes.
-pub fn validate_agent_url(url: &str) -> Result<(), ValidationError> {
-    let bad = |reason: &str| ValidationError::Field { field: "agent_url", reason: reason.into() };
-    if url.is_empty() || url.len() > MAX_URL_LEN {
-        return Err(bad(&format!("must be 1 to {MAX_URL_LEN} bytes long")));
-    }
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| bad("must be an http:// or https:// URL"))?;
-    if rest.is_empty() || rest.starts_with('/') || rest.chars().any(|c| c.is_whitespace()) {
-        return Err(bad("must name a host, without spaces"));
-    }
-    Ok(())
-}
-
-/// An agent token: 16 to 256 printable ASCII characters (it travels in a header).
-pub fn validate_agent_token(token: &str) -> Result<(), ValidationError> {
-    if !(16..=256).contains(&token.len()) || !token.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(ValidationError::Field {
-            field: "agent_token",
-            reason: "must be 16 to 256 printable ASCII characters, without spaces".into(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,23 +12,22 @@ use std::future::Future;
 use std::sync::RwLock;
 
 use api::{Client, ClientError, ErrorCode};
+use secrecy::{ExposeSecret, SecretString};
 
-use crate::config::Secret;
-
-/// How the simulator authenticates to the zone. Neither form is ever printed (`Secret`).
+/// How the simulator authenticates to the zone. Neither form is ever printed (`SecretString`).
 #[derive(Debug, Clone)]
 pub enum Credentials {
     /// Operator username and password (`ZONE_USERNAME`, `ZONE_PASSWORD`): renewed by itself.
-    Password { username: String, password: Secret },
+    Password { username: String, password: SecretString },
     /// A bearer token (`ZONE_TOKEN`): used until it expires, then every call fails.
-    Token(Secret),
+    Token(SecretString),
 }
 
 #[derive(Clone)]
 struct Current {
     /// Counts logins, so concurrent callers that all saw a 401 log in once.
     generation: u64,
-    token: Secret,
+    token: SecretString,
     client: Client,
 }
 
@@ -48,7 +47,7 @@ impl ZoneSession {
     pub async fn open(zone_url: &str, credentials: Credentials) -> Result<ZoneSession, ClientError> {
         let zone_url = zone_url.trim_end_matches('/').to_owned();
         let token = login(&zone_url, &credentials).await?;
-        let client = Client::new(&zone_url).with_token(token.expose());
+        let client = Client::new(&zone_url).with_token(token.expose_secret());
         let session = ZoneSession {
             nodes: RwLock::new(vec![zone_url.clone()]),
             zone_url,
@@ -120,7 +119,7 @@ impl ZoneSession {
             .collect();
         for url in candidates {
             let Current { generation, token, .. } = self.current();
-            let client = Client::new(&url).with_token(token.expose());
+            let client = Client::new(&url).with_token(token.expose_secret());
             match call(client.clone()).await {
                 Err(e) if node_gone(&e) => continue,
                 outcome => {
@@ -155,7 +154,7 @@ impl ZoneSession {
         }
         let base = current.client.base_url().to_owned();
         let token = login(&base, &self.credentials).await?;
-        let client = Client::new(&base).with_token(token.expose());
+        let client = Client::new(&base).with_token(token.expose_secret());
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
             Current { generation: generation + 1, token, client };
         tracing::info!(zone = %base, "logged in to the zone again");
@@ -169,16 +168,16 @@ fn node_gone(e: &ClientError) -> bool {
 }
 
 /// A bearer token for the credentials, checked against the zone at `url`.
-async fn login(url: &str, credentials: &Credentials) -> Result<Secret, ClientError> {
+async fn login(url: &str, credentials: &Credentials) -> Result<SecretString, ClientError> {
     let anonymous = Client::new(url);
     match credentials {
         Credentials::Password { username, password } => {
-            let (_, token) = anonymous.login(username, password.expose()).await?;
-            Ok(Secret::new(token.token))
+            let (_, token) = anonymous.login(username, password.expose_secret()).await?;
+            Ok(SecretString::from(token.token))
         }
         Credentials::Token(token) => {
             // Fail at start, not at the first report, when the token is not accepted.
-            anonymous.with_token(token.expose()).zone().await?;
+            anonymous.with_token(token.expose_secret()).zone().await?;
             Ok(token.clone())
         }
     }

@@ -4,7 +4,7 @@
 //! no randomness, so a test that starts the same simulator twice sees the same hosts and can name
 //! them ("the first three hosts have one each of kvm, xen and hyperv"). The changing
 //! capabilities (`free-ram`, `number-of-instances`) come from what a host runs and are added by
-//! the simulator's reports ([`crate::agent::sim`]), not here.
+//! the simulator's reports ([`crate::host`]), not here.
 
 use std::collections::BTreeMap;
 
@@ -14,8 +14,10 @@ use serde_json::{json, Value};
 /// 1 GiB in the API's memory unit (MB).
 const GIB: i64 = 1024;
 
-/// The capability profiles of `zone-node agent-sim --profile`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// The capability profiles of `zone-node agent-sim --profile`. Their names are clap's
+/// (`ValueEnum`) on the command line and strum's in logs; a test checks that they agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, strum::IntoStaticStr, strum::EnumIter)]
+#[strum(serialize_all = "lowercase")]
 pub enum Profile {
     /// Every host the same: kvm, linux, 32 vcpus, 128 GiB, 2 TB.
     Uniform,
@@ -30,11 +32,7 @@ pub enum Profile {
 
 impl Profile {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Profile::Uniform => "uniform",
-            Profile::Mixed => "mixed",
-            Profile::Big => "big",
-        }
+        self.into()
     }
 }
 
@@ -127,6 +125,16 @@ mod tests {
         let ghz: Vec<f64> = hosts.iter().map(|h| h.capabilities["cpu-ghz"].as_f64().unwrap()).collect();
         assert!(ghz.iter().all(|g| (2.0..=3.2).contains(g)) && ghz.iter().any(|g| *g > 2.4));
         assert_eq!(host_profile(Profile::Mixed, 7), host_profile(Profile::Mixed, 7), "deterministic");
+    }
+
+    #[test]
+    fn names_on_the_command_line_and_in_logs_agree() {
+        use clap::ValueEnum;
+        use strum::IntoEnumIterator;
+        for p in Profile::iter() {
+            assert_eq!(Profile::from_str(p.as_str(), false), Ok(p), "{p:?}");
+        }
+        assert_eq!(Profile::Uniform.as_str(), "uniform");
     }
 
     #[test]

@@ -17,10 +17,10 @@ use std::time::Duration;
 use api::agent::{AgentAction, AgentTask};
 use api::Resources;
 use rand::Rng;
+use secrecy::SecretString;
 use serde_json::{json, Value};
 
-use super::profile::HostProfile;
-use crate::config::Secret;
+use crate::profile::HostProfile;
 
 /// What the control API can change on one host at runtime.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,7 +48,7 @@ impl Behaviour {
 pub struct Callback {
     pub task_id: String,
     pub url: String,
-    pub token: Secret,
+    pub token: SecretString,
 }
 
 /// Work the caller must do for an accepted task: wait `latency`, then [`SimHost::finish`].
@@ -82,8 +82,10 @@ pub struct Finished {
     pub migrated: Option<(Resources, Power)>,
 }
 
-/// Whether an instance exists on this host, and if so whether it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether an instance exists on this host, and if so whether it runs. Its name (`running`,
+/// `stopped`, `absent`) is the `state` of an instance in `GET {agent_url}/v1/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Power {
     Running,
     Stopped,
@@ -92,11 +94,7 @@ pub enum Power {
 
 impl Power {
     fn as_str(self) -> &'static str {
-        match self {
-            Power::Running => "running",
-            Power::Stopped => "stopped",
-            Power::Absent => "absent",
-        }
+        self.into()
     }
 }
 
@@ -147,7 +145,7 @@ pub struct SimHost {
     pub agent_url: String,
     pub profile: HostProfile,
     /// The bearer token the zone must present; registered with the host, never logged.
-    pub agent_token: Secret,
+    pub agent_token: SecretString,
     state: Mutex<HostState>,
 }
 
@@ -156,7 +154,7 @@ impl SimHost {
         name: String,
         agent_url: String,
         profile: HostProfile,
-        agent_token: Secret,
+        agent_token: SecretString,
         behaviour: Behaviour,
     ) -> Self {
         SimHost {
@@ -372,7 +370,7 @@ fn jitter(latency: Duration, rng: &mut impl Rng) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent::sim::profile::{host_profile, Profile};
+    use crate::profile::{host_profile, Profile};
 
     fn host(fail_rate: f64) -> SimHost {
         let behaviour = Behaviour { fail_rate, latency: Duration::ZERO, reporting: true };
@@ -380,7 +378,7 @@ mod tests {
             "h".into(),
             "http://a/hosts/h".into(),
             host_profile(Profile::Uniform, 0),
-            Secret::new("t".repeat(32)),
+            SecretString::from("t".repeat(32)),
             behaviour,
         )
     }
@@ -396,7 +394,7 @@ mod tests {
     }
 
     fn cb(id: &str) -> Callback {
-        Callback { task_id: id.into(), url: format!("http://zone/cb/{id}"), token: Secret::new("x") }
+        Callback { task_id: id.into(), url: format!("http://zone/cb/{id}"), token: SecretString::from("x") }
     }
 
     fn started(a: Accepted) -> Work {

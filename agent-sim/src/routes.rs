@@ -20,18 +20,18 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
 use tokio_util::task::TaskTracker;
 
 use api::agent::{AgentAccepted, AgentResult, AgentTask, CALLBACK_TOKEN_HEADER, CALLBACK_URL_HEADER, DEADLINE_HEADER};
 use api::ErrorCode;
 
-use super::host::{Accepted, Callback, SimHost, Work};
-use crate::agent::client::constant_time_eq;
-use crate::config::Secret;
-use crate::error::Error;
-use crate::http::error::{ApiResult, Json};
+use crate::clock::now_ms;
+use crate::error::{no_such_route, Json, SimError, SimResult};
+use crate::host::{Accepted, Callback, SimHost, Work};
 
 /// How often posting a result is tried when the zone cannot be reached (a node restarting).
 const CALLBACK_ATTEMPTS: u32 = 3;
@@ -48,7 +48,7 @@ pub struct SimState {
     /// The same hosts by agent URL, to find a migration's target.
     pub by_url: HashMap<String, Arc<SimHost>>,
     pub http: reqwest::Client,
-    pub control_token: Option<Secret>,
+    pub control_token: Option<SecretString>,
     /// Every task's work, so a stop can wait for the callbacks still due.
     pub work: TaskTracker,
 }
@@ -59,7 +59,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/hosts/{name}/v1/tasks", post(task))
         .route("/hosts/{name}/v1/control", post(control))
         .route("/hosts/{name}/v1/stats", get(stats))
-        .fallback(crate::http::error::no_such_route)
+        .fallback(no_such_route)
         .with_state(state)
 }
 
@@ -67,16 +67,16 @@ async fn health(State(state): State<Arc<SimState>>) -> axum::Json<Value> {
     axum::Json(json!({"status": "ok", "hosts": state.hosts.len()}))
 }
 
-fn host(state: &SimState, name: &str) -> ApiResult<Arc<SimHost>> {
+fn host(state: &SimState, name: &str) -> SimResult<Arc<SimHost>> {
     state
         .hosts
         .get(name)
         .cloned()
-        .ok_or_else(|| Error::api(ErrorCode::NotFound, format!("no simulated host {name:?} here")))
+        .ok_or_else(|| SimError::new(ErrorCode::NotFound, format!("no simulated host {name:?} here")))
 }
 
 /// Checks `Authorization: Bearer <expected>`; anything goes when nothing is expected.
-fn check_bearer(headers: &HeaderMap, expected: Option<&Secret>) -> ApiResult<()> {
+fn check_bearer(headers: &HeaderMap, expected: Option<&SecretString>) -> SimResult<()> {
     let Some(expected) = expected else {
         return Ok(());
     };
@@ -84,19 +84,20 @@ fn check_bearer(headers: &HeaderMap, expected: Option<&Secret>) -> ApiResult<()>
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| Error::api(ErrorCode::MissingToken, "send Authorization: Bearer <token>"))?;
-    if !constant_time_eq(given.as_bytes(), expected.expose().as_bytes()) {
-        return Err(Error::api(ErrorCode::InvalidToken, "wrong bearer token"));
+        .ok_or_else(|| SimError::new(ErrorCode::MissingToken, "send Authorization: Bearer <token>"))?;
+    // Constant time, so how long a refusal takes says nothing about where the tokens differ.
+    if !bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes())) {
+        return Err(SimError::new(ErrorCode::InvalidToken, "wrong bearer token"));
     }
     Ok(())
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> ApiResult<&'a str> {
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> SimResult<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
-        .ok_or_else(|| Error::api(ErrorCode::InvalidField, format!("the {name} header is required")))
+        .ok_or_else(|| SimError::new(ErrorCode::InvalidField, format!("the {name} header is required")))
 }
 
 /// `POST /hosts/{name}/v1/tasks`.
@@ -105,11 +106,11 @@ async fn task(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, axum::Json<AgentAccepted>)> {
+) -> SimResult<(StatusCode, axum::Json<AgentAccepted>)> {
     let host = host(&state, &name)?;
     // Authenticate before reading anything the caller sent.
     check_bearer(&headers, Some(&host.agent_token))?;
-    let refuse = |e: Error| {
+    let refuse = |e: SimError| {
         host.refused();
         e
     };
@@ -118,18 +119,18 @@ async fn task(
     let deadline_ms: i64 = header(&headers, DEADLINE_HEADER)
         .map_err(refuse)?
         .parse()
-        .map_err(|_| refuse(Error::api(ErrorCode::InvalidField, format!("{DEADLINE_HEADER}: not an integer"))))?;
+        .map_err(|_| refuse(SimError::new(ErrorCode::InvalidField, format!("{DEADLINE_HEADER}: not an integer"))))?;
     let task: AgentTask = serde_json::from_slice(&body)
-        .map_err(|e| refuse(Error::api(ErrorCode::InvalidBody, format!("the task does not parse: {e}"))))?;
-    let now = crate::time::local_now_ms();
+        .map_err(|e| refuse(SimError::new(ErrorCode::InvalidBody, format!("the task does not parse: {e}"))))?;
+    let now = now_ms();
     if deadline_ms <= now {
         // Work nobody waits for any more is not started (the zone has given up on it).
-        return Err(refuse(Error::api(
+        return Err(refuse(SimError::new(
             ErrorCode::Timeout,
             format!("task {}: its deadline passed {} ms ago; not started", task.task_id, now - deadline_ms),
         )));
     }
-    let callback = Callback { task_id: task.task_id.clone(), url, token: Secret::new(token) };
+    let callback = Callback { task_id: task.task_id.clone(), url, token: SecretString::from(token) };
     match host.accept(&task, callback) {
         Accepted::Started(work) => {
             tracing::debug!(host = %host.name, task = %task.task_id, instance = %task.instance_id,
@@ -173,7 +174,7 @@ async fn post_result(http: &reqwest::Client, callback: &Callback, result: &Agent
         let sent = http
             .post(&callback.url)
             .timeout(CALLBACK_TIMEOUT)
-            .header(CALLBACK_TOKEN_HEADER, callback.token.expose())
+            .header(CALLBACK_TOKEN_HEADER, callback.token.expose_secret())
             .json(result)
             .send()
             .await;
@@ -206,17 +207,17 @@ async fn control(
     Path(name): Path<String>,
     headers: HeaderMap,
     Json(req): Json<ControlRequest>,
-) -> ApiResult<axum::Json<Value>> {
+) -> SimResult<axum::Json<Value>> {
     check_bearer(&headers, state.control_token.as_ref())?;
     let host = host(&state, &name)?;
     if let Some(f) = req.fail_rate {
         if !(0.0..=1.0).contains(&f) {
-            return Err(Error::api(ErrorCode::InvalidField, "fail_rate: must be between 0 and 1"));
+            return Err(SimError::new(ErrorCode::InvalidField, "fail_rate: must be between 0 and 1"));
         }
     }
     let latency = req.latency_ms.map(Duration::from_millis);
     if latency.is_some_and(|l| l > MAX_LATENCY) {
-        return Err(Error::api(ErrorCode::InvalidField, "latency_ms: at most one hour"));
+        return Err(SimError::new(ErrorCode::InvalidField, "latency_ms: at most one hour"));
     }
     let now = host.control(req.fail_rate, latency, req.reporting);
     tracing::info!(host = %host.name, fail_rate = now.fail_rate, latency_ms = now.latency.as_millis() as u64,
@@ -229,7 +230,7 @@ async fn stats(
     State(state): State<Arc<SimState>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-) -> ApiResult<axum::Json<Value>> {
+) -> SimResult<axum::Json<Value>> {
     check_bearer(&headers, state.control_token.as_ref())?;
     Ok(axum::Json(host(&state, &name)?.stats()))
 }
@@ -242,8 +243,8 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::agent::sim::host::Behaviour;
-    use crate::agent::sim::profile::{host_profile, Profile};
+    use crate::host::Behaviour;
+    use crate::profile::{host_profile, Profile};
 
     const AGENT_TOKEN: &str = "agent-token-0123456789abcdef";
     const CONTROL_TOKEN: &str = "control-token-0123456789abcdef";
@@ -274,14 +275,14 @@ mod tests {
             "h-000".into(),
             "http://sim/hosts/h-000".into(),
             host_profile(Profile::Uniform, 0),
-            Secret::new(AGENT_TOKEN),
+            SecretString::from(AGENT_TOKEN),
             behaviour,
         ));
         let state = Arc::new(SimState {
             hosts: [("h-000".to_owned(), host.clone())].into_iter().collect(),
             by_url: HashMap::new(),
             http: reqwest::Client::new(),
-            control_token: Some(Secret::new(CONTROL_TOKEN)),
+            control_token: Some(SecretString::from(CONTROL_TOKEN)),
             work: TaskTracker::new(),
         });
         (router(state), host)
@@ -305,7 +306,7 @@ mod tests {
     async fn a_task_is_accepted_at_once_and_its_result_called_back_with_the_token() {
         let (callbacks, mut results) = callback_receiver().await;
         let (app, host) = agents(0.0);
-        let later = crate::time::local_now_ms() + 10_000;
+        let later = now_ms() + 10_000;
         let resp = app.clone().oneshot(task_request(&callbacks, "t1", Some(AGENT_TOKEN), later)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::ACCEPTED);
         let (id, token, result) = tokio::time::timeout(Duration::from_secs(10), results.recv()).await.unwrap().unwrap();
@@ -318,14 +319,14 @@ mod tests {
     async fn tasks_need_the_agent_token_and_a_deadline_still_ahead() {
         let (callbacks, _results) = callback_receiver().await;
         let (app, host) = agents(0.0);
-        let later = crate::time::local_now_ms() + 10_000;
+        let later = now_ms() + 10_000;
         for (token, status) in
             [(None, StatusCode::UNAUTHORIZED), (Some("wrong-token-0123456789"), StatusCode::UNAUTHORIZED)]
         {
             let resp = app.clone().oneshot(task_request(&callbacks, "t1", token, later)).await.unwrap();
             assert_eq!(resp.status(), status);
         }
-        let past = crate::time::local_now_ms() - 1;
+        let past = now_ms() - 1;
         let resp = app.clone().oneshot(task_request(&callbacks, "t2", Some(AGENT_TOKEN), past)).await.unwrap();
         assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT, "work past its deadline is not started");
         let stats = host.stats();
@@ -358,5 +359,37 @@ mod tests {
             .body(Body::from(r#"{"fail_rate": 1.5}"#))
             .unwrap();
         assert_eq!(app.clone().oneshot(bad).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn errors_answer_the_api_error_body_with_its_status() {
+        let (app, _host) = agents(0.0);
+        let body = |resp: axum::response::Response| async move {
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+            serde_json::from_slice::<api::ErrorBody>(&bytes).unwrap().error.code
+        };
+        let unknown = app.clone().oneshot(Request::get("/nowhere").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        assert_eq!(body(unknown).await, ErrorCode::NoSuchRoute);
+        let no_host = app.clone().oneshot(Request::get("/hosts/h-999/v1/stats").body(Body::empty()).unwrap());
+        let no_host = no_host.await.unwrap();
+        // The control token is checked first: an unknown host is not told apart from a known one.
+        assert_eq!(no_host.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(body(no_host).await, ErrorCode::MissingToken);
+        let not_json = Request::post("/hosts/h-000/v1/control")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {CONTROL_TOKEN}"))
+            .body(Body::from("{"))
+            .unwrap();
+        let not_json = app.clone().oneshot(not_json).await.unwrap();
+        assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(body(not_json).await, ErrorCode::InvalidJson);
+        let unknown_field = Request::post("/hosts/h-000/v1/control")
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {CONTROL_TOKEN}"))
+            .body(Body::from(r#"{"speed": 2}"#))
+            .unwrap();
+        let unknown_field = app.clone().oneshot(unknown_field).await.unwrap();
+        assert_eq!(body(unknown_field).await, ErrorCode::InvalidBody);
     }
 }

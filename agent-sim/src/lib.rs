@@ -1,11 +1,16 @@
-//! `zone-node agent-sim`: many simulated hosts in one process, each a real HTTP agent.
+//! The host-agent simulator behind `zone-node agent-sim`: many simulated hosts in one process,
+//! each a real HTTP agent.
+//!
+//! This crate depends on [`api`] only (the agent protocol, the zone's client, the input rules and
+//! error codes), never on the node: the simulator plays the hosts' side of the contract and must
+//! not share the zone's code to do so.
 //!
 //! [`run`] binds one listener, registers N hosts with the zone (`POST /v1/hosts`, or, for a name
 //! already registered, `PUT /v1/hosts/{id}` with the new agent URL and token, so a restarted
 //! simulator takes its hosts back), then serves the agent protocol for all of them and reports
 //! each host's presence every report interval. It returns a [`SimHandle`] once every host is
-//! registered; the CLI (`zone-node agent-sim`) is a thin wrapper, and an in-process demo can call
-//! it the same way.
+//! registered; the CLI (`zone-node agent-sim`) fills a [`SimConfig`] and calls
+//! [`run_until_signal`], and an in-process demo calls [`run`] the same way.
 //!
 //! **One listener, a path prefix per host.** Host `sim-007`'s agent URL is
 //! `http://127.0.0.1:PORT/hosts/sim-007`. The zone only needs distinct agent URLs; one port for
@@ -21,13 +26,18 @@
 //! - [`profile`]: what each host announces and how big it is
 //! - [`host`]: one host's instances, tasks, behaviour and counters
 //! - `routes`: the HTTP side (tasks, control, stats)
+//! - `error`: the agents' error answer and JSON body extractor
 //! - [`session`]: the logged-in zone client, renewed when its token expires
-//! - this file: configuration, registration, reports, [`run`]
+//! - `clock`, `signal`: the wall clock in milliseconds, SIGINT/SIGTERM
+//! - this file: configuration, registration, reports, [`run`], [`run_until_signal`]
 
+mod clock;
+mod error;
 pub mod host;
 pub mod profile;
 mod routes;
 pub mod session;
+mod signal;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,6 +49,7 @@ use api::agent::HostReport;
 use api::{ErrorCode, HostRegister, HostUpdate};
 use futures::StreamExt;
 use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,7 +59,7 @@ use self::profile::{host_profile, Profile};
 use self::routes::SimState;
 pub use self::session::Credentials;
 use self::session::ZoneSession;
-use crate::config::Secret;
+use self::signal::shutdown_signal;
 
 /// Most hosts one simulator runs.
 pub const MAX_HOSTS: usize = 100_000;
@@ -77,7 +88,7 @@ pub struct SimConfig {
     /// How often each host reports its presence (the zone's `hosts.report_interval_ms`).
     pub report_interval: Duration,
     /// Bearer token the control and stats endpoints require; open without one.
-    pub control_token: Option<Secret>,
+    pub control_token: Option<SecretString>,
     /// Where the agents listen (port 0: any free port).
     pub listen: SocketAddr,
     /// The agents' base URL as the zone reaches it; `http://<listen>` when `None`.
@@ -99,14 +110,14 @@ impl SimConfig {
         );
         let longest = host_name(&self.name_prefix, self.hosts - 1);
         anyhow::ensure!(
-            crate::scheduler::valid_key(&longest),
+            api::validate::valid_key(&longest),
             "--name-prefix must make host names of at most 64 of [A-Za-z0-9_.:-] (e.g. {longest:?})"
         );
         if let Some(url) = &self.advertise_url {
-            crate::scheduler::validate_agent_url(url).map_err(|e| anyhow::anyhow!("--advertise-url: {e}"))?;
+            api::validate::validate_agent_url(url).map_err(|e| anyhow::anyhow!("--advertise-url: {e}"))?;
         }
         if let Some(t) = &self.control_token {
-            crate::scheduler::validate_agent_token(t.expose())
+            api::validate::validate_agent_token(t.expose_secret())
                 .map_err(|_| anyhow::anyhow!("the control token must be 16 to 256 printable ASCII characters"))?;
         }
         Ok(())
@@ -267,10 +278,24 @@ pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Resu
     Ok(SimHandle { agents_url, hosts: registered, done })
 }
 
-fn random_token() -> Secret {
+/// Runs the simulator until SIGINT or SIGTERM (`zone-node agent-sim`), printing where its agents
+/// listen once every host is registered.
+pub async fn run_until_signal(config: SimConfig) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let handle = run(config, shutdown.clone()).await?;
+    println!("agent-sim: {} hosts registered; agents at {}/hosts/<name>", handle.hosts().len(), handle.agents_url());
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stopping the simulated agents");
+        shutdown.cancel();
+    });
+    handle.wait().await
+}
+
+fn random_token() -> SecretString {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
-    Secret::new(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    SecretString::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
 }
 
 /// Registers every host, a few at a time; fails on the first host the zone refuses.
@@ -304,7 +329,7 @@ async fn register(
         agent_url: host.agent_url.clone(),
         capabilities: capabilities.clone(),
         resources: host.profile.resources,
-        agent_token: Some(host.agent_token.expose().to_owned()),
+        agent_token: Some(host.agent_token.expose_secret().to_owned()),
     };
     let id = match session
         .call(|c| {
@@ -332,7 +357,7 @@ async fn register(
             }
             let update = HostUpdate {
                 agent_url: Some(host.agent_url.clone()),
-                agent_token: Some(host.agent_token.expose().to_owned()),
+                agent_token: Some(host.agent_token.expose_secret().to_owned()),
                 capabilities: Some(capabilities.clone()),
             };
             let id = old.id.clone();
