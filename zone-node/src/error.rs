@@ -4,7 +4,8 @@
 //! logged in full by the HTTP layer and answered with its code and a generic message, so internal
 //! detail never reaches a client.
 
-use api::ErrorCode;
+use api::{CodedError, ErrorCode};
+use federation::FedError;
 
 use crate::bus::BusError;
 use crate::store::StoreError;
@@ -70,6 +71,17 @@ impl Error {
     /// True when the full error must be logged (the client sees only a generic message).
     pub fn is_internal(&self) -> bool {
         self.code().http_status() >= 500
+    }
+}
+
+/// A gateway error as this node answers it: its code and the message the gateway made public; an
+/// internal one keeps its full text for the log.
+impl From<FedError> for Error {
+    fn from(e: FedError) -> Error {
+        match e.code() {
+            ErrorCode::Internal => Error::Internal(e.to_string()),
+            code => Error::api(code, e.public_message()),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! time; show, action and delete are one forward when the route is known (moka, then the
 //! database), else one search of every online child in parallel (see [`super::routes`]).
 
-use api::{ErrorCode, Instance, InstanceAction, InstanceActionKind, InstanceCreate};
+use api::{CodedError, ErrorCode, Instance, InstanceAction, InstanceActionKind, InstanceCreate};
 
 use super::routes::Located;
 use super::{Gateway, RequestContext, Route, Routed};

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use api::{Aggregate, ErrorCode, Placement, PlacementRequest};
+use api::{Aggregate, CodedError, ErrorCode, Placement, PlacementRequest};
 
 use super::{Gateway, RequestContext};
 use crate::error::FedError;

@@ -98,10 +98,6 @@ impl Forwarded {
     }
 }
 
-fn fed_error(e: federation::FedError) -> ApiError {
-    ApiError::new(e.code(), e.to_string())
-}
-
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/auth/tokens", post(issue_token))
 }
@@ -167,11 +163,11 @@ pub async fn require_token(State(state): State<AppState>, mut req: Request, next
 /// The caller a request acts for: the verified account, narrowed to the caller a parent states,
 /// after checking the path of zones the request crossed (loops, hop limit).
 fn narrow(state: &AppState, account: Caller, forwarded: &Forwarded) -> ApiResult<Caller> {
-    let path = federation::ZonePath::parse(forwarded.path.as_deref()).map_err(fed_error)?;
-    state.gateway.admit(&path).map_err(fed_error)?;
-    let stated = federation::Stated::from_headers(|name| forwarded.get(name)).map_err(fed_error)?;
+    let path = federation::ZonePath::parse(forwarded.path.as_deref())?;
+    state.gateway.admit(&path)?;
+    let stated = federation::Stated::from_headers(|name| forwarded.get(name))?;
     let account_is_admin = account.role == Role::Admin;
-    let p = federation::identity::effective(account.principal(), stated).map_err(fed_error)?;
+    let p = federation::identity::effective(account.principal(), stated)?;
     Ok(Caller { username: p.username, role: p.role, client_id: p.client_id, account_is_admin, path })
 }
 

@@ -1,19 +1,11 @@
-//! What the REST layer adds for federation: gateway errors as API errors, and the headers that
-//! tell a forwarding parent this zone's generation and lowest zone after a change.
+//! What the REST layer adds for federation: the headers that tell a forwarding parent this zone's
+//! generation and lowest zone after a change. (Gateway errors become API errors through
+//! `From<FedError> for crate::error::Error`.)
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
 use api::federation::{GENERATION_HEADER, LOWEST_ZONE_HEADER};
 use api::LowestZone;
-use federation::FedError;
-
-use crate::http::error::ApiError;
-
-impl From<FedError> for ApiError {
-    fn from(e: FedError) -> ApiError {
-        ApiError::new(e.code(), e.to_string())
-    }
-}
 
 /// The answer headers of a change: [`GENERATION_HEADER`] and [`LOWEST_ZONE_HEADER`], each when
 /// known.
