@@ -1,8 +1,8 @@
 //! The one error type of the federation crate and its mapping to API error codes.
 
-use api::{ClientError, ErrorCode};
+use api::{ClientError, CodedError, ErrorCode};
 
-/// Why a federated operation failed. [`FedError::code`] gives the API error code it is answered
+/// Why a federated operation failed. Its [`CodedError::code`] is the API error code it is answered
 /// with; the message says what happened in terms an operator can act on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum FedError {
@@ -35,17 +35,6 @@ impl FedError {
 
     pub fn internal(message: impl Into<String>) -> FedError {
         FedError::api(ErrorCode::Internal, message)
-    }
-
-    /// The API error code this error is answered with.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            FedError::Api { code, .. } => *code,
-            FedError::Unavailable { .. } => ErrorCode::ZoneUnavailable,
-            FedError::Timeout { .. } => ErrorCode::Timeout,
-            FedError::Loop(_) => ErrorCode::ZoneLoop,
-            FedError::HopLimit(_) => ErrorCode::HopLimitExceeded,
-        }
     }
 
     /// A child's answer to a forwarded request, as this zone reports it. API errors keep their
@@ -85,6 +74,32 @@ impl FedError {
     }
 }
 
+impl CodedError for FedError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            FedError::Api { code, .. } => *code,
+            FedError::Unavailable { .. } => ErrorCode::ZoneUnavailable,
+            FedError::Timeout { .. } => ErrorCode::Timeout,
+            FedError::Loop(_) => ErrorCode::ZoneLoop,
+            FedError::HopLimit(_) => ErrorCode::HopLimitExceeded,
+        }
+    }
+
+    /// The message as is, for every code but `internal`: a gateway's messages name zones, paths
+    /// and codes the caller can act on (an unavailable child, a loop, a child's own refusal, whose
+    /// message the child already made public). An `internal` one is a bug here and stays in the
+    /// log.
+    fn public_message(&self) -> String {
+        match self.code() {
+            ErrorCode::Internal => INTERNAL_MESSAGE.to_owned(),
+            _ => self.to_string(),
+        }
+    }
+}
+
+/// What a caller reads of an internal error (the same sentence as a node's own).
+const INTERNAL_MESSAGE: &str = "internal error; the node's log has the details";
+
 /// The innermost cause of a transport error ("Connection refused (os error 111)"): the part an
 /// operator can act on, without the request URL the caller already knows.
 fn transport_reason(e: &(dyn std::error::Error + 'static)) -> String {
@@ -112,6 +127,20 @@ mod tests {
         assert!(!t.is_refusal(), "a timed-out create may have been made");
         assert_eq!(FedError::Loop("l".into()).code(), ErrorCode::ZoneLoop);
         assert!(FedError::Unavailable { zone: "z".into(), reason: "r".into() }.is_refusal());
+    }
+
+    #[test]
+    fn public_messages_keep_what_the_caller_can_act_on_and_hide_internal_detail() {
+        let unavailable = FedError::Unavailable { zone: "dc1".into(), reason: "connection refused".into() };
+        assert_eq!(unavailable.public_message(), "zone dc1 is unavailable: connection refused");
+        assert!(unavailable.is_internal(), "a 503: logged in full as well");
+        let refused = FedError::api(ErrorCode::NoValidHost, "no host of zone dc1 fits");
+        assert_eq!(refused.to_body(), api::ErrorBody::new(ErrorCode::NoValidHost, "no host of zone dc1 fits"));
+        assert!(!refused.is_internal());
+        let bug = FedError::internal("a create reached the gateway without a client");
+        assert_eq!(bug.code(), ErrorCode::Internal);
+        assert!(!bug.public_message().contains("client"), "{}", bug.public_message());
+        assert!(bug.is_internal());
     }
 
     #[test]

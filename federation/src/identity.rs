@@ -114,6 +114,7 @@ pub fn effective(account: Principal, stated: Option<Stated>) -> Result<Principal
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api::CodedError;
     use std::collections::HashMap;
 
     fn stated(pairs: &[(&str, &str)]) -> Result<Option<Stated>, FedError> {

@@ -94,6 +94,7 @@ impl ZonePath {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api::CodedError;
 
     #[test]
     fn parse_and_round_trip() {

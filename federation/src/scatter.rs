@@ -94,6 +94,7 @@ pub fn merge<T>(pages: Vec<SourcePage<T>>, limit: usize, id: impl Fn(&T) -> &str
 #[cfg(test)]
 mod tests {
     use super::*;
+    use api::CodedError;
     use rand::{Rng, SeedableRng};
 
     /// Pages through `sources` (each a sorted list of ids) the way a gateway does.

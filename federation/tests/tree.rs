@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use api::{
-    Aggregate, AggregateEntry, Answer, CapabilityValue, ErrorCode, HostList, Instance, InstanceAction,
+    Aggregate, AggregateEntry, Answer, CapabilityValue, CodedError, ErrorCode, HostList, Instance, InstanceAction,
     InstanceActionKind, InstanceCreate, InstanceList, LowestZone, NodeInfo, Op, Placement, PlacementRequest,
     Requirement, Resources, Role, ZoneInfo,
 };

@@ -74,7 +74,7 @@ impl CodedError for Error {
             Error::Decode(e) => e.public_message(),
             Error::Store(e) => e.public_message(),
             Error::Bus(e) => e.public_message(),
-            Error::Federation(e) => e.to_string(),
+            Error::Federation(e) => e.public_message(),
             Error::Internal(_) => "internal error; the node's log has the details".into(),
         }
     }

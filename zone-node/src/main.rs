@@ -14,6 +14,9 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_EVICTED: u8 = 3;
 
 fn main() -> ExitCode {
+    // reqwest brings rustls with aws-lc-rs and lapin with ring: with both compiled in, rustls
+    // cannot pick a provider by itself, and an amqps:// connection would panic without this.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     // lapin logs returned messages at WARN with their bodies, which may hold secrets: keep it to
     // errors unless ZONE_LOG asks otherwise.

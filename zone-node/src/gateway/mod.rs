@@ -1,10 +1,13 @@
 //! This zone's gateway: the `federation` crate wired to this node.
 //!
 //! - [`local`]: [`federation::LocalZone`] over the store and the instance service
-//! - [`sync`]: every node's view of the children, rebuilt from the database; the poll sink
+//! - [`sync`]: every node's view of the children, rebuilt from the database ([`RegistrySync`]);
+//!   the poll sink
 
 pub mod local;
 pub mod sync;
+
+pub use sync::RegistrySync;
 
 use std::sync::Arc;
 
@@ -26,7 +29,7 @@ pub fn build(
     cluster: &Cluster,
     zone: &ZoneRow,
     secrets: Arc<SecretKey>,
-) -> (Arc<Gateway>, sync::Sync) {
+) -> (Arc<Gateway>, RegistrySync) {
     let local = local::NodeZone {
         store: store.clone(),
         bus: bus.clone(),
@@ -44,14 +47,14 @@ pub fn build(
         route_cache_capacity: f.lookup_cache_capacity,
     };
     let gateway = Arc::new(Gateway::new(me, settings, Arc::new(RestTransport::new()), Arc::new(local)));
-    let sync = sync::Sync { store: store.clone(), bus: bus.clone(), gateway: gateway.clone(), secrets };
+    let sync = RegistrySync { store: store.clone(), bus: bus.clone(), gateway: gateway.clone(), secrets };
     (gateway, sync)
 }
 
 /// Starts the registry refresh and the poller.
 pub fn spawn(
     config: &Config,
-    sync: sync::Sync,
+    sync: RegistrySync,
     cluster: Cluster,
     stop: CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {

@@ -22,14 +22,14 @@ use crate::store::{ChildSnapshot, ChildZoneRow, PollRecord, Store};
 
 /// What a node needs to rebuild its registry.
 #[derive(Clone)]
-pub struct Sync {
+pub struct RegistrySync {
     pub store: Store,
     pub bus: Bus,
     pub gateway: Arc<Gateway>,
     pub secrets: Arc<SecretKey>,
 }
 
-impl Sync {
+impl RegistrySync {
     /// Rebuilds the registry from the database, and reads this zone's generation.
     pub async fn refresh(&self) -> crate::error::Result<()> {
         let rows = self.store.child_zones().await?;
@@ -79,7 +79,7 @@ impl Sync {
 }
 
 /// Rebuilds the registry every `every`, and at once on [`ChildrenChanged`].
-pub async fn run_refresh(sync: Sync, every: Duration, stop: CancellationToken) {
+pub async fn run_refresh(sync: RegistrySync, every: Duration, stop: CancellationToken) {
     let mut events = sync.bus.subscribe();
     loop {
         if let Err(e) = sync.refresh().await {
@@ -107,7 +107,7 @@ pub async fn run_refresh(sync: Sync, every: Duration, stop: CancellationToken) {
 
 /// Records polls in the database; polls the children whose id this node owns on the ring.
 pub struct Sink {
-    pub sync: Sync,
+    pub sync: RegistrySync,
     pub cluster: Cluster,
     pub failure_threshold: u32,
 }

@@ -47,7 +47,7 @@ pub struct Shared {
     /// Where requests go in this zone's subtree (its own hosts or its children).
     pub gateway: Arc<federation::Gateway>,
     /// Keeps the gateway's view of the children current.
-    pub sync: crate::gateway::sync::Sync,
+    pub sync: crate::gateway::RegistrySync,
     /// Seals child zones' passwords at rest.
     pub secrets: Arc<crate::secrets::SecretKey>,
 }

@@ -1,0 +1,190 @@
+//! One instance wherever it is below this zone: create (ranked like a placement, tried in turn),
+//! show, act on and delete (sent where the route cache says it is).
+//!
+//! Cost: a create ranks children in O(children × requirements) and forwards to one candidate at a
+//! time; show, action and delete are one forward when the route is known (moka, then the
+//! database), else one search of every online child in parallel (see [`super::routes`]).
+
+use api::{CodedError, ErrorCode, Instance, InstanceAction, InstanceActionKind, InstanceCreate};
+
+use super::routes::Located;
+use super::{Gateway, RequestContext, Route, Routed};
+use crate::error::FedError;
+use crate::lookup::Source;
+use crate::route::{candidates, Target};
+
+impl Gateway {
+    /// Creates instance `id`: on this zone's own hosts or in the best child that may take it,
+    /// trying the next candidate when one refuses. A child that does not answer in time is not
+    /// retried elsewhere: the instance may exist there, and a second one must not be made.
+    pub async fn create(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Routed<Instance>, FedError> {
+        let client =
+            req.client_id.clone().ok_or_else(|| FedError::internal("a create reached the gateway without a client"))?;
+        if self.registry.is_empty() {
+            return self.create_here(ctx, id, req, &client).await;
+        }
+        let own = self.own_aggregate().await?;
+        let children = self.registry.children();
+        let ranked = candidates(&own, &children, &req.requirements, &req.resources);
+        let path = ctx.path.through(&self.me.id);
+        let mut refusals = Vec::new();
+        for candidate in ranked {
+            let child = match candidate.target {
+                Target::Local => match self.create_here(ctx, id, req, &client).await {
+                    Err(e) if e.is_refusal() => {
+                        refusals.push(format!("{}: {e}", self.me.name));
+                        continue;
+                    }
+                    other => return other,
+                },
+                Target::Child(child) => child,
+            };
+            let hop = self.hop(&ctx.caller, &path, self.settings.forward_timeout);
+            match self.transport.create(&child, &hop, id, req).await {
+                Ok(answer) => {
+                    let route = Route { child_id: child.id.clone(), client_id: client.clone() };
+                    self.remember_route(id, &route).await;
+                    let generation = self.bump_generation().await;
+                    let source = Source::Child(child.id.clone());
+                    self.lookups.changed(&source, &client, answer.generation, answer.lowest);
+                    let mut instance = answer.value;
+                    self.prefix(&mut instance.zone_path);
+                    tracing::info!(instance = id, child = %child.name, "create routed to a child zone");
+                    return Ok(Routed { value: instance, generation, lowest: self.answer_now(&client, None) });
+                }
+                Err(e) if e.is_refusal() => {
+                    tracing::info!(child = %child.name, error = %e, "child zone refused a create; trying the next");
+                    refusals.push(format!("{}: {e}", child.name));
+                }
+                Err(FedError::Timeout { zone, after_ms }) => {
+                    return Err(FedError::api(
+                        ErrorCode::Timeout,
+                        format!(
+                            "zone {zone} did not answer the create within {after_ms} ms; instance {id} may exist there \
+                             (GET /v1/instances/{id} tells)"
+                        ),
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(self.nowhere(&refusals))
+    }
+
+    async fn create_here(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        req: &InstanceCreate,
+        client: &str,
+    ) -> Result<Routed<Instance>, FedError> {
+        let changed = self.local.create(&ctx.caller, id, req).await?;
+        self.lookups.changed(&Source::Local, client, changed.generation, Some(Some(self.here(client))));
+        Ok(Routed { value: changed.value, generation: changed.generation, lowest: self.answer_now(client, Some(true)) })
+    }
+
+    /// Shows an instance wherever it is below this zone.
+    pub async fn instance(&self, ctx: &RequestContext, id: &str) -> Result<Instance, FedError> {
+        let not_found = || FedError::not_found(format!("instance {id}"));
+        if self.registry.is_empty() {
+            return self.local.instance(&ctx.caller, id).await?.ok_or_else(not_found);
+        }
+        let path = ctx.path.through(&self.me.id);
+        if let Some((child, _)) = self.routed_child(ctx, id).await? {
+            let hop = self.hop(&ctx.caller, &path, self.settings.scatter_deadline);
+            return match self.transport.instance(&child, &hop, id).await? {
+                Some(mut i) => {
+                    self.prefix(&mut i.zone_path);
+                    Ok(i)
+                }
+                None => {
+                    self.forget_route(id).await;
+                    Err(not_found())
+                }
+            };
+        }
+        if let Some(i) = self.local.instance(&ctx.caller, id).await? {
+            return Ok(i);
+        }
+        match self.search(ctx, id).await? {
+            Some((_, mut i)) => {
+                self.prefix(&mut i.zone_path);
+                Ok(i)
+            }
+            None => Err(not_found()),
+        }
+    }
+
+    /// Starts, stops, reboots or migrates an instance wherever it is.
+    pub async fn action(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        action: &InstanceAction,
+    ) -> Result<Routed<Instance>, FedError> {
+        match self.locate(ctx, id).await? {
+            Located::Local => {
+                let changed = self.local.action(&ctx.caller, id, action).await?;
+                if let Some(g) = changed.generation {
+                    // A migration among this zone's hosts: what they hold per client is unchanged.
+                    self.lookups.own_bump(&Source::Local, g);
+                }
+                Ok(Routed { value: changed.value, generation: changed.generation, lowest: None })
+            }
+            Located::Child(child, client) => {
+                let path = ctx.path.through(&self.me.id);
+                let hop = self.hop(&ctx.caller, &path, self.settings.forward_timeout);
+                let answer = match self.transport.action(&child, &hop, id, action).await {
+                    Err(e) if e.code() == ErrorCode::NotFound => {
+                        self.forget_route(id).await;
+                        return Err(e);
+                    }
+                    other => other?,
+                };
+                let migrated = action.action == InstanceActionKind::Migrate;
+                let generation = if migrated { self.bump_generation().await } else { None };
+                if migrated || answer.generation.is_some() {
+                    self.lookups.changed(&Source::Child(child.id.clone()), &client, answer.generation, answer.lowest);
+                }
+                let mut instance = answer.value;
+                self.prefix(&mut instance.zone_path);
+                let lowest = if migrated { self.answer_now(&client, None) } else { None };
+                Ok(Routed { value: instance, generation, lowest })
+            }
+        }
+    }
+
+    /// Deletes an instance wherever it is.
+    pub async fn delete(&self, ctx: &RequestContext, id: &str) -> Result<Routed<()>, FedError> {
+        match self.locate(ctx, id).await? {
+            Located::Local => {
+                let changed = self.local.delete(&ctx.caller, id).await?;
+                let client = changed.value;
+                let still = self.local.has_client(&client).await?;
+                let answer = still.then(|| self.here(&client));
+                self.lookups.changed(&Source::Local, &client, changed.generation, Some(answer));
+                Ok(Routed { value: (), generation: changed.generation, lowest: self.answer_now(&client, Some(still)) })
+            }
+            Located::Child(child, client) => {
+                let path = ctx.path.through(&self.me.id);
+                let hop = self.hop(&ctx.caller, &path, self.settings.forward_timeout);
+                let answer = match self.transport.delete(&child, &hop, id).await {
+                    Err(e) if e.code() == ErrorCode::NotFound => {
+                        self.forget_route(id).await;
+                        return Err(e);
+                    }
+                    other => other?,
+                };
+                self.forget_route(id).await;
+                let generation = self.bump_generation().await;
+                self.lookups.changed(&Source::Child(child.id.clone()), &client, answer.generation, answer.lowest);
+                Ok(Routed { value: (), generation, lowest: self.answer_now(&client, None) })
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The lowest zone managing all of a client's instances (`GET /v1/clients/{id}/zone`): the
+//! seed's rule over this zone's answer and its children's, each cached per source and
+//! generation.
+//!
+//! Cost: O(children) cache reads; only children whose answer is not cached are asked, in
+//! parallel under the scatter deadline. At rest (everything cached) a lookup makes no request.
+
+use std::sync::Arc;
+
+use api::LowestZone;
+
+use super::{Gateway, Lookup, RequestContext};
+use crate::error::FedError;
+use crate::lookup::{compose, Source};
+use crate::registry::Child;
+use crate::scatter::gather;
+
+impl Gateway {
+    /// The children to ask about `client`'s resources: those whose answer for the client is a
+    /// zone (asking the ones whose answer is not known), and the names of those that could not
+    /// be asked.
+    pub(super) async fn child_answers(
+        &self,
+        ctx: &RequestContext,
+        client: &str,
+    ) -> (Vec<(Arc<Child>, Option<LowestZone>)>, Vec<String>) {
+        let mut known = Vec::new();
+        let mut ask = Vec::new();
+        let mut unreachable = Vec::new();
+        for c in self.registry.children().iter() {
+            match self.lookups.get(&Source::Child(c.id.clone()), client) {
+                Some(answer) => known.push((c.clone(), answer)),
+                None if c.online => ask.push(c.clone()),
+                None => unreachable.push(c.name.clone()),
+            }
+        }
+        if !ask.is_empty() {
+            let path = ctx.path.through(&self.me.id);
+            let answers = gather(&ask, self.settings.scatter_deadline, |child| {
+                let path = &path;
+                async move {
+                    let source = Source::Child(child.id.clone());
+                    let ticket = self.lookups.ticket(&source);
+                    let hop = self.hop(&ctx.caller, path, self.settings.scatter_deadline);
+                    let answer = self.transport.lowest_zone(&child, &hop, client).await?;
+                    self.lookups.fetched(&source, client, ticket, answer.generation, answer.value.clone());
+                    Ok(answer.value)
+                }
+            })
+            .await;
+            for (child, answer) in answers {
+                match answer {
+                    Ok(a) => known.push((child, a)),
+                    Err(e) => {
+                        tracing::warn!(child = %child.name, error = %e, "child zone did not answer a client lookup");
+                        unreachable.push(child.name.clone());
+                    }
+                }
+            }
+        }
+        (known, unreachable)
+    }
+
+    /// This zone's own answer for `client`, from the cache or the database.
+    async fn local_answer(&self, client: &str) -> Result<bool, FedError> {
+        if let Some(a) = self.lookups.get(&Source::Local, client) {
+            return Ok(a.is_some());
+        }
+        let ticket = self.lookups.ticket(&Source::Local);
+        let yes = self.local.has_client(client).await?;
+        self.lookups.fetched(&Source::Local, client, ticket, None, yes.then(|| self.here(client)));
+        Ok(yes)
+    }
+
+    /// The lowest zone managing all of `client`'s instances (the seed's rule), asking only
+    /// children whose answer is not cached. A member may only ask about its own client.
+    pub async fn lowest_zone(&self, ctx: &RequestContext, client: &str) -> Result<Lookup, FedError> {
+        if !ctx.caller.may_see(client) {
+            return Ok(Lookup { answer: None, unreachable: Vec::new() });
+        }
+        let local = self.local_answer(client).await?;
+        let (answers, mut unreachable) = self.child_answers(ctx, client).await;
+        let pairs: Vec<(&str, Option<&LowestZone>)> =
+            answers.iter().map(|(c, a)| (c.name.as_str(), a.as_ref())).collect();
+        let mut answer = compose(&self.me_ref(), client, local, &pairs);
+        unreachable.sort();
+        if let Some(a) = &mut answer {
+            a.unreachable_zones.extend(unreachable.iter().cloned());
+        }
+        Ok(Lookup { answer, unreachable })
+    }
+
+    /// This zone's answer for `client` from cached answers alone (`None` when one is missing):
+    /// what a change tells the zone that forwarded it.
+    pub(super) fn answer_now(&self, client: &str, local: Option<bool>) -> Option<Option<LowestZone>> {
+        let local = match local {
+            Some(b) => b,
+            None => self.lookups.get(&Source::Local, client)?.is_some(),
+        };
+        let children = self.registry.children();
+        let mut answers = Vec::with_capacity(children.len());
+        for c in children.iter() {
+            answers.push((c.name.as_str(), self.lookups.get(&Source::Child(c.id.clone()), client)?));
+        }
+        let pairs: Vec<(&str, Option<&LowestZone>)> = answers.iter().map(|(n, a)| (*n, a.as_ref())).collect();
+        Some(compose(&self.me_ref(), client, local, &pairs))
+    }
+}

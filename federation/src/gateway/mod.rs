@@ -1,0 +1,236 @@
+//! The gateway of one zone: everything a zone does with its children, on top of what it does
+//! itself ([`LocalZone`], implemented by `zone-node`).
+//!
+//! Every REST call that may involve children goes through [`Gateway`], which decides where it
+//! runs: this zone's own hosts, one child (forwarded with the caller's identity and the path of
+//! zones crossed), or all of them (scatter-gather). A zone without children takes the short way
+//! to its own hosts, so a leaf zone pays nothing for federation.
+//!
+//! This file holds the types the gateway shares with its users and the helpers every operation
+//! uses; each operation lives in its own file, with how its cost grows:
+//! - [`zone`]: this zone's answer (`GET /v1/zone`, its aggregate, its subtree)
+//! - [`placement`]: where a request would land (`POST /v1/placements`), ranking children
+//! - [`instances`]: create, show, act on and delete one instance wherever it is
+//! - [`routes`]: which child holds an instance: the route cache and the search for it
+//! - [`lists`]: instances and hosts across the subtree (scatter-gather)
+//! - [`lookup`]: the lowest zone of a client
+//! - [`children`]: the view of the children: zone-add checks, polls, generations
+
+mod children;
+mod instances;
+mod lists;
+mod lookup;
+mod placement;
+mod routes;
+mod zone;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use api::{
+    Aggregate, HostList, Instance, InstanceAction, InstanceCreate, InstanceList, LowestZone, Placement,
+    PlacementRequest, ZoneInfo,
+};
+
+use crate::error::FedError;
+use crate::identity::Principal;
+use crate::lookup::{LookupCache, Me, Source};
+use crate::path::ZonePath;
+use crate::registry::Registry;
+use crate::transport::{ChildTransport, Hop, ListQuery};
+
+/// This zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub id: String,
+    pub name: String,
+    pub api_url: String,
+}
+
+/// Gateway settings (from the node's `[federation]` configuration).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Requests that crossed this many zones are refused.
+    pub hop_limit: usize,
+    /// How long a forwarded change (create, action, delete) may take at a child.
+    pub forward_timeout: Duration,
+    /// How long a list or lookup waits for children.
+    pub scatter_deadline: Duration,
+    /// Lowest-zone answers kept (per source and client).
+    pub lookup_cache_capacity: u64,
+    /// Instance → child mappings kept in memory (the database keeps them all).
+    pub route_cache_capacity: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            hop_limit: api::federation::DEFAULT_HOP_LIMIT,
+            forward_timeout: Duration::from_secs(60),
+            scatter_deadline: Duration::from_secs(5),
+            lookup_cache_capacity: 1_000_000,
+            route_cache_capacity: 1_000_000,
+        }
+    }
+}
+
+/// The request being served: who it acts for and the zones it crossed before this one.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub caller: Principal,
+    pub path: ZonePath,
+}
+
+/// A change's result and what to tell the zone that forwarded it (response headers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed<T> {
+    pub value: T,
+    /// This zone's generation after the change, when the change moved it.
+    pub generation: Option<i64>,
+    /// This zone's lowest zone for the client after the change, when it can tell without asking.
+    pub lowest: Option<Option<LowestZone>>,
+}
+
+/// A local change and this zone's generation after it (`None` when it did not move).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changed<T> {
+    pub value: T,
+    pub generation: Option<i64>,
+}
+
+/// Which child holds an instance this zone routed, and for which client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub child_id: String,
+    pub client_id: String,
+}
+
+/// A lowest-zone answer and the children that could not be asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lookup {
+    pub answer: Option<LowestZone>,
+    pub unreachable: Vec<String>,
+}
+
+/// What this zone does itself: its own hosts and instances, its generation, and the instance
+/// mappings it keeps. Implemented by `zone-node` over its store and bus; every call applies the
+/// caller's scoping as the zone's own REST API would.
+#[async_trait::async_trait]
+pub trait LocalZone: Send + Sync + 'static {
+    /// The aggregate of this zone's own up hosts, with the capacity entries of
+    /// [`crate::matching::CAPACITY_KEYS`].
+    async fn aggregate(&self) -> Result<Aggregate, FedError>;
+    async fn placement(&self, caller: &Principal, req: &PlacementRequest) -> Result<Placement, FedError>;
+    /// Creates instance `id` on this zone's own hosts (`no_valid_host` when none can take it).
+    async fn create(&self, caller: &Principal, id: &str, req: &InstanceCreate) -> Result<Changed<Instance>, FedError>;
+    /// `None` when this zone has no such instance visible to the caller.
+    async fn instance(&self, caller: &Principal, id: &str) -> Result<Option<Instance>, FedError>;
+    async fn action(
+        &self,
+        caller: &Principal,
+        id: &str,
+        action: &InstanceAction,
+    ) -> Result<Changed<Instance>, FedError>;
+    /// Deletes an instance of this zone and returns its client.
+    async fn delete(&self, caller: &Principal, id: &str) -> Result<Changed<String>, FedError>;
+    /// A page of this zone's own instances.
+    async fn instances(&self, caller: &Principal, query: &ListQuery) -> Result<InstanceList, FedError>;
+    /// A page of this zone's own hosts.
+    async fn hosts(&self, caller: &Principal, query: &ListQuery) -> Result<HostList, FedError>;
+    /// Whether this zone's own hosts hold any instance of the client.
+    async fn has_client(&self, client_id: &str) -> Result<bool, FedError>;
+    /// Bumps and returns this zone's generation (a change in its subtree passed through it).
+    async fn bump_generation(&self) -> Result<i64, FedError>;
+    async fn route_get(&self, instance_id: &str) -> Result<Option<Route>, FedError>;
+    async fn route_put(&self, instance_id: &str, route: &Route) -> Result<(), FedError>;
+    async fn route_delete(&self, instance_id: &str) -> Result<(), FedError>;
+}
+
+/// Why a poll failed, or what it learnt.
+#[derive(Debug, Clone)]
+pub enum PollOutcome {
+    Answered(Box<ZoneInfo>),
+    Failed(String),
+}
+
+/// The gateway of this zone: its children as last polled, the caches, and the way to them and
+/// to this zone's own hosts. Shared by every request (`Arc<Gateway>`).
+pub struct Gateway {
+    me: Identity,
+    settings: Settings,
+    registry: Registry,
+    transport: Arc<dyn ChildTransport>,
+    local: Arc<dyn LocalZone>,
+    lookups: LookupCache,
+    routes: moka::sync::Cache<String, Route>,
+    // A std mutex: held to clone or swap, never across an await.
+    own_aggregate: Mutex<Option<(Instant, Aggregate)>>,
+}
+
+impl Gateway {
+    pub fn new(
+        me: Identity,
+        settings: Settings,
+        transport: Arc<dyn ChildTransport>,
+        local: Arc<dyn LocalZone>,
+    ) -> Gateway {
+        Gateway {
+            lookups: LookupCache::new(settings.lookup_cache_capacity),
+            routes: moka::sync::Cache::new(settings.route_cache_capacity),
+            me,
+            settings,
+            registry: Registry::new(),
+            transport,
+            local,
+            own_aggregate: Mutex::new(None),
+        }
+    }
+
+    pub fn me(&self) -> &Identity {
+        &self.me
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub(super) fn me_ref(&self) -> Me<'_> {
+        Me { id: &self.me.id, name: &self.me.name, api_url: &self.me.api_url }
+    }
+
+    /// This zone as the lowest zone of `client`.
+    pub(super) fn here(&self, client: &str) -> LowestZone {
+        self.me_ref().here(client)
+    }
+
+    /// Refuses a request that already crossed this zone or too many zones.
+    pub fn admit(&self, path: &ZonePath) -> Result<(), FedError> {
+        path.admit(&self.me.id, self.settings.hop_limit)
+    }
+
+    pub(super) fn hop<'a>(&'a self, caller: &'a Principal, path: &'a ZonePath, timeout: Duration) -> Hop<'a> {
+        Hop { path, caller, origin: &self.me.name, timeout }
+    }
+
+    pub(super) fn prefix(&self, path: &mut Vec<String>) {
+        path.insert(0, self.me.name.clone());
+    }
+
+    pub(super) async fn bump_generation(&self) -> Option<i64> {
+        match self.local.bump_generation().await {
+            Ok(g) => {
+                self.lookups.own_bump(&Source::Local, g);
+                Some(g)
+            }
+            Err(e) => {
+                // The change is made; only this zone's parents learn of it one poll later.
+                tracing::error!(error = %e, "cannot bump this zone's generation");
+                None
+            }
+        }
+    }
+}
