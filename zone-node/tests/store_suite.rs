@@ -57,7 +57,7 @@ impl TestDb {
             ),
         };
         let name = format!("zt_{}", Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE DATABASE {name}"))
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
             .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
@@ -94,7 +94,7 @@ impl Drop for TestDb {
                 if let Ok(mut conn) = PgConnection::connect(&admin).await {
                     // FORCE: pools of the test may still be closing their connections.
                     let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
-                    if let Err(e) = sqlx::query(&sql).execute(&mut conn).await {
+                    if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await {
                         eprintln!("could not drop test database {name}: {e}");
                     }
                 }
@@ -767,11 +767,11 @@ fn filters(reqs: serde_json::Value) -> Vec<Filter> {
 async fn exec_raw(db: &TestDb, sql: &str) {
     if db.backend == "sqlite" {
         let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        sqlx::query(sql).execute(&mut conn).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
         let _ = conn.close().await;
     } else {
         let mut conn = PgConnection::connect(&db.url).await.unwrap();
-        sqlx::query(sql).execute(&mut conn).await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
         let _ = conn.close().await;
     }
 }
@@ -1418,12 +1418,12 @@ fn failed(error: &str, failure_threshold: u32) -> PollRecord {
 async fn fetch_raw_text(db: &TestDb, sql: &str) -> String {
     if db.backend == "sqlite" {
         let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        let v: String = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+        let v: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.unwrap();
         let _ = conn.close().await;
         v
     } else {
         let mut conn = PgConnection::connect(&db.url).await.unwrap();
-        let v: String = sqlx::query_scalar(sql).fetch_one(&mut conn).await.unwrap();
+        let v: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.unwrap();
         let _ = conn.close().await;
         v
     }

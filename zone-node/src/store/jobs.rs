@@ -18,7 +18,7 @@
 
 use uuid::Uuid;
 
-use super::{parse_uuid, JobRow, Result, Store};
+use super::{assembled, parse_uuid, JobRow, Result, Store};
 
 const JOB_COLUMNS: &str = "id, queue, payload, state, owner, lease_until_ms, result";
 
@@ -100,7 +100,8 @@ impl Store {
                 tx.rollback().await?;
                 return Ok(None);
             };
-            let job: RawJob = sqlx::query_as(&take).bind(id).bind(&owner).bind(lease_ms).fetch_one(&mut *tx).await?;
+            let job: RawJob =
+                sqlx::query_as(assembled(&take)).bind(id).bind(&owner).bind(lease_ms).fetch_one(&mut *tx).await?;
             sqlx::query(HOLD).bind(queue).bind(&owner).bind(id).bind(job.lease_until_ms).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Some(job))
@@ -180,7 +181,7 @@ impl Store {
     pub async fn job_get(&self, id: i64) -> Result<Option<JobRow>> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
         let raw: Option<RawJob> =
-            with_pool!(self, |pool| { sqlx::query_as(&sql).bind(id).fetch_optional(pool).await })?;
+            with_pool!(self, |pool| { sqlx::query_as(assembled(&sql)).bind(id).fetch_optional(pool).await })?;
         raw.map(JobRow::try_from).transpose()
     }
 
