@@ -10,6 +10,5 @@ mod demo;
 mod embedded;
 mod federation;
 mod harness_smoke;
-mod http_input;
 mod portal_client;
 mod resources;
