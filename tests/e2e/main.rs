@@ -1,7 +1,8 @@
 //! End-to-end tests: real `zone-node` processes on real PostgreSQL and RabbitMQ.
 //!
 //! One test binary (so the suite links once); each module is one area. Tests use the `e2e` harness
-//! library (`tests/harness/`): `Cluster`, `NodeProcess`, `TestDb`, `RabbitInstance`, `poll_until`.
+//! library (`tests/harness/`, on the shared `test-support` crate): `Cluster`, `NodeProcess`, `TestDb`,
+//! `RabbitInstance`, `poll_until`. HTTP tests that need no process live in `zone-node/tests/http/`.
 //! Run them with `scripts/test` (which starts the services and builds the node first).
 
 mod broker_restart;
@@ -10,6 +11,5 @@ mod demo;
 mod embedded;
 mod federation;
 mod harness_smoke;
-mod http_input;
 mod portal_client;
 mod resources;

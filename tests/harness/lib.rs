@@ -23,10 +23,9 @@
 //! ```
 //!
 //! # Layout
-//! - [`services`]: where PostgreSQL and RabbitMQ are, and the checks that fail loudly without them
-//! - [`poll`]: [`poll_until`], the one way to wait for a condition (no fixed sleeps)
-//! - [`net`]: [`free_port`] and [`unique_prefix`]
-//! - [`db`]: [`TestDb`], a fresh PostgreSQL database per test
+//! - from the shared `test-support` crate (re-exported, so `e2e::poll_until` and `e2e::db` work):
+//!   [`services`] (where PostgreSQL and RabbitMQ are, loud failures without them), [`poll`]
+//!   ([`poll_until`]), [`net`] ([`free_port`], [`unique_prefix`]) and [`db`] ([`TestDb`])
 //! - [`node`]: [`NodeSpec`] and [`NodeProcess`], one real `zone-node` process
 //! - [`cluster`]: [`Cluster`], one zone of several nodes on a shared database and bus
 //! - [`rabbit`]: [`RabbitInstance`], an extra RabbitMQ node a test may stop and start
@@ -34,23 +33,21 @@
 //! - [`federation`]: zones linked into trees ([`federation::zone_add`]) with fast polling
 
 pub mod cluster;
-pub mod db;
 pub mod federation;
-pub mod net;
 pub mod node;
-pub mod poll;
 pub mod rabbit;
-pub mod services;
 pub mod sim;
 
+pub use test_support::{db, net, poll, services};
+
 pub use cluster::{Cluster, ClusterOptions, ProbeStat};
-pub use db::TestDb;
-pub use net::{free_port, unique_prefix};
 pub use node::{NodeProcess, NodeSpec, RunOutput};
-pub use poll::{poll_until, poll_until_detailed, Outcome, TimedOut};
 pub use rabbit::{RabbitInstance, RabbitNode};
-pub use services::{amqp_url, pg_admin_url, require_postgres, require_rabbitmq};
 pub use sim::{SimProcess, SimSpec};
+pub use test_support::{
+    amqp_url, free_port, pg_admin_url, poll_until, poll_until_detailed, require_postgres, require_rabbitmq,
+    unique_prefix, Outcome, TestDb, TimedOut,
+};
 
 /// The workspace root: the parent of this crate's directory.
 pub fn workspace_root() -> std::path::PathBuf {

@@ -5,7 +5,7 @@
 //! of the zone agrees on whether a token is still valid. Neither password hashes nor token hashes
 //! are recorded in spans or error messages.
 
-use super::{is_unique_violation, AccountRow, Result, Store, StoreError, TokenRow};
+use super::{assembled, is_unique_violation, AccountRow, Result, Store, StoreError, TokenRow};
 
 const ACCOUNT_COLUMNS: &str = "username, password_hash, role, client_id, created_at_ms";
 
@@ -51,7 +51,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, (SELECT now_ms FROM db_clock)) RETURNING {ACCOUNT_COLUMNS}"
         );
         let res: Result<RawAccount, sqlx::Error> = with_pool!(self, |pool| {
-            sqlx::query_as(&sql)
+            sqlx::query_as(assembled(&sql))
                 .bind(&row.username)
                 .bind(&row.password_hash)
                 .bind(&row.role)
@@ -74,7 +74,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, (SELECT now_ms FROM db_clock)) ON CONFLICT (username) DO NOTHING"
         );
         let done = with_pool!(self, |pool| {
-            sqlx::query(&sql)
+            sqlx::query(assembled(&sql))
                 .bind(&row.username)
                 .bind(&row.password_hash)
                 .bind(&row.role)
@@ -91,7 +91,7 @@ impl Store {
     pub async fn account_get(&self, username: &str) -> Result<Option<AccountRow>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE username = $1");
         let raw: Option<RawAccount> =
-            with_pool!(self, |pool| { sqlx::query_as(&sql).bind(username).fetch_optional(pool).await })?;
+            with_pool!(self, |pool| { sqlx::query_as(assembled(&sql)).bind(username).fetch_optional(pool).await })?;
         Ok(raw.map(Into::into))
     }
 
@@ -99,7 +99,7 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn accounts(&self) -> Result<Vec<AccountRow>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY username");
-        let raw: Vec<RawAccount> = with_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
+        let raw: Vec<RawAccount> = with_pool!(self, |pool| sqlx::query_as(assembled(&sql)).fetch_all(pool).await)?;
         Ok(raw.into_iter().map(Into::into).collect())
     }
 

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use api::{Aggregate, AggregateEntry, CapabilityKind, CapabilityValue, Resources, AGGREGATE_MAX_VALUES};
 use uuid::Uuid;
 
-use super::{is_unique_violation, parse_uuid, Result, Store, StoreError};
 use super::placement::{candidates_query, Bind, Filter, DEFAULT_CANDIDATES};
+use super::{assembled, is_unique_violation, parse_uuid, Result, Store, StoreError};
 
 /// A host to insert, already validated (see [`crate::scheduler::validate_host`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -215,14 +215,14 @@ macro_rules! replace_caps {
         let caps: &BTreeMap<String, CapabilityValue> = $caps;
         let (upsert, delete) = replace_caps_sql(caps.len());
         if let Some(upsert) = &upsert {
-            let mut q = sqlx::query(upsert).bind($id);
+            let mut q = sqlx::query(assembled(upsert)).bind($id);
             for (key, value) in caps {
                 let (kind, s, f) = encode(value);
                 q = q.bind(key).bind(kind).bind(s).bind(f);
             }
             q.execute(&mut *$tx).await?;
         }
-        let mut q = sqlx::query(&delete).bind($id);
+        let mut q = sqlx::query(assembled(&delete)).bind($id);
         for key in caps.keys() {
             q = q.bind(key);
         }
@@ -244,7 +244,7 @@ impl Store {
         let id = Uuid::new_v4().to_string();
         let raw: RawHost = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let raw: RawHost = sqlx::query_as(&insert)
+            let raw: RawHost = sqlx::query_as(assembled(&insert))
                 .bind(&id)
                 .bind(&host.name)
                 .bind(&host.agent_url)
@@ -280,7 +280,7 @@ impl Store {
              FROM host_capabilities WHERE host_id = $1";
         let id = id.to_string();
         let (raw, caps): (Option<RawHost>, Vec<RawCap>) = with_pool!(self, |pool| async {
-            let raw: Option<RawHost> = sqlx::query_as(&sql).bind(&id).fetch_optional(pool).await?;
+            let raw: Option<RawHost> = sqlx::query_as(assembled(&sql)).bind(&id).fetch_optional(pool).await?;
             let caps: Vec<RawCap> = match raw {
                 Some(_) => sqlx::query_as(CAPS).bind(&id).fetch_all(pool).await?,
                 None => Vec::new(),
@@ -313,7 +313,7 @@ impl Store {
         let sql = format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY name");
         const CAPS: &str = "SELECT host_id, key, kind, str_value, float_value FROM host_capabilities";
         let (raws, caps): (Vec<RawHost>, Vec<RawCap>) = with_pool!(self, |pool| async {
-            let raws: Vec<RawHost> = sqlx::query_as(&sql).fetch_all(pool).await?;
+            let raws: Vec<RawHost> = sqlx::query_as(assembled(&sql)).fetch_all(pool).await?;
             let caps: Vec<RawCap> = sqlx::query_as(CAPS).fetch_all(pool).await?;
             Ok::<_, sqlx::Error>((raws, caps))
         }
@@ -331,7 +331,7 @@ impl Store {
              WHERE host_id IN (SELECT id FROM hosts WHERE ($1 IS NULL OR id > $1) ORDER BY id LIMIT $2)";
         let limit = limit.max(0);
         let (raws, caps): (Vec<RawHost>, Vec<RawCap>) = with_pool!(self, |pool| async {
-            let raws: Vec<RawHost> = sqlx::query_as(&sql).bind(marker).bind(limit).fetch_all(pool).await?;
+            let raws: Vec<RawHost> = sqlx::query_as(assembled(&sql)).bind(marker).bind(limit).fetch_all(pool).await?;
             let caps: Vec<RawCap> = sqlx::query_as(CAPS).bind(marker).bind(limit).fetch_all(pool).await?;
             Ok::<_, sqlx::Error>((raws, caps))
         }
@@ -562,7 +562,7 @@ impl Store {
     pub async fn candidates(&self, filters: &[Filter], resources: &Resources, limit: i64) -> Result<Vec<Uuid>> {
         let query = candidates_query(filters, resources, limit);
         let ids: Vec<String> = with_pool!(self, |pool| {
-            let mut q = sqlx::query_scalar::<_, String>(&query.sql);
+            let mut q = sqlx::query_scalar::<_, String>(assembled(&query.sql));
             for b in &query.binds {
                 q = match b {
                     Bind::Text(s) => q.bind(s.as_str()),

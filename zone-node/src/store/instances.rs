@@ -14,7 +14,7 @@
 use api::{Requirement, Resources};
 use uuid::Uuid;
 
-use super::{parse_uuid, Result, Store, StoreError, BUMP_GENERATION};
+use super::{assembled, parse_uuid, Result, Store, StoreError, BUMP_GENERATION};
 
 /// An instance to insert: its host already reserved by [`Store::place`].
 #[derive(Debug, Clone)]
@@ -208,7 +208,7 @@ impl Store {
         let sql = format!("SELECT {COLUMNS} {FROM} WHERE i.id = $1");
         let id = id.to_string();
         let raw: Option<RawInstance> =
-            with_pool!(self, |pool| sqlx::query_as(&sql).bind(&id).fetch_optional(pool).await)?;
+            with_pool!(self, |pool| sqlx::query_as(assembled(&sql)).bind(&id).fetch_optional(pool).await)?;
         raw.map(RawInstance::into_row).transpose()
     }
 
@@ -225,7 +225,7 @@ impl Store {
              ORDER BY i.id LIMIT $3"
         );
         let raws: Vec<RawInstance> = with_pool!(self, |pool| {
-            sqlx::query_as(&sql).bind(client_id).bind(marker).bind(limit.max(0)).fetch_all(pool).await
+            sqlx::query_as(assembled(&sql)).bind(client_id).bind(marker).bind(limit.max(0)).fetch_all(pool).await
         })?;
         raws.into_iter().map(RawInstance::into_row).collect()
     }

@@ -154,6 +154,13 @@ fn is_transient(d: &(dyn sqlx::error::DatabaseError + 'static)) -> bool {
 /// the `zone_generation` row last, after the rows it changes, so bumps never deadlock.
 const BUMP_GENERATION: &str = "UPDATE zone_generation SET generation = generation + 1 WHERE one = 1";
 
+/// Marks SQL text built at run time as safe to run. sqlx 0.9 takes only `&'static str` unless told:
+/// every dynamic statement here is assembled from constant fragments and numbered `$n`
+/// placeholders (client values are always bound), so none can be shaped by input.
+fn assembled(sql: &str) -> sqlx::AssertSqlSafe<&str> {
+    sqlx::AssertSqlSafe(sql)
+}
+
 /// True when `e` is a unique-constraint violation.
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| d.is_unique_violation())

@@ -8,7 +8,7 @@
 
 use uuid::Uuid;
 
-use super::{parse_uuid, Membership, NodeRow, Result, Store};
+use super::{assembled, parse_uuid, Membership, NodeRow, Result, Store};
 
 /// States in which a node serves and heartbeats.
 const LIVE_STATES: &str = "('joining', 'alive', 'leaving')";
@@ -65,7 +65,11 @@ impl Store {
              WHERE id = $1 AND state IN {LIVE_STATES}"
         );
         let id = id.to_string();
-        let done = with_pool!(self, |pool| sqlx::query(&sql).bind(&id).execute(pool).await.map(|r| r.rows_affected()))?;
+        let done = with_pool!(self, |pool| sqlx::query(assembled(&sql))
+            .bind(&id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(done > 0)
     }
 
@@ -83,7 +87,7 @@ impl Store {
             // Bump first (lock order, and a write first for SQLite); undone by the rollback
             // below if the node was in none of the `from` states.
             let epoch: i64 = sqlx::query_scalar(BUMP_EPOCH).fetch_one(&mut *tx).await?;
-            let mut q = sqlx::query(&sql).bind(&id).bind(to);
+            let mut q = sqlx::query(assembled(&sql)).bind(&id).bind(to);
             for state in from {
                 q = q.bind(*state);
             }
@@ -122,15 +126,17 @@ impl Store {
         let stale = format!("state IN {LIVE_STATES} AND heartbeat_ms < (SELECT now_ms FROM db_clock) - $1");
         let probe = format!("SELECT id FROM nodes WHERE {stale} LIMIT 1");
         let evict = format!("UPDATE nodes SET state = 'dead' WHERE {stale} RETURNING id");
-        let any: Option<String> =
-            with_pool!(self, |pool| { sqlx::query_scalar(&probe).bind(dead_after_ms).fetch_optional(pool).await })?;
+        let any: Option<String> = with_pool!(self, |pool| {
+            sqlx::query_scalar(assembled(&probe)).bind(dead_after_ms).fetch_optional(pool).await
+        })?;
         if any.is_none() {
             return Ok(Vec::new());
         }
         let evicted: Vec<String> = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let epoch: i64 = sqlx::query_scalar(BUMP_EPOCH).fetch_one(&mut *tx).await?;
-            let ids: Vec<String> = sqlx::query_scalar(&evict).bind(dead_after_ms).fetch_all(&mut *tx).await?;
+            let ids: Vec<String> =
+                sqlx::query_scalar(assembled(&evict)).bind(dead_after_ms).fetch_all(&mut *tx).await?;
             if ids.is_empty() {
                 // Another node evicted them (or they beat) in the meantime.
                 tx.rollback().await?;

@@ -31,7 +31,7 @@
 use api::{Aggregate, ChildZone, SubtreeEntry, ZoneStatus};
 use uuid::Uuid;
 
-use super::{is_unique_violation, parse_uuid, Result, Store, StoreError, BUMP_GENERATION};
+use super::{assembled, is_unique_violation, parse_uuid, Result, Store, StoreError, BUMP_GENERATION};
 
 /// What a child answered to a poll (or to the check at zone-add).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -336,7 +336,7 @@ impl Store {
         let id = new.id.to_string();
         let inserted: Result<RawChildZone, sqlx::Error> = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let raw: RawChildZone = sqlx::query_as(&sql)
+            let raw: RawChildZone = sqlx::query_as(assembled(&sql))
                 .bind(&id)
                 .bind(&new.name)
                 .bind(&new.api_url)
@@ -373,7 +373,7 @@ impl Store {
         let sql = format!("SELECT {COLUMNS} FROM child_zones WHERE id = $1");
         let id = id.to_string();
         let raw: Option<RawChildZone> =
-            with_pool!(self, |pool| sqlx::query_as(&sql).bind(&id).fetch_optional(pool).await)?;
+            with_pool!(self, |pool| sqlx::query_as(assembled(&sql)).bind(&id).fetch_optional(pool).await)?;
         raw.map(RawChildZone::into_row).transpose()
     }
 
@@ -381,7 +381,7 @@ impl Store {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn child_zones(&self) -> Result<Vec<ChildZoneRow>> {
         let sql = format!("SELECT {COLUMNS} FROM child_zones ORDER BY name");
-        let raws: Vec<RawChildZone> = with_pool!(self, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?;
+        let raws: Vec<RawChildZone> = with_pool!(self, |pool| sqlx::query_as(assembled(&sql)).fetch_all(pool).await)?;
         raws.into_iter().map(RawChildZone::into_row).collect()
     }
 
@@ -409,7 +409,7 @@ impl Store {
                 }
                 None => false,
             };
-            let raw: Option<RawChildZone> = sqlx::query_as(&update)
+            let raw: Option<RawChildZone> = sqlx::query_as(assembled(&update))
                 .bind(&id_text)
                 .bind(&edit.name)
                 .bind(&edit.api_url)
@@ -507,7 +507,7 @@ impl Store {
             let generation =
                 sqlx::query(GENERATION).bind(id).bind(snapshot.generation).execute(&mut *tx).await?.rows_affected() > 0;
             let raw: Option<RawChildZone> =
-                sqlx::query_as(&rest).bind(id).bind(&caps).bind(&subtree).fetch_optional(&mut *tx).await?;
+                sqlx::query_as(assembled(&rest)).bind(id).bind(&caps).bind(&subtree).fetch_optional(&mut *tx).await?;
             let Some(raw) = raw else {
                 tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(None);
@@ -545,7 +545,7 @@ impl Store {
             if offline {
                 sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
             }
-            let raw: RawChildZone = sqlx::query_as(&select).bind(id).fetch_one(&mut *tx).await?;
+            let raw: RawChildZone = sqlx::query_as(assembled(&select)).bind(id).fetch_one(&mut *tx).await?;
             tx.commit().await?;
             Ok(Some((offline, false, raw)))
         }

@@ -1,9 +1,10 @@
 //! Bad input at the HTTP edge: every case gets a 4xx with an error code, and nothing is written.
 
 use api::ErrorBody;
-use e2e::{NodeProcess, NodeSpec};
 use reqwest::StatusCode;
 use serde_json::json;
+
+use crate::app::spawn_app;
 
 struct Case {
     name: &'static str,
@@ -50,7 +51,7 @@ fn case(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_coded_4xx_and_writes_nothing() {
     // A single embedded node is enough here: the edge is the same whatever the backends.
-    let node = NodeProcess::start(NodeSpec::embedded()).await;
+    let node = spawn_app().await;
     let admin = node.client().await;
     // A fresh connection per case: after refusing the over-limit body (413) without reading it the
     // server closes that connection, and a pooled client could send the next case on it just as it
@@ -59,7 +60,7 @@ async fn bad_input_gets_a_coded_4xx_and_writes_nothing() {
         .pool_max_idle_per_host(0)
         .build()
         .expect("the reqwest client builder only fails on a broken TLS backend");
-    let admin_token = admin_token(&node).await;
+    let admin_token = node.admin_token().await;
 
     // A member, and an expired token made by ageing a real one in the database.
     admin
@@ -71,8 +72,8 @@ async fn bad_input_gets_a_coded_4xx_and_writes_nothing() {
         })
         .await
         .expect("member");
-    let (_, member) = api::Client::new(&node.url()).login("m1", "member-password").await.expect("member login");
-    let (_, expiring) = api::Client::new(&node.url()).login("m1", "member-password").await.expect("member login");
+    let (_, member) = api::Client::new(&node.url).login("m1", "member-password").await.expect("member login");
+    let (_, expiring) = api::Client::new(&node.url).login("m1", "member-password").await.expect("member login");
     node.expire_token(&expiring.token).await;
 
     let accounts_before = admin.accounts().await.expect("accounts").accounts;
@@ -217,7 +218,7 @@ async fn bad_input_gets_a_coded_4xx_and_writes_nothing() {
         ),
     ];
     for c in &cases {
-        let mut req = http.request(c.method.clone(), format!("{}{}", node.url(), c.path));
+        let mut req = http.request(c.method.clone(), format!("{}{}", node.url, c.path));
         if let Some(ct) = c.content_type {
             if !c.body.is_empty() {
                 req = req.header("content-type", ct);
@@ -245,7 +246,7 @@ async fn bad_input_gets_a_coded_4xx_and_writes_nothing() {
     assert_eq!(accounts_before, accounts_after, "a rejected request wrote an account");
     // And the valid request goes through, so the cases above failed for their own reasons.
     let resp = http
-        .post(format!("{}/v1/accounts", node.url()))
+        .post(format!("{}/v1/accounts", node.url))
         .bearer_auth(&admin_token)
         .header("content-type", "application/json")
         .body(valid)
@@ -253,12 +254,5 @@ async fn bad_input_gets_a_coded_4xx_and_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
-}
-
-async fn admin_token(node: &NodeProcess) -> String {
-    let (_, token) = api::Client::new(&node.url())
-        .login(&node.spec().admin_username, &node.spec().admin_password)
-        .await
-        .expect("admin login");
-    token.token
+    node.stop().await;
 }

@@ -34,7 +34,7 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("{}", missing_service("PostgreSQL", &admin_url, PG_URL_ENV, &e)));
         let name = format!("zt_{}", crate::net::short_id());
         // The name is ours (hex digits), so formatting it into the statement is safe.
-        conn.execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+        conn.execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
             .await
             .unwrap_or_else(|e| panic!("cannot create test database {name} on {}: {e}", services::redact(&admin_url)));
         let _ = sqlx::Connection::close(conn).await;
@@ -102,7 +102,7 @@ impl Drop for TestDb {
 async fn drop_database(admin_url: &str, name: &str) -> Result<(), String> {
     let work = async {
         let mut conn = connect_pg(admin_url).await?;
-        conn.execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+        conn.execute(sqlx::AssertSqlSafe(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#)))
             .await
             .map_err(|e| e.to_string())?;
         let _ = sqlx::Connection::close(conn).await;

@@ -65,14 +65,15 @@ impl fmt::Display for TimedOut {
 impl std::error::Error for TimedOut {}
 
 /// Evaluates `condition` every `interval` until it is done, and returns its value; `None` when
-/// `timeout` passed first. Use [`poll_until_detailed`] (or [`Cluster::wait_until`](crate::Cluster::wait_until),
+/// `timeout` passed first. Use [`poll_until_detailed`] (or the e2e harness's `Cluster::wait_until`,
 /// which panics with a full report) to learn what the condition saw last.
 ///
 /// ```no_run
 /// # use std::time::Duration;
-/// # async fn f(client: api::Client) {
-/// let zone = e2e::poll_until(Duration::from_secs(10), Duration::from_millis(100), || async {
-///     client.zone().await.ok().filter(|z| z.nodes.len() == 3)
+/// # async fn count_nodes() -> Option<usize> { None }
+/// # async fn f() {
+/// let nodes = test_support::poll_until(Duration::from_secs(10), Duration::from_millis(100), || async {
+///     count_nodes().await.filter(|n| *n == 3)
 /// })
 /// .await
 /// .expect("the zone never listed three nodes");

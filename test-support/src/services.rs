@@ -1,6 +1,6 @@
 //! Where the shared services are, and checks that fail loudly when one is missing.
 //!
-//! The end-to-end tests need a PostgreSQL server and a RabbitMQ broker. Their addresses come from the
+//! The tests need a PostgreSQL server and a RabbitMQ broker. Their addresses come from the
 //! environment so a developer can point the tests elsewhere; the defaults are what
 //! `scripts/ensure-services` sets up on 127.0.0.1. A test never skips because a service is missing:
 //! a skipped test is a passing test nobody ran.
@@ -55,7 +55,7 @@ pub async fn require_rabbitmq() {
 }
 
 /// Opens one admin connection to PostgreSQL, with a timeout.
-pub(crate) async fn connect_pg(url: &str) -> Result<sqlx::PgConnection, String> {
+pub async fn connect_pg(url: &str) -> Result<sqlx::PgConnection, String> {
     use sqlx::Connection;
     match tokio::time::timeout(SERVICE_CHECK_TIMEOUT, sqlx::PgConnection::connect(url)).await {
         Ok(Ok(conn)) => Ok(conn),
@@ -65,7 +65,7 @@ pub(crate) async fn connect_pg(url: &str) -> Result<sqlx::PgConnection, String> 
 }
 
 /// Connects and logs in to an AMQP broker, then closes the connection.
-pub(crate) async fn check_amqp(url: &str) -> Result<(), String> {
+pub async fn check_amqp(url: &str) -> Result<(), String> {
     let connect = lapin::Connection::connect(url, lapin::ConnectionProperties::default());
     match tokio::time::timeout(SERVICE_CHECK_TIMEOUT, connect).await {
         Ok(Ok(conn)) => {
@@ -78,9 +78,9 @@ pub(crate) async fn check_amqp(url: &str) -> Result<(), String> {
     }
 }
 
-pub(crate) fn missing_service(service: &str, url: &str, env: &str, error: &str) -> String {
+pub fn missing_service(service: &str, url: &str, env: &str, error: &str) -> String {
     format!(
-        "{service} is required by the end-to-end tests but {} is not usable: {error}\n\
+        "{service} is required by the tests but {} is not usable: {error}\n\
          Start it with `scripts/ensure-services` (or point ${env} at a running {service}). \
          Tests never skip when a service is missing.",
         redact(url)
@@ -88,12 +88,24 @@ pub(crate) fn missing_service(service: &str, url: &str, env: &str, error: &str) 
 }
 
 /// The URL without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut u) if u.password().is_some() => {
             let _ = u.set_password(Some("***"));
             u.to_string()
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
     }
 }

@@ -1,0 +1,111 @@
+//! [`spawn_app`]: one node in this test process, in zero-to-production's manner.
+//!
+//! The node is the real [`Application`] on the embedded defaults: its own SQLite file in a temporary
+//! directory and its own `memory://` bus (a unique name, so apps in one process never share one).
+//! Nothing is spawned and no service is needed, so these tests need no built binary.
+//!
+//! It lives here and not in the `test-support` crate because it depends on `zone-node`, and
+//! `zone-node`'s own tests cannot use a crate that depends on `zone-node` (a dev-dependency cycle
+//! links two copies of it, whose types do not match).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use zone_node::app::{Application, Stopped};
+use zone_node::config::Config;
+
+/// A node served by this test process. Dropping it stops the node; [`TestApp::stop`] also checks
+/// that it stopped cleanly.
+pub struct TestApp {
+    /// The API's base URL, `http://127.0.0.1:<port>`.
+    pub url: String,
+    pub admin_username: String,
+    pub admin_password: String,
+    /// The node's SQLite database, for tests that change rows behind its back.
+    pub database_url: String,
+    stop: CancellationToken,
+    served: Option<JoinHandle<anyhow::Result<Stopped>>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Builds and serves a node of a zone of its own.
+///
+/// The port is a reserved free one (`test_support::free_port`) rather than 0: the configuration
+/// refuses port 0, because a node's API URL (stored in its membership row at start, and given to
+/// agents for their callbacks) must name the port it really listens on.
+pub async fn spawn_app() -> TestApp {
+    let id = test_support::net::short_id();
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let admin_password = format!("test-{id}");
+    let data_dir: PathBuf = dir.path().join("data");
+    let env: BTreeMap<&str, String> = [
+        ("ZONE_NAME", format!("http-{id}")),
+        ("ZONE_LISTEN", format!("127.0.0.1:{}", test_support::free_port())),
+        ("ZONE_DATA_DIR", data_dir.display().to_string()),
+        ("ZONE_BUS_URL", format!("memory://http-{id}")),
+        ("ZONE_ADMIN_PASSWORD", admin_password.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let config = Config::load(None, &|var| env.get(var).cloned()).expect("the test configuration is valid");
+    let admin_username = config.admin.username.clone();
+    let database_url = config.database_url().to_owned();
+    let app = Application::build(config).await.expect("the app builds");
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let stop = app.shutdown_token();
+    let served = tokio::spawn(app.run_until_stopped());
+    TestApp { url, admin_username, admin_password, database_url, stop, served: Some(served), _dir: dir }
+}
+
+impl TestApp {
+    /// An API client logged in as the zone's admin.
+    pub async fn client(&self) -> api::Client {
+        let (client, _) = api::Client::new(&self.url)
+            .login(&self.admin_username, &self.admin_password)
+            .await
+            .unwrap_or_else(|e| panic!("cannot log in as {}: {e}", self.admin_username));
+        client
+    }
+
+    /// A fresh admin bearer token.
+    pub async fn admin_token(&self) -> String {
+        let (_, token) =
+            api::Client::new(&self.url).login(&self.admin_username, &self.admin_password).await.expect("admin login");
+        token.token
+    }
+
+    /// Ages a bearer token so the node sees it as expired, by setting its expiry in the database
+    /// (tokens are stored as the SHA-256 hex of the token). Panics when the token is not there.
+    pub async fn expire_token(&self, token: &str) {
+        use sha2::Digest;
+        use sqlx::Connection;
+        let hash: String = sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let mut conn = sqlx::SqliteConnection::connect(&self.database_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open the app's database {}: {e}", self.database_url));
+        let updated = sqlx::query("UPDATE tokens SET expires_at_ms = 1 WHERE hash = $1")
+            .bind(&hash)
+            .execute(&mut conn)
+            .await
+            .expect("expire a token")
+            .rows_affected();
+        let _ = conn.close().await;
+        assert_eq!(updated, 1, "the token to expire is not in the app's database");
+    }
+
+    /// Stops the node and checks that it stopped as asked.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        let served = self.served.take().expect("served until now");
+        let stopped = served.await.expect("the app's task ended").expect("the app stopped cleanly");
+        assert_eq!(stopped, Stopped::Shutdown);
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}

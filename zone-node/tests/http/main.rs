@@ -1,0 +1,15 @@
+//! HTTP tests that need no process: each test serves a real node inside the test process with
+//! [`app::spawn_app`] (SQLite in a temporary directory, an in-process bus) and talks to it over HTTP.
+//! Tests that need real processes, PostgreSQL or RabbitMQ (clusters, federation, restarts, the
+//! simulator, settings that stop the node at start) stay in the `e2e` package.
+//!
+//! Run with `cargo test -p zone-node --test http`.
+//!
+//! # Layout
+//! - [`app`]: [`spawn_app`](app::spawn_app) and its [`TestApp`](app::TestApp)
+//! - `input`: bad input at the HTTP edge gets a coded 4xx and writes nothing
+//! - `embedded`: one node on the embedded defaults serves the API, the ring and the OpenAPI document
+
+mod app;
+mod embedded;
+mod input;
