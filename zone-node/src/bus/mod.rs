@@ -17,9 +17,11 @@
 //!   consumers; nothing above it has to restart.
 //!
 //! # Layout
-//! - [`envelope`]: [`Message`], [`Event`], the headers, and how a reply carries success or error
+//! - `envelope`: [`Message`], [`Event`], the headers, and how a reply carries success or error;
+//!   below the transports (they use it, it names none of them)
 //! - `memory`: the in-process transport
-//! - `amqp`: the RabbitMQ transport, with reconnection
+//! - `amqp/`: the RabbitMQ transport, with reconnection (link, confirms, consume, codec)
+//! - `pending`: what both transports share about calls waiting for a reply
 //!
 //! # Concurrency
 //! Every delivery runs in its own tokio task, so a slow handler never blocks the consumer loop,
@@ -28,9 +30,9 @@
 //! the broker gives the portal's next message to a less busy node); for a node's own service
 //! queues (consumed without acknowledgements) and in-process it is a semaphore per queue.
 
-pub mod amqp;
-pub mod envelope;
-pub mod memory;
+mod amqp;
+mod envelope;
+mod memory;
 mod pending;
 
 pub use envelope::{Delivery, Event, Message, ReplySink};

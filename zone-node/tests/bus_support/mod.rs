@@ -1,4 +1,5 @@
-//! Handlers shared by the bus integration tests (bus_memory.rs and bus_amqp.rs).
+//! What the bus integration tests share (bus_contract.rs, bus_memory.rs, bus_amqp.rs): connecting,
+//! and the handlers they serve.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -8,6 +9,21 @@ use api::{ErrorBody, ErrorCode};
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 use zone_node::bus::{Bus, Delivery, Destination, Handler};
+
+/// The broker of the RabbitMQ tests: `ZONE_TEST_AMQP_URL`, by default the local one.
+pub fn amqp_url() -> String {
+    std::env::var("ZONE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A new node on `url`; a broker that cannot be reached fails the test, saying what it needs.
+pub async fn connect(url: &str, prefix: &str) -> Bus {
+    match Bus::connect(url, prefix, Uuid::new_v4()).await {
+        Ok(bus) => bus,
+        Err(err) => {
+            panic!("these tests need RabbitMQ at {} (set ZONE_TEST_AMQP_URL): {err}", zone_node::bus::redact_url(url))
+        }
+    }
+}
 
 /// A prefix of its own for every test, so tests run in parallel on one broker.
 pub fn prefix() -> String {
