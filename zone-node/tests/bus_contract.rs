@@ -21,7 +21,7 @@ use api::ErrorCode;
 use bus_support::*;
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
-use zone_node::bus::{Bus, BusError, Destination, Event, Message};
+use zone_node::bus::{Bus, BusError, Destination, Event, Message, MAX_IN_FLIGHT};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -88,6 +88,7 @@ bus_contract_suite!(
     call_times_out_at_its_deadline,
     expired_message_is_answered_with_timeout,
     close_fails_pending_calls_and_later_calls,
+    at_most_max_in_flight_handlers_per_queue,
 );
 
 #[tokio::test]
@@ -322,5 +323,38 @@ async fn close_fails_pending_calls_and_later_calls(zone: &Zone) {
     let err = client.call(to(&client, "echo"), Message::new("echo", vec![]), LONG).await.unwrap_err();
     assert!(matches!(err, BusError::Unavailable(_)), "{err:?}");
     assert_eq!(err.code(), ErrorCode::BusUnavailable);
+    server.close().await;
+}
+
+/// A node runs at most `MAX_IN_FLIGHT` handlers of one queue at once (on RabbitMQ the portal's
+/// consumer prefetch); the rest wait their turn and are all answered.
+async fn at_most_max_in_flight_handlers_per_queue(zone: &Zone) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let server = zone.node().await;
+    let client = zone.node().await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let handler = Gated { gate: gate.clone(), running: running.clone(), most: most.clone() };
+    server.serve_portal(Arc::new(handler)).await.unwrap();
+    let limit = usize::from(MAX_IN_FLIGHT);
+    let calls: Vec<_> = (0..limit + 40)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.call(Destination::Portal, Message::new("zone.get", vec![]), LONG).await })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while running.load(SeqCst) < limit {
+        assert!(Instant::now() < deadline, "only {} handlers started", running.load(SeqCst));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Give any handler beyond the limit time to start.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(most.load(SeqCst), limit, "handlers running at once");
+    gate.add_permits(limit + 40);
+    for call in calls {
+        call.await.unwrap().expect("answered once its turn came");
+    }
+    client.close().await;
     server.close().await;
 }

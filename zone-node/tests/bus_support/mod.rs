@@ -81,6 +81,26 @@ impl Handler for Slow {
     }
 }
 
+/// Counts the handlers running at once (and the most ever), each waiting for a permit of `gate`
+/// before it replies.
+pub struct Gated {
+    pub gate: Arc<tokio::sync::Semaphore>,
+    pub running: Arc<std::sync::atomic::AtomicUsize>,
+    pub most: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Handler for Gated {
+    async fn handle(&self, d: Delivery) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        let _permit = self.gate.acquire().await;
+        self.running.fetch_sub(1, SeqCst);
+        d.reply(Ok(b"{}".to_vec())).await;
+    }
+}
+
 /// Passes every delivery (body and whether it expects a reply) to a channel.
 pub struct Collect(pub mpsc::UnboundedSender<(Vec<u8>, bool)>);
 
