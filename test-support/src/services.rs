@@ -70,7 +70,7 @@ pub async fn check_amqp(url: &str) -> Result<(), String> {
     match tokio::time::timeout(SERVICE_CHECK_TIMEOUT, connect).await {
         Ok(Ok(conn)) => {
             // Closing is courtesy; the check already passed.
-            let _ = conn.close(200, "e2e service check").await;
+            let _ = conn.close(200, "e2e service check".into()).await;
             Ok(())
         }
         Ok(Err(e)) => Err(e.to_string()),

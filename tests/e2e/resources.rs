@@ -319,19 +319,25 @@ async fn watch_events(url: &str, prefix: &str) -> tokio::sync::mpsc::UnboundedRe
     let ch = conn.create_channel().await.expect("channel");
     let q = ch
         .queue_declare(
-            "",
+            "".into(),
             QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
             Default::default(),
         )
         .await
         .expect("queue");
-    ch.queue_bind(q.name().as_str(), &format!("{prefix}.event"), "#", Default::default(), Default::default())
-        .await
-        .expect("bind");
+    ch.queue_bind(
+        q.name().clone(),
+        format!("{prefix}.event").into(),
+        "#".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .expect("bind");
     let mut consumer = ch
         .basic_consume(
-            q.name().as_str(),
-            "watch",
+            q.name().clone(),
+            "watch".into(),
             BasicConsumeOptions { no_ack: true, ..Default::default() },
             Default::default(),
         )

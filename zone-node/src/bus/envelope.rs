@@ -1,14 +1,17 @@
-//! What travels on the bus: messages, replies and events, and the AMQP properties and headers that
-//! carry them (docs/wire-format.md is the reference for other languages).
+//! What travels on the bus: messages, replies and events, and the header names that carry them
+//! (docs/wire-format.md is the reference for other languages).
 //!
 //! A [`Delivery`] is a received [`Message`] plus its [`ReplySink`], the one-shot handle that knows
-//! where the answer goes: an AMQP `reply_to` address with the caller's `correlation_id`, an
-//! in-process channel back to the caller, or nowhere (a `send`). The sink is consumed by
-//! [`Delivery::reply`], or moved on by [`crate::bus::Bus::forward`], so a delivery is answered at
-//! most once and the answer of a forwarded message still reaches the original caller.
+//! where the answer goes: an address on the broker (a [`RemoteReply`], such as an AMQP `reply_to`
+//! with the caller's `correlation_id`), an in-process channel back to the caller, or nowhere (a
+//! `send`). The sink is consumed by [`Delivery::reply`], or moved on by
+//! [`crate::bus::Bus::forward`], so a delivery is answered at most once and the answer of a
+//! forwarded message still reaches the original caller.
+//!
+//! This module sits below the transports: they use it, it names none of them.
 
+use std::any::Any;
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use api::{ErrorBody, ErrorCode};
 use tokio::sync::oneshot;
@@ -39,10 +42,9 @@ pub mod headers {
     pub const VERSION: &str = "x-bus-version";
 }
 
-/// The current time in Unix milliseconds (the unit of `x-deadline`).
-pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
+/// The current time in Unix milliseconds (the unit of `x-deadline`): this node's clock, the one
+/// place it is read ([`crate::time::local_now_ms`]).
+pub use crate::time::local_now_ms as now_ms;
 
 /// A request to a service.
 #[derive(Debug, Clone)]
@@ -163,8 +165,18 @@ pub(crate) enum SinkInner {
     None,
     /// An in-process caller waits on this channel.
     Local(oneshot::Sender<Result<Vec<u8>, ErrorBody>>),
-    /// A caller on the broker waits on its `reply_to` address for its `correlation_id`.
-    Amqp(super::amqp::AmqpReplyTo),
+    /// A caller on the broker waits at an address the receiving transport knows.
+    Remote(Box<dyn RemoteReply>),
+}
+
+/// A reply address on a broker, implemented by the transport that received the message, so that
+/// this module needs none of them.
+#[async_trait::async_trait]
+pub(crate) trait RemoteReply: fmt::Debug + Send + 'static {
+    /// Publishes the reply; never fails (see [`Delivery::reply`]).
+    async fn send(self: Box<Self>, result: Result<Vec<u8>, ErrorBody>);
+    /// The concrete address, for the transport that made it (`forward` keeps it on the wire).
+    fn as_any(&self) -> &dyn Any;
 }
 
 impl fmt::Debug for ReplySink {
@@ -172,7 +184,7 @@ impl fmt::Debug for ReplySink {
         match &self.inner {
             SinkInner::None => f.write_str("ReplySink::None"),
             SinkInner::Local(_) => f.write_str("ReplySink::Local"),
-            SinkInner::Amqp(to) => write!(f, "ReplySink::Amqp({to:?})"),
+            SinkInner::Remote(to) => write!(f, "ReplySink::Remote({to:?})"),
         }
     }
 }
@@ -187,12 +199,16 @@ impl ReplySink {
         ReplySink { inner: SinkInner::Local(tx) }
     }
 
+    pub(crate) fn remote(to: Box<dyn RemoteReply>) -> ReplySink {
+        ReplySink { inner: SinkInner::Remote(to) }
+    }
+
     /// Whether a caller waits for the reply.
     pub fn expects_reply(&self) -> bool {
         match &self.inner {
             SinkInner::None => false,
             SinkInner::Local(tx) => !tx.is_closed(),
-            SinkInner::Amqp(_) => true,
+            SinkInner::Remote(_) => true,
         }
     }
 
@@ -205,7 +221,7 @@ impl ReplySink {
                     tracing::debug!("reply dropped: the caller stopped waiting");
                 }
             }
-            SinkInner::Amqp(to) => to.send(result).await,
+            SinkInner::Remote(to) => to.send(result).await,
         }
     }
 }

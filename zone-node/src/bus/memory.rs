@@ -271,7 +271,7 @@ impl Transport for MemoryTransport {
             to.node().filter(|n| self.is_failed(Some(*n))).map(BusError::NodeUnavailable)
         };
         if let Some(err) = refused {
-            delivery.reply(Err(ErrorBody::new(err.code(), err.to_string()))).await;
+            delivery.reply(Err(err.to_body())).await;
             return Err(err);
         }
         delivery.msg.hops = delivery.msg.hops.saturating_add(1);

@@ -17,9 +17,11 @@
 //!   consumers; nothing above it has to restart.
 //!
 //! # Layout
-//! - [`envelope`]: [`Message`], [`Event`], the headers, and how a reply carries success or error
+//! - `envelope`: [`Message`], [`Event`], the headers, and how a reply carries success or error;
+//!   below the transports (they use it, it names none of them)
 //! - `memory`: the in-process transport
-//! - `amqp`: the RabbitMQ transport, with reconnection
+//! - `amqp/`: the RabbitMQ transport, with reconnection (link, confirms, consume, codec)
+//! - `pending`: what both transports share about calls waiting for a reply
 //!
 //! # Concurrency
 //! Every delivery runs in its own tokio task, so a slow handler never blocks the consumer loop,
@@ -28,9 +30,9 @@
 //! the broker gives the portal's next message to a less busy node); for a node's own service
 //! queues (consumed without acknowledgements) and in-process it is a semaphore per queue.
 
-pub mod amqp;
-pub mod envelope;
-pub mod memory;
+mod amqp;
+mod envelope;
+mod memory;
 mod pending;
 mod typed;
 
@@ -204,7 +206,7 @@ impl Bus {
             let transport = amqp::AmqpTransport::connect(url, prefix, node).await?;
             return Ok(Bus::from_transport(Arc::new(transport)));
         }
-        Err(BusError::InvalidUrl(redact_url(url)))
+        Err(BusError::InvalidUrl(crate::redact::redact_url(url)))
     }
 
     pub fn from_transport(inner: Arc<dyn Transport>) -> Bus {
@@ -301,30 +303,9 @@ pub(crate) async fn dispatch(handler: Arc<dyn Handler>, delivery: Delivery) {
     }
 }
 
-/// `url` with any password replaced by `***`, for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else { return url.to_owned() };
-    let userinfo = &authority[..at];
-    let user = userinfo.split(':').next().unwrap_or("");
-    let redacted = if userinfo.contains(':') { format!("{user}:***") } else { user.to_owned() };
-    format!("{}://{}{}", &url[..scheme_end], redacted, &rest[at..])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_password() {
-        assert_eq!(redact_url("amqp://guest:secret@host:5672/%2f"), "amqp://guest:***@host:5672/%2f");
-        assert_eq!(redact_url("amqp://host:5672"), "amqp://host:5672");
-        assert_eq!(redact_url("amqp://u@host"), "amqp://u@host");
-        assert_eq!(redact_url("amqp://u:p@ss@host/v"), "amqp://u:***@host/v");
-    }
 
     #[test]
     fn wire_names() {

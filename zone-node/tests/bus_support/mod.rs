@@ -1,4 +1,5 @@
-//! Handlers shared by the bus integration tests (bus_memory.rs and bus_amqp.rs).
+//! What the bus integration tests share (bus_contract.rs, bus_memory.rs, bus_amqp.rs): connecting,
+//! and the handlers they serve.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -8,6 +9,21 @@ use api::{ErrorBody, ErrorCode};
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 use zone_node::bus::{Bus, Delivery, Destination, Handler};
+
+/// The broker of the RabbitMQ tests: `ZONE_TEST_AMQP_URL`, by default the local one.
+pub fn amqp_url() -> String {
+    std::env::var("ZONE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A new node on `url`; a broker that cannot be reached fails the test, saying what it needs.
+pub async fn connect(url: &str, prefix: &str) -> Bus {
+    match Bus::connect(url, prefix, Uuid::new_v4()).await {
+        Ok(bus) => bus,
+        Err(err) => {
+            panic!("these tests need RabbitMQ at {} (set ZONE_TEST_AMQP_URL): {err}", zone_node::redact::redact_url(url))
+        }
+    }
+}
 
 /// A prefix of its own for every test, so tests run in parallel on one broker.
 pub fn prefix() -> String {
@@ -61,6 +77,26 @@ impl Handler for Slow {
     async fn handle(&self, d: Delivery) {
         self.0.notify_one();
         tokio::time::sleep(Duration::from_secs(120)).await;
+        d.reply(Ok(b"{}".to_vec())).await;
+    }
+}
+
+/// Counts the handlers running at once (and the most ever), each waiting for a permit of `gate`
+/// before it replies.
+pub struct Gated {
+    pub gate: Arc<tokio::sync::Semaphore>,
+    pub running: Arc<std::sync::atomic::AtomicUsize>,
+    pub most: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Handler for Gated {
+    async fn handle(&self, d: Delivery) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        let _permit = self.gate.acquire().await;
+        self.running.fetch_sub(1, SeqCst);
         d.reply(Ok(b"{}".to_vec())).await;
     }
 }
