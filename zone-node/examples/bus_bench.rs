@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
-use zone_node::bus::{Bus, Delivery, Destination, Handler, Message};
+use zone_node::{Bus, Delivery, Destination, Handler, Message};
 
 const SERVICE: &str = "bench";
 const TIMEOUT: Duration = Duration::from_secs(30);

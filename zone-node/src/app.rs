@@ -15,12 +15,12 @@ use crate::agent::client::Agents;
 use crate::bus::Bus;
 use crate::cluster::{Cluster, ClusterSettings, ResourceService};
 use crate::config::Config;
+use crate::http::{AppState, Shared};
 use crate::redact::redact_url;
 use crate::services::host::HostService;
 use crate::services::instance::InstanceService;
 use crate::services::portal::Portal;
 use crate::services::probe::Probe;
-use crate::http::{AppState, Shared};
 use crate::store::{AccountRow, Store};
 use crate::workqueue::WorkQueues;
 

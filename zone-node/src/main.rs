@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use zone_node::app::{Application, Stopped};
-use zone_node::cli::{self, Cli, Command};
-use zone_node::config::Config;
+use zone_node::Config;
+use zone_node::{Application, Stopped};
+use zone_node::{Cli, Command};
 
 /// Exit codes: 2 bad configuration, 3 evicted by peers (restart it), 1 any other failure.
 const EXIT_CONFIG: u8 = 2;
@@ -47,7 +47,7 @@ async fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        operator => match cli::run_operator(operator).await {
+        operator => match zone_node::run_operator(operator).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");

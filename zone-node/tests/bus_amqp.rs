@@ -14,7 +14,7 @@ use bus_support::*;
 use lapin::types::ShortString;
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
-use zone_node::bus::{Bus, BusError, Destination, Message};
+use zone_node::{Bus, BusError, Destination, Message};
 
 const LONG: Duration = Duration::from_secs(30);
 

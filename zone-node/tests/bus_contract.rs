@@ -22,7 +22,7 @@ use api::ErrorCode;
 use bus_support::*;
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
-use zone_node::bus::{Bus, BusError, Destination, Event, Message, MAX_IN_FLIGHT};
+use zone_node::{Bus, BusError, Destination, Event, Message, MAX_IN_FLIGHT};
 
 const LONG: Duration = Duration::from_secs(30);
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bus_support::*;
 use uuid::Uuid;
-use zone_node::bus::{Bus, BusError, Destination, Message};
+use zone_node::{Bus, BusError, Destination, Message};
 
 const LONG: Duration = Duration::from_secs(30);
 

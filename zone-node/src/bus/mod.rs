@@ -2,7 +2,7 @@
 //!
 //! Two transports sit behind one [`Bus`] type: RabbitMQ through lapin (`amqp://...`, needed for a
 //! zone of several nodes) and in-process channels (`memory://`, the embedded default). The wire
-//! names are fixed by DESIGN.md §3 and documented in docs/wire-format.md:
+//! names are fixed (other programs depend on them) and documented in docs/wire-format.md:
 //!
 //! - service queue of one node: `<prefix>.message.<service>.<node-uuid>`
 //! - shared API queue, consumed by every node: `<prefix>.message.api.portal`

@@ -12,6 +12,5 @@ pub mod membership;
 pub mod ring;
 pub mod router;
 
-pub use membership::{Admission, Cluster, ClusterSettings, NodeState, View};
-pub use ring::Ring;
-pub use router::{call_owner, destination, ResourceHandler, ResourceService, Route};
+pub use membership::{Cluster, ClusterSettings};
+pub use router::{call_owner, destination, into_reply, ResourceHandler, ResourceService};

@@ -24,28 +24,14 @@ const MAX_HOPS: u32 = 16;
 const SETTLE_AFTER_HOPS: u32 = 3;
 const SETTLE_DELAY: Duration = Duration::from_millis(100);
 
-/// What a message is, for routing (ZStack's rules).
-#[derive(Debug, Clone, Copy)]
-pub enum Route<'a> {
-    /// About one resource: to the ring owner's service queue.
-    Resource(&'a str),
-    /// Creational or non-resource (creates something, or concerns no single resource): to this
-    /// node's own service queue, whose consumer is surely alive, being this process.
-    Local,
-    /// An API message from outside: to the shared `api.portal` queue, which routes it.
-    Api,
-}
-
-/// Where a message for `service` goes by [`Route`].
-pub fn destination(cluster: &Cluster, service: &str, route: Route<'_>) -> Result<Destination> {
-    match route {
-        Route::Resource(key) => cluster
-            .route_owner(key)
-            .map(|node| Destination::Node { service: service.to_owned(), node })
-            .ok_or_else(|| Error::api(ErrorCode::RingUnstable, "this node has no ring yet; retry")),
-        Route::Local => Ok(Destination::Node { service: service.to_owned(), node: cluster.me() }),
-        Route::Api => Ok(Destination::Portal),
-    }
+/// Where a message about resource `key` for `service` goes: the ring owner's service queue
+/// (ZStack's rule for resource messages; creational and non-resource work runs on the node that
+/// has it, and API messages from outside come in through the `api.portal` queue).
+pub fn destination(cluster: &Cluster, service: &str, key: &str) -> Result<Destination> {
+    cluster
+        .route_owner(key)
+        .map(|node| Destination::Node { service: service.to_owned(), node })
+        .ok_or_else(|| Error::api(ErrorCode::RingUnstable, "this node has no ring yet; retry"))
 }
 
 /// Calls the ring owner of `resource` with `request` and waits, until `timeout`, for its reply.
@@ -58,7 +44,7 @@ pub async fn call_owner<R: Rpc>(
     request: &R,
     timeout: Duration,
 ) -> Result<R::Reply> {
-    let to = destination(cluster, R::SERVICE, Route::Resource(resource))?;
+    let to = destination(cluster, R::SERVICE, resource)?;
     let mut msg = Message::rpc(request).with_resource(resource.to_owned());
     msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
     let reply = bus.call(to, msg, timeout).await?;
@@ -73,9 +59,10 @@ pub trait ResourceHandler: Send + Sync + 'static {
     async fn handle(&self, msg: &Message) -> Result<Vec<u8>>;
 }
 
-/// A handler's outcome as the bus reply: the one place a service's error becomes an error body.
+/// A handler's outcome as the bus reply: the one place a service's error becomes an error body
+/// (the resource services, and the portal for what it answers itself).
 /// Internal errors are logged here in full; the caller gets the code and a generic message.
-fn into_reply(service: &str, outcome: Result<Vec<u8>>) -> std::result::Result<Vec<u8>, ErrorBody> {
+pub fn into_reply(service: &str, outcome: Result<Vec<u8>>) -> std::result::Result<Vec<u8>, ErrorBody> {
     outcome.map_err(|e| {
         if e.is_internal() {
             tracing::warn!(service, error = %e, code = %e.code(), "resource task failed");

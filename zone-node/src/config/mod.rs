@@ -16,13 +16,7 @@ mod settings;
 
 use std::path::{Path, PathBuf};
 
-pub use file::{
-    AdminConfig, BusConfig, ClusterConfig, Config, DatabaseConfig, FederationConfig, HostsConfig, HttpConfig,
-    ZoneConfig,
-};
-// The simulator (agent/sim*, cli/agent_sim.rs) still imports it from here until it moves to its
-// own crate (issue 8); drop this re-export then.
-pub use crate::secret::Secret;
+pub use file::Config;
 
 /// A setting that is wrong, named both as its environment variable and its file key.
 #[derive(Debug, thiserror::Error)]

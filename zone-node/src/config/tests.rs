@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::settings::SETTINGS;
 use super::*;
+use crate::secret::Secret;
 
 fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();

@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use api::{
-    CodedError,
-    ErrorCode, Host, HostList, Instance, InstanceAction, InstanceActionKind, InstanceCreate, InstanceList, Placement,
-    PlacementRequest,
+    CodedError, ErrorCode, Host, HostList, Instance, InstanceAction, InstanceActionKind, InstanceCreate, InstanceList,
+    Placement, PlacementRequest,
 };
 use federation::{Changed, FedError, ListQuery, LocalZone, Principal, Route};
 use uuid::Uuid;
@@ -72,7 +71,6 @@ impl NodeZone {
         }
     }
 }
-
 
 #[async_trait::async_trait]
 impl LocalZone for NodeZone {

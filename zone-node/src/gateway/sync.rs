@@ -10,9 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::bus::{BusEvent, ChildrenChanged};
 use federation::poll::PollSink;
 use federation::{Child, Credentials, Gateway, PollOutcome};
-use api::bus::{BusEvent, ChildrenChanged};
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, Event};

@@ -8,10 +8,10 @@ use axum::Router;
 
 use api::{Account, AccountCreate, AccountList, ErrorCode, Role};
 
-use crate::http::AppState;
-use crate::http::auth::Admin;
 use crate::error::Error;
+use crate::http::auth::Admin;
 use crate::http::error::{ApiResult, Json};
+use crate::http::AppState;
 use crate::store::AccountRow;
 
 pub fn router() -> Router<AppState> {
@@ -77,10 +77,7 @@ pub async fn create_account(
 
 /// List accounts.
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts", responses((status = 200, body = AccountList)), security(("bearer" = [])))]
-pub async fn list_accounts(
-    State(state): State<AppState>,
-    _: Admin,
-) -> ApiResult<axum::Json<AccountList>> {
+pub async fn list_accounts(State(state): State<AppState>, _: Admin) -> ApiResult<axum::Json<AccountList>> {
     let accounts = state.store.accounts().await?.into_iter().map(to_api).collect::<ApiResult<Vec<_>>>()?;
     Ok(axum::Json(AccountList { accounts }))
 }

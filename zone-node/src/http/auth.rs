@@ -18,9 +18,9 @@ use axum::Router;
 
 use api::{ErrorCode, Role, TokenRequest, TokenResponse};
 
-use crate::http::AppState;
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};
+use crate::http::AppState;
 use crate::store::TokenRow;
 
 /// How long a verified token is trusted without asking the database again.
@@ -202,10 +202,11 @@ async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Cal
     let row: TokenRow = match state.tokens.get(&hash).await {
         Some(row) => row,
         None => {
-            let row =
-                state.store.token_lookup(&hash).await?.ok_or_else(|| {
-                    Error::api(ErrorCode::InvalidToken, "the token is not valid here; log in again")
-                })?;
+            let row = state
+                .store
+                .token_lookup(&hash)
+                .await?
+                .ok_or_else(|| Error::api(ErrorCode::InvalidToken, "the token is not valid here; log in again"))?;
             state.tokens.insert(hash, row.clone()).await;
             row
         }

@@ -12,9 +12,9 @@ use api::agent::{AgentResult, CALLBACK_TOKEN_HEADER};
 use api::ErrorCode;
 
 use crate::agent::client::CallbackRefused;
-use crate::http::AppState;
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};
+use crate::http::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/agent/callbacks/{task_id}", post(callback))

@@ -11,11 +11,11 @@ use axum::{Extension, Router};
 
 use api::{ErrorCode, LowestZone};
 
-use crate::http::AppState;
-use crate::http::auth::Caller;
 use crate::error::Error;
-use crate::http::error::{ApiResult};
+use crate::http::auth::Caller;
+use crate::http::error::ApiResult;
 use crate::http::federated::answer_headers;
+use crate::http::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/clients/{client_id}/zone", get(lowest_zone))

@@ -14,12 +14,12 @@ use axum::{Extension, Router};
 use api::agent::HostReport;
 use api::{Aggregate, ErrorCode, Host, HostList, HostRegister, HostUpdate, Placement};
 
-use crate::http::AppState;
 use crate::cluster::call_owner;
-use crate::http::auth::{Admin, Caller};
 use crate::error::Error;
+use crate::http::auth::{Admin, Caller};
 use crate::http::error::{ApiResult, Json};
 use crate::http::input;
+use crate::http::AppState;
 use crate::scheduler::{parse_capabilities, validate_agent_token, validate_agent_url, validate_host};
 
 pub fn router() -> Router<AppState> {
@@ -78,11 +78,7 @@ const HOST_PAGE_DEFAULT: usize = 1000;
 /// Show a host (admin).
 #[utoipa::path(get, path = "/v1/hosts/{id}", tag = "hosts", params(("id" = String, Path)),
     responses((status = 200, body = Host), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
-pub async fn show_host(
-    State(state): State<AppState>,
-    _: Admin,
-    Path(id): Path<String>,
-) -> ApiResult<axum::Json<Host>> {
+pub async fn show_host(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<axum::Json<Host>> {
     let uuid = input::uuid("host", &id)?;
     let row = state.store.host_get(uuid).await?.ok_or_else(|| crate::error::Error::not_found(format!("host {id}")))?;
     Ok(axum::Json(row.to_api()))
@@ -110,13 +106,13 @@ pub async fn update_host(
     let missing = || crate::error::Error::not_found(format!("host {id}"));
     if let Some(caps) = &caps {
         if !state.store.host_set_capabilities(uuid, caps).await? {
-            return Err(missing().into());
+            return Err(missing());
         }
     }
     if (req.agent_url.is_some() || req.agent_token.is_some())
         && !state.store.host_set_agent(uuid, req.agent_url.as_deref(), req.agent_token.as_deref()).await?
     {
-        return Err(missing().into());
+        return Err(missing());
     }
     let row = state.store.host_get(uuid).await?.ok_or_else(missing)?;
     Ok(axum::Json(row.to_api()))
@@ -126,14 +122,10 @@ pub async fn update_host(
 #[utoipa::path(delete, path = "/v1/hosts/{id}", tag = "hosts", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn delete_host(
-    State(state): State<AppState>,
-    _: Admin,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete_host(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let uuid = input::uuid("host", &id)?;
     if !state.store.host_delete(uuid).await? {
-        return Err(crate::error::Error::not_found(format!("host {id}")).into());
+        return Err(Error::not_found(format!("host {id}")));
     }
     tracing::info!(host = %id, "host deleted");
     Ok(StatusCode::NO_CONTENT)

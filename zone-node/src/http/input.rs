@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::http::error::{ApiResult};
+use crate::http::error::ApiResult;
 use crate::scheduler::{validate_requirements, validate_resources, Filter};
 
 /// Default and largest page size of a list.
@@ -60,8 +60,9 @@ pub fn requirements(body: &mut Map<String, Value>) -> ApiResult<(Vec<Requirement
 pub fn resources(body: &mut Map<String, Value>) -> ApiResult<Resources> {
     let r: Resources = match body.remove("resources") {
         None | Some(Value::Null) => Resources::default(),
-        Some(v) => serde_json::from_value(v)
-            .map_err(|e| Error::api(ErrorCode::InvalidResources, format!("resources: {e}")))?,
+        Some(v) => {
+            serde_json::from_value(v).map_err(|e| Error::api(ErrorCode::InvalidResources, format!("resources: {e}")))?
+        }
     };
     validate_resources(&r)?;
     Ok(r)

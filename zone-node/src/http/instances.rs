@@ -21,12 +21,12 @@ use api::federation::INSTANCE_ID_HEADER;
 use api::{ErrorCode, Instance, InstanceAction, InstanceCreate, InstanceList, Role};
 use federation::ListQuery;
 
-use crate::http::AppState;
-use crate::http::auth::Caller;
 use crate::error::Error;
+use crate::http::auth::Caller;
 use crate::http::error::{ApiResult, Json};
 use crate::http::federated::answer_headers;
 use crate::http::input;
+use crate::http::AppState;
 use crate::scheduler::valid_key;
 
 pub fn router() -> Router<AppState> {
@@ -63,9 +63,7 @@ fn client_for(caller: &Caller, asked: Option<String>, admin_must_name: bool) -> 
                 .clone()
                 .ok_or_else(|| Error::api(ErrorCode::Forbidden, "this member account has no client"))?;
             match asked {
-                Some(c) if c != own => {
-                    Err(Error::api(ErrorCode::Forbidden, "members act for their own client only"))
-                }
+                Some(c) if c != own => Err(Error::api(ErrorCode::Forbidden, "members act for their own client only")),
                 _ => Ok(Some(own)),
             }
         }
@@ -88,10 +86,7 @@ fn new_instance_id(caller: &Caller, headers: &HeaderMap) -> ApiResult<String> {
         return Ok(Uuid::new_v4().to_string());
     };
     if !caller.account_is_admin {
-        return Err(Error::api(
-            ErrorCode::Forbidden,
-            format!("{INSTANCE_ID_HEADER}: only admin accounts choose ids"),
-        ));
+        return Err(Error::api(ErrorCode::Forbidden, format!("{INSTANCE_ID_HEADER}: only admin accounts choose ids")));
     }
     let id = value
         .to_str()

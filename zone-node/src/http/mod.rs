@@ -1,7 +1,7 @@
 //! The REST API every node serves (axum).
 //!
 //! One `router()` per resource module, merged here. Every `/v1` route but token issue sits
-//! behind [`auth::require_token`]; admin-only routes check the caller's role in the handler.
+//! behind [`auth::require_token`]; admin-only handlers take the [`auth::Admin`] extractor.
 //! Errors leave through `IntoResponse for crate::error::Error` ([`error`]), the one place an
 //! error becomes a status and a body.
 //!
@@ -34,7 +34,6 @@ pub use state::{AppState, Shared};
 
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
-
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {

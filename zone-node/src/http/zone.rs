@@ -9,11 +9,11 @@ use axum::{Extension, Router};
 
 use api::{ErrorCode, NodeInfo, OwnersRequest, OwnersResponse, ProbeRequest, ProbeResponse, ZoneInfo};
 
-use crate::http::AppState;
 use crate::cluster::call_owner;
-use crate::http::auth::{Admin, Caller};
 use crate::error::Error;
+use crate::http::auth::{Admin, Caller};
 use crate::http::error::{ApiResult, Json};
+use crate::http::AppState;
 use crate::services::probe::MAX_HOLD_MS;
 
 /// The most resource ids one owners request may ask about.
@@ -83,10 +83,7 @@ pub async fn owners(
     Json(req): Json<OwnersRequest>,
 ) -> ApiResult<axum::Json<OwnersResponse>> {
     if req.resources.len() > MAX_OWNER_QUERIES {
-        return Err(Error::api(
-            ErrorCode::InvalidField,
-            format!("resources: at most {MAX_OWNER_QUERIES} per request"),
-        ));
+        return Err(Error::api(ErrorCode::InvalidField, format!("resources: at most {MAX_OWNER_QUERIES} per request")));
     }
     let view = state.cluster.view();
     let owners = req.resources.iter().map(|r| view.route.owner(r).map(|n| n.to_string()).unwrap_or_default()).collect();

@@ -17,10 +17,10 @@ use uuid::Uuid;
 use api::{ChildZone, ErrorCode, ZoneCreate, ZoneList, ZoneUpdate};
 use federation::Credentials;
 
-use crate::http::AppState;
-use crate::http::auth::Admin;
 use crate::error::Error;
+use crate::http::auth::Admin;
 use crate::http::error::{ApiResult, Json};
+use crate::http::AppState;
 use crate::store::{ChildSnapshot, ChildZoneEdit, ChildZoneRow, NewChildZone};
 
 pub fn router() -> Router<AppState> {
@@ -178,19 +178,13 @@ async fn list(state: &AppState, detail: bool) -> ApiResult<axum::Json<ZoneList>>
 
 /// List child zones (zone-list).
 #[utoipa::path(get, path = "/v1/zones", tag = "zones", responses((status = 200, body = ZoneList)), security(("bearer" = [])))]
-pub async fn list_zones(
-    State(state): State<AppState>,
-    _: Admin,
-) -> ApiResult<axum::Json<ZoneList>> {
+pub async fn list_zones(State(state): State<AppState>, _: Admin) -> ApiResult<axum::Json<ZoneList>> {
     list(&state, false).await
 }
 
 /// List child zones with their capabilities.
 #[utoipa::path(get, path = "/v1/zones/detail", tag = "zones", responses((status = 200, body = ZoneList)), security(("bearer" = [])))]
-pub async fn list_zones_detail(
-    State(state): State<AppState>,
-    _: Admin,
-) -> ApiResult<axum::Json<ZoneList>> {
+pub async fn list_zones_detail(State(state): State<AppState>, _: Admin) -> ApiResult<axum::Json<ZoneList>> {
     list(&state, true).await
 }
 
@@ -291,11 +285,7 @@ pub async fn update_zone(
 /// to it, listing it and counting it in its aggregate.
 #[utoipa::path(delete, path = "/v1/zones/{id}", tag = "zones", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
-pub async fn delete_zone(
-    State(state): State<AppState>,
-    _: Admin,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
+pub async fn delete_zone(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let uuid = child_id(&id)?;
     if !state.store.child_zone_delete(uuid).await? {
         return Err(Error::api(ErrorCode::NotFound, format!("child zone {id} not found")));

@@ -21,7 +21,7 @@
 
 pub mod validate;
 
-pub use crate::store::{Filter, Test};
+pub use crate::store::Filter;
 pub use validate::{
     parse_capabilities, valid_key, validate_agent_token, validate_agent_url, validate_host, validate_requirements,
     validate_resources, ValidationError,

@@ -252,8 +252,7 @@ impl InstanceService {
             let host = self
                 .store
                 .host_get(host_id)
-                .await
-                ?
+                .await?
                 .ok_or_else(|| Error::api(ErrorCode::NotFound, format!("host {host_id} not found")))?;
             if let Some(f) = filters.iter().find(|f| !f.matches(&host.capabilities)) {
                 return Err(Error::api(
@@ -270,10 +269,7 @@ impl InstanceService {
             return Ok(host_id);
         }
         self.store.place_except(&filters, &r, row.host_id).await?.ok_or_else(|| {
-            Error::api(
-                ErrorCode::NoValidHost,
-                "no other up host meets the instance's requirements with room for it",
-            )
+            Error::api(ErrorCode::NoValidHost, "no other up host meets the instance's requirements with room for it")
         })
     }
 

@@ -7,11 +7,12 @@
 //! directly. Messages without a resource are answered here ([`PortalRequest`]): `zone.get` and
 //! `echo`.
 
+use api::bus::service::PORTAL;
 use api::bus::{PortalNode, PortalRequest, PortalZone};
 use api::{ErrorBody, ErrorCode};
 
 use crate::bus::{Bus, Delivery, Handler};
-use crate::cluster::{destination, Cluster, Route};
+use crate::cluster::{destination, into_reply, Cluster};
 use crate::error::{Error, Result};
 use crate::store::ZoneRow;
 
@@ -52,10 +53,10 @@ impl Handler for Portal {
                     .await;
                 return;
             };
-            let to = match destination(&self.cluster, service, Route::Resource(&resource)) {
+            let to = match destination(&self.cluster, service, &resource) {
                 Ok(to) => to,
                 Err(error) => {
-                    delivery.reply(Err(error.into())).await;
+                    delivery.reply(into_reply(PORTAL, Err(error))).await;
                     return;
                 }
             };
@@ -69,6 +70,6 @@ impl Handler for Portal {
             Ok(PortalRequest::Echo) => Ok(delivery.msg.body.clone()),
             Err(e) => Err(Error::from(e)),
         };
-        delivery.reply(result.map_err(ErrorBody::from)).await;
+        delivery.reply(into_reply(PORTAL, result)).await;
     }
 }

@@ -57,9 +57,9 @@ pub mod probe;
 pub mod zones;
 
 pub use hosts::{HostRow, NewHost};
-pub use placement::{candidates_query, Bind, CandidateQuery, Filter, Test, DEFAULT_CANDIDATES};
 pub use instances::{InstanceChange, InstanceRow, NewInstance};
-pub use zones::{ChildSnapshot, ChildZoneEdit, ChildZoneRow, NewChildZone, PollApplied, PollOutcome, PollRecord};
+pub use placement::{Filter, Test};
+pub use zones::{ChildSnapshot, ChildZoneEdit, ChildZoneRow, NewChildZone, PollOutcome, PollRecord};
 
 /// How long a PostgreSQL connection attempt (and a wait for a pooled connection) may take before
 /// the store reports [`StoreError::Unavailable`].

@@ -12,4 +12,4 @@
 
 pub mod memory;
 
-pub use memory::{Completion, WorkQueues};
+pub use memory::WorkQueues;

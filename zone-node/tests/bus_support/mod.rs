@@ -8,7 +8,7 @@ use std::time::Duration;
 use api::{ErrorBody, ErrorCode};
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
-use zone_node::bus::{Bus, Delivery, Destination, Handler};
+use zone_node::{Bus, Delivery, Destination, Handler};
 
 /// The broker of the RabbitMQ tests: `ZONE_TEST_AMQP_URL`, by default the local one.
 pub fn amqp_url() -> String {
@@ -20,7 +20,7 @@ pub async fn connect(url: &str, prefix: &str) -> Bus {
     match Bus::connect(url, prefix, Uuid::new_v4()).await {
         Ok(bus) => bus,
         Err(err) => {
-            panic!("these tests need RabbitMQ at {} (set ZONE_TEST_AMQP_URL): {err}", zone_node::redact::redact_url(url))
+            panic!("these tests need RabbitMQ at {} (set ZONE_TEST_AMQP_URL): {err}", zone_node::redact_url(url))
         }
     }
 }

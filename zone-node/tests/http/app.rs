@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use zone_node::app::{Application, Stopped};
-use zone_node::config::Config;
+use zone_node::Config;
+use zone_node::{Application, Stopped};
 
 /// A node served by this test process. Dropping it stops the node; [`TestApp::stop`] also checks
 /// that it stopped cleanly.

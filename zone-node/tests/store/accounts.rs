@@ -1,6 +1,6 @@
 //! Accounts and bearer tokens.
 
-use zone_node::store::{AccountRow, StoreError, TokenRow};
+use zone_node::{AccountRow, StoreError, TokenRow};
 
 use crate::{wait_for_db_clock, TestDb};
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use uuid::Uuid;
-use zone_node::store::{Store, StoreError};
+use zone_node::{Store, StoreError};
 
 use crate::TestDb;
 
@@ -34,7 +34,7 @@ async fn database_clock(db: &TestDb) {
     assert!(b >= a, "database clock went backwards: {a} then {b}");
     // The database runs on this machine: a loose sanity bound that catches unit mistakes
     // (seconds instead of milliseconds), not a timing assertion.
-    let local = zone_node::time::local_now_ms();
+    let local = zone_node::local_now_ms();
     assert!((a - local).abs() < 600_000, "database clock {a} far from local clock {local}");
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use api::{AggregateEntry, CapabilityValue};
 use uuid::Uuid;
-use zone_node::store::StoreError;
+use zone_node::StoreError;
 
 use crate::{exec_raw, filters, new_host, res, wait_for_db_clock, TestDb, HYPERVISORS};
 

@@ -2,16 +2,16 @@
 
 use api::Resources;
 use uuid::Uuid;
-use zone_node::store::Store;
+use zone_node::Store;
 
 use crate::{exec_raw, new_host, res, TestDb};
 
 store_test_suite!(instances_insert_update_remove_keep_capacity_and_generation, stale_instance_writes_are_detected,);
 
 /// Places and inserts an instance of `r` on one of the store's hosts.
-async fn placed_instance(store: &Store, client: &str, r: Resources) -> zone_node::store::InstanceRow {
+async fn placed_instance(store: &Store, client: &str, r: Resources) -> zone_node::InstanceRow {
     let host = store.place(&[], &r).await.unwrap().expect("a host with room");
-    let new = zone_node::store::NewInstance {
+    let new = zone_node::NewInstance {
         id: Uuid::new_v4(),
         name: "vm".into(),
         client_id: client.into(),
@@ -24,7 +24,7 @@ async fn placed_instance(store: &Store, client: &str, r: Resources) -> zone_node
 }
 
 async fn instances_insert_update_remove_keep_capacity_and_generation(db: &TestDb) {
-    use zone_node::store::InstanceChange;
+    use zone_node::InstanceChange;
     let store = db.connect().await;
     let a =
         store.host_create(&new_host("a", serde_json::json!({"hypervisor": "kvm"}), res(8, 8192, 100))).await.unwrap();
@@ -80,7 +80,7 @@ async fn instances_insert_update_remove_keep_capacity_and_generation(db: &TestDb
 }
 
 async fn stale_instance_writes_are_detected(db: &TestDb) {
-    use zone_node::store::InstanceChange;
+    use zone_node::InstanceChange;
     let store = db.connect().await;
     store.host_create(&new_host("a", serde_json::json!({"hypervisor": "kvm"}), res(8, 8192, 100))).await.unwrap();
     let i = placed_instance(&store, "c1", res(1, 1, 1)).await;

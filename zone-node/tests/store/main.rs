@@ -19,7 +19,6 @@
 //! - `connect`: connecting, migrations, the database clock, the zone identity, refused URLs
 //! - `accounts`: accounts and bearer tokens
 //! - `nodes`: membership rows and eviction
-//! - `jobs`: the database-backed work queue
 //! - `probe`: diagnostic concurrency counters
 //! - `hosts`: hosts, capabilities, the aggregate, missed reports, the zone generation
 //! - `placement`: capability filters in SQL and placements under concurrency
@@ -30,9 +29,9 @@ use std::time::Duration;
 
 use api::{Requirement, Resources};
 use sqlx::{Connection, PgConnection};
-use zone_node::scheduler::{validate_host, validate_requirements, Filter};
-use zone_node::store::NewHost;
-use zone_node::store::Store;
+use zone_node::NewHost;
+use zone_node::Store;
+use zone_node::{validate_host, validate_requirements, Filter};
 
 /// Instantiates every test once per backend, in `mod sqlite` and `mod postgres` of the calling area.
 macro_rules! store_test_suite {

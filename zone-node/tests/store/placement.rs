@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use api::{Requirement, Resources};
 use uuid::Uuid;
-use zone_node::scheduler::{validate_host, validate_requirements, Filter};
-use zone_node::store::HostRow;
+use zone_node::HostRow;
+use zone_node::{validate_host, validate_requirements, Filter};
 
 use crate::{filters, new_host, res, TestDb, HYPERVISORS, OSES};
 
@@ -145,7 +145,7 @@ async fn invalid_requirements_are_refused_and_change_nothing(db: &TestDb) {
         assert!(msg.contains(index) && msg.contains(what), "{body}: {msg}");
     }
     for r in [res(-1, 1, 1), res(1, -1, 1), res(1, 1, -1), res(1 << 40, 1, 1), res(1, i64::MAX, 1)] {
-        let err = zone_node::scheduler::validate_resources(&r).unwrap_err();
+        let err = zone_node::validate_resources(&r).unwrap_err();
         assert_eq!(err.code(), api::ErrorCode::InvalidResources, "{r:?}");
     }
     // A host registration with a non-scalar capability or a bad key is refused too.

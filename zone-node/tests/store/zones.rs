@@ -4,9 +4,9 @@ use api::AggregateEntry;
 use api::{SubtreeEntry, ZoneStatus};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
-use zone_node::secrets::SecretKey;
-use zone_node::store::StoreError;
-use zone_node::store::{ChildSnapshot, ChildZoneEdit, ChildZoneRow, NewChildZone, PollOutcome, PollRecord};
+use zone_node::SecretKey;
+use zone_node::StoreError;
+use zone_node::{ChildSnapshot, ChildZoneEdit, ChildZoneRow, NewChildZone, PollOutcome, PollRecord};
 
 use crate::{exec_raw, TestDb};
 

@@ -41,8 +41,7 @@ use self::reply::AmqpReplyTo;
 use super::envelope::{now_ms, SinkInner};
 use super::pending::{lock, PendingGuard};
 use super::{
-    event_exchange, portal_queue, service_queue, BusError, Delivery, Destination, Event, Handler, Message,
-    Transport,
+    event_exchange, portal_queue, service_queue, BusError, Delivery, Destination, Event, Handler, Message, Transport,
 };
 
 /// RabbitMQ's direct reply-to pseudo-queue.
