@@ -295,7 +295,7 @@ pub async fn run_until_signal(config: SimConfig) -> anyhow::Result<()> {
 fn random_token() -> SecretString {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
-    SecretString::from(bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    SecretString::from(hex::encode(bytes))
 }
 
 /// Registers every host, a few at a time; fails on the first host the zone refuses.

@@ -19,6 +19,7 @@ use std::time::Duration;
 use api::agent::{AgentAction, AgentResult, AgentTask, CALLBACK_TOKEN_HEADER, CALLBACK_URL_HEADER, DEADLINE_HEADER};
 use api::Resources;
 use rand::RngCore;
+use subtle::ConstantTimeEq;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
@@ -163,7 +164,8 @@ impl Agents {
         let Some(waiter) = waiting.get(task_id) else {
             return Err(CallbackRefused::UnknownTask);
         };
-        if !constant_time_eq(waiter.token.as_bytes(), token.as_bytes()) {
+        // Constant time, so how long a refusal takes says nothing about where the tokens differ.
+        if !bool::from(waiter.token.as_bytes().ct_eq(token.as_bytes())) {
             return Err(CallbackRefused::BadToken);
         }
         let waiter = waiting.remove(task_id).expect("present: checked above under the same lock");
@@ -176,15 +178,7 @@ impl Agents {
 fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Compares secrets without an early exit, so the time taken says nothing about where they differ.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    hex::encode(bytes)
 }
 
 /// A reqwest error with its causes, for a readable reason ("connection refused").

@@ -81,7 +81,7 @@ impl TestApp {
     pub async fn expire_token(&self, token: &str) {
         use sha2::Digest;
         use sqlx::Connection;
-        let hash: String = sha2::Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let hash: String = hex::encode(sha2::Sha256::digest(token.as_bytes()));
         let mut conn = sqlx::SqliteConnection::connect(&self.database_url)
             .await
             .unwrap_or_else(|e| panic!("cannot open the app's database {}: {e}", self.database_url));
