@@ -44,6 +44,8 @@ use super::{
     event_exchange, portal_queue, service_queue, BusError, Delivery, Destination, Event, Handler, Message, Transport,
 };
 
+/// How long closing the bus waits for the broker to confirm.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// RabbitMQ's direct reply-to pseudo-queue.
 const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 /// Heartbeat asked for when the URL does not say: a silently dead broker is noticed within
@@ -379,8 +381,14 @@ impl Transport for AmqpTransport {
         let link = self.shared.link.write().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(link) = link {
             link.dead.cancel();
-            if let Err(err) = link.conn.close(200, ShortString::from("bus closed")).await {
-                debug!(error = %err, "closing the bus connection");
+            // The broker's close-ok is a courtesy: a broker that does not answer must not keep a
+            // node from stopping (the socket goes with the link either way).
+            match tokio::time::timeout(CLOSE_TIMEOUT, link.conn.close(200, ShortString::from("bus closed"))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => debug!(error = %err, "closing the bus connection"),
+                Err(_) => {
+                    debug!(timeout = ?CLOSE_TIMEOUT, "the broker did not confirm the close; dropping the connection")
+                }
             }
         }
         info!(url = %self.shared.log_url, node = %self.shared.node, "bus closed");
