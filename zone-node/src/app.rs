@@ -85,7 +85,6 @@ impl Application {
             cluster.clone(),
             bus.clone(),
             work.clone(),
-            1,
             Probe::new(store.clone(), node_id),
         );
         bus.serve(service::PROBE, Arc::new(probe)).await.context("cannot serve the probe service")?;
@@ -95,7 +94,6 @@ impl Application {
             cluster.clone(),
             bus.clone(),
             work.clone(),
-            1,
             InstanceService::new(
                 store.clone(),
                 bus.clone(),
@@ -111,7 +109,6 @@ impl Application {
             cluster.clone(),
             bus.clone(),
             work.clone(),
-            1,
             HostService::new(store.clone(), bus.clone()),
         );
         bus.serve(service::HOST, Arc::new(hosts)).await.context("cannot serve the host service")?;

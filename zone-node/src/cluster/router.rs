@@ -78,14 +78,12 @@ pub struct ResourceService<H> {
     cluster: Cluster,
     bus: Bus,
     work: WorkQueues,
-    /// Concurrency per resource: 1 serialises all work on one resource.
-    level: usize,
     handler: Arc<H>,
 }
 
 impl<H: ResourceHandler> ResourceService<H> {
-    pub fn new(service: &str, cluster: Cluster, bus: Bus, work: WorkQueues, level: usize, handler: H) -> Self {
-        ResourceService { service: service.to_owned(), cluster, bus, work, level, handler: Arc::new(handler) }
+    pub fn new(service: &str, cluster: Cluster, bus: Bus, work: WorkQueues, handler: H) -> Self {
+        ResourceService { service: service.to_owned(), cluster, bus, work, handler: Arc::new(handler) }
     }
 }
 
@@ -102,7 +100,7 @@ impl<H: ResourceHandler> Handler for ResourceService<H> {
         };
         let (service, cluster, bus, handler) =
             (self.service.clone(), self.cluster.clone(), self.bus.clone(), self.handler.clone());
-        self.work.submit(&key.clone(), self.level, move || async move {
+        self.work.submit(&key.clone(), move || async move {
             run_owned(&service, &key, cluster, bus, handler, delivery).await;
         });
     }

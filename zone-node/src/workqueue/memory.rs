@@ -1,4 +1,4 @@
-//! Per-key in-memory work queues with a concurrency level.
+//! Per-key serial in-memory work queues: one task of a key runs at a time, in submission order.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -10,9 +10,8 @@ use tokio::sync::Notify;
 type Task = Box<dyn FnOnce(Completion) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
 
 struct Queue {
-    /// Tasks allowed to run at once; 0 = unbounded.
-    level: usize,
-    running: usize,
+    /// Whether a task of this key runs now.
+    running: bool,
     pending: VecDeque<Task>,
 }
 
@@ -41,18 +40,13 @@ impl Default for WorkQueues {
     }
 }
 
-/// Handed to a task of the "completion signal" form: the task's slot in its queue is released
-/// when [`Completion::done`] is called or the handle is dropped, whichever comes first, so a task
-/// that fails or panics never wedges its queue.
-pub struct Completion {
+/// Held by a running task: its key's slot is released when the task's future ends or is dropped,
+/// so a task that fails or panics never wedges its queue.
+struct Completion {
     release: Option<(Arc<Inner>, String)>,
 }
 
 impl Completion {
-    pub fn done(mut self) {
-        self.finish();
-    }
-
     fn finish(&mut self) {
         if let Some((inner, key)) = self.release.take() {
             WorkQueues { inner }.release(&key);
@@ -71,40 +65,30 @@ impl WorkQueues {
         WorkQueues { inner: Arc::new(Inner { state: Mutex::new(State::default()), finished: Notify::new() }) }
     }
 
-    /// Queues `task` on `key`; the task is done when its future returns. `level` sets the queue's
-    /// concurrency when the queue is created (1 = serial, N = parallel, 0 = unbounded).
-    pub fn submit<F, Fut>(&self, key: &str, level: usize, task: F)
+    /// Queues `task` on `key`: it starts when every task submitted on `key` before it has ended.
+    pub fn submit<F, Fut>(&self, key: &str, task: F)
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.submit_with_completion(key, level, move |completion| async move {
-            task().await;
-            drop(completion);
-        })
-    }
-
-    /// Queues `task` on `key`; the task is done when it calls [`Completion::done`] (or drops the
-    /// handle), which may be long after its future returned, e.g. from a callback.
-    pub fn submit_with_completion<F, Fut>(&self, key: &str, level: usize, task: F)
-    where
-        F: FnOnce(Completion) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let task: Task = Box::new(move |c| Box::pin(task(c)));
+        let task: Task = Box::new(move |completion| {
+            Box::pin(async move {
+                task().await;
+                drop(completion);
+            })
+        });
         let start = {
             let mut state = self.inner.state.lock().expect("work queue mutex poisoned");
-            let queue = state.queues.entry(key.to_owned()).or_insert_with(|| Queue {
-                level,
-                running: 0,
-                pending: VecDeque::new(),
-            });
-            if queue.level == 0 || queue.running < queue.level {
-                queue.running += 1;
-                Some(task)
-            } else {
+            let queue = state
+                .queues
+                .entry(key.to_owned())
+                .or_insert_with(|| Queue { running: false, pending: VecDeque::new() });
+            if queue.running {
                 queue.pending.push_back(task);
                 None
+            } else {
+                queue.running = true;
+                Some(task)
             }
         };
         if let Some(task) = start {
@@ -121,19 +105,12 @@ impl WorkQueues {
         let next = {
             let mut state = self.inner.state.lock().expect("work queue mutex poisoned");
             let Some(queue) = state.queues.get_mut(key) else { return };
-            queue.running = queue.running.saturating_sub(1);
-            match queue.pending.pop_front() {
-                Some(task) => {
-                    queue.running += 1;
-                    Some(task)
-                }
-                None => {
-                    if queue.running == 0 {
-                        state.queues.remove(key);
-                    }
-                    None
-                }
+            // The next task inherits the slot; with none waiting the key's queue goes away.
+            let next = queue.pending.pop_front();
+            if next.is_none() {
+                state.queues.remove(key);
             }
+            next
         };
         if let Some(task) = next {
             self.spawn(key.to_owned(), task);
@@ -144,13 +121,13 @@ impl WorkQueues {
     /// Keys with at least one running task.
     pub fn busy_keys(&self) -> Vec<String> {
         let state = self.inner.state.lock().expect("work queue mutex poisoned");
-        state.queues.iter().filter(|(_, q)| q.running > 0).map(|(k, _)| k.clone()).collect()
+        state.queues.iter().filter(|(_, q)| q.running).map(|(k, _)| k.clone()).collect()
     }
 
     /// Tasks running and waiting on `key`.
     pub fn depth(&self, key: &str) -> (usize, usize) {
         let state = self.inner.state.lock().expect("work queue mutex poisoned");
-        state.queues.get(key).map(|q| (q.running, q.pending.len())).unwrap_or((0, 0))
+        state.queues.get(key).map(|q| (usize::from(q.running), q.pending.len())).unwrap_or((0, 0))
     }
 
     /// Waits until no task runs on any key for which `matches` is true.
@@ -175,15 +152,15 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    /// Runs `tasks` tasks on one key at `level` and returns the highest concurrency seen.
-    async fn peak(level: usize, tasks: usize) -> usize {
+    /// Runs `tasks` tasks on one key and returns the highest concurrency seen.
+    async fn peak(tasks: usize) -> usize {
         let q = WorkQueues::new();
         let active = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicUsize::new(0));
         for _ in 0..tasks {
             let (active, peak, done) = (active.clone(), peak.clone(), done.clone());
-            q.submit("vm-1", level, move || async move {
+            q.submit("vm-1", move || async move {
                 let now = active.fetch_add(1, Ordering::SeqCst) + 1;
                 peak.fetch_max(now, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -197,10 +174,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serial_parallel_and_unbounded() {
-        assert_eq!(peak(1, 20).await, 1);
-        assert_eq!(peak(3, 20).await, 3);
-        assert_eq!(peak(0, 20).await, 20);
+    async fn one_task_of_a_key_at_a_time() {
+        assert_eq!(peak(20).await, 1);
     }
 
     #[tokio::test]
@@ -209,7 +184,7 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         for i in 0..50 {
             let seen = seen.clone();
-            q.submit("k", 1, move || async move {
+            q.submit("k", move || async move {
                 tokio::task::yield_now().await;
                 seen.lock().unwrap().push(i);
             });
@@ -219,35 +194,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn completion_form_holds_the_slot_until_signalled() {
+    async fn a_panicking_task_releases_its_key_and_keys_are_independent() {
         let q = WorkQueues::new();
-        let (tx, rx) = tokio::sync::oneshot::channel::<Completion>();
-        q.submit_with_completion("k", 1, move |c| async move {
-            // Returns at once, but keeps the queue busy until someone calls done().
-            let _ = tx.send(c);
-        });
-        let second_ran = Arc::new(AtomicUsize::new(0));
-        let flag = second_ran.clone();
-        q.submit("k", 1, move || async move {
-            flag.fetch_add(1, Ordering::SeqCst);
-        });
-        let completion = rx.await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        assert_eq!(second_ran.load(Ordering::SeqCst), 0, "second task ran before completion");
-        assert_eq!(q.depth("k"), (1, 1));
-        completion.done();
-        q.wait_idle(|_| true).await;
-        assert_eq!(second_ran.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn dropped_completion_releases_and_keys_are_independent() {
-        let q = WorkQueues::new();
-        q.submit_with_completion("a", 1, |c| async move { drop(c) });
+        q.submit("a", || async { panic!("a task that fails") });
         let ran = Arc::new(AtomicUsize::new(0));
         for key in ["a", "b"] {
             let ran = ran.clone();
-            q.submit(key, 1, move || async move {
+            q.submit(key, move || async move {
                 ran.fetch_add(1, Ordering::SeqCst);
             });
         }
@@ -260,7 +213,7 @@ mod tests {
     async fn wait_idle_only_waits_for_matching_keys() {
         let q = WorkQueues::new();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        q.submit("slow", 1, move || async move {
+        q.submit("slow", move || async move {
             let _ = rx.await;
         });
         // "fast" is idle even though "slow" is busy.
