@@ -75,9 +75,7 @@ impl NodeZone {
 #[async_trait::async_trait]
 impl LocalZone for NodeZone {
     async fn aggregate(&self) -> Result<api::Aggregate, FedError> {
-        let mut agg = self.store.aggregate().await.map_err(fed)?;
-        agg.extend(self.store.capacity().await.map_err(fed)?);
-        Ok(agg)
+        self.store.aggregate().await.map_err(fed)
     }
 
     async fn placement(&self, _caller: &Principal, req: &PlacementRequest) -> Result<Placement, FedError> {

@@ -10,14 +10,18 @@
 //! at a time does a host's work and it moves with the ring when a node dies. Each node sweeps the
 //! hosts it owns: an up host whose last report is `max_missed_reports` intervals old (by the
 //! database clock) is marked down and `host.down` is published; its next report marks it up again
-//! and publishes `host.up`. While a node that died still owned a host, reports for that host
+//! and publishes `host.up`. The owner records reports in batches (one transaction for every
+//! report that arrived while the previous batch was written), and the sweep reads silent hosts
+//! from an index, so an idle zone's cost follows its report rate, not its size. While a node that died still owned a host, reports for that host
 //! could not be delivered (no fault of the host), so after every ring change the sweep waits one
 //! full down-window (`max_missed_reports` intervals) before it marks anyone down.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use api::bus::{HostDown, HostRequest, HostUp};
-use api::ErrorCode;
+use api::{CapabilityValue, ErrorCode};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -26,16 +30,70 @@ use crate::cluster::{Cluster, ResourceHandler};
 use crate::error::{Error, Result};
 use crate::scheduler::parse_capabilities;
 use crate::services::events;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 pub struct HostService {
-    store: Store,
     bus: Bus,
+    reports: ReportBatcher,
 }
 
 impl HostService {
+    /// Spawns the task that records reports in batches (see [`ReportBatcher`]).
     pub fn new(store: Store, bus: Bus) -> HostService {
-        HostService { store, bus }
+        HostService { bus, reports: ReportBatcher::spawn(store) }
+    }
+}
+
+/// The most reports one batch records.
+const MAX_BATCH: usize = 2_000;
+
+/// A report waiting for its batch, and where its outcome goes.
+struct PendingReport {
+    id: Uuid,
+    capabilities: Option<BTreeMap<String, CapabilityValue>>,
+    outcome: oneshot::Sender<Result<Option<bool>, StoreError>>,
+}
+
+/// Records host reports in batches ("group commit"): one task writes, taking every report that
+/// arrived while it wrote the previous batch, in one transaction ([`Store::hosts_report`]). A
+/// report waits for its own batch, so its reply still says whether the host exists. Nothing is
+/// delayed on purpose: at a trickle a batch is one report; under load batches grow, and the
+/// node's database work stays a few statements a second instead of one transaction per report.
+struct ReportBatcher {
+    queue: mpsc::UnboundedSender<PendingReport>,
+}
+
+impl ReportBatcher {
+    fn spawn(store: Store) -> ReportBatcher {
+        let (queue, mut rx) = mpsc::unbounded_channel::<PendingReport>();
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            // Ends when the service (the only sender) is dropped.
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                let reports: Vec<_> = batch.iter().map(|p| (p.id, p.capabilities.as_ref())).collect();
+                let outcome = store.hosts_report(&reports).await;
+                metrics::histogram!("zone_host_report_batch_size").record(batch.len() as f64);
+                for (i, pending) in batch.drain(..).enumerate() {
+                    let result = match &outcome {
+                        Ok(each) => Ok(each.get(i).copied().flatten()),
+                        Err(e) => Err(e.clone()),
+                    };
+                    // The caller may have given up (its bus call timed out): nothing to tell.
+                    let _ = pending.outcome.send(result);
+                }
+            }
+        });
+        ReportBatcher { queue }
+    }
+
+    /// Records one report with the next batch; see [`Store::host_report`] for the outcome.
+    async fn report(&self, id: Uuid, capabilities: Option<BTreeMap<String, CapabilityValue>>) -> Result<Option<bool>> {
+        let (outcome, rx) = oneshot::channel();
+        self.queue
+            .send(PendingReport { id, capabilities, outcome })
+            .map_err(|_| Error::Internal("the report batcher has stopped".into()))?;
+        let result = rx.await.map_err(|_| Error::Internal("the report batcher dropped a report".into()))?;
+        Ok(result?)
     }
 }
 
@@ -47,7 +105,7 @@ impl ResourceHandler for HostService {
             .map_err(|_| Error::api(ErrorCode::InvalidField, format!("x-resource-id {key:?} is not a UUID")))?;
         let HostRequest::Report(report) = HostRequest::decode(&msg.kind, &msg.body)?;
         let caps = report.capabilities.as_ref().map(parse_capabilities).transpose()?;
-        match self.store.host_report(id, caps.as_ref()).await? {
+        match self.reports.report(id, caps).await? {
             None => Err(Error::api(ErrorCode::NotFound, format!("host {id} not found; register it again"))),
             Some(came_up) => {
                 if came_up {

@@ -1,23 +1,22 @@
-//! Hosts, their capabilities and capacity; the scheduler's queries; the zone's aggregate and
-//! generation.
+//! Hosts and their capabilities: registration, listing, reports and liveness. Placement and
+//! reservations are in `placement`, the zone's aggregate in `aggregate` (kept up to date by
+//! triggers on the tables written here).
 //!
 //! Capabilities live in `host_capabilities` as the seed's (string value, float value, type) tuple
-//! so that the scheduler's filters (see [`crate::scheduler`]) run in SQL. Capacity is reserved
-//! with one conditional `UPDATE` per reservation ([`Store::reserve`]): the row lock PostgreSQL
-//! takes for the update (and SQLite's single writer) make the "is there room?" check and the
-//! increment one atomic step, so concurrent placements from any node never overcommit a host,
-//! with no lock held across a round trip.
+//! so that the scheduler's filters (see [`crate::scheduler`]) run in SQL.
 //!
 //! Liveness uses the database clock: a report stamps `last_report_ms` from `db_clock`, and
 //! [`Store::hosts_mark_down`] compares against the same clock, so node clock skew cannot mark a
-//! healthy host down.
+//! healthy host down. Reports are recorded in batches ([`Store::hosts_report`]): one presence
+//! statement for all the reports a node received meanwhile, so 100,000 hosts reporting cost a
+//! few statements a second, not 1,700 transactions. The sweep finds silent hosts through the
+//! `(state, last_report_ms)` index, without reading every host.
 
 use std::collections::BTreeMap;
 
-use api::{Aggregate, AggregateEntry, CapabilityKind, CapabilityValue, Resources, AGGREGATE_MAX_VALUES};
+use api::{CapabilityKind, CapabilityValue, Resources};
 use uuid::Uuid;
 
-use super::placement::{candidates_query, Bind, Filter, DEFAULT_CANDIDATES};
 use super::{assembled, is_unique_violation, parse_uuid, Result, Store, StoreError};
 
 /// A host to insert, already validated (see [`crate::scheduler::validate_host`]).
@@ -71,11 +70,6 @@ impl HostRow {
         }
     }
 }
-
-/// How many times [`Store::place`] re-reads candidates after losing every one of them to
-/// concurrent placements. Capacity only shrinks while we race, so each lost round means real
-/// progress by someone else; the bound only guards against a pathological storm.
-const PLACE_ROUNDS: usize = 32;
 
 const HOST_COLUMNS: &str = "id, name, agent_url, state, vcpus_total, memory_mb_total, disk_gb_total, \
      vcpus_used, memory_mb_used, disk_gb_used, missed_reports, last_report_ms, created_at_ms, version, agent_token";
@@ -174,6 +168,15 @@ fn group_caps(caps: Vec<RawCap>) -> Result<BTreeMap<String, BTreeMap<String, Cap
         by_host.entry(c.host_id).or_default().insert(c.key, v);
     }
     Ok(by_host)
+}
+
+/// How many hosts one presence statement of [`Store::hosts_report`] names: well under the
+/// bind-parameter limits of both backends.
+pub const REPORT_CHUNK: usize = 500;
+
+/// `$from, $from+1, …` for `n` bind parameters.
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 const INSERT_CAP: &str = "INSERT INTO host_capabilities (host_id, key, kind, str_value, float_value) \
@@ -339,50 +342,6 @@ impl Store {
         rows_with_capabilities(raws, caps)
     }
 
-    /// Free capacity of the zone's up hosts as aggregate entries under the reserved keys of
-    /// [`federation::matching::CAPACITY_KEYS`] (min/max/sum/count of capacity minus
-    /// reservations), so a parent can tell whether some host has room for a request. Empty when
-    /// no host is up.
-    #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn capacity(&self) -> Result<Aggregate> {
-        // SUM of BIGINT is NUMERIC on PostgreSQL: cast back so both backends give integers.
-        const SQL: &str = "SELECT COUNT(*), \
-             MIN(vcpus_total - vcpus_used), MAX(vcpus_total - vcpus_used), CAST(SUM(vcpus_total - vcpus_used) AS BIGINT), \
-             MIN(memory_mb_total - memory_mb_used), MAX(memory_mb_total - memory_mb_used), \
-             CAST(SUM(memory_mb_total - memory_mb_used) AS BIGINT), \
-             MIN(disk_gb_total - disk_gb_used), MAX(disk_gb_total - disk_gb_used), CAST(SUM(disk_gb_total - disk_gb_used) AS BIGINT) \
-             FROM hosts WHERE state = 'up'";
-        type Row = (
-            i64,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-        );
-        let row: Row = with_pool!(self, |pool| sqlx::query_as(SQL).fetch_one(pool).await)?;
-        let mut agg = Aggregate::new();
-        let (count, v0, v1, v2, m0, m1, m2, d0, d1, d2) = row;
-        if count == 0 {
-            return Ok(agg);
-        }
-        let entry = |min: Option<i64>, max: Option<i64>, sum: Option<i64>| AggregateEntry::Float {
-            min: min.unwrap_or(0) as f64,
-            max: max.unwrap_or(0) as f64,
-            sum: sum.unwrap_or(0) as f64,
-            count,
-        };
-        use federation::matching::{FREE_DISK_GB, FREE_MEMORY_MB, FREE_VCPUS};
-        agg.insert(FREE_VCPUS.into(), entry(v0, v1, v2));
-        agg.insert(FREE_MEMORY_MB.into(), entry(m0, m1, m2));
-        agg.insert(FREE_DISK_GB.into(), entry(d0, d1, d2));
-        Ok(agg)
-    }
-
     /// Deletes a host and its capabilities. False when there is no such host;
     /// [`StoreError::InUse`] when instances are still on it (they must be moved or deleted first,
     /// or they would point at nothing).
@@ -484,41 +443,80 @@ impl Store {
         Ok(n > 0)
     }
 
-    /// A host's periodic report: stamps `last_report_ms` with the database clock, clears
-    /// `missed_reports` and marks the host up; replaces its capabilities when given (hosts publish
-    /// changing figures such as `free-ram` with their presence). `None` when there is no such
-    /// host, `Some(true)` when the host was down and is up again (worth an event), else
-    /// `Some(false)`.
-    #[tracing::instrument(skip(self, capabilities))]
+    /// A host's periodic report: [`Store::hosts_report`] for one host.
     pub async fn host_report(
         &self,
         id: Uuid,
         capabilities: Option<&BTreeMap<String, CapabilityValue>>,
     ) -> Result<Option<bool>> {
-        const CAME_UP: &str = "UPDATE hosts SET state = 'up', missed_reports = 0, \
-             last_report_ms = (SELECT now_ms FROM db_clock), version = version + 1 \
-             WHERE id = $1 AND state = 'down'";
-        const STAYED_UP: &str = "UPDATE hosts SET missed_reports = 0, \
-             last_report_ms = (SELECT now_ms FROM db_clock) WHERE id = $1";
-        let id = id.to_string();
-        let outcome = with_pool!(self, |pool| async {
+        let mut outcome = self.hosts_report(&[(id, capabilities)]).await?;
+        Ok(outcome.pop().flatten())
+    }
+
+    /// Hosts' periodic reports, many in one transaction: stamps `last_report_ms` with the
+    /// database clock, clears `missed_reports` and marks the hosts up, in one statement per
+    /// [`REPORT_CHUNK`] hosts whatever the number of reports; replaces a host's capabilities
+    /// when its report carries them (agents send them only when they changed). Per report, in
+    /// order: `None` when there is no such host, `Some(true)` when the host was down and is up
+    /// again (worth an event), else `Some(false)`.
+    #[tracing::instrument(skip(self, reports), fields(count = reports.len()))]
+    pub async fn hosts_report(
+        &self,
+        reports: &[(Uuid, Option<&BTreeMap<String, CapabilityValue>>)],
+    ) -> Result<Vec<Option<bool>>> {
+        let ids: Vec<String> = reports.iter().map(|(id, _)| id.to_string()).collect();
+        let (stayed, came_up): (Vec<String>, Vec<String>) = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let came_up = sqlx::query(CAME_UP).bind(&id).execute(&mut *tx).await?.rows_affected() > 0;
-            if !came_up {
-                let found = sqlx::query(STAYED_UP).bind(&id).execute(&mut *tx).await?.rows_affected();
-                if found == 0 {
-                    tx.rollback().await?;
-                    return Ok::<_, sqlx::Error>(None);
+            let mut stayed: Vec<String> = Vec::new();
+            let mut came_up: Vec<String> = Vec::new();
+            for chunk in ids.chunks(REPORT_CHUNK) {
+                let list = placeholders(1, chunk.len());
+                // The common case first, and a write first (see the store's SQLite notes).
+                let sql = format!(
+                    "UPDATE hosts SET missed_reports = 0, last_report_ms = (SELECT now_ms FROM db_clock) \
+                     WHERE state = 'up' AND id IN ({list}) RETURNING id"
+                );
+                let mut q = sqlx::query_scalar::<_, String>(assembled(&sql));
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                stayed.extend(q.fetch_all(&mut *tx).await?);
+                let sql = format!(
+                    "UPDATE hosts SET state = 'up', missed_reports = 0, \
+                     last_report_ms = (SELECT now_ms FROM db_clock), version = version + 1 \
+                     WHERE state = 'down' AND id IN ({list}) RETURNING id"
+                );
+                let mut q = sqlx::query_scalar::<_, String>(assembled(&sql));
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                came_up.extend(q.fetch_all(&mut *tx).await?);
+            }
+            for ((_, caps), id) in reports.iter().zip(&ids) {
+                if let Some(caps) = caps {
+                    if stayed.contains(id) || came_up.contains(id) {
+                        replace_caps!(tx, id, caps);
+                    }
                 }
             }
-            if let Some(caps) = capabilities {
-                replace_caps!(tx, &id, caps);
-            }
             tx.commit().await?;
-            Ok(Some(came_up))
+            Ok::<_, sqlx::Error>((stayed, came_up))
         }
         .await)?;
-        Ok(outcome)
+        let stayed: std::collections::HashSet<String> = stayed.into_iter().collect();
+        let came_up: std::collections::HashSet<String> = came_up.into_iter().collect();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                if came_up.contains(id) {
+                    Some(true)
+                } else if stayed.contains(id) {
+                    Some(false)
+                } else {
+                    None
+                }
+            })
+            .collect())
     }
 
     /// Marks down every up host whose last report is at least `interval_ms * max_missed` old by
@@ -553,183 +551,5 @@ impl Store {
             tracing::info!(count = ids.len(), "hosts marked down after missed reports");
         }
         Ok(ids)
-    }
-
-    /// Up to `limit` up hosts that pass every filter and have `resources` free, best first (see
-    /// [`super::placement`] for the weighing). Takes validated filters, not raw requirements,
-    /// so an unchecked request cannot reach SQL.
-    #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn candidates(&self, filters: &[Filter], resources: &Resources, limit: i64) -> Result<Vec<Uuid>> {
-        let query = candidates_query(filters, resources, limit);
-        let ids: Vec<String> = with_pool!(self, |pool| {
-            let mut q = sqlx::query_scalar::<_, String>(assembled(&query.sql));
-            for b in &query.binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s.as_str()),
-                    Bind::Float(f) => q.bind(*f),
-                    Bind::Int(i) => q.bind(*i),
-                };
-            }
-            q.fetch_all(pool).await
-        })?;
-        ids.iter().map(|s| parse_uuid("host", s)).collect()
-    }
-
-    /// Reserves `resources` on an up host, only if they are free: ONE conditional `UPDATE`, so two
-    /// concurrent reservations can never both take the last room (PostgreSQL re-checks the WHERE
-    /// clause on the latest row version after taking the row lock; SQLite has one writer). False
-    /// when the host is down, full or unknown.
-    #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn reserve(&self, host: Uuid, resources: &Resources) -> Result<bool> {
-        const SQL: &str = "UPDATE hosts SET vcpus_used = vcpus_used + $2, \
-             memory_mb_used = memory_mb_used + $3, disk_gb_used = disk_gb_used + $4, \
-             version = version + 1 \
-             WHERE id = $1 AND state = 'up' \
-             AND vcpus_total - vcpus_used >= $2 \
-             AND memory_mb_total - memory_mb_used >= $3 \
-             AND disk_gb_total - disk_gb_used >= $4";
-        self.adjust_capacity(SQL, host, resources).await
-    }
-
-    /// Gives back a reservation (instance deleted, placement abandoned, migrated away). Works on
-    /// down hosts too. False when the host is unknown or holds less than `resources`: a release
-    /// never drives `used` negative.
-    #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn release(&self, host: Uuid, resources: &Resources) -> Result<bool> {
-        const SQL: &str = "UPDATE hosts SET vcpus_used = vcpus_used - $2, \
-             memory_mb_used = memory_mb_used - $3, disk_gb_used = disk_gb_used - $4, \
-             version = version + 1 \
-             WHERE id = $1 AND vcpus_used >= $2 AND memory_mb_used >= $3 AND disk_gb_used >= $4";
-        self.adjust_capacity(SQL, host, resources).await
-    }
-
-    /// Runs one of the capacity updates of [`Store::reserve`] and [`Store::release`] (`$1` the
-    /// host, `$2..$4` vcpus, memory, disk); true when it changed the host's row.
-    async fn adjust_capacity(&self, sql: &'static str, host: Uuid, resources: &Resources) -> Result<bool> {
-        let id = host.to_string();
-        let done = with_pool!(self, |pool| {
-            sqlx::query(sql)
-                .bind(&id)
-                .bind(resources.vcpus)
-                .bind(resources.memory_mb)
-                .bind(resources.disk_gb)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(done > 0)
-    }
-
-    /// Chooses a host for `filters` and `resources` and reserves the capacity on it: tries the
-    /// best candidates in order until a reservation succeeds, re-reading the candidates when
-    /// concurrent placements took all of them. `None` when no host fits. The caller owns the
-    /// reservation and must [`Store::release`] it if the instance is not created.
-    pub async fn place(&self, filters: &[Filter], resources: &Resources) -> Result<Option<Uuid>> {
-        self.place_except(filters, resources, None).await
-    }
-
-    /// [`Store::place`], never choosing `except` (a migration's source host).
-    #[tracing::instrument(skip(self))]
-    pub async fn place_except(
-        &self,
-        filters: &[Filter],
-        resources: &Resources,
-        except: Option<Uuid>,
-    ) -> Result<Option<Uuid>> {
-        for _ in 0..PLACE_ROUNDS {
-            let mut candidates = self.candidates(filters, resources, DEFAULT_CANDIDATES + 1).await?;
-            candidates.retain(|h| Some(*h) != except);
-            if candidates.is_empty() {
-                return Ok(None);
-            }
-            for host in candidates {
-                if self.reserve(host, resources).await? {
-                    return Ok(Some(host));
-                }
-            }
-        }
-        tracing::warn!(rounds = PLACE_ROUNDS, "placement lost every candidate to concurrent placements");
-        Ok(None)
-    }
-
-    /// This zone's own aggregate over its up hosts, computed in SQL: floats as min/max/sum/count,
-    /// bools as any/all/count, strings as their distinct values (sorted, at most
-    /// [`AGGREGATE_MAX_VALUES`]) and count. Down hosts are left out: a parent routes on this, and
-    /// a down host can take nothing. A key stored with different types on different hosts keeps
-    /// the type most hosts use ([`AggregateEntry::merge`]).
-    #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn aggregate(&self) -> Result<Aggregate> {
-        const FLOATS: &str = "SELECT c.key, MIN(c.float_value), MAX(c.float_value), \
-             SUM(c.float_value), COUNT(*) FROM host_capabilities c JOIN hosts h ON h.id = c.host_id \
-             WHERE h.state = 'up' AND c.kind = 'float' GROUP BY c.key";
-        const BOOLS: &str = "SELECT c.key, MAX(c.float_value), MIN(c.float_value), COUNT(*) \
-             FROM host_capabilities c JOIN hosts h ON h.id = c.host_id \
-             WHERE h.state = 'up' AND c.kind = 'bool' GROUP BY c.key";
-        const STRINGS: &str = "SELECT c.key, c.str_value, COUNT(*) \
-             FROM host_capabilities c JOIN hosts h ON h.id = c.host_id \
-             WHERE h.state = 'up' AND c.kind = 'string' GROUP BY c.key, c.str_value";
-        type Floats = Vec<(String, f64, f64, f64, i64)>;
-        type Bools = Vec<(String, f64, f64, i64)>;
-        type Strings = Vec<(String, Option<String>, i64)>;
-        let (floats, bools, strings): (Floats, Bools, Strings) = with_pool!(self, |pool| async {
-            let floats: Floats = sqlx::query_as(FLOATS).fetch_all(pool).await?;
-            let bools: Bools = sqlx::query_as(BOOLS).fetch_all(pool).await?;
-            let strings: Strings = sqlx::query_as(STRINGS).fetch_all(pool).await?;
-            Ok::<_, sqlx::Error>((floats, bools, strings))
-        }
-        .await)?;
-
-        let mut parts: Vec<(String, AggregateEntry)> = Vec::new();
-        for (key, min, max, sum, count) in floats {
-            parts.push((key, AggregateEntry::Float { min, max, sum, count }));
-        }
-        for (key, max, min, count) in bools {
-            parts.push((key, AggregateEntry::Bool { any: max != 0.0, all: min != 0.0, count }));
-        }
-        let mut string_sets: BTreeMap<String, (Vec<String>, i64)> = BTreeMap::new();
-        for (key, value, count) in strings {
-            let entry = string_sets.entry(key).or_default();
-            if let Some(v) = value {
-                entry.0.push(v);
-            }
-            entry.1 += count;
-        }
-        for (key, (mut values, count)) in string_sets {
-            // Sorted here, not in SQL: PostgreSQL sorts text by collation, Rust by bytes.
-            values.sort();
-            let truncated = values.len() > AGGREGATE_MAX_VALUES;
-            values.truncate(AGGREGATE_MAX_VALUES);
-            parts.push((key, AggregateEntry::String { values, count, truncated }));
-        }
-        let mut aggregate = Aggregate::new();
-        for (key, entry) in parts {
-            match aggregate.get_mut(&key) {
-                Some(mine) => mine.merge(&entry),
-                None => {
-                    aggregate.insert(key, entry);
-                }
-            }
-        }
-        Ok(aggregate)
-    }
-
-    /// The zone's generation: changes whenever instance ownership in the zone or below it may have
-    /// changed (local instances here and in [`crate::store::instances`]; child zones added,
-    /// removed, enabled, disabled, gone on- or offline or reporting a new generation in
-    /// [`crate::store::zones`]).
-    #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn generation(&self) -> Result<i64> {
-        const SQL: &str = "SELECT generation FROM zone_generation WHERE one = 1";
-        let g: i64 = with_pool!(self, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await)?;
-        Ok(g)
-    }
-
-    /// Bumps the generation and returns the new value. Call it in the same breath as an instance
-    /// create, delete or migrate, so caches keyed on the generation learn that owners moved.
-    #[tracing::instrument(skip(self))]
-    pub async fn bump_generation(&self) -> Result<i64> {
-        const SQL: &str = "UPDATE zone_generation SET generation = generation + 1 WHERE one = 1 RETURNING generation";
-        let g: i64 = with_pool!(self, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await)?;
-        Ok(g)
     }
 }

@@ -16,8 +16,10 @@
 //! - this file: connection, errors, row types, the zone identity
 //! - [`nodes`](self::nodes): membership rows and the ring epoch
 //! - [`accounts`](self::accounts): accounts and bearer tokens
-//! - [`hosts`](self::hosts): hosts, capabilities, reservations, the aggregate and generation
-//! - `placement`: validated filters and the candidate query they become
+//! - [`hosts`](self::hosts): hosts, their capabilities, reports and liveness
+//! - `aggregate`: the maintained capability aggregate (and its O(hosts) reference)
+//! - `generation`: the zone generation counter
+//! - `placement`: validated filters, the sampled candidate query, reservations and placing
 //! - [`instances`](self::instances): instances, optimistic updates, capacity given back on removal
 //! - [`zones`](self::zones): child zones (federation) and the instance mapping
 //! - [`probe`](self::probe): diagnostic concurrency counters
@@ -49,6 +51,8 @@ macro_rules! with_pool {
 }
 
 pub mod accounts;
+mod aggregate;
+mod generation;
 pub mod hosts;
 pub mod instances;
 pub mod nodes;
@@ -78,7 +82,7 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("../migrations/postgres");
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database unavailable: {0}")]
     Unavailable(String),

@@ -8,6 +8,12 @@
 //! type literals `'float'`/`'bool'`/`'string'` and `$n` placeholders), so no request can change the
 //! statement's shape. The same text runs on SQLite and PostgreSQL.
 //!
+//! # Reservations
+//! Capacity is reserved with one conditional `UPDATE` per reservation ([`Store::reserve`]): the
+//! row lock PostgreSQL takes for the update (and SQLite's single writer) make the "is there
+//! room?" check and the increment one atomic step, so concurrent placements from any node never
+//! overcommit a host, with no lock held across a round trip.
+//!
 //! # Weighing
 //! Candidates are ordered by free memory fraction + free vcpu fraction (each 0..1, a host with no
 //! capacity of a kind counts 0 for it), highest first, then by absolute free memory, then id (a
@@ -15,10 +21,21 @@
 //! make large and small hosts comparable and spread load: an empty small host beats a half-full
 //! big one. Disk is left out of the weight on purpose: it is rarely the scarce resource and would
 //! dilute the two that are; it is still a hard filter.
+//!
+//! # Best of a bounded sample
+//! A placement weighs at most 2 × [`SAMPLE`] fitting hosts, not every host of the zone: the
+//! candidate query walks the hosts' primary key from a random id and stops after [`SAMPLE`]
+//! matches (and as many from the start, to wrap around). Its cost is O(SAMPLE / f) rows, with f
+//! the share of hosts that fit; it grows with the zone only when few hosts fit (a rare
+//! requirement or a nearly full zone), where it tends to a scan. The random start also spreads
+//! concurrent placements: they sample different ranges instead of racing for one best host.
 
 use std::collections::BTreeMap;
 
 use api::{CapabilityValue, Resources};
+use uuid::Uuid;
+
+use super::{assembled, parse_uuid, Result, Store};
 
 /// A validated requirement: a capability key and the test its value must pass.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,15 +173,26 @@ impl Builder {
     }
 }
 
+/// How many fitting hosts a placement looks at, at most, before choosing the best: the sample
+/// of "best of k". Enough that the chosen host is among the best few percent of a large zone
+/// (kube-scheduler scores a bounded share of feasible nodes for the same reason); small enough
+/// that the query's cost does not grow with the zone.
+pub const SAMPLE: i64 = 32;
+
 /// The query returning the ids of up to `limit` up hosts that pass every filter and have at least
-/// `resources` free, best first (see the module docs for the weighing).
-pub fn candidates_query(filters: &[Filter], resources: &Resources, limit: i64) -> CandidateQuery {
+/// `resources` free, best first (see the module docs for the weighing), chosen among a bounded
+/// sample: the first [`SAMPLE`] fitting hosts in id order from `start`, and the first [`SAMPLE`]
+/// from the lowest id (so the sample wraps around and covers every fitting host of a zone with
+/// fewer than [`SAMPLE`] of them: small zones still get the exact best). Both halves walk the
+/// primary key and stop after [`SAMPLE`] matches. A random `start` per placement spreads
+/// concurrent placements over near-equal hosts instead of sending them all to one.
+pub fn candidates_query(filters: &[Filter], resources: &Resources, start: &str, limit: i64) -> CandidateQuery {
     let mut b = Builder { sql: String::new(), binds: Vec::new() };
     let vcpus = b.param(Bind::Int(resources.vcpus));
     let memory = b.param(Bind::Int(resources.memory_mb));
     let disk = b.param(Bind::Int(resources.disk_gb));
-    b.sql = format!(
-        "SELECT h.id FROM hosts h WHERE h.state = 'up' \
+    let mut fits = format!(
+        "h.state = 'up' \
          AND h.vcpus_total - h.vcpus_used >= {vcpus} \
          AND h.memory_mb_total - h.memory_mb_used >= {memory} \
          AND h.disk_gb_total - h.disk_gb_used >= {disk}"
@@ -172,19 +200,136 @@ pub fn candidates_query(filters: &[Filter], resources: &Resources, limit: i64) -
     for f in filters {
         let key = b.param(Bind::Text(f.key.clone()));
         let test = b.test(&f.test);
-        b.sql.push_str(&format!(
+        fits.push_str(&format!(
             " AND EXISTS (SELECT 1 FROM host_capabilities c WHERE c.host_id = h.id AND c.key = {key} AND {test})"
         ));
     }
+    let start = b.param(Bind::Text(start.to_owned()));
+    let sample = b.param(Bind::Int(SAMPLE));
     let limit = b.param(Bind::Int(limit.max(1)));
-    b.sql.push_str(&format!(
-        " ORDER BY \
-         COALESCE((h.memory_mb_total - h.memory_mb_used) * 1.0 / NULLIF(h.memory_mb_total, 0), 0) \
-         + COALESCE((h.vcpus_total - h.vcpus_used) * 1.0 / NULLIF(h.vcpus_total, 0), 0) DESC, \
-         h.memory_mb_total - h.memory_mb_used DESC, h.id \
-         LIMIT {limit}"
-    ));
+    // Numbered placeholders may repeat: both halves bind the same filter values.
+    let half = |range: &str| {
+        format!(
+            "SELECT * FROM (SELECT h.id, \
+             COALESCE((h.memory_mb_total - h.memory_mb_used) * 1.0 / NULLIF(h.memory_mb_total, 0), 0) \
+             + COALESCE((h.vcpus_total - h.vcpus_used) * 1.0 / NULLIF(h.vcpus_total, 0), 0) AS weight, \
+             h.memory_mb_total - h.memory_mb_used AS free_memory \
+             FROM hosts h WHERE {fits} AND {range} ORDER BY h.id LIMIT {sample}) AS s"
+        )
+    };
+    b.sql = format!(
+        "SELECT id FROM ({} UNION ALL {}) AS sampled \
+         ORDER BY weight DESC, free_memory DESC, id LIMIT {limit}",
+        half(&format!("h.id >= {start}")),
+        half(&format!("h.id < {start}")),
+    );
     CandidateQuery { sql: b.sql, binds: b.binds }
+}
+
+/// How many times [`Store::place`] re-reads candidates after losing every one of them to
+/// concurrent placements. Capacity only shrinks while we race, so each lost round means real
+/// progress by someone else; the bound only guards against a pathological storm.
+const PLACE_ROUNDS: usize = 32;
+
+impl Store {
+    /// Up to `limit` up hosts that pass every filter and have `resources` free, best first among a
+    /// bounded sample (see
+    /// [`super::placement`] for the weighing). Takes validated filters, not raw requirements,
+    /// so an unchecked request cannot reach SQL.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn candidates(&self, filters: &[Filter], resources: &Resources, limit: i64) -> Result<Vec<Uuid>> {
+        let start = Uuid::new_v4().to_string();
+        let query = candidates_query(filters, resources, &start, limit);
+        let ids: Vec<String> = with_pool!(self, |pool| {
+            let mut q = sqlx::query_scalar::<_, String>(assembled(&query.sql));
+            for b in &query.binds {
+                q = match b {
+                    Bind::Text(s) => q.bind(s.as_str()),
+                    Bind::Float(f) => q.bind(*f),
+                    Bind::Int(i) => q.bind(*i),
+                };
+            }
+            q.fetch_all(pool).await
+        })?;
+        ids.iter().map(|s| parse_uuid("host", s)).collect()
+    }
+
+    /// Reserves `resources` on an up host, only if they are free: ONE conditional `UPDATE`, so two
+    /// concurrent reservations can never both take the last room (PostgreSQL re-checks the WHERE
+    /// clause on the latest row version after taking the row lock; SQLite has one writer). False
+    /// when the host is down, full or unknown.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn reserve(&self, host: Uuid, resources: &Resources) -> Result<bool> {
+        const SQL: &str = "UPDATE hosts SET vcpus_used = vcpus_used + $2, \
+             memory_mb_used = memory_mb_used + $3, disk_gb_used = disk_gb_used + $4, \
+             version = version + 1 \
+             WHERE id = $1 AND state = 'up' \
+             AND vcpus_total - vcpus_used >= $2 \
+             AND memory_mb_total - memory_mb_used >= $3 \
+             AND disk_gb_total - disk_gb_used >= $4";
+        self.adjust_capacity(SQL, host, resources).await
+    }
+
+    /// Gives back a reservation (instance deleted, placement abandoned, migrated away). Works on
+    /// down hosts too. False when the host is unknown or holds less than `resources`: a release
+    /// never drives `used` negative.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn release(&self, host: Uuid, resources: &Resources) -> Result<bool> {
+        const SQL: &str = "UPDATE hosts SET vcpus_used = vcpus_used - $2, \
+             memory_mb_used = memory_mb_used - $3, disk_gb_used = disk_gb_used - $4, \
+             version = version + 1 \
+             WHERE id = $1 AND vcpus_used >= $2 AND memory_mb_used >= $3 AND disk_gb_used >= $4";
+        self.adjust_capacity(SQL, host, resources).await
+    }
+
+    /// Runs one of the capacity updates of [`Store::reserve`] and [`Store::release`] (`$1` the
+    /// host, `$2..$4` vcpus, memory, disk); true when it changed the host's row.
+    async fn adjust_capacity(&self, sql: &'static str, host: Uuid, resources: &Resources) -> Result<bool> {
+        let id = host.to_string();
+        let done = with_pool!(self, |pool| {
+            sqlx::query(sql)
+                .bind(&id)
+                .bind(resources.vcpus)
+                .bind(resources.memory_mb)
+                .bind(resources.disk_gb)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(done > 0)
+    }
+
+    /// Chooses a host for `filters` and `resources` and reserves the capacity on it: tries the
+    /// best candidates in order until a reservation succeeds, re-reading the candidates when
+    /// concurrent placements took all of them. `None` when no host fits. The caller owns the
+    /// reservation and must [`Store::release`] it if the instance is not created.
+    pub async fn place(&self, filters: &[Filter], resources: &Resources) -> Result<Option<Uuid>> {
+        self.place_except(filters, resources, None).await
+    }
+
+    /// [`Store::place`], never choosing `except` (a migration's source host).
+    #[tracing::instrument(skip(self))]
+    pub async fn place_except(
+        &self,
+        filters: &[Filter],
+        resources: &Resources,
+        except: Option<Uuid>,
+    ) -> Result<Option<Uuid>> {
+        for _ in 0..PLACE_ROUNDS {
+            let mut candidates = self.candidates(filters, resources, DEFAULT_CANDIDATES + 1).await?;
+            candidates.retain(|h| Some(*h) != except);
+            if candidates.is_empty() {
+                return Ok(None);
+            }
+            for host in candidates {
+                if self.reserve(host, resources).await? {
+                    return Ok(Some(host));
+                }
+            }
+        }
+        tracing::warn!(rounds = PLACE_ROUNDS, "placement lost every candidate to concurrent placements");
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
@@ -202,10 +347,11 @@ mod tests {
                 test: Test::In(vec![CapabilityValue::String("kvm".into()), CapabilityValue::String("xen".into())]),
             },
         ];
-        let q = candidates_query(&filters, &Resources { vcpus: 1, memory_mb: 2, disk_gb: 3 }, 5);
+        let q = candidates_query(&filters, &Resources { vcpus: 1, memory_mb: 2, disk_gb: 3 }, "8", 5);
         assert!(!q.sql.contains("DROP"));
-        assert_eq!(q.sql.matches("EXISTS").count(), 3);
-        assert_eq!(q.binds.len(), 3 + 2 + 2 + 3 + 1);
+        // Two halves of the sample, each with every filter.
+        assert_eq!(q.sql.matches("EXISTS").count(), 6);
+        assert_eq!(q.binds.len(), 3 + 2 + 2 + 3 + 3);
         assert!(q.binds.contains(&Bind::Text(evil)));
         assert!(q.sql.contains(&format!("${}", q.binds.len())));
     }

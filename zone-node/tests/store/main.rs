@@ -21,6 +21,7 @@
 //! - `nodes`: membership rows and eviction
 //! - `probe`: diagnostic concurrency counters
 //! - `hosts`: hosts, capabilities, the aggregate, missed reports, the zone generation
+//! - `aggregate`: the maintained aggregate against a full recomputation after random changes
 //! - `placement`: capability filters in SQL and placements under concurrency
 //! - `instances`: instances, optimistic updates, capacity given back
 //! - `zones`: child zones (federation) and the instance mapping
@@ -58,6 +59,7 @@ macro_rules! store_test_suite {
 }
 
 mod accounts;
+mod aggregate;
 mod connect;
 mod hosts;
 mod instances;
