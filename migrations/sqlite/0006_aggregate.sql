@@ -138,3 +138,8 @@ END;
 
 -- The silent-host sweep reads up hosts by report age: an index range, not a scan of every host.
 CREATE INDEX hosts_state_last_report ON hosts (state, last_report_ms);
+
+-- Placement samples up hosts in id order from a random id (store/placement.rs): an index range
+-- on (state, id). It replaces the index on state alone, a prefix of both new ones.
+DROP INDEX hosts_state;
+CREATE INDEX hosts_state_id ON hosts (state, id);

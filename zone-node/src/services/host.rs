@@ -71,7 +71,13 @@ impl ReportBatcher {
             // Ends when the service (the only sender) is dropped.
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 let reports: Vec<_> = batch.iter().map(|p| (p.id, p.capabilities.as_ref())).collect();
-                let outcome = store.hosts_report(&reports).await;
+                let mut outcome = store.hosts_report(&reports).await;
+                if let Err(error) = &outcome {
+                    // PostgreSQL may pick this batch as a deadlock victim against another node's
+                    // (both count capabilities into the same aggregate rows); once more then.
+                    tracing::warn!(%error, count = reports.len(), "cannot record a batch of host reports; retrying once");
+                    outcome = store.hosts_report(&reports).await;
+                }
                 metrics::histogram!("zone_host_report_batch_size").record(batch.len() as f64);
                 for (i, pending) in batch.drain(..).enumerate() {
                     let result = match &outcome {

@@ -2,8 +2,8 @@
 //! request's requirements) and resources as one candidate query.
 //!
 //! Each filter becomes
-//! `EXISTS (SELECT 1 FROM host_capabilities c WHERE c.host_id = h.id AND c.key = $n AND <test>)`,
-//! which the `(key, float_value)` and `(key, str_value)` indexes serve. Every client value is a
+//! `(SELECT COUNT(*) FROM host_capabilities c WHERE c.host_id = h.id AND c.key = $n AND <test>) > 0`,
+//! a probe of the `(host_id, key)` primary key for each host the sample walks. Every client value is a
 //! bind parameter; the only text spliced into the SQL is fixed by this module (column names, the
 //! type literals `'float'`/`'bool'`/`'string'` and `$n` placeholders), so no request can change the
 //! statement's shape. The same text runs on SQLite and PostgreSQL.
@@ -200,8 +200,11 @@ pub fn candidates_query(filters: &[Filter], resources: &Resources, start: &str, 
     for f in filters {
         let key = b.param(Bind::Text(f.key.clone()));
         let test = b.test(&f.test);
+        // A counting subquery, not EXISTS: PostgreSQL turns EXISTS into a join that scans every
+        // host's row of the key, while this stays a probe of the (host_id, key) primary key per
+        // sampled host, on both backends.
         fits.push_str(&format!(
-            " AND EXISTS (SELECT 1 FROM host_capabilities c WHERE c.host_id = h.id AND c.key = {key} AND {test})"
+            " AND (SELECT COUNT(*) FROM host_capabilities c WHERE c.host_id = h.id AND c.key = {key} AND {test}) > 0"
         ));
     }
     let start = b.param(Bind::Text(start.to_owned()));
@@ -350,7 +353,7 @@ mod tests {
         let q = candidates_query(&filters, &Resources { vcpus: 1, memory_mb: 2, disk_gb: 3 }, "8", 5);
         assert!(!q.sql.contains("DROP"));
         // Two halves of the sample, each with every filter.
-        assert_eq!(q.sql.matches("EXISTS").count(), 6);
+        assert_eq!(q.sql.matches("SELECT COUNT(*) FROM host_capabilities").count(), 6);
         assert_eq!(q.binds.len(), 3 + 2 + 2 + 3 + 3);
         assert!(q.binds.contains(&Bind::Text(evil)));
         assert!(q.sql.contains(&format!("${}", q.binds.len())));
