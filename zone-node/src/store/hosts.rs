@@ -179,9 +179,6 @@ fn placeholders(from: usize, n: usize) -> String {
     (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
-const INSERT_CAP: &str = "INSERT INTO host_capabilities (host_id, key, kind, str_value, float_value) \
-     VALUES ($1, $2, $3, $4, $5)";
-
 /// The two statements that make a host's capability rows exactly a set of `n` capabilities
 /// (`$1` the host, then key, kind, str_value, float_value per capability): a multi-row upsert that
 /// rewrites only the rows whose value changed, and a delete of the keys no longer in the set. Two
@@ -257,9 +254,15 @@ impl Store {
                 .bind(&host.agent_token)
                 .fetch_one(&mut *tx)
                 .await?;
-            for (key, value) in &host.capabilities {
-                let (kind, s, f) = encode(value);
-                sqlx::query(INSERT_CAP).bind(&id).bind(key).bind(kind).bind(s).bind(f).execute(&mut *tx).await?;
+            // All capabilities in one statement: one round trip (and, on PostgreSQL, one run of
+            // the aggregate's statement trigger) per registration.
+            if let (Some(upsert), _) = replace_caps_sql(host.capabilities.len()) {
+                let mut q = sqlx::query(assembled(&upsert)).bind(&id);
+                for (key, value) in &host.capabilities {
+                    let (kind, s, f) = encode(value);
+                    q = q.bind(key).bind(kind).bind(s).bind(f);
+                }
+                q.execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(raw)
