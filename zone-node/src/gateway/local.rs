@@ -16,6 +16,7 @@ use api::bus::{CreateTask, InstanceDelete, Rpc};
 use crate::bus::Bus;
 use crate::cluster::{call_owner, Cluster};
 use crate::scheduler::validate_requirements;
+use crate::services::batch::{Batch, BatchCreator};
 use crate::services::instance::to_api;
 use crate::store::{InstanceRow, Store, ZoneRow};
 
@@ -107,6 +108,37 @@ impl LocalZone for NodeZone {
         };
         let instance = self.call_owner(uuid, &task).await?;
         Ok(Changed { value: instance, generation: self.generation().await })
+    }
+
+    async fn create_batch(
+        &self,
+        caller: &Principal,
+        batch_id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Changed<Vec<Instance>>, FedError> {
+        let id = Uuid::parse_str(batch_id)
+            .map_err(|_| FedError::api(ErrorCode::InvalidField, format!("{batch_id:?} is not a UUID")))?;
+        let client_id = req.client_id.clone().ok_or_else(|| FedError::internal("create without a client"))?;
+        if !caller.may_see(&client_id) {
+            return Err(FedError::api(ErrorCode::Forbidden, "members act for their own client only"));
+        }
+        let batch = Batch {
+            id,
+            name: req.name.clone(),
+            client_id,
+            requirements: req.requirements.clone(),
+            resources: req.resources,
+            count: req.count(),
+        };
+        let creator = BatchCreator::new(
+            self.store.clone(),
+            self.bus.clone(),
+            self.cluster.clone(),
+            self.zone.clone(),
+            self.agent_timeout + CALL_MARGIN,
+        );
+        let instances = creator.create(batch).await.map_err(fed)?;
+        Ok(Changed { value: instances, generation: self.generation().await })
     }
 
     async fn instance(&self, caller: &Principal, id: &str) -> Result<Option<Instance>, FedError> {

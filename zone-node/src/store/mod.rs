@@ -19,6 +19,7 @@
 //! - [`hosts`](self::hosts): hosts, capabilities, reservations, the aggregate and generation
 //! - `placement`: validated filters and the candidate query they become
 //! - [`instances`](self::instances): instances, optimistic updates, capacity given back on removal
+//! - `batch`: room for a multi-create, all or nothing (on top of `place` and `release`)
 //! - [`zones`](self::zones): child zones (federation) and the instance mapping
 //! - [`probe`](self::probe): diagnostic concurrency counters
 //!
@@ -49,6 +50,7 @@ macro_rules! with_pool {
 }
 
 pub mod accounts;
+mod batch;
 pub mod hosts;
 pub mod instances;
 pub mod nodes;
@@ -56,6 +58,7 @@ mod placement;
 pub mod probe;
 pub mod zones;
 
+pub use batch::BatchPlacement;
 pub use hosts::{HostRow, NewHost};
 pub use instances::{InstanceChange, InstanceRow, NewInstance};
 pub use placement::{Filter, Test};
