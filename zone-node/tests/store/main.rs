@@ -23,6 +23,7 @@
 //! - `hosts`: hosts, capabilities, the aggregate, missed reports, the zone generation
 //! - `placement`: capability filters in SQL and placements under concurrency
 //! - `instances`: instances, optimistic updates, capacity given back
+//! - `batch`: multi-creates: room for all or none, a batch's rows in one transaction
 //! - `zones`: child zones (federation) and the instance mapping
 
 use std::time::Duration;
@@ -58,6 +59,7 @@ macro_rules! store_test_suite {
 }
 
 mod accounts;
+mod batch;
 mod connect;
 mod hosts;
 mod instances;
