@@ -118,8 +118,12 @@ impl Gateway {
             match sent {
                 Ok(answer) => {
                     let route = Route { child_id: child.id.clone(), client_id: client.clone() };
-                    for instance in answer.value.instances() {
-                        self.remember_route(&instance.id, &route).await;
+                    match &answer.value {
+                        Creation::One(instance) => self.remember_route(&instance.id, &route).await,
+                        Creation::Batch(batch) => {
+                            let ids: Vec<String> = batch.instances.iter().map(|i| i.id.clone()).collect();
+                            self.remember_routes(&ids, &route).await;
+                        }
                     }
                     let generation = self.bump_generation().await;
                     let source = Source::Child(child.id.clone());

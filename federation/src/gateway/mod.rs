@@ -152,6 +152,14 @@ pub trait LocalZone: Send + Sync + 'static {
     async fn bump_generation(&self) -> Result<i64, FedError>;
     async fn route_get(&self, instance_id: &str) -> Result<Option<Route>, FedError>;
     async fn route_put(&self, instance_id: &str, route: &Route) -> Result<(), FedError>;
+    /// [`LocalZone::route_put`] for every instance of a multi-create (one child, one client). The
+    /// default records them one by one; a zone with a database does it in one transaction.
+    async fn routes_put(&self, instance_ids: &[String], route: &Route) -> Result<(), FedError> {
+        for id in instance_ids {
+            self.route_put(id, route).await?;
+        }
+        Ok(())
+    }
     async fn route_delete(&self, instance_id: &str) -> Result<(), FedError>;
 }
 

@@ -222,6 +222,19 @@ impl LocalZone for NodeZone {
         Ok(())
     }
 
+    async fn routes_put(&self, instance_ids: &[String], route: &Route) -> Result<(), FedError> {
+        let bad = |what: &str| FedError::internal(format!("{what} is not a UUID"));
+        let ids = instance_ids
+            .iter()
+            .map(|id| Uuid::parse_str(id).map_err(|_| bad("instance id")))
+            .collect::<Result<Vec<Uuid>, FedError>>()?;
+        let child = Uuid::parse_str(&route.child_id).map_err(|_| bad("child zone id"))?;
+        if !self.store.instance_routes_put(&ids, child, &route.client_id).await.map_err(fed)? {
+            return Err(FedError::internal(format!("child zone {child} is no longer registered")));
+        }
+        Ok(())
+    }
+
     async fn route_delete(&self, instance_id: &str) -> Result<(), FedError> {
         let Ok(id) = Uuid::parse_str(instance_id) else { return Ok(()) };
         self.store.instance_route_delete(id).await.map(|_| ()).map_err(fed)
