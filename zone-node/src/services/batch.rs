@@ -117,6 +117,7 @@ impl BatchCreator {
         validate_resources(&batch.resources)?;
         let r = batch.resources;
         let count = batch.count as usize;
+        let started = std::time::Instant::now();
         let hosts = match self.store.place_all(&filters, &r, count).await? {
             BatchPlacement::All(hosts) => hosts,
             BatchPlacement::Short { fitted } => {
@@ -153,7 +154,7 @@ impl BatchCreator {
                 return Err(e.into());
             }
         };
-        tracing::info!(zone = %self.zone.name, "multi-create placed and inserted; handing the builds to their owners");
+        let placed_ms = started.elapsed().as_millis() as u64;
         for row in &rows {
             let event = InstanceCreated {
                 id: row.id,
@@ -163,9 +164,15 @@ impl BatchCreator {
             };
             events::publish(&self.bus, &event).await;
         }
-        let built: Vec<Option<api::Instance>> =
-            futures::stream::iter(rows).map(|row| self.build(row)).buffered(BUILD_CONCURRENCY).collect().await;
-        Ok(built.into_iter().flatten().collect())
+        let built: Vec<api::Instance> = futures::stream::iter(rows)
+            .map(|row| self.build(row))
+            .buffered(BUILD_CONCURRENCY)
+            .filter_map(|i| async { i })
+            .collect()
+            .await;
+        let running = built.iter().filter(|i| i.state == "running").count();
+        tracing::info!(placed_ms, total_ms = started.elapsed().as_millis() as u64, running, "multi-create done");
+        Ok(built)
     }
 
     /// Hands `row`'s create task to its owner and answers the instance as the build left it
