@@ -88,9 +88,17 @@ impl Rpc for InstanceDelete {
     type Reply = Empty;
 }
 
-/// `instance.recover`, body `{}`: finish a task whose node left the zone.
+/// `instance.recover`: finish a task whose node left the zone, or (with `from`) one that node
+/// `from` hands over. A multi-create's coordinator inserts its instances with their create task
+/// under its own id and hands each to the instance's ring owner this way; a coordinator that dies
+/// first leaves them to the owners' recovery, like any task of a node that left.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
-pub struct InstanceRecover {}
+pub struct InstanceRecover {
+    /// The node handing its task over. The task is taken over only while that node still holds
+    /// it; without `from`, only when its node is no longer live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Uuid>,
+}
 
 /// The reply to `instance.recover`: the instance, or `{}` when it no longer exists.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,7 +120,7 @@ pub enum InstanceRequest {
     Create(CreateTask),
     Action(InstanceAction),
     Delete,
-    Recover,
+    Recover(InstanceRecover),
 }
 
 impl InstanceRequest {
@@ -121,7 +129,7 @@ impl InstanceRequest {
             CreateTask::KIND => InstanceRequest::Create(decode::<CreateTask>(body)?),
             InstanceAction::KIND => InstanceRequest::Action(decode::<InstanceAction>(body)?),
             InstanceDelete::KIND => InstanceRequest::Delete,
-            InstanceRecover::KIND => InstanceRequest::Recover,
+            InstanceRecover::KIND => InstanceRequest::Recover(decode::<InstanceRecover>(body)?),
             other => return Err(DecodeError::unknown(service::INSTANCE, other)),
         })
     }
@@ -400,7 +408,15 @@ mod tests {
         let action = br#"{"action":"stop"}"#;
         assert!(matches!(InstanceRequest::decode(InstanceAction::KIND, action), Ok(InstanceRequest::Action(_))));
         assert!(matches!(InstanceRequest::decode(InstanceDelete::KIND, b"{}"), Ok(InstanceRequest::Delete)));
-        assert!(matches!(InstanceRequest::decode(InstanceRecover::KIND, b""), Ok(InstanceRequest::Recover)));
+        assert!(matches!(
+            InstanceRequest::decode(InstanceRecover::KIND, b""),
+            Ok(InstanceRequest::Recover(InstanceRecover { from: None }))
+        ));
+        let handed = br#"{"from":"00000000-0000-0000-0000-000000000001"}"#;
+        assert!(matches!(
+            InstanceRequest::decode(InstanceRecover::KIND, handed),
+            Ok(InstanceRequest::Recover(InstanceRecover { from: Some(_) }))
+        ));
         assert!(matches!(HostRequest::decode(HostReport::KIND, b"{}"), Ok(HostRequest::Report(_))));
         assert!(matches!(ProbeServiceRequest::decode(ProbeRequest::KIND, b"{}"), Ok(ProbeServiceRequest::Run(_))));
         assert!(matches!(PortalRequest::decode(ZoneGet::KIND), Ok(PortalRequest::ZoneGet)));

@@ -277,6 +277,12 @@ impl Client {
         self.post("/v1/instances", req).await
     }
 
+    /// A multi-create (`req.count` above 1): every instance, in name order, or none
+    /// (`409 no_valid_host` when they do not all fit).
+    pub async fn instance_create_batch(&self, req: &InstanceCreate) -> Result<InstanceBatch, ClientError> {
+        self.post("/v1/instances", req).await
+    }
+
     /// One page of instances; `query` is the raw query string (`client_id=…&limit=…&marker=…`).
     pub async fn instances(&self, query: &str) -> Result<InstanceList, ClientError> {
         if query.is_empty() {
@@ -309,6 +315,15 @@ impl Client {
 
     /// [`Client::instance_create`] with the zone's federation headers.
     pub async fn instance_create_answer(&self, req: &InstanceCreate) -> Result<Answer<Instance>, ClientError> {
+        let url = format!("{}/v1/instances", self.base);
+        self.answer(self.http.post(&url).json(req), &url).await
+    }
+
+    /// [`Client::instance_create_batch`] with the zone's federation headers.
+    pub async fn instance_create_batch_answer(
+        &self,
+        req: &InstanceCreate,
+    ) -> Result<Answer<InstanceBatch>, ClientError> {
         let url = format!("{}/v1/instances", self.base);
         self.answer(self.http.post(&url).json(req), &url).await
     }

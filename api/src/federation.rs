@@ -27,7 +27,9 @@ pub const CALLER_CLIENT_HEADER: &str = "x-zone-caller-client";
 /// Who the original caller is, for logs and audit: `username@zone-name`.
 pub const CALLER_USER_HEADER: &str = "x-zone-caller-user";
 /// The id a forwarded create must give the new instance (chosen by the zone the request entered,
-/// so every gateway on the way records the same id).
+/// so every gateway on the way records the same id). For a multi-create (`count` above 1) it
+/// names the batch: the zone that makes the instances derives their ids from it, so the same
+/// batch forwarded twice cannot make its instances twice.
 pub const INSTANCE_ID_HEADER: &str = "x-zone-instance-id";
 /// Response header: the answering zone's generation after the request (see [`crate::ZoneInfo`]),
 /// so a parent can tell whether a change it forwarded was the only one.

@@ -606,6 +606,39 @@ mod resource_tests {
     }
 
     #[test]
+    fn a_create_answers_one_instance_or_a_batch_as_is() {
+        let req: InstanceCreate = serde_json::from_value(json!({"name": "web", "client_id": "c"})).unwrap();
+        assert_eq!((req.count(), req.is_batch()), (1, false));
+        assert!(!serde_json::to_value(&req).unwrap().as_object().unwrap().contains_key("count"), "absent stays absent");
+        let req: InstanceCreate = serde_json::from_value(json!({"name": "web", "count": 3})).unwrap();
+        assert_eq!((req.count(), req.is_batch()), (3, true));
+        assert_eq!(batch_member_name("web", 1), "web-0001");
+        assert_eq!(batch_member_name("web", MAX_CREATE_COUNT), "web-1000");
+        let one = Instance {
+            id: "i".into(),
+            name: "web".into(),
+            client_id: "c".into(),
+            state: "running".into(),
+            host_id: None,
+            zone_id: "z".into(),
+            zone_path: vec![],
+            resources: Resources::default(),
+            requirements: vec![],
+            error_reason: None,
+            version: 1,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        let single = serde_json::to_value(Creation::One(Box::new(one.clone()))).unwrap();
+        assert_eq!(single, serde_json::to_value(&one).unwrap(), "one instance, exactly as before");
+        let batch = Creation::Batch(InstanceBatch { instances: vec![one.clone(), one] });
+        let body = serde_json::to_value(&batch).unwrap();
+        assert_eq!(body["instances"].as_array().map(Vec::len), Some(2));
+        assert_eq!(serde_json::from_value::<Creation>(body).unwrap(), batch);
+        assert_eq!(serde_json::from_value::<Creation>(single).unwrap().instances().len(), 1);
+    }
+
+    #[test]
     fn aggregates_have_the_design_shape_and_merge() {
         let mut a = Aggregate::new();
         a.insert("free-disk".into(), AggregateEntry::of(&CapabilityValue::Float(100.0)));
@@ -657,6 +690,65 @@ pub struct InstanceCreate {
     pub requirements: Vec<Requirement>,
     #[serde(default)]
     pub resources: Resources,
+    /// How many instances to create, 1 to [`MAX_CREATE_COUNT`] (absent: 1), as Nova's
+    /// `min_count`/`max_count` with both equal. More than one: they are named `<name>-0001`,
+    /// `<name>-0002`, … ([`batch_member_name`]), placed all or nothing in one zone, and the answer
+    /// is an [`InstanceBatch`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+}
+
+/// The largest `count` of one create.
+pub const MAX_CREATE_COUNT: u32 = 1000;
+
+impl InstanceCreate {
+    /// How many instances this create makes (`count`, 1 when absent).
+    pub fn count(&self) -> u32 {
+        self.count.unwrap_or(1)
+    }
+
+    /// True for a multi-create (`count` above 1), answered with an [`InstanceBatch`].
+    pub fn is_batch(&self) -> bool {
+        self.count() > 1
+    }
+}
+
+/// The name of instance `index` (1-based) of a multi-create named `name`: `web-0001`. Four digits
+/// hold [`MAX_CREATE_COUNT`], so the suffix is always five characters and names sort in order.
+pub fn batch_member_name(name: &str, index: u32) -> String {
+    format!("{name}-{index:04}")
+}
+
+/// `POST /v1/instances` with `count` above 1: every instance made, in name order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceBatch {
+    pub instances: Vec<Instance>,
+}
+
+/// What `POST /v1/instances` answers: one instance, or with `count` above 1 an
+/// [`InstanceBatch`]. Untagged: the JSON is the instance or `{"instances":[…]}` as is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Creation {
+    One(Box<Instance>),
+    Batch(InstanceBatch),
+}
+
+impl Creation {
+    /// The instances made, one or many.
+    pub fn instances(&self) -> &[Instance] {
+        match self {
+            Creation::One(i) => std::slice::from_ref(i),
+            Creation::Batch(b) => &b.instances,
+        }
+    }
+
+    pub fn instances_mut(&mut self) -> &mut [Instance] {
+        match self {
+            Creation::One(i) => std::slice::from_mut(i),
+            Creation::Batch(b) => &mut b.instances,
+        }
+    }
 }
 
 /// An instance as the API shows it.

@@ -41,6 +41,18 @@ pub fn fits(agg: &Aggregate, r: &Resources) -> bool {
     room(FREE_VCPUS, r.vcpus) && room(FREE_MEMORY_MB, r.memory_mb) && room(FREE_DISK_GB, r.disk_gb)
 }
 
+/// Whether the zone's free capacity may hold `count` instances of `r` at once (a multi-create,
+/// which goes to one zone whole): some host has room for one, and the free capacity summed over
+/// its up hosts covers all of them, resource by resource. Like [`fits`], a necessary condition:
+/// the zone below places each instance and refuses the batch when they do not all fit.
+pub fn may_hold(agg: &Aggregate, r: &Resources, count: u32) -> bool {
+    let total = |key: &str, need: i64| {
+        need <= 0
+            || matches!(agg.get(key), Some(AggregateEntry::Float { sum, .. }) if *sum >= need as f64 * f64::from(count))
+    };
+    fits(agg, r) && total(FREE_VCPUS, r.vcpus) && total(FREE_MEMORY_MB, r.memory_mb) && total(FREE_DISK_GB, r.disk_gb)
+}
+
 /// Free memory summed over the zone's up hosts: what routing ranks zones by.
 pub fn free_memory_mb(agg: &Aggregate) -> f64 {
     match agg.get(FREE_MEMORY_MB) {
@@ -178,5 +190,17 @@ mod tests {
         assert!(may_satisfy(&a, &[], &Resources::default()));
         assert!(!may_satisfy(&Aggregate::new(), &[], &Resources::default()), "no host, nothing to place on");
         assert_eq!(free_memory_mb(&a), 5120.0);
+    }
+
+    #[test]
+    fn a_batch_needs_room_for_all_of_it_summed_over_hosts() {
+        let a = agg();
+        // Two hosts with 2 and 8 vcpus free (10 in all), 1024 and 4096 MB.
+        let one = Resources { vcpus: 2, memory_mb: 1024, disk_gb: 10 };
+        assert!(may_hold(&a, &one, 1));
+        assert!(may_hold(&a, &one, 5), "10 vcpus and 5120 MB hold five");
+        assert!(!may_hold(&a, &one, 6), "not six: 12 vcpus needed");
+        assert!(!may_hold(&a, &Resources { vcpus: 9, memory_mb: 0, disk_gb: 0 }, 1), "no host holds even one");
+        assert!(may_hold(&a, &Resources::default(), 1000), "nothing asked, nothing short");
     }
 }

@@ -65,6 +65,14 @@ pub trait ChildTransport: Send + Sync + 'static {
         id: &str,
         req: &InstanceCreate,
     ) -> Result<Answer<Instance>, FedError>;
+    /// A multi-create (`req.count` above 1) of the batch `batch_id`, whole, at one child.
+    async fn create_batch(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        batch_id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Answer<Vec<Instance>>, FedError>;
     /// `None` when the child does not have it (or does not show it to the caller).
     async fn instance(&self, child: &Child, hop: &Hop<'_>, id: &str) -> Result<Option<Instance>, FedError>;
     async fn action(
@@ -207,6 +215,23 @@ impl ChildTransport for RestTransport {
             c.with_headers([(INSTANCE_ID_HEADER.to_owned(), id.to_owned())]).instance_create_answer(req).await
         })
         .await
+    }
+
+    async fn create_batch(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        batch_id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Answer<Vec<Instance>>, FedError> {
+        let answer = self
+            .with_child(child, hop, "create_batch", |c| async move {
+                c.with_headers([(INSTANCE_ID_HEADER.to_owned(), batch_id.to_owned())])
+                    .instance_create_batch_answer(req)
+                    .await
+            })
+            .await?;
+        Ok(Answer { value: answer.value.instances, generation: answer.generation, lowest: answer.lowest })
     }
 
     async fn instance(&self, child: &Child, hop: &Hop<'_>, id: &str) -> Result<Option<Instance>, FedError> {

@@ -131,6 +131,67 @@ impl LocalZone for FakeZone {
         Ok(Changed { value: instance, generation: Some(g) })
     }
 
+    /// All or nothing, as zone-node's: room taken host by host, all given back when one does not
+    /// fit.
+    async fn create_batch(
+        &self,
+        caller: &Principal,
+        batch_id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Changed<Vec<Instance>>, FedError> {
+        let client = req.client_id.clone().unwrap();
+        assert!(caller.may_see(&client), "a member creating for another client got through");
+        let r = req.resources;
+        let mut taken: Vec<&FakeHost> = Vec::new();
+        for _ in 0..req.count() {
+            let fit = self.hosts.iter().find(|h| {
+                let a = h.aggregate();
+                req.requirements.iter().all(|q| may_meet(&a, q)) && federation::matching::fits(&a, &r)
+            });
+            let Some(host) = fit else {
+                for h in taken {
+                    let mut free = h.free.lock().unwrap();
+                    (free.vcpus, free.memory_mb, free.disk_gb) =
+                        (free.vcpus + r.vcpus, free.memory_mb + r.memory_mb, free.disk_gb + r.disk_gb);
+                }
+                return Err(FedError::api(
+                    ErrorCode::NoValidHost,
+                    format!("not all of them fit in zone {}", self.name),
+                ));
+            };
+            let mut free = host.free.lock().unwrap();
+            (free.vcpus, free.memory_mb, free.disk_gb) =
+                (free.vcpus - r.vcpus, free.memory_mb - r.memory_mb, free.disk_gb - r.disk_gb);
+            drop(free);
+            taken.push(host);
+        }
+        let made: Vec<Instance> = taken
+            .iter()
+            .zip(1..)
+            .map(|(host, k)| Instance {
+                id: format!("{batch_id}.{k:04}"),
+                name: api::batch_member_name(&req.name, k),
+                client_id: client.clone(),
+                state: "running".into(),
+                host_id: Some(host.id.clone()),
+                zone_id: self.id.clone(),
+                zone_path: vec![self.name.clone()],
+                resources: r,
+                requirements: req.requirements.clone(),
+                error_reason: None,
+                version: 1,
+                created_at: String::new(),
+                updated_at: String::new(),
+            })
+            .collect();
+        let mut all = self.instances.lock().unwrap();
+        for i in &made {
+            all.insert(i.id.clone(), i.clone());
+        }
+        let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Changed { value: made, generation: Some(g) })
+    }
+
     async fn instance(&self, caller: &Principal, id: &str) -> Result<Option<Instance>, FedError> {
         Ok(self.instances.lock().unwrap().get(id).filter(|i| visible(caller, i)).cloned())
     }
@@ -288,6 +349,17 @@ impl ChildTransport for InProcess {
     ) -> Result<Answer<Instance>, FedError> {
         let (gw, ctx) = self.enter(child, hop, "create")?;
         let r = gw.create(&ctx, id, req).await.map_err(wire)?;
+        Ok(Answer { value: r.value, generation: r.generation, lowest: r.lowest })
+    }
+    async fn create_batch(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        batch_id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Answer<Vec<Instance>>, FedError> {
+        let (gw, ctx) = self.enter(child, hop, "create_batch")?;
+        let r = gw.create_batch(&ctx, batch_id, req).await.map_err(wire)?;
         Ok(Answer { value: r.value, generation: r.generation, lowest: r.lowest })
     }
     async fn instance(&self, child: &Child, hop: &Hop<'_>, id: &str) -> Result<Option<Instance>, FedError> {
@@ -468,6 +540,7 @@ fn create(client: &str, reqs: Vec<Requirement>) -> InstanceCreate {
         client_id: Some(client.into()),
         requirements: reqs,
         resources: Resources { vcpus: 1, memory_mb: 512, disk_gb: 10 },
+        count: None,
     }
 }
 
@@ -523,6 +596,65 @@ async fn creates_land_where_requirements_are_met_and_nowhere_else() {
         .await
         .unwrap();
     assert_eq!(p.zone_path, ["global", "region2", "dc3"]);
+}
+
+#[tokio::test]
+async fn a_batch_goes_whole_to_one_child_and_a_child_that_cannot_place_all_of_it_passes_it_on() {
+    let t = Tree::build().await;
+    let g = t.gw("global");
+    // dc1: two kvm hosts of 64 vcpus (128 free in all, the most memory, so ranked first); dc2: one
+    // kvm host, made to have 128 vcpus free.
+    t.fake("dc2").hosts[0].free.lock().unwrap().vcpus = 128;
+    t.poll_all().await;
+    let batch = |count: u32, vcpus: i64| InstanceCreate {
+        name: "web".into(),
+        count: Some(count),
+        resources: Resources { vcpus, memory_mb: 512, disk_gb: 10 },
+        ..create("acme", vec![hv("kvm")])
+    };
+
+    // Three of 8 vcpus: dc1 takes all three, named in order, and every zone on the way routes them.
+    let r = g.create_batch(&admin(), &new_id(), &batch(3, 8)).await.unwrap();
+    let names: Vec<&str> = r.value.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["web-0001", "web-0002", "web-0003"]);
+    for i in &r.value {
+        assert_eq!(i.zone_path, ["global", "region1", "dc1"], "{}", i.name);
+    }
+    assert!(r.generation.is_some(), "a batch through global moves global's generation");
+    assert_eq!(t.transport.count("dc1", "create_batch"), 1, "one request for the whole batch");
+    let shows = (t.transport.count("region1", "show"), t.transport.count("region2", "show"));
+    for i in &r.value {
+        assert_eq!(g.instance(&admin(), &i.id).await.unwrap().name, i.name);
+    }
+    assert_eq!(
+        (t.transport.count("region1", "show"), t.transport.count("region2", "show")),
+        (shows.0 + 3, shows.1),
+        "straight down to region1, region2 never searched: the routes were recorded on the way down"
+    );
+    assert_eq!(lowest(&t, "global", "acme").await.as_deref(), Some("dc1"));
+
+    // Three of 33 vcpus: dc1's 104 free may hold 99 in sum, but no host of it holds two, so it
+    // refuses with nothing left behind; dc2's one host of 128 takes all three.
+    let dc1_free = t.fake("dc1").aggregate().await.unwrap();
+    let r = g.create_batch(&admin(), &new_id(), &batch(3, 33)).await.unwrap_or_else(|e| panic!("{e}"));
+    for i in &r.value {
+        assert_eq!(i.zone_path, ["global", "region1", "dc2"], "{}", i.name);
+    }
+    assert_eq!(t.transport.count("dc1", "create_batch"), 2, "dc1 was asked first");
+    assert_eq!(t.fake("dc1").instances.lock().unwrap().len(), 3, "dc1 kept nothing of the refused batch");
+    assert_eq!(t.fake("dc1").aggregate().await.unwrap(), dc1_free, "and reserved nothing");
+
+    // Five of 40: more than any zone's free vcpus: refused, nothing made anywhere.
+    t.poll_all().await;
+    let before: usize =
+        ["dc1", "dc2", "dc3", "region1"].iter().map(|z| t.fake(z).instances.lock().unwrap().len()).sum();
+    let e = g.create_batch(&admin(), &new_id(), &batch(5, 40)).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NoValidHost, "{e}");
+    let after: usize = ["dc1", "dc2", "dc3", "region1"].iter().map(|z| t.fake(z).instances.lock().unwrap().len()).sum();
+    assert_eq!(before, after);
+    // A single create still answers one instance.
+    let one = g.create(&admin(), &new_id(), &create("acme", vec![hv("kvm")])).await.unwrap();
+    assert_eq!(one.value.name, "vm");
 }
 
 #[tokio::test]

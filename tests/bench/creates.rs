@@ -101,6 +101,7 @@ async fn run(setup: &str, nodes: &[&NodeProcess], username: &str, password: &str
                     client_id: Some(format!("client-{}", i % 100)),
                     requirements: vec![],
                     resources: Resources { vcpus: 1, memory_mb: 512, disk_gb: 10 },
+                    count: None,
                 };
                 let ok = client.instance_create(&req).await.map(|inst| inst.state == "running").unwrap_or_else(|e| {
                     eprintln!("create {i} failed: {e}");

@@ -116,6 +116,7 @@ async fn hop(args: &[String]) {
             client_id: Some("bench".into()),
             requirements: vec![],
             resources: small(),
+            count: None,
         })
         .await
         .expect("create through the parent");
@@ -193,6 +194,7 @@ async fn lookup(args: &[String]) {
                     client_id: Some(format!("client-{c}")),
                     requirements: vec![],
                     resources: small(),
+                    count: None,
                 })
                 .await
                 .expect("create");
@@ -259,6 +261,7 @@ async fn list(args: &[String]) {
                             client_id: Some(format!("client-{}", i % 50)),
                             requirements: vec![Requirement { key: "hypervisor".into(), op: Op::Exists, value: None }],
                             resources: small(),
+                            count: None,
                         })
                         .await
                         .map(|_| 1)

@@ -74,6 +74,7 @@ async fn the_demo_starts_a_linked_federation_and_says_how_to_use_it() {
             client_id: Some("acme".into()),
             requirements: vec![windows],
             resources: Resources { vcpus: 1, memory_mb: 512, disk_gb: 10 },
+            count: None,
         })
         .await
         .expect("create");

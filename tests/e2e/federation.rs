@@ -44,7 +44,13 @@ fn req(key: &str, op: Op, value: serde_json::Value) -> Requirement {
 }
 
 fn create(client: &str, reqs: Vec<Requirement>) -> InstanceCreate {
-    InstanceCreate { name: "vm".into(), client_id: Some(client.into()), requirements: reqs, resources: small() }
+    InstanceCreate {
+        name: "vm".into(),
+        client_id: Some(client.into()),
+        requirements: reqs,
+        resources: small(),
+        count: None,
+    }
 }
 
 fn at(site: &str) -> Vec<Requirement> {

@@ -55,7 +55,7 @@ fn sim_spec(zone: &Cluster, hosts: usize, latency_ms: u64, profile: &str) -> Sim
 }
 
 fn create(name: &str, client: &str, requirements: Vec<Requirement>, r: Resources) -> InstanceCreate {
-    InstanceCreate { name: name.into(), client_id: Some(client.into()), requirements, resources: r }
+    InstanceCreate { name: name.into(), client_id: Some(client.into()), requirements, resources: r, count: None }
 }
 
 fn req(key: &str, op: Op, value: serde_json::Value) -> Requirement {
@@ -572,6 +572,7 @@ async fn bad_input_and_other_clients_get_clear_4xx_and_change_nothing() {
             client_id: None,
             requirements: vec![],
             resources: small,
+            count: None,
         })
         .await
         .expect("own create");

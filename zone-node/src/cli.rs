@@ -88,7 +88,7 @@ pub enum Command {
         #[arg(value_name = "ID")]
         id: String,
     },
-    /// Create an instance; answers once its host's agent has built it.
+    /// Create an instance (or COUNT of them); answers once the hosts' agents have built them.
     InstanceCreate {
         #[command(flatten)]
         conn: ConnJson,
@@ -103,6 +103,11 @@ pub enum Command {
         requirements: Vec<RequirementArg>,
         #[command(flatten)]
         resources: ResourceArgs,
+        /// How many instances, 1 to 1000: more than one are named NAME-0001, NAME-0002, … and
+        /// placed all or nothing.
+        #[arg(long, default_value_t = 1,
+            value_parser = clap::value_parser!(u32).range(1..=i64::from(api::MAX_CREATE_COUNT)))]
+        count: u32,
     },
     /// List instances (every page), of one client when given.
     InstanceList {
@@ -255,8 +260,8 @@ pub async fn run_operator(command: Command) -> anyhow::Result<()> {
         Command::HostList(c) => resources::host_list(c).await?,
         Command::HostShow { conn, id } => resources::host_show(conn, &id).await?,
         Command::HostDelete { conn, id } => resources::host_delete(conn, &id).await?,
-        Command::InstanceCreate { conn, name, client_id, requirements, resources: r } => {
-            resources::instance_create(conn, name, client_id, requirements, &r).await?
+        Command::InstanceCreate { conn, name, client_id, requirements, resources: r, count } => {
+            resources::instance_create(conn, name, client_id, requirements, &r, count).await?
         }
         Command::InstanceList { conn, client_id } => resources::instance_list(conn, client_id).await?,
         Command::InstanceShow { conn, id } => resources::instance_show(conn, &id).await?,
@@ -354,13 +359,20 @@ mod tests {
         ])
         .unwrap();
         match cli.command {
-            Some(Command::InstanceCreate { conn, name, client_id, requirements, resources }) => {
+            Some(Command::InstanceCreate { conn, name, client_id, requirements, resources, count }) => {
                 assert_eq!((name.as_str(), client_id.as_deref(), conn.json), ("vm-1", Some("acme"), true));
                 let keys: Vec<&str> = requirements.iter().map(|r| r.0.key.as_str()).collect();
                 assert_eq!(keys, ["free-disk", "hypervisor"]);
                 assert_eq!((resources.vcpus, resources.memory_mb, resources.disk_gb), (4, 512, 10));
+                assert_eq!(count, 1, "one unless asked");
             }
             other => panic!("parsed as {other:?}"),
+        }
+        let many = Cli::try_parse_from(["zone-node", "instance-create", "web", "--count", "1000"]).unwrap();
+        assert!(matches!(many.command, Some(Command::InstanceCreate { count: 1000, .. })));
+        for bad in ["0", "1001", "2.5", "-1"] {
+            let parsed = Cli::try_parse_from(["zone-node", "instance-create", "web", "--count", bad]);
+            assert!(parsed.is_err(), "--count {bad} is refused at parse time");
         }
         let bad = Cli::try_parse_from(["zone-node", "placement", "--requirement", "free-disk:like:1"]);
         assert!(bad.is_err(), "an unknown op is refused at parse time");

@@ -60,7 +60,7 @@ pub use redact::redact_url;
 pub use scheduler::{validate_host, validate_requirements, validate_resources, Filter};
 pub use secrets::SecretKey;
 pub use store::{
-    AccountRow, ChildSnapshot, ChildZoneEdit, ChildZoneRow, HostRow, InstanceChange, InstanceRow, NewChildZone,
-    NewHost, NewInstance, PollOutcome, PollRecord, Store, StoreError, TokenRow,
+    AccountRow, BatchPlacement, ChildSnapshot, ChildZoneEdit, ChildZoneRow, HostRow, InstanceChange, InstanceRow,
+    NewChildZone, NewHost, NewInstance, PollOutcome, PollRecord, Store, StoreError, TokenRow,
 };
 pub use time::local_now_ms;

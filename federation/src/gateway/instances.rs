@@ -2,15 +2,21 @@
 //! show, act on and delete (sent where the route cache says it is).
 //!
 //! Cost: a create ranks children in O(children × requirements) and forwards to one candidate at a
-//! time; show, action and delete are one forward when the route is known (moka, then the
-//! database), else one search of every online child in parallel (see [`super::routes`]).
+//! time; a multi-create of n instances likewise (the whole batch to one zone), plus n route
+//! records at every zone on the way; show, action and delete are one forward when the route is
+//! known (moka, then the database), else one search of every online child in parallel (see
+//! [`super::routes`]).
 
-use api::{CodedError, ErrorCode, Instance, InstanceAction, InstanceActionKind, InstanceCreate};
+use api::{
+    Answer, CodedError, Creation, ErrorCode, Instance, InstanceAction, InstanceActionKind, InstanceBatch,
+    InstanceCreate,
+};
 
 use super::routes::Located;
 use super::{Gateway, RequestContext, Route, Routed};
 use crate::error::FedError;
 use crate::lookup::Source;
+use crate::matching::may_hold;
 use crate::route::{candidates, Target};
 
 impl Gateway {
@@ -23,6 +29,47 @@ impl Gateway {
         id: &str,
         req: &InstanceCreate,
     ) -> Result<Routed<Instance>, FedError> {
+        if req.is_batch() {
+            return Err(FedError::internal("a multi-create reached the single create"));
+        }
+        let routed = self.create_any(ctx, id, req).await?;
+        match routed.value {
+            Creation::One(instance) => {
+                Ok(Routed { value: *instance, generation: routed.generation, lowest: routed.lowest })
+            }
+            Creation::Batch(_) => Err(FedError::internal("a single create made a batch")),
+        }
+    }
+
+    /// A multi-create (`req.count` above 1) of the batch `batch_id`: the whole batch goes to one
+    /// zone (this one's own hosts or one child) whose free capacity may hold all of it, and that
+    /// zone places it all or nothing; one that refuses passes it to the next candidate, as a
+    /// single create. Every zone on the way records which child holds each instance.
+    pub async fn create_batch(
+        &self,
+        ctx: &RequestContext,
+        batch_id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Routed<Vec<Instance>>, FedError> {
+        if !req.is_batch() {
+            return Err(FedError::internal("a single create reached the multi-create"));
+        }
+        let routed = self.create_any(ctx, batch_id, req).await?;
+        match routed.value {
+            Creation::Batch(batch) => {
+                Ok(Routed { value: batch.instances, generation: routed.generation, lowest: routed.lowest })
+            }
+            Creation::One(_) => Err(FedError::internal("a multi-create made one instance")),
+        }
+    }
+
+    /// Both creates: `id` is the instance's, or a batch's.
+    async fn create_any(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Routed<Creation>, FedError> {
         let client =
             req.client_id.clone().ok_or_else(|| FedError::internal("a create reached the gateway without a client"))?;
         if self.registry.is_empty() {
@@ -30,7 +77,17 @@ impl Gateway {
         }
         let own = self.own_aggregate().await?;
         let children = self.registry.children();
-        let ranked = candidates(&own, &children, &req.requirements, &req.resources);
+        let mut ranked = candidates(&own, &children, &req.requirements, &req.resources);
+        if req.is_batch() {
+            // A batch is never split between zones: skip those that cannot hold all of it.
+            ranked.retain(|c| {
+                let agg = match &c.target {
+                    Target::Local => &own,
+                    Target::Child(child) => &child.capabilities,
+                };
+                may_hold(agg, &req.resources, req.count())
+            });
+        }
         let path = ctx.path.through(&self.me.id);
         let mut refusals = Vec::new();
         for candidate in ranked {
@@ -45,30 +102,57 @@ impl Gateway {
                 Target::Child(child) => child,
             };
             let hop = self.hop(&ctx.caller, &path, self.settings.forward_timeout);
-            match self.transport.create(&child, &hop, id, req).await {
+            let sent = if req.is_batch() {
+                self.transport.create_batch(&child, &hop, id, req).await.map(|a| Answer {
+                    value: Creation::Batch(InstanceBatch { instances: a.value }),
+                    generation: a.generation,
+                    lowest: a.lowest,
+                })
+            } else {
+                self.transport.create(&child, &hop, id, req).await.map(|a| Answer {
+                    value: Creation::One(Box::new(a.value)),
+                    generation: a.generation,
+                    lowest: a.lowest,
+                })
+            };
+            match sent {
                 Ok(answer) => {
                     let route = Route { child_id: child.id.clone(), client_id: client.clone() };
-                    self.remember_route(id, &route).await;
+                    match &answer.value {
+                        Creation::One(instance) => self.remember_route(&instance.id, &route).await,
+                        Creation::Batch(batch) => {
+                            let ids: Vec<String> = batch.instances.iter().map(|i| i.id.clone()).collect();
+                            self.remember_routes(&ids, &route).await;
+                        }
+                    }
                     let generation = self.bump_generation().await;
                     let source = Source::Child(child.id.clone());
                     self.lookups.changed(&source, &client, answer.generation, answer.lowest);
-                    let mut instance = answer.value;
-                    self.prefix(&mut instance.zone_path);
-                    tracing::info!(instance = id, child = %child.name, "create routed to a child zone");
-                    return Ok(Routed { value: instance, generation, lowest: self.answer_now(&client, None) });
+                    let mut made = answer.value;
+                    for instance in made.instances_mut() {
+                        self.prefix(&mut instance.zone_path);
+                    }
+                    tracing::info!(id, child = %child.name, count = req.count(), "create routed to a child zone");
+                    return Ok(Routed { value: made, generation, lowest: self.answer_now(&client, None) });
                 }
                 Err(e) if e.is_refusal() => {
                     tracing::info!(child = %child.name, error = %e, "child zone refused a create; trying the next");
                     refusals.push(format!("{}: {e}", child.name));
                 }
                 Err(FedError::Timeout { zone, after_ms }) => {
+                    let what = if req.is_batch() {
+                        format!(
+                            "the {} instances named {}-0001 and up may exist there (GET /v1/instances tells)",
+                            req.count(),
+                            req.name
+                        )
+                    } else {
+                        format!("instance {id} may exist there (GET /v1/instances/{id} tells)")
+                    };
                     return Err(FedError::api(
                         ErrorCode::Timeout,
-                        format!(
-                            "zone {zone} did not answer the create within {after_ms} ms; instance {id} may exist there \
-                             (GET /v1/instances/{id} tells)"
-                        ),
-                    ))
+                        format!("zone {zone} did not answer the create within {after_ms} ms; {what}"),
+                    ));
                 }
                 Err(e) => return Err(e),
             }
@@ -82,10 +166,16 @@ impl Gateway {
         id: &str,
         req: &InstanceCreate,
         client: &str,
-    ) -> Result<Routed<Instance>, FedError> {
-        let changed = self.local.create(&ctx.caller, id, req).await?;
-        self.lookups.changed(&Source::Local, client, changed.generation, Some(Some(self.here(client))));
-        Ok(Routed { value: changed.value, generation: changed.generation, lowest: self.answer_now(client, Some(true)) })
+    ) -> Result<Routed<Creation>, FedError> {
+        let (value, generation) = if req.is_batch() {
+            let changed = self.local.create_batch(&ctx.caller, id, req).await?;
+            (Creation::Batch(InstanceBatch { instances: changed.value }), changed.generation)
+        } else {
+            let changed = self.local.create(&ctx.caller, id, req).await?;
+            (Creation::One(Box::new(changed.value)), changed.generation)
+        };
+        self.lookups.changed(&Source::Local, client, generation, Some(Some(self.here(client))));
+        Ok(Routed { value, generation, lowest: self.answer_now(client, Some(true)) })
     }
 
     /// Shows an instance wherever it is below this zone.

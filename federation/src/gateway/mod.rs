@@ -123,6 +123,15 @@ pub trait LocalZone: Send + Sync + 'static {
     async fn placement(&self, caller: &Principal, req: &PlacementRequest) -> Result<Placement, FedError>;
     /// Creates instance `id` on this zone's own hosts (`no_valid_host` when none can take it).
     async fn create(&self, caller: &Principal, id: &str, req: &InstanceCreate) -> Result<Changed<Instance>, FedError>;
+    /// A multi-create (`req.count` above 1) on this zone's own hosts, all or nothing: every
+    /// instance, in name order, or `no_valid_host` with nothing made or reserved. `batch_id`
+    /// names the batch (the instances' ids derive from it).
+    async fn create_batch(
+        &self,
+        caller: &Principal,
+        batch_id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Changed<Vec<Instance>>, FedError>;
     /// `None` when this zone has no such instance visible to the caller.
     async fn instance(&self, caller: &Principal, id: &str) -> Result<Option<Instance>, FedError>;
     async fn action(
@@ -143,6 +152,14 @@ pub trait LocalZone: Send + Sync + 'static {
     async fn bump_generation(&self) -> Result<i64, FedError>;
     async fn route_get(&self, instance_id: &str) -> Result<Option<Route>, FedError>;
     async fn route_put(&self, instance_id: &str, route: &Route) -> Result<(), FedError>;
+    /// [`LocalZone::route_put`] for every instance of a multi-create (one child, one client). The
+    /// default records them one by one; a zone with a database does it in one transaction.
+    async fn routes_put(&self, instance_ids: &[String], route: &Route) -> Result<(), FedError> {
+        for id in instance_ids {
+            self.route_put(id, route).await?;
+        }
+        Ok(())
+    }
     async fn route_delete(&self, instance_id: &str) -> Result<(), FedError>;
 }
 

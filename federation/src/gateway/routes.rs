@@ -29,6 +29,16 @@ impl Gateway {
         }
     }
 
+    /// [`Gateway::remember_route`] for the instances of a multi-create.
+    pub(super) async fn remember_routes(&self, ids: &[String], route: &Route) {
+        for id in ids {
+            self.routes.insert(id.clone(), route.clone());
+        }
+        if let Err(e) = self.local.routes_put(ids, route).await {
+            tracing::error!(count = ids.len(), error = %e, "cannot record which child holds a batch of instances");
+        }
+    }
+
     pub(super) async fn forget_route(&self, id: &str) {
         self.routes.invalidate(id);
         if let Err(e) = self.local.route_delete(id).await {

@@ -222,14 +222,28 @@ pub async fn instance_create(
     client_id: Option<String>,
     requirements: Vec<RequirementArg>,
     resources: &ResourceArgs,
+    count: u32,
 ) -> anyhow::Result<()> {
     let req = InstanceCreate {
         name,
         client_id,
         requirements: requirements.into_iter().map(|r| r.0).collect(),
         resources: resources.resources(),
+        count: (count > 1).then_some(count),
     };
-    print_instance(&conn.client().await?.instance_create(&req).await?, json)
+    let client = conn.client().await?;
+    if !req.is_batch() {
+        return print_instance(&client.instance_create(&req).await?, json);
+    }
+    let batch = client.instance_create_batch(&req).await?;
+    if json {
+        return print_json(&batch);
+    }
+    print_instances(&batch.instances);
+    // Placement is all or nothing, builds are not: say which failed, as a single create would.
+    let failed = batch.instances.iter().filter(|i| i.state == "error").count();
+    anyhow::ensure!(failed == 0, "{failed} of the {} instances failed to build (state error)", batch.instances.len());
+    Ok(())
 }
 
 /// Lists every instance the caller sees (all pages), of one client when given.

@@ -16,6 +16,7 @@ use api::bus::{CreateTask, InstanceDelete, Rpc};
 use crate::bus::Bus;
 use crate::cluster::{call_owner, Cluster};
 use crate::scheduler::validate_requirements;
+use crate::services::batch::{Batch, BatchCreator};
 use crate::services::instance::to_api;
 use crate::store::{InstanceRow, Store, ZoneRow};
 
@@ -107,6 +108,37 @@ impl LocalZone for NodeZone {
         Ok(Changed { value: instance, generation: self.generation().await })
     }
 
+    async fn create_batch(
+        &self,
+        caller: &Principal,
+        batch_id: &str,
+        req: &InstanceCreate,
+    ) -> Result<Changed<Vec<Instance>>, FedError> {
+        let id = Uuid::parse_str(batch_id)
+            .map_err(|_| FedError::api(ErrorCode::InvalidField, format!("{batch_id:?} is not a UUID")))?;
+        let client_id = req.client_id.clone().ok_or_else(|| FedError::internal("create without a client"))?;
+        if !caller.may_see(&client_id) {
+            return Err(FedError::api(ErrorCode::Forbidden, "members act for their own client only"));
+        }
+        let batch = Batch {
+            id,
+            name: req.name.clone(),
+            client_id,
+            requirements: req.requirements.clone(),
+            resources: req.resources,
+            count: req.count(),
+        };
+        let creator = BatchCreator::new(
+            self.store.clone(),
+            self.bus.clone(),
+            self.cluster.clone(),
+            self.zone.clone(),
+            self.agent_timeout + CALL_MARGIN,
+        );
+        let instances = creator.create(batch).await.map_err(fed)?;
+        Ok(Changed { value: instances, generation: self.generation().await })
+    }
+
     async fn instance(&self, caller: &Principal, id: &str) -> Result<Option<Instance>, FedError> {
         Ok(self.visible(caller, id).await?.map(|r| to_api(&r, &self.zone)))
     }
@@ -183,6 +215,19 @@ impl LocalZone for NodeZone {
         let id = Uuid::parse_str(instance_id).map_err(|_| bad("instance id"))?;
         let child = Uuid::parse_str(&route.child_id).map_err(|_| bad("child zone id"))?;
         if !self.store.instance_route_put(id, child, &route.client_id).await.map_err(fed)? {
+            return Err(FedError::internal(format!("child zone {child} is no longer registered")));
+        }
+        Ok(())
+    }
+
+    async fn routes_put(&self, instance_ids: &[String], route: &Route) -> Result<(), FedError> {
+        let bad = |what: &str| FedError::internal(format!("{what} is not a UUID"));
+        let ids = instance_ids
+            .iter()
+            .map(|id| Uuid::parse_str(id).map_err(|_| bad("instance id")))
+            .collect::<Result<Vec<Uuid>, FedError>>()?;
+        let child = Uuid::parse_str(&route.child_id).map_err(|_| bad("child zone id"))?;
+        if !self.store.instance_routes_put(&ids, child, &route.client_id).await.map_err(fed)? {
             return Err(FedError::internal(format!("child zone {child} is no longer registered")));
         }
         Ok(())

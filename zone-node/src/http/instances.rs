@@ -18,7 +18,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use api::federation::INSTANCE_ID_HEADER;
-use api::{ErrorCode, Instance, InstanceAction, InstanceCreate, InstanceList, Role};
+use api::{
+    Creation, ErrorCode, Instance, InstanceAction, InstanceBatch, InstanceCreate, InstanceList, Role, MAX_CREATE_COUNT,
+};
 use federation::ListQuery;
 
 use crate::error::Error;
@@ -100,10 +102,32 @@ fn valid_id(id: &str) -> ApiResult<()> {
     input::uuid("instance", id).map(|_| ())
 }
 
+/// `count` as the body gives it: a whole number from 1 to [`MAX_CREATE_COUNT`], 1 when absent.
+fn create_count(body: &mut serde_json::Map<String, serde_json::Value>) -> ApiResult<u32> {
+    let bad = |what: String| {
+        Error::invalid_field("count", format!("use a whole number from 1 to {MAX_CREATE_COUNT}, not {what}"))
+    };
+    match body.remove("count") {
+        None | Some(serde_json::Value::Null) => Ok(1),
+        Some(serde_json::Value::Number(n)) => match n.as_u64() {
+            Some(c) if (1..=u64::from(MAX_CREATE_COUNT)).contains(&c) => Ok(c as u32),
+            _ => Err(bad(n.to_string())),
+        },
+        Some(other) => Err(bad(other.to_string())),
+    }
+}
+
 /// Create an instance: the scheduler picks a host (in this zone or below it) that meets the
 /// requirements, the host's agent builds it. Answers when it is running (201) or failed.
+///
+/// With `count` above 1 (at most 1,000), a multi-create: the instances are named
+/// `<name>-0001`, `<name>-0002`, …, placed all or nothing in one zone (`409 no_valid_host` and
+/// nothing made when they do not all fit), built in parallel, and the answer is
+/// `{"instances":[…]}` in name order, each as its build left it.
 #[utoipa::path(post, path = "/v1/instances", tag = "instances", request_body = api::InstanceCreate,
-    responses((status = 201, body = Instance), (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody),
+    responses((status = 201, body = api::Creation,
+            description = "the instance, or with `count` above 1 `{\"instances\":[…]}`"),
+        (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody),
         (status = 502, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_instance(
@@ -111,10 +135,11 @@ pub async fn create_instance(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     Json(body): Json<serde_json::Value>,
-) -> ApiResult<(StatusCode, HeaderMap, axum::Json<Instance>)> {
+) -> ApiResult<(StatusCode, HeaderMap, axum::Json<Creation>)> {
     let mut body = input::object(body)?;
     let (requirements, _) = input::requirements(&mut body)?;
     let resources = input::resources(&mut body)?;
+    let count = create_count(&mut body)?;
     let rest: CreateRest = input::rest(body)?;
     if !valid_key(&rest.name) {
         return Err(Error::api(
@@ -122,12 +147,32 @@ pub async fn create_instance(
             "name: use 1 to 64 characters from A-Z, a-z, 0-9, '_', '.', ':' and '-'",
         ));
     }
+    if count > 1 && !valid_key(&api::batch_member_name(&rest.name, count)) {
+        return Err(Error::invalid_field(
+            "name",
+            format!(
+                "at most 59 characters with count above 1: the instances are named {}-0001 to {}",
+                rest.name,
+                api::batch_member_name(&rest.name, count)
+            ),
+        ));
+    }
     let client_id = client_for(&caller, rest.client_id, true)?;
+    // One instance's id, or the batch's (from which the instances' ids derive).
     let id = new_instance_id(&caller, &headers)?;
-    let req = InstanceCreate { name: rest.name, client_id, requirements, resources };
-    let routed = state.gateway.create(&caller.context(), &id, &req).await?;
-    let headers = answer_headers(routed.generation, routed.lowest.as_ref());
-    Ok((StatusCode::CREATED, headers, axum::Json(routed.value)))
+    // A count of 1 is a single create, sent on without `count` exactly as before.
+    let req =
+        InstanceCreate { name: rest.name, client_id, requirements, resources, count: (count > 1).then_some(count) };
+    let ctx = caller.context();
+    let (value, generation, lowest) = if req.is_batch() {
+        let routed = state.gateway.create_batch(&ctx, &id, &req).await?;
+        (Creation::Batch(InstanceBatch { instances: routed.value }), routed.generation, routed.lowest)
+    } else {
+        let routed = state.gateway.create(&ctx, &id, &req).await?;
+        (Creation::One(Box::new(routed.value)), routed.generation, routed.lowest)
+    };
+    let headers = answer_headers(generation, lowest.as_ref());
+    Ok((StatusCode::CREATED, headers, axum::Json(value)))
 }
 
 #[derive(Debug, Deserialize)]

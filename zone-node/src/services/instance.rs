@@ -367,16 +367,20 @@ impl InstanceService {
         self.agents.run(call, self.agent_timeout).await
     }
 
-    /// Finishes a task whose node is no longer live: takes it over (version-checked, so only one
-    /// node does) and sends the same agent action again.
-    async fn recover(&self, id: Uuid) -> Result<Vec<u8>> {
+    /// Finishes a task whose node is no longer live, or one that node `from` hands over (a
+    /// multi-create's coordinator, [`crate::services::batch`]): takes it over (version-checked,
+    /// so only one node does) and sends the same agent action again (for a handed-over create,
+    /// the first time). A task its node still holds and does not hand over is left alone, as is
+    /// one this node took over already (a repeated hand-off answers the instance as it is).
+    async fn recover(&self, id: Uuid, from: Option<Uuid>) -> Result<Vec<u8>> {
         let Some(row) = self.store.instance_get(id).await? else {
             return Ok(b"{}".to_vec());
         };
         let (Some(task_text), Some(node)) = (row.task.clone(), row.task_node) else {
             return encode(&to_api(&row, &self.zone));
         };
-        if node == self.me() || self.is_live(node) {
+        let handed_over = from == Some(node);
+        if !handed_over && (node == self.me() || self.is_live(node)) {
             return encode(&to_api(&row, &self.zone));
         }
         let Some(task) = Task::decode(&task_text) else {
@@ -409,7 +413,11 @@ impl InstanceService {
                 })
             })
             .await?;
-        tracing::info!(instance = %id, task = task.verb(), from = %node, "taking over a task whose node left the zone");
+        if handed_over {
+            tracing::debug!(instance = %id, task = task.verb(), from = %node, "taking over a task its node hands over");
+        } else {
+            tracing::info!(instance = %id, task = task.verb(), from = %node, "taking over a task whose node left the zone");
+        }
         self.drive(row, task).await
     }
 
@@ -440,7 +448,7 @@ impl ResourceHandler for InstanceService {
             InstanceRequest::Create(task) => self.create(id, task).await,
             InstanceRequest::Action(action) => self.action(id, action).await,
             InstanceRequest::Delete => self.delete(id).await,
-            InstanceRequest::Recover => self.recover(id).await,
+            InstanceRequest::Recover(InstanceRecover { from }) => self.recover(id, from).await,
         }
     }
 }
@@ -482,7 +490,7 @@ pub async fn recover_orphans(
                 continue;
             }
             asked.insert(id, tokio::time::Instant::now());
-            let msg = Message::rpc(&InstanceRecover {}).with_resource(id.to_string());
+            let msg = Message::rpc(&InstanceRecover::default()).with_resource(id.to_string());
             let to = crate::bus::Destination::Node { service: api::bus::service::INSTANCE.into(), node: me };
             if let Err(error) = bus.send(to, msg).await {
                 tracing::warn!(instance = %id, %error, "cannot queue the recovery of a task");

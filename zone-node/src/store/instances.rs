@@ -147,59 +147,89 @@ impl Store {
     /// in one transaction.
     #[tracing::instrument(skip(self, new), fields(id = %new.id))]
     pub async fn instance_insert(&self, new: &NewInstance) -> Result<InstanceRow> {
+        let mut rows = self.insert_all(std::slice::from_ref(new)).await?;
+        rows.pop().ok_or_else(|| StoreError::Other("an insert returned no row".into()))
+    }
+
+    /// Inserts every instance of a multi-create, each as [`Store::instance_insert`] would, in ONE
+    /// transaction that bumps the generation once: all rows or none (an id that exists already
+    /// is a [`StoreError::Conflict`] and inserts nothing). O(n) statements in one round of
+    /// commits.
+    #[tracing::instrument(skip(self, new), fields(count = new.len()))]
+    pub async fn instances_insert_batch(&self, new: &[NewInstance]) -> Result<Vec<InstanceRow>> {
+        self.insert_all(new).await
+    }
+
+    async fn insert_all(&self, new: &[NewInstance]) -> Result<Vec<InstanceRow>> {
         const INSERT: &str = "INSERT INTO instances (id, name, client_id, state, host_id, vcpus, memory_mb, \
              disk_gb, requirements, task, task_node, created_at_ms, updated_at_ms) \
              VALUES ($1, $2, $3, 'building', $4, $5, $6, $7, $8, 'create', $9, \
              (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock)) \
              RETURNING version, created_at_ms";
-        let requirements =
-            serde_json::to_string(&new.requirements).map_err(|e| StoreError::Other(format!("requirements: {e}")))?;
-        let id = new.id.to_string();
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let requirements = new
+            .iter()
+            .map(|n| serde_json::to_string(&n.requirements))
+            .collect::<std::result::Result<Vec<String>, _>>()
+            .map_err(|e| StoreError::Other(format!("requirements: {e}")))?;
+        let mut conflict = None;
         let outcome = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
-            let (version, created_at_ms): (i64, i64) = sqlx::query_as(INSERT)
-                .bind(&id)
-                .bind(&new.name)
-                .bind(&new.client_id)
-                .bind(new.host_id.to_string())
-                .bind(new.resources.vcpus)
-                .bind(new.resources.memory_mb)
-                .bind(new.resources.disk_gb)
-                .bind(&requirements)
-                .bind(new.task_node.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
+            let mut stamped = Vec::with_capacity(new.len());
+            for (n, reqs) in new.iter().zip(&requirements) {
+                let id = n.id.to_string();
+                conflict = Some(id.clone());
+                let (version, created_at_ms): (i64, i64) = sqlx::query_as(INSERT)
+                    .bind(&id)
+                    .bind(&n.name)
+                    .bind(&n.client_id)
+                    .bind(n.host_id.to_string())
+                    .bind(n.resources.vcpus)
+                    .bind(n.resources.memory_mb)
+                    .bind(n.resources.disk_gb)
+                    .bind(reqs)
+                    .bind(n.task_node.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                stamped.push((version, created_at_ms));
+            }
             sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok((version, created_at_ms))
+            Ok(stamped)
         }
         .await);
-        let (version, created_at_ms) = outcome.map_err(|e: sqlx::Error| {
+        let stamped = outcome.map_err(|e: sqlx::Error| {
             if super::is_unique_violation(&e) {
-                StoreError::Conflict(format!("instance {id}"))
+                StoreError::Conflict(format!("instance {}", conflict.unwrap_or_default()))
             } else {
                 e.into()
             }
         })?;
-        // The row as inserted, without reading it back: its host was up when its capacity was
-        // reserved a moment ago (what a later read joins in as `host_state`).
-        Ok(InstanceRow {
-            id: new.id,
-            name: new.name.clone(),
-            client_id: new.client_id.clone(),
-            state: "building".into(),
-            host_id: Some(new.host_id),
-            host_state: Some("up".into()),
-            resources: new.resources,
-            requirements: new.requirements.clone(),
-            error_reason: None,
-            version,
-            task: Some("create".into()),
-            task_node: Some(new.task_node),
-            task_target: None,
-            created_at_ms,
-            updated_at_ms: created_at_ms,
-        })
+        // The rows as inserted, without reading them back: their hosts were up when their
+        // capacity was reserved a moment ago (what a later read joins in as `host_state`).
+        Ok(new
+            .iter()
+            .zip(stamped)
+            .map(|(n, (version, created_at_ms))| InstanceRow {
+                id: n.id,
+                name: n.name.clone(),
+                client_id: n.client_id.clone(),
+                state: "building".into(),
+                host_id: Some(n.host_id),
+                host_state: Some("up".into()),
+                resources: n.resources,
+                requirements: n.requirements.clone(),
+                error_reason: None,
+                version,
+                task: Some("create".into()),
+                task_node: Some(n.task_node),
+                task_target: None,
+                created_at_ms,
+                updated_at_ms: created_at_ms,
+            })
+            .collect())
     }
 
     /// The instance with this id.

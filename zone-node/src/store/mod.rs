@@ -21,6 +21,7 @@
 //! - `generation`: the zone generation counter
 //! - `placement`: validated filters, the sampled candidate query, reservations and placing
 //! - [`instances`](self::instances): instances, optimistic updates, capacity given back on removal
+//! - `batch`: room for a multi-create, all or nothing (on top of `place` and `release`)
 //! - [`zones`](self::zones): child zones (federation) and the instance mapping
 //! - [`probe`](self::probe): diagnostic concurrency counters
 //!
@@ -52,6 +53,7 @@ macro_rules! with_pool {
 
 pub mod accounts;
 mod aggregate;
+mod batch;
 mod generation;
 pub mod hosts;
 pub mod instances;
@@ -60,6 +62,7 @@ mod placement;
 pub mod probe;
 pub mod zones;
 
+pub use batch::BatchPlacement;
 pub use hosts::{HostRow, NewHost};
 pub use instances::{InstanceChange, InstanceRow, NewInstance};
 pub use placement::{Filter, Test};

@@ -574,6 +574,30 @@ impl Store {
         }
     }
 
+    /// [`Store::instance_route_put`] for every instance of a multi-create, in one transaction:
+    /// O(n) statements, one commit. False (and nothing recorded) when there is no such child.
+    #[tracing::instrument(level = "debug", skip(self, instance_ids), fields(count = instance_ids.len()))]
+    pub async fn instance_routes_put(&self, instance_ids: &[Uuid], child_id: Uuid, client_id: &str) -> Result<bool> {
+        const SQL: &str = "INSERT INTO instance_routes (instance_id, child_id, client_id, created_at_ms) \
+             VALUES ($1, $2, $3, (SELECT now_ms FROM db_clock)) \
+             ON CONFLICT (instance_id) DO UPDATE SET child_id = excluded.child_id, \
+             client_id = excluded.client_id, created_at_ms = excluded.created_at_ms";
+        let child_id = child_id.to_string();
+        let done = with_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            for id in instance_ids {
+                sqlx::query(SQL).bind(id.to_string()).bind(&child_id).bind(client_id).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        }
+        .await);
+        match done {
+            Ok(()) => Ok(true),
+            Err(e) if e.as_database_error().is_some_and(|d| d.is_foreign_key_violation()) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// The child holding `instance_id` and the instance's client, if this zone routed it.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn instance_route_get(&self, instance_id: Uuid) -> Result<Option<(Uuid, String)>> {

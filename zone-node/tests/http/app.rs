@@ -27,7 +27,10 @@ pub struct TestApp {
     pub database_url: String,
     stop: CancellationToken,
     served: Option<JoinHandle<anyhow::Result<Stopped>>>,
-    _dir: tempfile::TempDir,
+    /// The settings it was built from, for [`TestApp::spawn_peer`].
+    env: BTreeMap<&'static str, String>,
+    /// The data directory; `None` for a peer, which uses its first node's.
+    _dir: Option<tempfile::TempDir>,
 }
 
 /// Builds and serves a node of a zone of its own.
@@ -45,21 +48,34 @@ pub async fn spawn_app() -> TestApp {
         ("ZONE_LISTEN", format!("127.0.0.1:{}", test_support::free_port())),
         ("ZONE_DATA_DIR", data_dir.display().to_string()),
         ("ZONE_BUS_URL", format!("memory://http-{id}")),
-        ("ZONE_ADMIN_PASSWORD", admin_password.clone()),
+        ("ZONE_ADMIN_PASSWORD", admin_password),
     ]
     .into_iter()
     .collect();
+    serve(env, Some(dir)).await
+}
+
+async fn serve(env: BTreeMap<&'static str, String>, dir: Option<tempfile::TempDir>) -> TestApp {
     let config = Config::load(None, &|var| env.get(var).cloned()).expect("the test configuration is valid");
     let admin_username = config.admin.username.clone();
+    let admin_password = env["ZONE_ADMIN_PASSWORD"].clone();
     let database_url = config.database_url().to_owned();
     let app = Application::build(config).await.expect("the app builds");
     let url = format!("http://127.0.0.1:{}", app.port());
     let stop = app.shutdown_token();
     let served = tokio::spawn(app.run_until_stopped());
-    TestApp { url, admin_username, admin_password, database_url, stop, served: Some(served), _dir: dir }
+    TestApp { url, admin_username, admin_password, database_url, stop, served: Some(served), env, _dir: dir }
 }
 
 impl TestApp {
+    /// Another node of this node's zone: the same SQLite database and the same in-process bus,
+    /// its own port. Keep this node alive at least as long: it owns the data directory.
+    pub async fn spawn_peer(&self) -> TestApp {
+        let mut env = self.env.clone();
+        env.insert("ZONE_LISTEN", format!("127.0.0.1:{}", test_support::free_port()));
+        serve(env, None).await
+    }
+
     /// An API client logged in as the zone's admin.
     pub async fn client(&self) -> api::Client {
         let (client, _) = api::Client::new(&self.url)

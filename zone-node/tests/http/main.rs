@@ -9,7 +9,10 @@
 //! - [`app`]: [`spawn_app`](app::spawn_app) and its [`TestApp`](app::TestApp)
 //! - `input`: bad input at the HTTP edge gets a coded 4xx and writes nothing
 //! - `embedded`: one node on the embedded defaults serves the API, the ring and the OpenAPI document
+//! - `multi_create`: `count` above 1, with simulated hosts (the `agent-sim` crate), and through a
+//!   parent zone
 
 mod app;
 mod embedded;
 mod input;
+mod multi_create;

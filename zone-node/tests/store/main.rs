@@ -24,6 +24,7 @@
 //! - `aggregate`: the maintained aggregate against a full recomputation after random changes
 //! - `placement`: capability filters in SQL and placements under concurrency
 //! - `instances`: instances, optimistic updates, capacity given back
+//! - `batch`: multi-creates: room for all or none, a batch's rows in one transaction
 //! - `zones`: child zones (federation) and the instance mapping
 
 use std::time::Duration;
@@ -60,6 +61,7 @@ macro_rules! store_test_suite {
 
 mod accounts;
 mod aggregate;
+mod batch;
 mod connect;
 mod hosts;
 mod instances;

@@ -306,6 +306,14 @@ async fn instance_routes_put_get_delete_and_cascade(db: &TestDb) {
     // A route to a child that does not exist is refused, and nothing is written.
     assert!(!store.instance_route_put(i3, Uuid::new_v4(), "c1").await.unwrap());
     assert!(store.instance_route_get(i3).await.unwrap().is_none());
+    // A multi-create's routes in one go; to a child that does not exist, none of them.
+    let batch: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    assert!(!store.instance_routes_put(&batch, Uuid::new_v4(), "c3").await.unwrap());
+    assert!(store.instance_route_get(batch[0]).await.unwrap().is_none(), "nothing of a refused batch");
+    assert!(store.instance_routes_put(&batch, b.id, "c3").await.unwrap());
+    for id in &batch {
+        assert_eq!(store.instance_route_get(*id).await.unwrap(), Some((b.id, "c3".into())));
+    }
 
     let mut c1 = vec![a.id, b.id];
     c1.sort();
