@@ -134,8 +134,9 @@ struct HostState {
     in_flight: HashMap<(String, AgentAction), Vec<Callback>>,
     max_concurrent_per_instance: usize,
     counters: Counters,
-    /// The capabilities last accepted by the zone, so unchanged ones are not sent again.
-    reported: Option<BTreeMap<String, Value>>,
+    /// A fingerprint of the capabilities last accepted by the zone, so unchanged ones are not
+    /// sent again (a hash, not a copy: at 100,000 hosts a copy per host is a hundred MB).
+    reported: Option<u64>,
 }
 
 /// One simulated host and its agent.
@@ -314,13 +315,15 @@ impl SimHost {
             return None;
         }
         let caps = self.capabilities();
+        let now = fingerprint(&caps);
         let s = self.lock();
-        Some((s.reported.as_ref() != Some(&caps)).then_some(caps))
+        Some((s.reported != Some(now)).then_some(caps))
     }
 
     /// The zone accepted a report carrying these capabilities.
-    pub fn reported(&self, caps: BTreeMap<String, Value>) {
-        self.lock().reported = Some(caps);
+    pub fn reported(&self, caps: &BTreeMap<String, Value>) {
+        let print = fingerprint(caps);
+        self.lock().reported = Some(print);
     }
 
     /// `GET {agent_url}/v1/stats`.
@@ -357,6 +360,18 @@ impl SimHost {
             "instances": instances,
         })
     }
+}
+
+/// A hash of a set of capabilities, the same for the same keys and values.
+fn fingerprint(caps: &BTreeMap<String, Value>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (key, value) in caps {
+        key.hash(&mut h);
+        // JSON text: `Value` is not `Hash`, and equal values print alike.
+        value.to_string().hash(&mut h);
+    }
+    h.finish()
 }
 
 /// `latency` ± 10 %, so many hosts with the same latency do not call back in lockstep.
@@ -447,7 +462,7 @@ mod tests {
     fn reports_carry_capabilities_only_when_they_changed() {
         let h = host(0.0);
         let first = h.report_due().expect("reporting").expect("first report has capabilities");
-        h.reported(first);
+        h.reported(&first);
         assert_eq!(h.report_due(), Some(None), "nothing changed: presence only");
         let work = started(h.accept(&task("t1", "i1", AgentAction::Create), cb("t1")));
         h.finish(&work);

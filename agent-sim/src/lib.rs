@@ -7,10 +7,17 @@
 //!
 //! [`run`] binds one listener, registers N hosts with the zone (`POST /v1/hosts`, or, for a name
 //! already registered, `PUT /v1/hosts/{id}` with the new agent URL and token, so a restarted
-//! simulator takes its hosts back), then serves the agent protocol for all of them and reports
-//! each host's presence every report interval. It returns a [`SimHandle`] once every host is
-//! registered; the CLI (`zone-node agent-sim`) fills a [`SimConfig`] and calls
-//! [`run_until_signal`], and an in-process demo calls [`run`] the same way.
+//! simulator takes its hosts back), many at once ([`register`]), then serves the agent protocol
+//! for all of them and reports each host's presence every report interval, spread evenly over it
+//! ([`reports`]). It returns a [`SimHandle`] once every host is registered; the CLI
+//! (`zone-node agent-sim`) fills a [`SimConfig`] and calls [`run_until_signal`], and an
+//! in-process demo calls [`run`] the same way.
+//!
+//! **Built for 100,000 hosts in one process.** Everything is shared: one listener and accept
+//! loop, one HTTP connection pool to the zone (registrations, reports and task callbacks), one
+//! task that schedules every host's reports (not a task and a timer per host); per host there is
+//! only its name, URLs, token, profile and a little state. Registration is concurrent with a
+//! bound (`--register-concurrency`).
 //!
 //! **One listener, a path prefix per host.** Host `sim-007`'s agent URL is
 //! `http://127.0.0.1:PORT/hosts/sim-007`. The zone only needs distinct agent URLs; one port for
@@ -28,6 +35,8 @@
 //! - `routes`: the HTTP side (tasks, control, stats)
 //! - `error`: the agents' error answer and JSON body extractor
 //! - [`session`]: the logged-in zone client, renewed when its token expires
+//! - [`register`]: registering the hosts, a bounded number at once
+//! - [`reports`]: every host's periodic report, from one scheduler
 //! - `clock`, `signal`: the wall clock in milliseconds, SIGINT/SIGTERM
 //! - this file: configuration, registration, reports, [`run`], [`run_until_signal`]
 
@@ -35,19 +44,17 @@ mod clock;
 mod error;
 pub mod host;
 pub mod profile;
+pub mod register;
+pub mod reports;
 mod routes;
 pub mod session;
 mod signal;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use api::agent::HostReport;
-use api::{ErrorCode, HostRegister, HostUpdate};
-use futures::StreamExt;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
@@ -65,8 +72,8 @@ use self::signal::shutdown_signal;
 pub const MAX_HOSTS: usize = 100_000;
 /// Shortest report interval accepted (the zone's own lower bound).
 pub const MIN_REPORT_INTERVAL: Duration = Duration::from_millis(50);
-/// How many registrations run at once at start.
-const REGISTER_CONCURRENCY: usize = 16;
+/// Longest any request to the zone may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a stop waits for the results still due.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -96,6 +103,8 @@ pub struct SimConfig {
     /// Capabilities every host announces on top of its profile's (replacing a profile key of
     /// the same name): a site name, a hypervisor, so one simulator per zone can make zones differ.
     pub capabilities: std::collections::BTreeMap<String, serde_json::Value>,
+    /// How many registrations run at once (1 to [`register::MAX_REGISTER_CONCURRENCY`]).
+    pub register_concurrency: usize,
 }
 
 impl SimConfig {
@@ -103,6 +112,11 @@ impl SimConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!((1..=MAX_HOSTS).contains(&self.hosts), "--hosts must be 1 to {MAX_HOSTS}");
         anyhow::ensure!((0.0..=1.0).contains(&self.fail_rate), "--fail-rate must be between 0 and 1");
+        anyhow::ensure!(
+            (1..=register::MAX_REGISTER_CONCURRENCY).contains(&self.register_concurrency),
+            "--register-concurrency must be 1 to {}",
+            register::MAX_REGISTER_CONCURRENCY
+        );
         anyhow::ensure!(
             self.report_interval >= MIN_REPORT_INTERVAL,
             "--report-interval-ms must be at least {} ms",
@@ -143,6 +157,7 @@ pub struct SimHostInfo {
 pub struct SimHandle {
     agents_url: String,
     hosts: Vec<SimHostInfo>,
+    registration: Duration,
     done: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -156,6 +171,11 @@ impl SimHandle {
         &self.hosts
     }
 
+    /// How long registering every host took.
+    pub fn registration_time(&self) -> Duration {
+        self.registration
+    }
+
     /// Waits until the simulator has stopped (its shutdown token was cancelled, or its listener
     /// failed).
     pub async fn wait(self) -> anyhow::Result<()> {
@@ -167,8 +187,17 @@ impl SimHandle {
 /// are registered; runs until `shutdown` is cancelled.
 pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Result<SimHandle> {
     config.validate()?;
+    // One connection pool for everything the simulator sends: registrations, reports and task
+    // results, to every node of the zone.
+    let http = reqwest::Client::builder()
+        .timeout(HTTP_TIMEOUT)
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(config.register_concurrency.max(reports::DEFAULT_REPORTS_IN_FLIGHT))
+        .tcp_nodelay(true)
+        .build()
+        .context("cannot build the HTTP client")?;
     let session = Arc::new(
-        ZoneSession::open(&config.zone_url, config.credentials.clone())
+        ZoneSession::open_with(http.clone(), &config.zone_url, config.credentials.clone())
             .await
             .with_context(|| format!("cannot log in to the zone at {}", config.zone_url))?,
     );
@@ -188,7 +217,7 @@ pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Resu
     }
 
     let behaviour = Behaviour { fail_rate: config.fail_rate, latency: config.latency, reporting: true };
-    let hosts: Vec<Arc<SimHost>> = (0..config.hosts)
+    let hosts: Arc<[Arc<SimHost>]> = (0..config.hosts)
         .map(|i| {
             let name = host_name(&config.name_prefix, i);
             let agent_url = format!("{agents_url}/hosts/{name}");
@@ -197,11 +226,6 @@ pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Resu
             Arc::new(SimHost::new(name, agent_url, profile, random_token(), behaviour))
         })
         .collect();
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .pool_max_idle_per_host(64)
-        .build()
-        .context("cannot build the HTTP client")?;
     let state = Arc::new(SimState {
         hosts: hosts.iter().map(|h| (h.name.clone(), h.clone())).collect(),
         by_url: hosts.iter().map(|h| (h.agent_url.clone(), h.clone())).collect(),
@@ -224,30 +248,34 @@ pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Resu
     tracing::info!(listen = %local, agents_url, hosts = config.hosts, profile = config.profile.as_str(),
         zone = %config.zone_url, "simulated agents listening");
 
-    let registered = match register_all(&session, &hosts).await {
+    // Reports start now and skip the hosts not registered yet: with 100,000 hosts, the first
+    // ones registered must not go silent (and down) while the last ones register.
+    let stop_reports = shutdown.child_token();
+    let reporter = tokio::spawn(reports::report_all(
+        session.clone(),
+        hosts.clone(),
+        config.report_interval,
+        reports::DEFAULT_REPORTS_IN_FLIGHT,
+        stop_reports.clone(),
+    ));
+
+    let started = std::time::Instant::now();
+    let registered = match register::register_all(&session, &hosts, config.register_concurrency).await {
         Ok(r) => r,
         Err(e) => {
+            stop_reports.cancel();
             stop_http.cancel();
+            let _ = reporter.await;
             let _ = server.await;
             return Err(e);
         }
     };
-    tracing::info!(hosts = registered.len(), "simulated hosts registered");
-
-    let reporters = TaskTracker::new();
-    let stop_reports = shutdown.child_token();
-    for (i, host) in hosts.iter().enumerate() {
-        // Spread the hosts' reports over the interval instead of sending them all at once.
-        let offset = config.report_interval.mul_f64(i as f64 / hosts.len() as f64);
-        reporters.spawn(report_loop(
-            session.clone(),
-            host.clone(),
-            config.report_interval,
-            offset,
-            stop_reports.clone(),
-        ));
-    }
-    reporters.close();
+    let took = started.elapsed();
+    tracing::info!(
+        hosts = registered.len(),
+        seconds = format!("{:.1}", took.as_secs_f64()),
+        "simulated hosts registered"
+    );
 
     let done = tokio::spawn(async move {
         let mut server = server;
@@ -255,10 +283,12 @@ pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Resu
             _ = shutdown.cancelled() => None,
             ended = &mut server => Some(ended),
         };
+        // Asked, not seen first: a stop also ends the server (its token is a child of the stop's),
+        // and the select above may see that end before the stop itself.
+        let stopped_by_itself = !shutdown.is_cancelled();
         stop_reports.cancel();
         stop_http.cancel();
-        reporters.wait().await;
-        let stopped_by_itself = early.is_some();
+        let _ = reporter.await;
         let served = match early {
             Some(ended) => ended,
             None => server.await,
@@ -275,7 +305,7 @@ pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Resu
             Err(e) => Err(anyhow::Error::new(e).context("the agents' HTTP server task failed")),
         }
     });
-    Ok(SimHandle { agents_url, hosts: registered, done })
+    Ok(SimHandle { agents_url, hosts: registered, registration: took, done })
 }
 
 /// Runs the simulator until SIGINT or SIGTERM (`zone-node agent-sim`), printing where its agents
@@ -283,7 +313,13 @@ pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Resu
 pub async fn run_until_signal(config: SimConfig) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let handle = run(config, shutdown.clone()).await?;
-    println!("agent-sim: {} hosts registered; agents at {}/hosts/<name>", handle.hosts().len(), handle.agents_url());
+    // Scripts wait for this line (scripts/bench/scale.sh reads the time from it).
+    println!(
+        "agent-sim: {} hosts registered in {:.1} s; agents at {}/hosts/<name>",
+        handle.hosts().len(),
+        handle.registration_time().as_secs_f64(),
+        handle.agents_url()
+    );
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("stopping the simulated agents");
@@ -296,146 +332,4 @@ fn random_token() -> SecretString {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     SecretString::from(hex::encode(bytes))
-}
-
-/// Registers every host, a few at a time; fails on the first host the zone refuses.
-async fn register_all(session: &ZoneSession, hosts: &[Arc<SimHost>]) -> anyhow::Result<Vec<SimHostInfo>> {
-    // The zone's hosts by name, read once, the first time a name turns out to be taken.
-    let existing: tokio::sync::OnceCell<HashMap<String, api::Host>> = tokio::sync::OnceCell::new();
-    let results: Vec<anyhow::Result<SimHostInfo>> = futures::stream::iter(hosts)
-        .map(|host| {
-            let existing = &existing;
-            async move {
-                let id = register(session, host, Some(existing)).await?;
-                Ok(SimHostInfo { name: host.name.clone(), host_id: id, agent_url: host.agent_url.clone() })
-            }
-        })
-        .buffered(REGISTER_CONCURRENCY)
-        .collect()
-        .await;
-    results.into_iter().collect()
-}
-
-/// Registers one host, or takes over the registered host of that name (a restarted simulator):
-/// its agent URL, agent token and capabilities become this simulator's. Returns its id.
-async fn register(
-    session: &ZoneSession,
-    host: &SimHost,
-    existing: Option<&tokio::sync::OnceCell<HashMap<String, api::Host>>>,
-) -> anyhow::Result<String> {
-    let capabilities = host.capabilities();
-    let req = HostRegister {
-        name: host.name.clone(),
-        agent_url: host.agent_url.clone(),
-        capabilities: capabilities.clone(),
-        resources: host.profile.resources,
-        agent_token: Some(host.agent_token.expose_secret().to_owned()),
-    };
-    let id = match session
-        .call(|c| {
-            let req = req.clone();
-            async move { c.host_register(&req).await }
-        })
-        .await
-    {
-        Ok(created) => created.id,
-        Err(e) if e.code() == Some(ErrorCode::Conflict) => {
-            let fresh;
-            let known = match existing {
-                Some(cell) => cell.get_or_try_init(|| list_hosts(session)).await?,
-                None => {
-                    fresh = list_hosts(session).await?;
-                    &fresh
-                }
-            };
-            let Some(old) = known.get(&host.name) else {
-                anyhow::bail!("host {} is said to exist but the zone does not list it", host.name);
-            };
-            if old.resources != host.profile.resources {
-                tracing::warn!(host = %host.name, registered = ?old.resources, profile = ?host.profile.resources,
-                    "the registered capacity differs from the profile's and cannot be changed through the API");
-            }
-            let update = HostUpdate {
-                agent_url: Some(host.agent_url.clone()),
-                agent_token: Some(host.agent_token.expose_secret().to_owned()),
-                capabilities: Some(capabilities.clone()),
-            };
-            let id = old.id.clone();
-            session
-                .call(|c| {
-                    let (id, update) = (id.clone(), update.clone());
-                    async move { c.host_update(&id, &update).await }
-                })
-                .await
-                .with_context(|| format!("cannot take over host {}", host.name))?;
-            tracing::info!(host = %host.name, id = %old.id, "took over the registered host");
-            old.id.clone()
-        }
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot register host {}", host.name))),
-    };
-    host.set_host_id(id.clone());
-    host.reported(capabilities);
-    Ok(id)
-}
-
-async fn list_hosts(session: &ZoneSession) -> anyhow::Result<HashMap<String, api::Host>> {
-    let list = session.call(|c| async move { c.hosts().await }).await.context("cannot list the zone's hosts")?;
-    Ok(list.hosts.into_iter().map(|h| (h.name.clone(), h)).collect())
-}
-
-/// Reports one host's presence every `interval` (after `offset`), with its capabilities when they
-/// changed. A host the zone no longer knows (an operator deleted it) is registered again.
-async fn report_loop(
-    session: Arc<ZoneSession>,
-    host: Arc<SimHost>,
-    interval: Duration,
-    offset: Duration,
-    stop: CancellationToken,
-) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Log a failing zone once, not every interval.
-    let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
-        let (Some(id), Some(caps)) = (host.host_id(), host.report_due()) else {
-            continue;
-        };
-        let report = HostReport { capabilities: caps.clone() };
-        let call = session.call(|c| {
-            let (id, report) = (id.clone(), report.clone());
-            async move { c.host_report(&id, &report).await }
-        });
-        // A stop does not wait for a report to a zone that does not answer.
-        let sent = tokio::select! {
-            _ = stop.cancelled() => return,
-            sent = call => sent,
-        };
-        match sent {
-            Ok(()) => {
-                if let Some(caps) = caps {
-                    host.reported(caps);
-                }
-                if failing {
-                    tracing::info!(host = %host.name, "reports reach the zone again");
-                    failing = false;
-                }
-            }
-            Err(e) if e.code() == Some(ErrorCode::NotFound) => {
-                tracing::warn!(host = %host.name, id, "the zone no longer knows this host; registering it again");
-                if let Err(error) = register(&session, &host, None).await {
-                    tracing::warn!(host = %host.name, error = format!("{error:#}"), "cannot register the host again");
-                }
-            }
-            Err(e) => {
-                if !failing {
-                    tracing::warn!(host = %host.name, error = %e, "report failed");
-                    failing = true;
-                }
-            }
-        }
-    }
 }

@@ -34,6 +34,8 @@ struct Current {
 /// A logged-in client, shared by every host of the simulator.
 pub struct ZoneSession {
     zone_url: String,
+    /// The one connection pool of every client the session makes (whatever node it talks to).
+    http: reqwest::Client,
     credentials: Credentials,
     /// std locks: held only to clone or replace a value, never across an await.
     current: RwLock<Current>,
@@ -45,10 +47,20 @@ pub struct ZoneSession {
 impl ZoneSession {
     /// Logs in (or takes the token), checks that the zone accepts it and lists the zone's nodes.
     pub async fn open(zone_url: &str, credentials: Credentials) -> Result<ZoneSession, ClientError> {
+        ZoneSession::open_with(api::client::default_http(), zone_url, credentials).await
+    }
+
+    /// [`ZoneSession::open`] over the connection pool `http`.
+    pub async fn open_with(
+        http: reqwest::Client,
+        zone_url: &str,
+        credentials: Credentials,
+    ) -> Result<ZoneSession, ClientError> {
         let zone_url = zone_url.trim_end_matches('/').to_owned();
-        let token = login(&zone_url, &credentials).await?;
-        let client = Client::new(&zone_url).with_token(token.expose_secret());
+        let token = login(&http, &zone_url, &credentials).await?;
+        let client = Client::with_http(&zone_url, http.clone()).with_token(token.expose_secret());
         let session = ZoneSession {
+            http,
             nodes: RwLock::new(vec![zone_url.clone()]),
             zone_url,
             credentials,
@@ -119,7 +131,7 @@ impl ZoneSession {
             .collect();
         for url in candidates {
             let Current { generation, token, .. } = self.current();
-            let client = Client::new(&url).with_token(token.expose_secret());
+            let client = Client::with_http(&url, self.http.clone()).with_token(token.expose_secret());
             match call(client.clone()).await {
                 Err(e) if node_gone(&e) => continue,
                 outcome => {
@@ -153,8 +165,8 @@ impl ZoneSession {
             return Ok(());
         }
         let base = current.client.base_url().to_owned();
-        let token = login(&base, &self.credentials).await?;
-        let client = Client::new(&base).with_token(token.expose_secret());
+        let token = login(&self.http, &base, &self.credentials).await?;
+        let client = Client::with_http(&base, self.http.clone()).with_token(token.expose_secret());
         *self.current.write().unwrap_or_else(|e| e.into_inner()) =
             Current { generation: generation + 1, token, client };
         tracing::info!(zone = %base, "logged in to the zone again");
@@ -168,8 +180,8 @@ fn node_gone(e: &ClientError) -> bool {
 }
 
 /// A bearer token for the credentials, checked against the zone at `url`.
-async fn login(url: &str, credentials: &Credentials) -> Result<SecretString, ClientError> {
-    let anonymous = Client::new(url);
+async fn login(http: &reqwest::Client, url: &str, credentials: &Credentials) -> Result<SecretString, ClientError> {
+    let anonymous = Client::with_http(url, http.clone());
     match credentials {
         Credentials::Password { username, password } => {
             let (_, token) = anonymous.login(username, password.expose_secret()).await?;

@@ -60,6 +60,16 @@ impl SimProcess {
     /// Starts the simulator and waits until the zone lists all its hosts as up (panics with the
     /// simulator's log tail otherwise, or as soon as it exits).
     pub async fn start(spec: SimSpec) -> SimProcess {
+        let sim = SimProcess::spawn(spec, Vec::new());
+        if let Err(why) = sim.wait_registered(SIM_READY_TIMEOUT).await {
+            panic!("{}", sim.failure(&why));
+        }
+        sim
+    }
+
+    /// Starts the simulator with `extra_args` after the spec's flags (such as
+    /// `--register-concurrency 128`), without waiting for anything.
+    pub fn spawn(spec: SimSpec, extra_args: Vec<String>) -> SimProcess {
         let mut node = NodeSpec::new("agent-sim");
         node.label = format!("agent-sim/{}", spec.name_prefix);
         node.subcommand = "agent-sim".to_owned();
@@ -92,6 +102,7 @@ impl SimProcess {
             };
             ["--capability".to_owned(), format!("{k}={v}")]
         }))
+        .chain(extra_args)
         .map(Into::into)
         .collect();
         node = node.with_env("ZONE_USERNAME", &spec.username).with_env("ZONE_PASSWORD", &spec.password);
@@ -102,11 +113,7 @@ impl SimProcess {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .expect("the reqwest client builder only fails on a broken TLS backend");
-        let sim = SimProcess { process: NodeProcess::spawn(node), spec, http };
-        if let Err(why) = sim.wait_registered(SIM_READY_TIMEOUT).await {
-            panic!("{}", sim.failure(&why));
-        }
-        sim
+        SimProcess { process: NodeProcess::spawn(node), spec, http }
     }
 
     /// Waits until the zone lists `hosts` hosts of this simulator (name prefix and agent URL on
@@ -126,7 +133,7 @@ impl SimProcess {
                 })
                 .await
                 .map_err(|e| format!("cannot log in to the zone: {e}"))?;
-            let hosts = client.hosts().await.map_err(|e| format!("GET /v1/hosts failed: {e}"))?.hosts;
+            let hosts = all_hosts(client).await.map_err(|e| format!("GET /v1/hosts failed: {e}"))?;
             let mine: Vec<_> =
                 hosts.iter().filter(|h| h.name.starts_with(&prefix) && h.agent_url.starts_with(&agents)).collect();
             let up = mine.iter().filter(|h| h.state == "up").count();
@@ -196,5 +203,23 @@ impl SimProcess {
     /// A failure message about the simulator with its log tail.
     pub fn failure(&self, what: &str) -> String {
         self.process.failure(what)
+    }
+}
+
+/// Every host the zone lists, a page at a time (a plain `GET /v1/hosts` holds the first 1,000).
+pub async fn all_hosts(client: &api::Client) -> Result<Vec<api::Host>, api::ClientError> {
+    let mut hosts = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let query = match &marker {
+            None => "limit=1000".to_owned(),
+            Some(m) => format!("limit=1000&marker={m}"),
+        };
+        let page = client.hosts_page(&query).await?;
+        hosts.extend(page.hosts);
+        match page.next_marker {
+            Some(next) => marker = Some(next),
+            None => return Ok(hosts),
+        }
     }
 }

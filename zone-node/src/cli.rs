@@ -396,10 +396,13 @@ mod tests {
             "0.5",
             "--profile",
             "mixed",
+            "--register-concurrency",
+            "200",
         ])
         .unwrap();
         let Some(Command::AgentSim(args)) = cli.command else { panic!("not agent-sim") };
         assert_eq!((args.conn.url.as_str(), args.hosts, args.latency_ms), ("http://127.0.0.1:9", 3, 5));
         assert_eq!(args.profile, ::agent_sim::profile::Profile::Mixed);
+        assert_eq!(args.register_concurrency, 200);
     }
 }

@@ -120,6 +120,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             ]
             .into_iter()
             .collect(),
+            register_concurrency: agent_sim::register::DEFAULT_REGISTER_CONCURRENCY,
         };
         sims.push(
             agent_sim::run(config, stop.child_token())

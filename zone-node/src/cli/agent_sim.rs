@@ -49,6 +49,10 @@ pub struct AgentSimArgs {
     /// KEY). VALUE is a number, true/false, or else a string: site=dc1, gpu=true, cpu-ghz=3.1.
     #[arg(long = "capability", value_name = "KEY=VALUE", value_parser = parse_capability)]
     pub capabilities: Vec<(String, serde_json::Value)>,
+    /// How many hosts register at once (1 to 1024): at start, hosts are registered this many in
+    /// flight, each the moment one before it is done.
+    #[arg(long, default_value_t = agent_sim::register::DEFAULT_REGISTER_CONCURRENCY)]
+    pub register_concurrency: usize,
 }
 
 /// `KEY=VALUE` as a capability: a JSON number or boolean when VALUE is one, a string otherwise.
@@ -87,6 +91,7 @@ impl AgentSimArgs {
             listen: self.listen,
             advertise_url: self.advertise_url,
             capabilities: self.capabilities.into_iter().collect(),
+            register_concurrency: self.register_concurrency,
         })
     }
 }

@@ -69,6 +69,10 @@ const COLUMNS: &str = "i.id, i.name, i.client_id, i.state, i.host_id, h.state AS
      i.disk_gb, i.requirements, i.error_reason, i.version, i.task, i.task_node, i.task_target, i.created_at_ms, \
      i.updated_at_ms";
 const FROM: &str = "FROM instances i LEFT JOIN hosts h ON h.id = i.host_id";
+/// See [`Store::instances_in_task`].
+const IN_TASK: &str = "SELECT id, task_node FROM instances WHERE task_node IS NOT NULL ORDER BY id";
+/// See [`Store::client_has_instances`].
+const CLIENT_HAS: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE client_id = $1 LIMIT 1) AS one";
 
 #[derive(sqlx::FromRow)]
 struct RawInstance {
@@ -140,6 +144,26 @@ macro_rules! release_in {
             tracing::warn!(host = %$host, "host held less than the instance's reservation; nothing released");
         }
     }};
+}
+
+/// The statement of one page of [`Store::instances_page`]: with or without a client, with or
+/// without a marker, its parameters in that order (client, marker, limit).
+///
+/// One statement per shape, never `($1 IS NULL OR client_id = $1) AND ($2 IS NULL OR id > $2)`:
+/// such a statement has one plan for every value, which can use no index for either filter, so
+/// PostgreSQL's cached generic plan walked the whole primary key (2 s for a late page of
+/// 1,000,000 instances) and SQLite always did. Each shape below is a range of one index walked in
+/// id order (the primary key, or `instances_client_id_id`, migration 0007) and stopped after
+/// `limit` rows.
+fn page_sql(client: bool, marker: bool) -> String {
+    let filter = match (client, marker) {
+        (false, false) => String::new(),
+        (false, true) => "WHERE i.id > $1".to_owned(),
+        (true, false) => "WHERE i.client_id = $1".to_owned(),
+        (true, true) => "WHERE i.client_id = $1 AND i.id > $2".to_owned(),
+    };
+    let limit = 1 + usize::from(client) + usize::from(marker);
+    format!("SELECT {COLUMNS} {FROM} {filter} ORDER BY i.id LIMIT ${limit}")
 }
 
 impl Store {
@@ -232,7 +256,7 @@ impl Store {
             .collect())
     }
 
-    /// The instance with this id.
+    /// The instance with this id. Cost: two primary-key probes (the instance, its host).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn instance_get(&self, id: Uuid) -> Result<Option<InstanceRow>> {
         let sql = format!("SELECT {COLUMNS} {FROM} WHERE i.id = $1");
@@ -243,6 +267,9 @@ impl Store {
     }
 
     /// One page of instances by id: those after `marker`, of `client_id` when given.
+    ///
+    /// Cost: O(limit) at any depth (an index range walked in order, then stopped), whatever the
+    /// zone holds; see [`page_sql`].
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn instances_page(
         &self,
@@ -250,30 +277,34 @@ impl Store {
         marker: Option<&str>,
         limit: i64,
     ) -> Result<Vec<InstanceRow>> {
-        let sql = format!(
-            "SELECT {COLUMNS} {FROM} WHERE ($1 IS NULL OR i.client_id = $1) AND ($2 IS NULL OR i.id > $2) \
-             ORDER BY i.id LIMIT $3"
-        );
+        let sql = page_sql(client_id.is_some(), marker.is_some());
         let raws: Vec<RawInstance> = with_pool!(self, |pool| {
-            sqlx::query_as(assembled(&sql)).bind(client_id).bind(marker).bind(limit.max(0)).fetch_all(pool).await
+            let mut q = sqlx::query_as(assembled(&sql));
+            if let Some(c) = client_id {
+                q = q.bind(c);
+            }
+            if let Some(m) = marker {
+                q = q.bind(m);
+            }
+            q.bind(limit.max(0)).fetch_all(pool).await
         })?;
         raws.into_iter().map(RawInstance::into_row).collect()
     }
 
     /// Whether any instance of `client_id` is in this zone (the zone's own answer to "do you
-    /// manage client X?").
+    /// manage client X?"). Cost: one index probe (`instances_client_id_id`).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn client_has_instances(&self, client_id: &str) -> Result<bool> {
-        const SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM instances WHERE client_id = $1 LIMIT 1) AS one";
-        let n: i64 = with_pool!(self, |pool| sqlx::query_scalar(SQL).bind(client_id).fetch_one(pool).await)?;
+        let n: i64 = with_pool!(self, |pool| sqlx::query_scalar(CLIENT_HAS).bind(client_id).fetch_one(pool).await)?;
         Ok(n > 0)
     }
 
-    /// Instances with a task in progress, as (instance, node running it).
+    /// Instances with a task in progress, as (instance, node running it). Every node asks this
+    /// each heartbeat; cost O(instances in a task), read from the partial index
+    /// `instances_in_task` (migration 0007), not O(instances).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn instances_in_task(&self) -> Result<Vec<(Uuid, Uuid)>> {
-        const SQL: &str = "SELECT id, task_node FROM instances WHERE task_node IS NOT NULL ORDER BY id";
-        let rows: Vec<(String, String)> = with_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)?;
+        let rows: Vec<(String, String)> = with_pool!(self, |pool| sqlx::query_as(IN_TASK).fetch_all(pool).await)?;
         rows.iter().map(|(i, n)| Ok((parse_uuid("instance", i)?, parse_uuid("node", n)?))).collect()
     }
 
@@ -385,5 +416,92 @@ impl Store {
         const SQL: &str = "SELECT state, COUNT(*) FROM instances GROUP BY state ORDER BY state";
         let rows: Vec<(String, i64)> = with_pool!(self, |pool| sqlx::query_as(SQL).fetch_all(pool).await)?;
         Ok(rows)
+    }
+}
+
+/// A sample argument of a statement [`Store::instance_read_plans`] explains.
+#[derive(Clone, Copy)]
+enum Sample {
+    Text(&'static str),
+    Int(i64),
+}
+
+impl Sample {
+    /// As a literal in PostgreSQL's `EXECUTE`: constants of this file, never input.
+    fn literal(self) -> String {
+        match self {
+            Sample::Text(t) => format!("'{t}'"),
+            Sample::Int(n) => n.to_string(),
+        }
+    }
+}
+
+/// The reads of instances that must cost the same at 1,000,000 instances as at 10 (issue 9), by
+/// name, with sample arguments.
+fn hot_reads() -> Vec<(&'static str, String, Vec<Sample>)> {
+    const ID: Sample = Sample::Text("00000000-0000-4000-8000-000000000000");
+    const CLIENT: Sample = Sample::Text("client-1");
+    const LIMIT: Sample = Sample::Int(101);
+    vec![
+        ("get", format!("SELECT {COLUMNS} {FROM} WHERE i.id = $1"), vec![ID]),
+        ("first_page", page_sql(false, false), vec![LIMIT]),
+        ("later_page", page_sql(false, true), vec![ID, LIMIT]),
+        ("client_first_page", page_sql(true, false), vec![CLIENT, LIMIT]),
+        ("client_later_page", page_sql(true, true), vec![CLIENT, ID, LIMIT]),
+        ("client_has", CLIENT_HAS.to_owned(), vec![CLIENT]),
+        ("in_task", IN_TASK.to_owned(), vec![]),
+    ]
+}
+
+impl Store {
+    /// How the database runs each hot read of instances, as (name, plan text): SQLite's
+    /// `EXPLAIN QUERY PLAN`, or PostgreSQL's `EXPLAIN` of the generic plan (the one a pooled
+    /// connection settles on after a few runs, planned for any value) with sequential scans
+    /// disabled, so the plan shows whether an index can serve the statement at all, whatever
+    /// the table's size now. For the store suite, and for an operator who wonders.
+    #[doc(hidden)]
+    pub async fn instance_read_plans(&self) -> Result<Vec<(String, String)>> {
+        let mut plans = Vec::new();
+        match &self.backend {
+            super::Backend::Sqlite(pool) => {
+                for (name, sql, args) in hot_reads() {
+                    let explain = format!("EXPLAIN QUERY PLAN {sql}");
+                    let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(assembled(&explain));
+                    for a in args {
+                        q = match a {
+                            Sample::Text(t) => q.bind(t),
+                            Sample::Int(n) => q.bind(n),
+                        };
+                    }
+                    let rows = q.fetch_all(pool).await?;
+                    let lines: Vec<String> = rows.into_iter().map(|r| r.3).collect();
+                    plans.push((name.to_owned(), lines.join("\n")));
+                }
+            }
+            super::Backend::Postgres(pool) => {
+                use sqlx::{Connection, Row};
+                // A connection of its own, closed afterwards: the settings below must not reach
+                // the pool.
+                let mut conn = pool.acquire().await?.detach();
+                sqlx::raw_sql("SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off")
+                    .execute(&mut conn)
+                    .await?;
+                for (name, sql, args) in hot_reads() {
+                    let args: Vec<String> = args.into_iter().map(Sample::literal).collect();
+                    let execute = if args.is_empty() {
+                        "EXECUTE zone_plan".to_owned()
+                    } else {
+                        format!("EXECUTE zone_plan({})", args.join(", "))
+                    };
+                    sqlx::raw_sql(assembled(&format!("PREPARE zone_plan AS {sql}"))).execute(&mut conn).await?;
+                    let rows = sqlx::raw_sql(assembled(&format!("EXPLAIN {execute}"))).fetch_all(&mut conn).await?;
+                    sqlx::raw_sql("DEALLOCATE zone_plan").execute(&mut conn).await?;
+                    let lines = rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<Vec<_>, _>>()?;
+                    plans.push((name.to_owned(), lines.join("\n")));
+                }
+                conn.close().await?;
+            }
+        }
+        Ok(plans)
     }
 }
