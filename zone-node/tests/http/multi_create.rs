@@ -44,6 +44,7 @@ async fn zone(hosts: usize, profile: Profile) -> Zone {
             profile,
             name_prefix: "h".into(),
             report_interval: Duration::from_secs(1),
+            register_concurrency: agent_sim::register::DEFAULT_REGISTER_CONCURRENCY,
             control_token: None,
             listen: "127.0.0.1:0".parse().unwrap(),
             advertise_url: None,
