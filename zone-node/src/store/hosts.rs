@@ -483,14 +483,22 @@ impl Store {
                 for id in chunk {
                     q = q.bind(id);
                 }
-                stayed.extend(q.fetch_all(&mut *tx).await?);
+                let found: Vec<String> = q.fetch_all(&mut *tx).await?;
+                // Usually every host was up: then there is nobody to bring back.
+                let found_set: std::collections::HashSet<&String> = found.iter().collect();
+                let rest: Vec<&String> = chunk.iter().filter(|id| !found_set.contains(id)).collect();
+                stayed.extend(found);
+                if rest.is_empty() {
+                    continue;
+                }
+                let list = placeholders(1, rest.len());
                 let sql = format!(
                     "UPDATE hosts SET state = 'up', missed_reports = 0, \
                      last_report_ms = (SELECT now_ms FROM db_clock), version = version + 1 \
                      WHERE state = 'down' AND id IN ({list}) RETURNING id"
                 );
                 let mut q = sqlx::query_scalar::<_, String>(assembled(&sql));
-                for id in chunk {
+                for id in rest {
                     q = q.bind(id);
                 }
                 came_up.extend(q.fetch_all(&mut *tx).await?);
