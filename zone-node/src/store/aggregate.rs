@@ -92,7 +92,7 @@ impl Store {
     }
 
     /// [`Store::aggregate`] computed from every up host, in O(hosts): the reference the maintained
-    /// aggregate is checked against, and a repair check for an operator.
+    /// aggregate is checked against (the store suite does, after random sequences of changes).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn aggregate_recomputed(&self) -> Result<Aggregate> {
         const FLOATS: &str = "SELECT c.key, MIN(c.float_value), MAX(c.float_value), \
