@@ -64,10 +64,7 @@ async fn concurrent_batches_never_overcommit_and_are_never_half_placed(db: &Test
     let batches: Vec<(Resources, usize)> =
         (0..BATCHES).map(|_| (res(rng.gen_range(1..5), rng.gen_range(1..9) * 512, 10), rng.gen_range(2..20))).collect();
     // Four "nodes", each with its own pool, all at once.
-    let mut stores = Vec::new();
-    for _ in 0..4 {
-        stores.push(db.connect_small(5).await);
-    }
+    let stores = db.connect_nodes(4).await;
     let tasks: Vec<_> = batches
         .iter()
         .copied()

@@ -99,6 +99,15 @@ impl TestDb {
         Store::connect(&self.url).await.unwrap_or_else(|e| panic!("connect {}: {e}", self.backend))
     }
 
+    /// `n` stores with small pools of their own: `n` "nodes" of one zone.
+    async fn connect_nodes(&self, n: usize) -> Vec<Store> {
+        let mut stores = Vec::with_capacity(n);
+        for _ in 0..n {
+            stores.push(self.connect_small(5).await);
+        }
+        stores
+    }
+
     /// A new store with a small pool, for tests that simulate many nodes.
     async fn connect_small(&self, max_connections: u32) -> Store {
         Store::connect_with(&self.url, max_connections)

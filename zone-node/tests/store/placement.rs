@@ -194,10 +194,7 @@ async fn concurrent_placements_never_overcommit(db: &TestDb) {
         .collect();
 
     // Four "nodes", each with its own pool, placing all at once.
-    let mut stores = Vec::new();
-    for _ in 0..4 {
-        stores.push(db.connect_small(5).await);
-    }
+    let stores = db.connect_nodes(4).await;
     let tasks: Vec<_> = requests
         .iter()
         .cloned()

@@ -10,10 +10,7 @@ store_test_suite!(probe_counters_are_atomic,);
 
 async fn probe_counters_are_atomic(db: &TestDb) {
     const TASKS: usize = 20;
-    let mut stores = Vec::new();
-    for _ in 0..4 {
-        stores.push(db.connect_small(5).await);
-    }
+    let stores = db.connect_nodes(4).await;
     // Every task enters, then waits until all have entered, then exits: the true maximum of
     // concurrent workers is exactly TASKS, whatever the scheduling.
     let barrier = Arc::new(tokio::sync::Barrier::new(TASKS));
