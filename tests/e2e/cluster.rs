@@ -184,8 +184,12 @@ async fn fourth_node_takes_a_quarter_and_no_resource_runs_twice() {
             assert_eq!(a, &fourth, "a resource moved between two old nodes");
         }
     }
+    // With V = 128 virtual nodes per node a node's share is a sum of V arcs: mean 1/4, standard
+    // deviation about 1/(4·sqrt(V)) = 2.2 points for random node ids. 20-30 % (±2.3σ) failed about
+    // one run in fifty (CI saw 30.1 %); 15-35 % is ±4.5σ, and a ring that moved keys between old
+    // nodes or gave the newcomer none or all of them still fails.
     let share = moved as f64 / resources.len() as f64;
-    assert!((0.20..=0.30).contains(&share), "the fourth node took {:.1}% of resources", share * 100.0);
+    assert!((0.15..=0.35).contains(&share), "the fourth node took {:.1}% of resources", share * 100.0);
 }
 
 fn tokio_util_stop() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
