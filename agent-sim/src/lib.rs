@@ -189,7 +189,7 @@ pub async fn run(config: SimConfig, shutdown: CancellationToken) -> anyhow::Resu
     config.validate()?;
     // One connection pool for everything the simulator sends: registrations, reports and task
     // results, to every node of the zone.
-    let http = reqwest::Client::builder()
+    let http = api::http::client_builder()
         .timeout(HTTP_TIMEOUT)
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(config.register_concurrency.max(reports::DEFAULT_REPORTS_IN_FLIGHT))

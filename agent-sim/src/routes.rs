@@ -281,7 +281,7 @@ mod tests {
         let state = Arc::new(SimState {
             hosts: [("h-000".to_owned(), host.clone())].into_iter().collect(),
             by_url: HashMap::new(),
-            http: reqwest::Client::new(),
+            http: api::http::client_builder().build().expect("an HTTP client"),
             control_token: Some(SecretString::from(CONTROL_TOKEN)),
             work: TaskTracker::new(),
         });

@@ -78,7 +78,7 @@ pub struct Answer<T> {
 
 /// The connection pool behind [`Client::new`]: 30 s per request unless a client says otherwise.
 pub fn default_http() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::http::client_builder()
         .timeout(Duration::from_secs(30))
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(64)

@@ -8,6 +8,7 @@
 //! - [`error`]: the error body and the one list of error codes used by HTTP and the bus
 //! - [`types`]: request and response bodies, grouped by resource
 //! - [`client`]: the typed HTTP client
+//! - [`http`]: where every HTTP client is built (the TLS provider is installed there)
 //! - [`bus`]: the bus protocol: every message and event kind with its body and reply types
 //! - [`agent`]: the host-agent protocol (zone → agent tasks, agent → zone callbacks and reports)
 //! - [`federation`]: child zones, the lowest-zone answer, and the headers of forwarded requests
@@ -17,6 +18,7 @@ pub mod bus;
 pub mod client;
 pub mod error;
 pub mod federation;
+pub mod http;
 pub mod types;
 pub mod validate;
 

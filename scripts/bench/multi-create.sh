@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Multi-create on one node: BATCHES creates of count 1,000 (1 vcpu, 512 MB, 10 GB), one after the
-# other, then STREAMS of them at once, against agent-sim --hosts 100 --profile big --latency-ms 0.
+# other, then STREAMS of them at once (each stream ROUNDS of them in turn), against
+# agent-sim --hosts HOSTS --profile big --latency-ms 0 (a big host holds 256 such instances).
 # Embedded (SQLite, in-process bus) by default; PGDB=<new database name> runs the node on
 # PostgreSQL (the database is created and dropped). Prints each batch's time and how many of its
 # instances run. Needs curl, bc and python3.
 #   scripts/bench/multi-create.sh              BATCHES=10 STREAMS=4 PGDB=zt_bench scripts/bench/multi-create.sh
+#   HOSTS=4000 BATCHES=0 STREAMS=4 ROUNDS=250 scripts/bench/multi-create.sh   # 1,000,000 instances
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ -z "${PGDB:-}" ] || scripts/ensure-services >/dev/null
@@ -14,6 +16,8 @@ DIR=$(mktemp -d)
 PORT=${PORT:-18931}
 BATCHES=${BATCHES:-10}
 STREAMS=${STREAMS:-4}
+ROUNDS=${ROUNDS:-1}
+HOSTS=${HOSTS:-100}
 if [ -n "${PGDB:-}" ]; then
   createdb -h 127.0.0.1 -U postgres "$PGDB"
   export ZONE_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$PGDB"
@@ -27,10 +31,10 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 100); do curl -sf "$ZONE_URL/healthz" >/dev/null && break; sleep 0.1; done
-"$BIN" agent-sim --hosts 100 --profile big --latency-ms 0 > "$DIR/sim.log" 2>&1 & SIM=$!
-for _ in $(seq 300); do
+"$BIN" agent-sim --hosts "$HOSTS" --profile big --latency-ms 0 > "$DIR/sim.log" 2>&1 & SIM=$!
+for _ in $(seq 3000); do
   n=$("$BIN" host-list --json 2>/dev/null | python3 -c 'import json,sys; print(sum(1 for h in json.load(sys.stdin)["hosts"] if h["state"]=="up"))' 2>/dev/null || echo 0)
-  [ "$n" = 100 ] && break; sleep 0.2
+  [ "$n" = "$HOSTS" ] && break; sleep 0.2
 done
 echo "hosts up: $n"
 TOKEN=$("$BIN" login 2>/dev/null | tail -1)
@@ -41,7 +45,7 @@ create() { # name: one POST of 1,000, prints seconds and how many are running
     -d "{\"name\":\"$1\",\"client_id\":\"c-$1\",\"count\":1000,\"resources\":{\"vcpus\":1,\"memory_mb\":512,\"disk_gb\":10}}" \
     "$ZONE_URL/v1/instances")
   t1=$(date +%s.%N)
-  echo "$1 $(echo "$t1 - $t0" | bc) s, running: $(echo "$body" | python3 -c 'import json,sys; print(sum(1 for i in json.load(sys.stdin)["instances"] if i["state"]=="running"))')"
+  echo "$1 $(echo "$t1 - $t0" | bc) s, running: $(echo "$body" | grep -o '"state":"running"' | wc -l)"
 }
 S=$(date +%s.%N)
 for i in $(seq "$BATCHES"); do create "seq$i"; done
@@ -49,10 +53,14 @@ E=$(date +%s.%N)
 echo "sequential: $BATCHES x 1000 in $(echo "$E - $S" | bc) s"
 S=$(date +%s.%N)
 PIDS=()
-for i in $(seq "$STREAMS"); do create "par$i" & PIDS+=($!); done
+stream() { for r in $(seq "$ROUNDS"); do create "par$1-$r"; done; }
+for i in $(seq "$STREAMS"); do stream "$i" > "$DIR/stream$i.log" & PIDS+=($!); done
 wait "${PIDS[@]}"
 E=$(date +%s.%N)
-echo "parallel: $STREAMS x 1000 at once in $(echo "$E - $S" | bc) s"
+cat "$DIR"/stream*.log | tail -n 8
+total=$((STREAMS * ROUNDS * 1000))
+running=$(cat "$DIR"/stream*.log | sed -E 's/.*running: ([0-9]+).*/\1/' | paste -sd+ | bc)
+echo "parallel: $STREAMS streams x $ROUNDS x 1000 = $total in $(echo "$E - $S" | bc) s ($(echo "$total / ($E - $S)" | bc)/s), running: $running"
 echo "error lines in the node log: $(grep -ci error "$DIR/node.log" || true)"
 # Where the time went, per batch: placement and insert, and the whole (the node's own figures).
 grep "multi-create done" "$DIR/node.log" | sed -E 's/.*(placed_ms=[0-9]+) (total_ms=[0-9]+).*/\1 \2/' || true

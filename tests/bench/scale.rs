@@ -374,7 +374,7 @@ struct InstanceRow {
 /// Creates `n` instances, [`CREATE_CONCURRENCY`] in flight, over every node; returns creates/s.
 async fn creates(clients: &[(api::Client, String)], urls: &[String], n: usize, tag: &str) -> f64 {
     // Raw JSON: the body is the API's, whatever optional fields the Rust type grows.
-    let http = reqwest::Client::new();
+    let http = api::http::client_builder().build().expect("an HTTP client");
     let tokens: Vec<&String> = clients.iter().map(|(_, t)| t).collect();
     let started = Instant::now();
     let ok = futures::stream::iter(0..n)
@@ -455,7 +455,7 @@ async fn run_hosts(a: &Args, setup: &str, hosts: usize, rows: &mut Vec<HostRow>,
     eprintln!("   registered in {registered_s:.1} s (agent-sim: {sim_says_s:.1} s), {up} up");
 
     // Idle: reports only. Wait for the reports of the first interval to settle.
-    let http = reqwest::Client::new();
+    let http = api::http::client_builder().build().expect("an HTTP client");
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (cpu0, reports0, t0) = (zone.cpu_seconds(), zone.reports_handled(&http).await, Instant::now());
     tokio::time::sleep(a.idle).await;

@@ -513,7 +513,7 @@ async fn bad_input_and_other_clients_get_clear_4xx_and_change_nothing() {
             "no_valid_host",
         ),
     ];
-    let http = reqwest::Client::new();
+    let http = api::http::client_builder().build().expect("an HTTP client");
     let (_, tok) = api::Client::new(&zone.node(0).url())
         .login(&zone.spec().admin_username, &zone.spec().admin_password)
         .await

@@ -359,7 +359,7 @@ impl NodeProcess {
     /// Like [`wait_ready`](Self::wait_ready), returning why the node is not ready instead of
     /// panicking (for tests that expect a node to refuse readiness).
     pub async fn try_wait_ready(&self, timeout: Duration) -> Result<(), String> {
-        let http = reqwest::Client::builder()
+        let http = api::http::client_builder()
             .timeout(READY_PROBE_TIMEOUT)
             .build()
             .expect("the reqwest client builder only fails on a broken TLS backend");

@@ -109,7 +109,7 @@ impl SimProcess {
         if let Some(token) = &spec.control_token {
             node = node.with_env("ZONE_SIM_CONTROL_TOKEN", token);
         }
-        let http = reqwest::Client::builder()
+        let http = api::http::client_builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
             .expect("the reqwest client builder only fails on a broken TLS backend");

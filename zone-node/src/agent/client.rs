@@ -87,7 +87,7 @@ impl Drop for WaiterGuard<'_> {
 impl Agents {
     /// `api_url` is this node's own API URL: agents post callbacks there.
     pub fn new(api_url: &str) -> Agents {
-        let http = reqwest::Client::builder()
+        let http = api::http::client_builder()
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(32)
             .build()

@@ -17,7 +17,7 @@ async fn embedded_node_serves_alone() {
     assert_eq!(probe.active, 1);
     // The OpenAPI document is served without a token and names the API's paths.
     let doc: serde_json::Value =
-        reqwest::get(format!("{}/openapi.json", node.url)).await.unwrap().json().await.unwrap();
+        api::http::client_builder().build().expect("an HTTP client").get(format!("{}/openapi.json", node.url)).send().await.unwrap().json().await.unwrap();
     for path in
         ["/v1/auth/tokens", "/v1/instances", "/v1/zones", "/v1/zones/{id}/detail", "/v1/clients/{client_id}/zone"]
     {

@@ -56,7 +56,7 @@ async fn bad_input_gets_a_coded_4xx_and_writes_nothing() {
     // A fresh connection per case: after refusing the over-limit body (413) without reading it the
     // server closes that connection, and a pooled client could send the next case on it just as it
     // closes ("error sending request"), failing the case for a reason that is not its own.
-    let http = reqwest::Client::builder()
+    let http = api::http::client_builder()
         .pool_max_idle_per_host(0)
         .build()
         .expect("the reqwest client builder only fails on a broken TLS backend");

@@ -1,0 +1,34 @@
+//! Where every HTTP client of the workspace is built.
+//!
+//! reqwest is compiled without a TLS crypto provider of its own (`rustls-no-provider`) so the
+//! binary carries one, ring, shared with lapin's `amqps://` connections. reqwest panics when it
+//! builds a client and no provider is installed; building through [`client_builder`] installs it
+//! first, so no caller can forget.
+
+use std::sync::Once;
+
+/// A `reqwest` client builder with the process's TLS provider installed.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    install_tls_provider();
+    reqwest::Client::builder()
+}
+
+/// Installs ring as the process-wide rustls provider (once; a provider installed earlier stays).
+pub fn install_tls_provider() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        // Err means another provider is already installed: that one serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_client_builds_and_speaks_https() {
+        // Would panic inside reqwest if no provider were installed.
+        let client = super::client_builder().https_only(true).build();
+        assert!(client.is_ok(), "{client:?}");
+        assert!(rustls::crypto::CryptoProvider::get_default().is_some());
+    }
+}
