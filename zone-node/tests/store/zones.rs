@@ -27,7 +27,7 @@ fn snapshot(generation: i64, free_disk: f64) -> ChildSnapshot {
         .insert("hypervisor".into(), AggregateEntry::String { values: vec!["kvm".into()], count: 1, truncated: false });
     let subtree =
         vec![SubtreeEntry { id: Uuid::new_v4().to_string(), name: "huddle-1".into(), path: vec!["huddle-1".into()] }];
-    ChildSnapshot { capabilities, generation, subtree }
+    ChildSnapshot { capabilities, own_capabilities: None, generation, subtree }
 }
 
 fn new_child(key: &SecretKey, name: &str, first_answer: Option<ChildSnapshot>) -> NewChildZone {
