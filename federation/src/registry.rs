@@ -168,7 +168,12 @@ impl Registry {
         for c in self.children().iter() {
             let counts = c.routable();
             let own = if counts { c.own_capabilities.clone() } else { None };
-            out.push(SubtreeEntry { id: c.id.clone(), name: c.name.clone(), path: vec![c.name.clone()], capabilities: own });
+            out.push(SubtreeEntry {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                path: vec![c.name.clone()],
+                capabilities: own,
+            });
             for e in &c.subtree {
                 let mut path = Vec::with_capacity(e.path.len() + 1);
                 path.push(c.name.clone());

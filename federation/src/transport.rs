@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use api::federation::{INSTANCE_ID_HEADER, ZONE_PATH_HEADER};
 use api::{
-    Answer, ClientError, Conditional, ErrorCode, HostList, Instance, InstanceAction, InstanceCreate, InstanceList, LowestZone,
-    Placement, PlacementRequest, Role, SubtreeView, ZoneInfo, ZoneWatch,
+    Answer, ClientError, Conditional, ErrorCode, HostList, Instance, InstanceAction, InstanceCreate, InstanceList,
+    LowestZone, Placement, PlacementRequest, Role, SubtreeView, ZoneInfo, ZoneWatch,
 };
 
 use crate::error::FedError;

@@ -38,8 +38,7 @@ pub async fn run(poller: Arc<Poller>, settings: WatchSettings, stop: Cancellatio
     let mut watches: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();
     loop {
         let children = poller.gateway().registry().children();
-        let mine: Vec<&str> =
-            children.iter().filter(|c| poller.sink().owns(&c.id)).map(|c| c.id.as_str()).collect();
+        let mine: Vec<&str> = children.iter().filter(|c| poller.sink().owns(&c.id)).map(|c| c.id.as_str()).collect();
         watches.retain(|id, (token, task)| {
             let keep = mine.contains(&id.as_str()) && !task.is_finished();
             if !keep {

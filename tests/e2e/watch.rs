@@ -125,10 +125,9 @@ async fn changes_below_reach_every_parent_through_watches_and_a_diamond_counts_o
     // --- a create through root2 reaches root1 (multi-root) ---
     let made = r2.instance_create(&create("c-root2", "dcb")).await.expect("create through root2");
     assert_eq!(made.zone_path, ["root2", "dcb"]);
-    let took = arrives("root2's create at root1", &all, || async {
-        lowest(&r1, "c-root2").await.as_deref() == Some("dcb")
-    })
-    .await;
+    let took =
+        arrives("root2's create at root1", &all, || async { lowest(&r1, "c-root2").await.as_deref() == Some("dcb") })
+            .await;
     eprintln!("a create through root2 reached root1's lookup in {took:?}");
 
     // --- polls are conditional: an unchanged zone answers 304 ---

@@ -191,7 +191,12 @@ pub async fn watch_zone(
     let view = ParentView::read(&state, &caller, Some(api::SubtreeView::Cached)).await?;
     let zone_id = state.zone.id.to_string();
     let digest = view.etag(&zone_id, Some(api::SubtreeView::Cached));
-    Ok(axum::Json(ZoneWatch { id: zone_id, generation: view.generation, changed: view.generation > params.since, digest }))
+    Ok(axum::Json(ZoneWatch {
+        id: zone_id,
+        generation: view.generation,
+        changed: view.generation > params.since,
+        digest,
+    }))
 }
 
 /// Which node owns each resource id, on this node's ring (admin).

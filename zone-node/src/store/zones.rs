@@ -310,7 +310,12 @@ fn snapshot_json(s: &ChildSnapshot) -> Result<(String, String, Option<String>)> 
     let encode = |what: &str, e: serde_json::Error| StoreError::Other(format!("cannot encode child {what}: {e}"));
     let caps = serde_json::to_string(&s.capabilities).map_err(|e| encode("capabilities", e))?;
     let subtree = serde_json::to_string(&s.subtree).map_err(|e| encode("subtree", e))?;
-    let own = s.own_capabilities.as_ref().map(serde_json::to_string).transpose().map_err(|e| encode("own capabilities", e))?;
+    let own = s
+        .own_capabilities
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| encode("own capabilities", e))?;
     Ok((caps, subtree, own))
 }
 
@@ -532,8 +537,7 @@ impl Store {
             let online = sqlx::query(ONLINE).bind(id).execute(&mut *tx).await?.rows_affected() > 0;
             let generation =
                 sqlx::query(GENERATION).bind(id).bind(snapshot.generation).execute(&mut *tx).await?.rows_affected() > 0;
-            let raw: Option<RawChildZone> =
-                sqlx::query_as(assembled(&rest))
+            let raw: Option<RawChildZone> = sqlx::query_as(assembled(&rest))
                 .bind(id)
                 .bind(&caps)
                 .bind(&subtree)

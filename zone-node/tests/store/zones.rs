@@ -27,8 +27,10 @@ fn snapshot(generation: i64, free_disk: f64) -> ChildSnapshot {
     capabilities
         .insert("hypervisor".into(), AggregateEntry::String { values: vec!["kvm".into()], count: 1, truncated: false });
     // The child's own hosts hold the free disk; the huddle below it the hypervisor.
-    let own: api::Aggregate = capabilities.iter().filter(|(k, _)| *k == "free-disk").map(|(k, v)| (k.clone(), v.clone())).collect();
-    let huddle: api::Aggregate = capabilities.iter().filter(|(k, _)| *k == "hypervisor").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let own: api::Aggregate =
+        capabilities.iter().filter(|(k, _)| *k == "free-disk").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let huddle: api::Aggregate =
+        capabilities.iter().filter(|(k, _)| *k == "hypervisor").map(|(k, v)| (k.clone(), v.clone())).collect();
     let subtree = vec![SubtreeEntry {
         id: Uuid::new_v4().to_string(),
         name: "huddle-1".into(),
