@@ -11,16 +11,18 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use api::{
-    Aggregate, AggregateEntry, Answer, CapabilityValue, CodedError, ErrorCode, HostList, Instance, InstanceAction,
-    InstanceActionKind, InstanceCreate, InstanceList, LowestZone, NodeInfo, Op, Placement, PlacementRequest,
-    Requirement, Resources, Role, ZoneInfo,
+    Aggregate, AggregateEntry, Answer, CapabilityValue, CodedError, Conditional, ErrorCode, HostList, Instance,
+    InstanceAction, InstanceActionKind, InstanceCreate, InstanceList, LowestZone, NodeInfo, Op, Placement,
+    PlacementRequest, Requirement, Resources, Role, ZoneInfo,
 };
 use federation::identity::{effective, Stated};
 use federation::matching::{may_meet, FREE_DISK_GB, FREE_MEMORY_MB, FREE_VCPUS};
+use federation::poll::{PollSink, Poller};
 use federation::{
     Changed, Child, ChildTransport, Credentials, FedError, Gateway, Hop, Identity, ListQuery, LocalZone, PollOutcome,
     Principal, RequestContext, Route, Settings, ZonePath,
@@ -336,6 +338,24 @@ impl ChildTransport for InProcess {
                 Some(api::SubtreeView::Live) => Some(gw.live_subtree(&ctx).await),
             },
         })
+    }
+    async fn zone_if_changed(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        etag: Option<&str>,
+    ) -> Result<Conditional<ZoneInfo>, FedError> {
+        // As the HTTP edge does: a digest of what a parent records, compared with the one sent.
+        let info = self.zone_info(child, hop, Some(api::SubtreeView::Cached)).await?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&(info.generation, &info.capabilities, &info.own_capabilities, &info.subtree))
+            .unwrap()
+            .hash(&mut h);
+        let tag = format!("{:x}", h.finish());
+        if etag == Some(tag.as_str()) {
+            return Ok(Conditional::NotModified);
+        }
+        Ok(Conditional::Modified { value: info, etag: Some(tag) })
     }
     async fn placement(&self, child: &Child, hop: &Hop<'_>, req: &PlacementRequest) -> Result<Placement, FedError> {
         let (gw, ctx) = self.enter(child, hop, "placement")?;
@@ -883,4 +903,46 @@ async fn a_miss_asks_each_child_once_per_generation() {
         assert_eq!(lowest(&t, "global", "nobody").await, None);
     }
     assert_eq!((asked("region1"), asked("region2")), (r1, r2 + 1));
+}
+
+/// Counts what the poller records.
+#[derive(Default)]
+struct CountingSink {
+    records: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl PollSink for CountingSink {
+    fn owns(&self, _child_id: &str) -> bool {
+        true
+    }
+    async fn record(&self, _child: &Child, outcome: PollOutcome) -> bool {
+        assert!(!matches!(outcome, PollOutcome::Unchanged), "nothing to record is never recorded");
+        self.records.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+}
+
+#[tokio::test]
+async fn an_unchanged_child_costs_a_conditional_request_and_records_nothing() {
+    let t = Tree::build().await;
+    let sink = Arc::new(CountingSink::default());
+    let poller = Poller::new(t.gw("region2"), sink.clone(), std::time::Duration::from_secs(1));
+    let dc3 = t.gw("region2").registry().get("id-dc3").unwrap();
+    let records = || sink.records.load(Ordering::SeqCst);
+    poller.poll(&dc3).await;
+    assert_eq!(records(), 1, "the first answer is recorded");
+    for _ in 0..3 {
+        poller.poll(&dc3).await;
+    }
+    assert_eq!(records(), 1, "unchanged (304): nothing recorded");
+    t.gw("dc3").create(&admin(), &new_id(), &create("acme", vec![])).await.unwrap();
+    poller.poll(&dc3).await;
+    assert_eq!(records(), 2, "a change is read and recorded");
+    poller.poll(&dc3).await;
+    assert_eq!(records(), 2);
+    // An offline child is always read in full: its answer must be recorded to bring it back.
+    let offline = Child { online: false, ..(*dc3).clone() };
+    poller.poll(&offline).await;
+    assert_eq!(records(), 3);
 }
