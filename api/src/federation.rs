@@ -173,7 +173,7 @@ pub struct ChildSummary {
 }
 
 /// One zone below the answering zone in `GET /v1/zone?subtree=true`: parents use it to refuse a
-/// child whose subtree contains them.
+/// child whose subtree contains them, and to merge aggregates per zone id (a diamond counts once).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SubtreeEntry {
     pub id: String,

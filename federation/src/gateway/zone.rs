@@ -2,7 +2,9 @@
 //! aggregate of `GET /v1/capabilities`.
 //!
 //! Cost: the summary and the polled subtree are O(children) and O(subtree entries) copies of the
-//! registry; the aggregate is one local query plus O(children × keys) merging; the live subtree is
+//! registry (each entry with its zone's own aggregate, O(keys)); the aggregate is one local query
+//! plus an O(keys) merge of the children's part, which the registry merged per zone id when it
+//! was replaced (O(subtree entries × keys), once per change, not per request); the live subtree is
 //! one request per child, in parallel under the scatter deadline, bounded by
 //! `SUBTREE_MAX_ENTRIES`.
 
