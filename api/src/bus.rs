@@ -323,6 +323,18 @@ impl BusEvent for ChildrenChanged {
     const KIND: &'static str = "zone.children_changed";
 }
 
+/// `zone.generation_changed`: a node committed a change that moved the zone generation (to
+/// `generation`); the other nodes answer the parents' watches they hold (`GET /v1/zone/watch`)
+/// without reading the database in a loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationChanged {
+    pub generation: i64,
+}
+
+impl BusEvent for GenerationChanged {
+    const KIND: &'static str = "zone.generation_changed";
+}
+
 /// The membership events `node.joined`, `node.alive`, `node.leaving`, `node.left`,
 /// `node.evicted`: one body, the kind says what happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::EnumIter)]

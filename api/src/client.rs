@@ -76,6 +76,15 @@ pub struct Answer<T> {
     pub lowest: Option<Option<LowestZone>>,
 }
 
+/// The answer to a conditional request (`If-None-Match`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Conditional<T> {
+    /// 304: unchanged since the `ETag` sent.
+    NotModified,
+    /// The new answer, with its `ETag` when the zone gave one.
+    Modified { value: T, etag: Option<String> },
+}
+
 /// The connection pool behind [`Client::new`]: 30 s per request unless a client says otherwise.
 pub fn default_http() -> reqwest::Client {
     crate::http::client_builder()
@@ -158,6 +167,35 @@ impl Client {
     /// `GET /v1/zone?subtree=true|live`.
     pub async fn zone_with(&self, view: crate::federation::SubtreeView) -> Result<ZoneInfo, ClientError> {
         self.get(&format!("/v1/zone?subtree={}", view.as_str())).await
+    }
+
+    /// `GET /v1/zone?subtree=…` with `If-None-Match: etag` when given: [`Conditional::NotModified`]
+    /// when the zone's answer is still the one `etag` names (a 304 without a body), else the zone
+    /// and its new `ETag`.
+    pub async fn zone_if_changed(
+        &self,
+        view: crate::federation::SubtreeView,
+        etag: Option<&str>,
+    ) -> Result<Conditional<ZoneInfo>, ClientError> {
+        let url = format!("{}/v1/zone?subtree={}", self.base, view.as_str());
+        let mut req = self.http.get(&url);
+        if let Some(tag) = etag {
+            req = req.header(reqwest::header::IF_NONE_MATCH, tag);
+        }
+        let resp = self.send(req, &url).await?;
+        if resp.status() == reqwest::StatusCode::NOT_MODIFIED {
+            return Ok(Conditional::NotModified);
+        }
+        let etag = resp.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let value = Self::decode(resp, &url).await?;
+        Ok(Conditional::Modified { value, etag })
+    }
+
+    /// `GET /v1/zone/watch?since=…&timeout_ms=…`: waits up to `timeout_ms` (the zone caps it at
+    /// [`crate::federation::WATCH_MAX_TIMEOUT_MS`]) for the zone's generation to pass `since`.
+    /// Give this client a timeout longer than `timeout_ms`.
+    pub async fn zone_watch(&self, since: i64, timeout_ms: u64) -> Result<crate::federation::ZoneWatch, ClientError> {
+        self.get(&format!("/v1/zone/watch?since={since}&timeout_ms={timeout_ms}")).await
     }
 
     // --- child zones (admin) ---

@@ -173,13 +173,19 @@ pub struct ChildSummary {
 }
 
 /// One zone below the answering zone in `GET /v1/zone?subtree=true`: parents use it to refuse a
-/// child whose subtree contains them.
+/// child whose subtree contains them, and to merge aggregates per zone id (a diamond counts once).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SubtreeEntry {
     pub id: String,
     pub name: String,
     /// Zone names from the answering zone's child down to this zone.
     pub path: Vec<String>,
+    /// The aggregate of this zone's own hosts (without the zones below it), as its parent last
+    /// polled it; absent when the path to it is offline or disabled (so it does not count
+    /// through this path). Parents merge these per zone id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub capabilities: Option<Aggregate>,
 }
 
 /// Which subtree `GET /v1/zone?subtree=…` reports.
@@ -221,6 +227,31 @@ impl SubtreeView {
 /// How many subtree entries a zone reports at most (a tree of the seed's million hosts has about
 /// 5,000 huddles; the bound keeps a runaway topology from shipping unbounded lists upwards).
 pub const SUBTREE_MAX_ENTRIES: usize = 100_000;
+
+// ---------------------------------------------------------------------------------------------
+// the watch of a zone's changes
+
+/// The longest a `GET /v1/zone/watch` waits (`timeout_ms` is capped to it).
+pub const WATCH_MAX_TIMEOUT_MS: u64 = 30_000;
+/// How long a `GET /v1/zone/watch` waits when `timeout_ms` is not given.
+pub const WATCH_DEFAULT_TIMEOUT_MS: u64 = 25_000;
+
+/// `GET /v1/zone/watch?since=<generation>[&timeout_ms=…]` (admin; what parents hold on each
+/// child): answers as soon as the zone's generation is above `since`, or after the timeout with
+/// the generation unchanged (`changed: false`). A parent that sees a new generation re-reads the
+/// zone (`GET /v1/zone?subtree=true`, whose `ETag` is `digest`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ZoneWatch {
+    /// The answering zone's id.
+    pub id: String,
+    /// The zone's generation now.
+    pub generation: i64,
+    /// True when `generation` is above the `since` asked with.
+    pub changed: bool,
+    /// The digest of the zone's state as a parent reads it (generation, aggregate, own
+    /// aggregate, children, subtree): the `ETag` that `GET /v1/zone?subtree=true` answers now.
+    pub digest: String,
+}
 
 // ---------------------------------------------------------------------------------------------
 // the lowest-zone lookup

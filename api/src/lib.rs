@@ -22,9 +22,10 @@ pub mod http;
 pub mod types;
 pub mod validate;
 
-pub use client::{Answer, Client, ClientError};
+pub use client::{Answer, Client, ClientError, Conditional};
 pub use error::{CodedError, ErrorBody, ErrorCode, ErrorDetail};
 pub use federation::{
     ChildSummary, ChildZone, LowestZone, SubtreeEntry, SubtreeView, ZoneCreate, ZoneList, ZoneStatus, ZoneUpdate,
+    ZoneWatch,
 };
 pub use types::*;

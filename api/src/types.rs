@@ -135,6 +135,12 @@ pub struct ZoneInfo {
     /// This zone's aggregate: its own up hosts merged with its online, enabled children's.
     #[schema(value_type = Object)]
     pub capabilities: Aggregate,
+    /// The aggregate of this zone's own up hosts alone, without its children: what a parent
+    /// merges per zone id (with the subtree's `capabilities`), so a zone it reaches by two paths
+    /// counts once in its sums and counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub own_capabilities: Option<Aggregate>,
     /// This zone's child zones.
     pub children: Vec<crate::federation::ChildSummary>,
     /// Changes whenever instance ownership anywhere in the zone's subtree changes (and when a

@@ -1,7 +1,7 @@
 //! Gateway logic of a zone: how a zone works with the zones below it.
 //!
 //! Zones nest into multi-root trees (global → region → data centre → huddle). Every zone is also
-//! a gateway: it polls its children over their public REST API, merges their capability
+//! a gateway: it watches and polls its children over their public REST API, merges their capability
 //! aggregates with its own, routes requests down to the child whose capabilities fit, lists
 //! across its subtree, and answers "which lowest zone manages client X?" from a cache.
 //!
@@ -21,7 +21,8 @@
 //! - [`lookup`]: the lowest-zone rule and its generation-checked cache
 //! - [`transport`]: [`transport::ChildTransport`] and its REST implementation
 //! - [`gateway`]: [`Gateway`], which puts it all together for each REST call
-//! - [`poll`]: the polling loop
+//! - [`poll`]: the polling loop (conditional polls: the liveness check)
+//! - [`watch`]: one watch per child, re-read at once when its generation moves
 
 pub mod error;
 pub mod gateway;
@@ -34,6 +35,7 @@ pub mod registry;
 pub mod route;
 pub mod scatter;
 pub mod transport;
+pub mod watch;
 
 pub use error::FedError;
 pub use gateway::{

@@ -207,20 +207,36 @@ impl Me<'_> {
 }
 
 /// The seed's rule over this zone's own answer and its children's (`(child name, answer)`).
-pub fn compose(me: &Me<'_>, client: &str, local: bool, children: &[(&str, Option<&LowestZone>)]) -> Option<LowestZone> {
-    let yes: Vec<&(&str, Option<&LowestZone>)> = children.iter().filter(|(_, a)| a.is_some()).collect();
-    let here = || me.here(client);
-    match (local, yes.as_slice()) {
-        (false, []) => None,
-        (false, [(child, Some(below))]) => {
-            let mut path = Vec::with_capacity(below.path.len() + 1);
-            path.push(me.name.to_owned());
-            path.extend(below.path.iter().cloned());
-            let unreachable_zones = below.unreachable_zones.iter().map(|z| format!("{child}/{z}")).collect();
-            Some(LowestZone { path, unreachable_zones, ..(*below).clone() })
-        }
-        _ => Some(here()),
+///
+/// Several children saying yes means this zone, unless they name zones that one of the answers
+/// holds: in a diamond (root → region → dc and root → dc) the region and the dc both answer
+/// "dc", or the region answers "region" and the dc "dc", and the lowest zone holding every
+/// instance is below this one. `covers(a, b)` says whether zone `b` lies below zone `a` (by
+/// this zone's view of its subtree, answers' paths starting at the child).
+pub fn compose(
+    me: &Me<'_>,
+    client: &str,
+    local: bool,
+    children: &[(&str, Option<&LowestZone>)],
+    covers: &dyn Fn(&LowestZone, &LowestZone) -> bool,
+) -> Option<LowestZone> {
+    let yes: Vec<(&str, &LowestZone)> = children.iter().filter_map(|(c, a)| a.map(|a| (*c, a))).collect();
+    if local {
+        return Some(me.here(client));
     }
+    // The lowest answer that holds every other one (the only one, when one child said yes).
+    let holds_all = |a: &LowestZone| yes.iter().all(|(_, b)| b.zone_id == a.zone_id || covers(a, b));
+    if yes.is_empty() {
+        return None;
+    }
+    let Some((child, below)) = yes.iter().filter(|(_, a)| holds_all(a)).max_by_key(|(_, a)| a.path.len()) else {
+        return Some(me.here(client));
+    };
+    let mut path = Vec::with_capacity(below.path.len() + 1);
+    path.push(me.name.to_owned());
+    path.extend(below.path.iter().cloned());
+    let unreachable_zones = below.unreachable_zones.iter().map(|z| format!("{child}/{z}")).collect();
+    Some(LowestZone { path, unreachable_zones, ..(*below).clone() })
 }
 
 #[cfg(test)]
@@ -239,22 +255,39 @@ mod tests {
     }
 
     const ME: Me<'static> = Me { id: "id-g", name: "global", api_url: "http://g" };
+    const NONE: fn(&LowestZone, &LowestZone) -> bool = |_, _| false;
+
+    #[test]
+    fn in_a_diamond_the_lowest_zone_holding_every_answer_wins() {
+        // global → region1 → dc1, and global → dc1 directly.
+        let via_region = zone("dc1", &["region1", "dc1"]);
+        let direct = zone("dc1", &["dc1"]);
+        let one = compose(&ME, "acme", false, &[("dc1", Some(&direct)), ("region1", Some(&via_region))], &NONE);
+        assert_eq!(one.unwrap().zone_name, "dc1", "the same zone by two paths is one answer");
+        // The client also has instances in dc2, under region1 only: region1 holds both.
+        let region = zone("region1", &["region1"]);
+        let covers = |a: &LowestZone, b: &LowestZone| a.zone_name == "region1" && b.zone_name == "dc1";
+        let both = compose(&ME, "acme", false, &[("dc1", Some(&direct)), ("region1", Some(&region))], &covers);
+        assert_eq!(both.unwrap().path, ["global", "region1"]);
+        let apart = compose(&ME, "acme", false, &[("dc1", Some(&direct)), ("region1", Some(&region))], &NONE);
+        assert_eq!(apart.unwrap().zone_name, "global", "answers that do not hold each other: this zone");
+    }
 
     #[test]
     fn the_seed_rule() {
         let dc1 = zone("dc1", &["region1", "dc1"]);
         let r2 = zone("region2", &["region2"]);
-        assert_eq!(compose(&ME, "acme", false, &[("region1", None), ("region2", None)]), None);
-        let one = compose(&ME, "acme", false, &[("region1", Some(&dc1)), ("region2", None)]).unwrap();
+        assert_eq!(compose(&ME, "acme", false, &[("region1", None), ("region2", None)], &NONE), None);
+        let one = compose(&ME, "acme", false, &[("region1", Some(&dc1)), ("region2", None)], &NONE).unwrap();
         assert_eq!(
             (one.zone_name.as_str(), one.path.clone()),
             ("dc1", vec!["global".into(), "region1".into(), "dc1".into()])
         );
-        let two = compose(&ME, "acme", false, &[("region1", Some(&dc1)), ("region2", Some(&r2))]).unwrap();
+        let two = compose(&ME, "acme", false, &[("region1", Some(&dc1)), ("region2", Some(&r2))], &NONE).unwrap();
         assert_eq!((two.zone_name.as_str(), two.path.clone()), ("global", vec!["global".to_string()]));
-        let mine_and_one = compose(&ME, "acme", true, &[("region1", Some(&dc1))]).unwrap();
+        let mine_and_one = compose(&ME, "acme", true, &[("region1", Some(&dc1))], &NONE).unwrap();
         assert_eq!(mine_and_one.zone_id, "id-g", "own hosts and a child: this zone");
-        assert_eq!(compose(&ME, "acme", true, &[]).unwrap().zone_name, "global");
+        assert_eq!(compose(&ME, "acme", true, &[], &NONE).unwrap().zone_name, "global");
     }
 
     #[test]

@@ -5,10 +5,17 @@
 //! is offline after `failure_threshold` failed polls in a row and back online on the next good
 //! one (counted by the sink, which sees every node's polls).
 //!
+//! Polls are the liveness check; changes travel faster through the watches ([`crate::watch`]).
+//! So a poll is conditional: it sends the `ETag` of the child's answer this node last recorded,
+//! and a child whose answer has not changed answers `304` without a body, which costs the sink
+//! no write ([`PollOutcome::Unchanged`]). A tree at rest costs each parent one small request
+//! per child per interval and no database write.
+//!
 //! The first polls run at once when the node starts, in the background: start-up never waits on
 //! a child, and a child that does not answer costs one poll timeout, not a hung node.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -32,11 +39,75 @@ pub struct PollSettings {
 pub trait PollSink: Send + Sync + 'static {
     /// Whether this node polls `child_id` now.
     fn owns(&self, child_id: &str) -> bool;
-    async fn record(&self, child: &Child, outcome: PollOutcome);
+    /// Records what a poll learnt; false when it could not be recorded. Never called with
+    /// [`PollOutcome::Unchanged`]: there is nothing to record.
+    async fn record(&self, child: &Child, outcome: PollOutcome) -> bool;
+}
+
+/// Polls children and records what changed: shared by the poll loop ([`run`]) and the watches
+/// ([`crate::watch::run`]), so both send the `ETag` of the last answer recorded.
+pub struct Poller {
+    gateway: Arc<Gateway>,
+    sink: Arc<dyn PollSink>,
+    timeout: Duration,
+    // A std mutex: held for one map operation, never across an await.
+    etags: Mutex<HashMap<String, String>>,
+}
+
+impl Poller {
+    pub fn new(gateway: Arc<Gateway>, sink: Arc<dyn PollSink>, timeout: Duration) -> Poller {
+        Poller { gateway, sink, timeout, etags: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    pub fn sink(&self) -> &Arc<dyn PollSink> {
+        &self.sink
+    }
+
+    /// The poll timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Polls `child` once and records what changed. Conditional only while the child is online
+    /// in the registry: an offline child's answer must be recorded to bring it back, and the
+    /// `ETag` a node kept from before the child went offline (or before this node polled it)
+    /// says nothing about what the database holds now.
+    pub async fn poll(&self, child: &Child) {
+        let etag = if child.online { self.etags().get(&child.id).cloned() } else { None };
+        let (outcome, new_etag) = self.gateway.poll_if_changed(child, self.timeout, etag.as_deref()).await;
+        match outcome {
+            PollOutcome::Unchanged => {}
+            PollOutcome::Failed(reason) => {
+                tracing::debug!(child = %child.name, %reason, "poll failed");
+                self.etags().remove(&child.id);
+                self.sink.record(child, PollOutcome::Failed(reason)).await;
+            }
+            answered @ PollOutcome::Answered(_) => {
+                let recorded = self.sink.record(child, answered).await;
+                match new_etag {
+                    Some(tag) if recorded => self.etags().insert(child.id.clone(), tag),
+                    _ => self.etags().remove(&child.id),
+                };
+            }
+        }
+    }
+
+    /// Forgets the `ETag`s of children this node no longer polls.
+    fn retain(&self, keep: &dyn Fn(&str) -> bool) {
+        self.etags().retain(|id, _| keep(id));
+    }
+
+    fn etags(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.etags.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Polls this node's children until `stop`.
-pub async fn run(gateway: Arc<Gateway>, sink: Arc<dyn PollSink>, settings: PollSettings, stop: CancellationToken) {
+pub async fn run(poller: Arc<Poller>, settings: PollSettings, stop: CancellationToken) {
     let mut first = true;
     loop {
         if !first {
@@ -48,17 +119,13 @@ pub async fn run(gateway: Arc<Gateway>, sink: Arc<dyn PollSink>, settings: PollS
             }
         }
         first = false;
+        let sink = poller.sink().clone();
         let mine: Vec<Arc<Child>> =
-            gateway.registry().children().iter().filter(|c| sink.owns(&c.id)).cloned().collect();
+            poller.gateway().registry().children().iter().filter(|c| sink.owns(&c.id)).cloned().collect();
+        poller.retain(&|id| mine.iter().any(|c| c.id == id));
         let round = futures::stream::iter(mine).for_each_concurrent(settings.max_concurrent.max(1), |child| {
-            let (gateway, sink) = (&gateway, &sink);
-            async move {
-                let outcome = gateway.poll(&child, settings.timeout).await;
-                if let PollOutcome::Failed(reason) = &outcome {
-                    tracing::debug!(child = %child.name, %reason, "poll failed");
-                }
-                sink.record(&child, outcome).await;
-            }
+            let poller = &poller;
+            async move { poller.poll(&child).await }
         });
         tokio::select! {
             _ = stop.cancelled() => return,

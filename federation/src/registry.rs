@@ -5,6 +5,7 @@
 //! a child is added, changed, deleted or polled, on every node of the zone), so a request works on
 //! one consistent view and never waits for a poll: start-up and requests never block on a child.
 
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use api::{Aggregate, SubtreeEntry, ZoneStatus};
@@ -47,6 +48,9 @@ pub struct Child {
     pub weight_scale: f64,
     /// The child's aggregate (its whole subtree) at the last good poll.
     pub capabilities: Aggregate,
+    /// The aggregate of the child's own hosts alone, when it reports it (with the subtree's
+    /// per-zone aggregates, what [`Registry::merged`] sums per zone id).
+    pub own_capabilities: Option<Aggregate>,
     /// The child's generation at the last good poll.
     pub generation: i64,
     /// The zones below the child, at the last good poll.
@@ -69,11 +73,54 @@ impl Child {
     }
 }
 
+/// One consistent view: the children and their aggregates merged per zone id.
+#[derive(Debug, Default)]
+struct View {
+    children: Arc<Vec<Arc<Child>>>,
+    merged: Arc<Aggregate>,
+}
+
 /// The current set of children. Cheap to read: a request clones one `Arc`.
 #[derive(Debug, Default)]
 pub struct Registry {
     // A std lock: held only to swap or clone an Arc, never across an await.
-    children: RwLock<Arc<Vec<Arc<Child>>>>,
+    view: RwLock<View>,
+}
+
+/// The routable children's aggregates merged **per zone id**: each zone's own hosts counted once,
+/// however many paths lead to it (a diamond: root → region → dc and root → dc). A child that
+/// does not report its own aggregate counts as its whole subtree, once, and its subtree's zones
+/// are taken as counted. Zones whose path is offline or disabled carry no aggregate in the
+/// subtree and count only through another path. Min/max, any/all and string values are the
+/// same either way; it is sums and counts that a second path would inflate.
+///
+/// Cost: O(subtree entries × keys), paid when the view is replaced, not per request.
+fn merge_per_zone(children: &[Arc<Child>]) -> Aggregate {
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut agg = Aggregate::new();
+    for c in children.iter().filter(|c| c.routable()) {
+        match &c.own_capabilities {
+            Some(own) => {
+                if seen.insert(&c.id) {
+                    api::merge_aggregates(&mut agg, own);
+                }
+                for e in &c.subtree {
+                    if let Some(caps) = &e.capabilities {
+                        if seen.insert(&e.id) {
+                            api::merge_aggregates(&mut agg, caps);
+                        }
+                    }
+                }
+            }
+            None => {
+                if seen.insert(&c.id) {
+                    api::merge_aggregates(&mut agg, &c.capabilities);
+                }
+                seen.extend(c.subtree.iter().map(|e| e.id.as_str()));
+            }
+        }
+    }
+    agg
 }
 
 impl Registry {
@@ -86,15 +133,22 @@ impl Registry {
     pub fn replace(&self, mut children: Vec<Child>) -> Vec<String> {
         children.sort_by(|a, b| a.name.cmp(&b.name));
         let new: Arc<Vec<Arc<Child>>> = Arc::new(children.into_iter().map(Arc::new).collect());
-        let mut guard = self.children.write().unwrap_or_else(|e| e.into_inner());
-        let removed = guard.iter().filter(|old| !new.iter().any(|c| c.id == old.id)).map(|c| c.id.clone()).collect();
-        *guard = new;
+        let merged = Arc::new(merge_per_zone(&new));
+        let mut guard = self.view.write().unwrap_or_else(|e| e.into_inner());
+        let removed =
+            guard.children.iter().filter(|old| !new.iter().any(|c| c.id == old.id)).map(|c| c.id.clone()).collect();
+        *guard = View { children: new, merged };
         removed
     }
 
     /// All children, by name.
     pub fn children(&self) -> Arc<Vec<Arc<Child>>> {
-        self.children.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.view.read().unwrap_or_else(|e| e.into_inner()).children.clone()
+    }
+
+    /// The routable children's aggregates, merged per zone id (see [`merge_per_zone`]).
+    pub fn merged(&self) -> Arc<Aggregate> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).merged.clone()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Child>> {
@@ -106,16 +160,26 @@ impl Registry {
     }
 
     /// Every zone below this one: each child, then its subtree with the child's name in front,
-    /// at most [`api::federation::SUBTREE_MAX_ENTRIES`].
+    /// at most [`api::federation::SUBTREE_MAX_ENTRIES`]. Each entry carries its zone's own
+    /// aggregate when it counts through this path (the child is routable; see
+    /// [`SubtreeEntry::capabilities`]).
     pub fn subtree(&self) -> Vec<SubtreeEntry> {
         let mut out = Vec::new();
         for c in self.children().iter() {
-            out.push(SubtreeEntry { id: c.id.clone(), name: c.name.clone(), path: vec![c.name.clone()] });
+            let counts = c.routable();
+            let own = if counts { c.own_capabilities.clone() } else { None };
+            out.push(SubtreeEntry {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                path: vec![c.name.clone()],
+                capabilities: own,
+            });
             for e in &c.subtree {
                 let mut path = Vec::with_capacity(e.path.len() + 1);
                 path.push(c.name.clone());
                 path.extend(e.path.iter().cloned());
-                out.push(SubtreeEntry { id: e.id.clone(), name: e.name.clone(), path });
+                let capabilities = if counts { e.capabilities.clone() } else { None };
+                out.push(SubtreeEntry { id: e.id.clone(), name: e.name.clone(), path, capabilities });
             }
         }
         out.truncate(api::federation::SUBTREE_MAX_ENTRIES);
@@ -138,6 +202,7 @@ pub(crate) mod tests {
             weight_offset: 0.0,
             weight_scale: 1.0,
             capabilities: Aggregate::new(),
+            own_capabilities: None,
             generation: 0,
             subtree: Vec::new(),
         }
@@ -147,7 +212,8 @@ pub(crate) mod tests {
     fn replace_reports_removed_children_and_subtree_prefixes_names() {
         let r = Registry::new();
         let mut region = child("r1", "region1");
-        region.subtree = vec![SubtreeEntry { id: "d1".into(), name: "dc1".into(), path: vec!["dc1".into()] }];
+        region.subtree =
+            vec![SubtreeEntry { id: "d1".into(), name: "dc1".into(), path: vec!["dc1".into()], capabilities: None }];
         assert!(r.replace(vec![child("r2", "region2"), region]).is_empty());
         assert_eq!(r.children()[0].name, "region1", "sorted by name");
         let names: Vec<Vec<String>> = r.subtree().into_iter().map(|e| e.path).collect();

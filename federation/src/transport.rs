@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use api::federation::{INSTANCE_ID_HEADER, ZONE_PATH_HEADER};
 use api::{
-    Answer, ClientError, ErrorCode, HostList, Instance, InstanceAction, InstanceCreate, InstanceList, LowestZone,
-    Placement, PlacementRequest, Role, SubtreeView, ZoneInfo,
+    Answer, ClientError, Conditional, ErrorCode, HostList, Instance, InstanceAction, InstanceCreate, InstanceList,
+    LowestZone, Placement, PlacementRequest, Role, SubtreeView, ZoneInfo, ZoneWatch,
 };
 
 use crate::error::FedError;
@@ -56,6 +56,24 @@ pub trait ChildTransport: Send + Sync + 'static {
     /// `GET /v1/zone`, with the subtree when asked (polls: cached; zone-add checks: live).
     async fn zone_info(&self, child: &Child, hop: &Hop<'_>, subtree: Option<SubtreeView>)
         -> Result<ZoneInfo, FedError>;
+    /// A poll: `GET /v1/zone?subtree=true` with `If-None-Match: etag` when given, so a child
+    /// whose answer has not changed says so in a few bytes. The default asks unconditionally.
+    async fn zone_if_changed(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        etag: Option<&str>,
+    ) -> Result<Conditional<ZoneInfo>, FedError> {
+        let _ = etag;
+        Ok(Conditional::Modified { value: self.zone_info(child, hop, Some(SubtreeView::Cached)).await?, etag: None })
+    }
+    /// `GET /v1/zone/watch`: waits (up to `wait`, bounded by the child) for the child's generation
+    /// to pass `since`. `hop.timeout` must be longer than `wait`. The default has no watch: it
+    /// fails at once, and the caller falls back to polling.
+    async fn watch(&self, child: &Child, hop: &Hop<'_>, since: i64, wait: Duration) -> Result<ZoneWatch, FedError> {
+        let _ = (hop, since, wait);
+        Err(FedError::Unavailable { zone: child.name.clone(), reason: "this transport has no watch".into() })
+    }
     async fn placement(&self, child: &Child, hop: &Hop<'_>, req: &PlacementRequest) -> Result<Placement, FedError>;
     /// A create of the instance `id` (chosen by the zone the request entered).
     async fn create(
@@ -198,6 +216,23 @@ impl ChildTransport for RestTransport {
             }
         })
         .await
+    }
+
+    async fn zone_if_changed(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        etag: Option<&str>,
+    ) -> Result<Conditional<ZoneInfo>, FedError> {
+        self.with_child(child, hop, "zone_conditional", |c| async move {
+            c.zone_if_changed(SubtreeView::Cached, etag).await
+        })
+        .await
+    }
+
+    async fn watch(&self, child: &Child, hop: &Hop<'_>, since: i64, wait: Duration) -> Result<ZoneWatch, FedError> {
+        let wait_ms = wait.as_millis() as u64;
+        self.with_child(child, hop, "watch", |c| async move { c.zone_watch(since, wait_ms).await }).await
     }
 
     async fn placement(&self, child: &Child, hop: &Hop<'_>, req: &PlacementRequest) -> Result<Placement, FedError> {

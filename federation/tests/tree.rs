@@ -11,16 +11,18 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use api::{
-    Aggregate, AggregateEntry, Answer, CapabilityValue, CodedError, ErrorCode, HostList, Instance, InstanceAction,
-    InstanceActionKind, InstanceCreate, InstanceList, LowestZone, NodeInfo, Op, Placement, PlacementRequest,
-    Requirement, Resources, Role, ZoneInfo,
+    Aggregate, AggregateEntry, Answer, CapabilityValue, CodedError, Conditional, ErrorCode, HostList, Instance,
+    InstanceAction, InstanceActionKind, InstanceCreate, InstanceList, LowestZone, NodeInfo, Op, Placement,
+    PlacementRequest, Requirement, Resources, Role, ZoneInfo,
 };
 use federation::identity::{effective, Stated};
 use federation::matching::{may_meet, FREE_DISK_GB, FREE_MEMORY_MB, FREE_VCPUS};
+use federation::poll::{PollSink, Poller};
 use federation::{
     Changed, Child, ChildTransport, Credentials, FedError, Gateway, Hop, Identity, ListQuery, LocalZone, PollOutcome,
     Principal, RequestContext, Route, Settings, ZonePath,
@@ -326,6 +328,7 @@ impl ChildTransport for InProcess {
             node_id: "n".into(),
             nodes: Vec::<NodeInfo>::new(),
             capabilities: gw.aggregate().await?,
+            own_capabilities: Some(gw.aggregates().await?.0),
             children: gw.children_summary(),
             generation: fz.generation.load(Ordering::SeqCst),
             ring_epoch: 1,
@@ -335,6 +338,24 @@ impl ChildTransport for InProcess {
                 Some(api::SubtreeView::Live) => Some(gw.live_subtree(&ctx).await),
             },
         })
+    }
+    async fn zone_if_changed(
+        &self,
+        child: &Child,
+        hop: &Hop<'_>,
+        etag: Option<&str>,
+    ) -> Result<Conditional<ZoneInfo>, FedError> {
+        // As the HTTP edge does: a digest of what a parent records, compared with the one sent.
+        let info = self.zone_info(child, hop, Some(api::SubtreeView::Cached)).await?;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        serde_json::to_string(&(info.generation, &info.capabilities, &info.own_capabilities, &info.subtree))
+            .unwrap()
+            .hash(&mut h);
+        let tag = format!("{:x}", h.finish());
+        if etag == Some(tag.as_str()) {
+            return Ok(Conditional::NotModified);
+        }
+        Ok(Conditional::Modified { value: info, etag: Some(tag) })
     }
     async fn placement(&self, child: &Child, hop: &Hop<'_>, req: &PlacementRequest) -> Result<Placement, FedError> {
         let (gw, ctx) = self.enter(child, hop, "placement")?;
@@ -428,6 +449,7 @@ fn child_record(name: &str) -> Child {
         weight_offset: 0.0,
         weight_scale: 1.0,
         capabilities: Aggregate::new(),
+        own_capabilities: None,
         generation: 0,
         subtree: vec![],
     }
@@ -500,9 +522,11 @@ impl Tree {
                     PollOutcome::Answered(info) => {
                         c.online = true;
                         c.capabilities = info.capabilities;
+                        c.own_capabilities = info.own_capabilities;
                         c.generation = info.generation;
                         c.subtree = info.subtree.unwrap_or_default();
                     }
+                    PollOutcome::Unchanged => {}
                     PollOutcome::Failed(_) => c.online = false,
                 }
                 // As the store does: a child that changed changes this zone's subtree.
@@ -817,4 +841,108 @@ async fn loops_are_refused_at_zone_add_and_at_runtime() {
     let e = t.gw("global").create(&admin(), &new_id(), &create("a", reqs)).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::NoValidHost, "{e}");
     assert!(e.to_string().contains("loop"), "the refusal says why: {e}");
+}
+
+#[tokio::test]
+async fn a_zone_reached_by_two_paths_counts_once_in_aggregates_and_lookups() {
+    let t = Tree::build().await;
+    let g = t.gw("global");
+    let before = g.aggregate().await.unwrap();
+    // A diamond: global → region1 → dc1, and now global → dc1 as well.
+    let mut kids: Vec<Child> = g.registry().children().iter().map(|c| (**c).clone()).collect();
+    kids.push(child_record("dc1"));
+    g.set_children(kids);
+    t.poll_all().await;
+    assert_eq!(g.registry().children().len(), 3);
+    let after = g.aggregate().await.unwrap();
+    match &after["free-disk"] {
+        AggregateEntry::Float { min, max, sum, count } => {
+            // region1 500, dc1 500 and 501, dc2 500, dc3 500: five hosts, dc1's counted once.
+            assert_eq!((*count, *sum, *min, *max), (5, 2501.0, 500.0, 501.0));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(after["hypervisor"].count(), 5);
+    assert_eq!(after, before, "counts, sums, min and max as without the second path");
+
+    // Lookups: region1 and dc1 both answer dc1 for a client only in dc1.
+    t.gw("dc1").create(&admin(), &new_id(), &create("solo", vec![])).await.unwrap();
+    t.poll_all().await;
+    t.poll_all().await;
+    assert_eq!(lowest(&t, "global", "solo").await.as_deref(), Some("dc1"));
+    // In dc1 and dc2: region1 (which holds both) answers region1, dc1 answers dc1; region1 wins.
+    let bsd = Requirement { key: "os".into(), op: Op::Eq, value: Some("bsd".into()) };
+    t.gw("dc2").create(&admin(), &new_id(), &create("pair", vec![bsd])).await.unwrap();
+    t.gw("dc1").create(&admin(), &new_id(), &create("pair", vec![])).await.unwrap();
+    t.poll_all().await;
+    t.poll_all().await;
+    assert_eq!(lowest(&t, "global", "pair").await.as_deref(), Some("region1"));
+    // In dc1 and dc3: only global holds both.
+    t.gw("dc3").create(&admin(), &new_id(), &create("solo", vec![])).await.unwrap();
+    t.poll_all().await;
+    t.poll_all().await;
+    assert_eq!(lowest(&t, "global", "solo").await.as_deref(), Some("global"));
+}
+
+#[tokio::test]
+async fn a_miss_asks_each_child_once_per_generation() {
+    let t = Tree::build().await;
+    let asked = |child: &str| t.transport.count(child, "lookup");
+    assert_eq!(lowest(&t, "global", "nobody").await, None);
+    let (r1, r2) = (asked("region1"), asked("region2"));
+    assert_eq!((r1, r2), (1, 1), "one fan-out");
+    for _ in 0..5 {
+        assert_eq!(lowest(&t, "global", "nobody").await, None);
+    }
+    assert_eq!((asked("region1"), asked("region2")), (r1, r2), "the miss is cached per child");
+    // A change below region2 moves its generation: only region2 is asked again, once.
+    t.gw("dc3").create(&admin(), &new_id(), &create("other", vec![])).await.unwrap();
+    t.poll_all().await;
+    t.poll_all().await;
+    for _ in 0..5 {
+        assert_eq!(lowest(&t, "global", "nobody").await, None);
+    }
+    assert_eq!((asked("region1"), asked("region2")), (r1, r2 + 1));
+}
+
+/// Counts what the poller records.
+#[derive(Default)]
+struct CountingSink {
+    records: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl PollSink for CountingSink {
+    fn owns(&self, _child_id: &str) -> bool {
+        true
+    }
+    async fn record(&self, _child: &Child, outcome: PollOutcome) -> bool {
+        assert!(!matches!(outcome, PollOutcome::Unchanged), "nothing to record is never recorded");
+        self.records.fetch_add(1, Ordering::SeqCst);
+        true
+    }
+}
+
+#[tokio::test]
+async fn an_unchanged_child_costs_a_conditional_request_and_records_nothing() {
+    let t = Tree::build().await;
+    let sink = Arc::new(CountingSink::default());
+    let poller = Poller::new(t.gw("region2"), sink.clone(), std::time::Duration::from_secs(1));
+    let dc3 = t.gw("region2").registry().get("id-dc3").unwrap();
+    let records = || sink.records.load(Ordering::SeqCst);
+    poller.poll(&dc3).await;
+    assert_eq!(records(), 1, "the first answer is recorded");
+    for _ in 0..3 {
+        poller.poll(&dc3).await;
+    }
+    assert_eq!(records(), 1, "unchanged (304): nothing recorded");
+    t.gw("dc3").create(&admin(), &new_id(), &create("acme", vec![])).await.unwrap();
+    poller.poll(&dc3).await;
+    assert_eq!(records(), 2, "a change is read and recorded");
+    poller.poll(&dc3).await;
+    assert_eq!(records(), 2);
+    // An offline child is always read in full: its answer must be recorded to bring it back.
+    let offline = Child { online: false, ..(*dc3).clone() };
+    poller.poll(&offline).await;
+    assert_eq!(records(), 3);
 }

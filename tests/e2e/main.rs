@@ -13,3 +13,4 @@ mod federation;
 mod harness_smoke;
 mod portal_client;
 mod resources;
+mod watch;

@@ -190,6 +190,7 @@ impl Application {
             let stop_http = stop_http.clone();
             let shutdown = shutdown.clone();
             let evicted = evicted.clone();
+            let generation = state.sync.generation.clone();
             async move {
                 let reason = tokio::select! {
                     _ = shutdown_signal() => Stopped::Shutdown,
@@ -197,6 +198,7 @@ impl Application {
                     _ = evicted.cancelled() => Stopped::Evicted,
                 };
                 stop_http.cancel();
+                generation.close();
                 reason
             }
         };

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use api::{ErrorCode, ZoneInfo};
+use api::{Conditional, ErrorCode, ZoneInfo};
 
 use super::{Gateway, PollOutcome, RequestContext};
 use crate::error::FedError;
@@ -97,13 +97,50 @@ impl Gateway {
     /// Polls one child: its zone with its subtree, checked to be the registered zone and not
     /// to hold this zone below it.
     pub async fn poll(&self, child: &Child, timeout: Duration) -> PollOutcome {
-        let caller = Principal { username: format!("zone:{}", self.me.name), role: api::Role::Admin, client_id: None };
+        self.poll_if_changed(child, timeout, None).await.0
+    }
+
+    /// [`Gateway::poll`], conditional on the child's answer having changed since `etag`
+    /// ([`PollOutcome::Unchanged`] when it has not), with the answer's new `ETag`.
+    pub async fn poll_if_changed(
+        &self,
+        child: &Child,
+        timeout: Duration,
+        etag: Option<&str>,
+    ) -> (PollOutcome, Option<String>) {
+        let caller = self.as_parent();
         let path = ZonePath::empty().through(&self.me.id);
         let hop = self.hop(&caller, &path, timeout);
-        let info = match self.transport.zone_info(child, &hop, Some(api::SubtreeView::Cached)).await {
-            Ok(info) => info,
-            Err(e) => return PollOutcome::Failed(e.to_string()),
+        let (info, etag) = match self.transport.zone_if_changed(child, &hop, etag).await {
+            Ok(Conditional::Modified { value, etag }) => (value, etag),
+            Ok(Conditional::NotModified) => return (PollOutcome::Unchanged, etag.map(str::to_owned)),
+            Err(e) => return (PollOutcome::Failed(e.to_string()), None),
         };
+        (self.check_poll(child, info), etag)
+    }
+
+    /// Holds a watch on `child` (`GET /v1/zone/watch`): answers when its generation passes
+    /// `since`, or after about `wait` with its generation as it is.
+    pub async fn watch(
+        &self,
+        child: &Child,
+        since: i64,
+        wait: Duration,
+        timeout: Duration,
+    ) -> Result<api::ZoneWatch, FedError> {
+        let caller = self.as_parent();
+        let path = ZonePath::empty().through(&self.me.id);
+        let hop = self.hop(&caller, &path, wait + timeout);
+        self.transport.watch(child, &hop, since, wait).await
+    }
+
+    /// Who this zone is when it polls or watches a child on its own account.
+    fn as_parent(&self) -> Principal {
+        Principal { username: format!("zone:{}", self.me.name), role: api::Role::Admin, client_id: None }
+    }
+
+    /// A polled answer, checked to be the registered zone and not to hold this zone below it.
+    fn check_poll(&self, child: &Child, info: ZoneInfo) -> PollOutcome {
         if info.id != child.id {
             return PollOutcome::Failed(format!(
                 "the zone at {} is now zone {} ({}), not {} ({}); delete this child and add that zone if it is meant",

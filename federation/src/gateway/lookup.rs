@@ -82,7 +82,7 @@ impl Gateway {
         let (answers, mut unreachable) = self.child_answers(ctx, client).await;
         let pairs: Vec<(&str, Option<&LowestZone>)> =
             answers.iter().map(|(c, a)| (c.name.as_str(), a.as_ref())).collect();
-        let mut answer = compose(&self.me_ref(), client, local, &pairs);
+        let mut answer = self.compose(client, local, &pairs);
         unreachable.sort();
         if let Some(a) = &mut answer {
             a.unreachable_zones.extend(unreachable.iter().cloned());
@@ -103,6 +103,22 @@ impl Gateway {
             answers.push((c.name.as_str(), self.lookups.get(&Source::Child(c.id.clone()), client)?));
         }
         let pairs: Vec<(&str, Option<&LowestZone>)> = answers.iter().map(|(n, a)| (*n, a.as_ref())).collect();
-        Some(compose(&self.me_ref(), client, local, &pairs))
+        Some(self.compose(client, local, &pairs))
+    }
+
+    /// [`compose`] with this zone's subtree as what tells whether one answer lies below
+    /// another. Cost: O(subtree entries) per pair of differing answers, paid only when several
+    /// children say yes.
+    fn compose(&self, client: &str, local: bool, pairs: &[(&str, Option<&LowestZone>)]) -> Option<LowestZone> {
+        let differ = {
+            let mut ids = pairs.iter().filter_map(|(_, a)| a.map(|a| a.zone_id.as_str()));
+            let first = ids.next();
+            ids.any(|id| Some(id) != first)
+        };
+        let subtree = if differ && !local { self.registry.subtree() } else { Vec::new() };
+        let covers = |a: &LowestZone, b: &LowestZone| {
+            subtree.iter().any(|e| e.id == b.zone_id && e.path.len() > a.path.len() && e.path.starts_with(&a.path))
+        };
+        compose(&self.me_ref(), client, local, pairs, &covers)
     }
 }

@@ -167,6 +167,9 @@ pub trait LocalZone: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub enum PollOutcome {
     Answered(Box<ZoneInfo>),
+    /// The child's answer is the one last recorded (a conditional poll's 304): it is alive, and
+    /// there is nothing to write.
+    Unchanged,
     Failed(String),
 }
 

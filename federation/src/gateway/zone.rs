@@ -2,7 +2,9 @@
 //! aggregate of `GET /v1/capabilities`.
 //!
 //! Cost: the summary and the polled subtree are O(children) and O(subtree entries) copies of the
-//! registry; the aggregate is one local query plus O(children × keys) merging; the live subtree is
+//! registry (each entry with its zone's own aggregate, O(keys)); the aggregate is one local query
+//! plus an O(keys) merge of the children's part, which the registry merged per zone id when it
+//! was replaced (O(subtree entries × keys), once per change, not per request); the live subtree is
 //! one request per child, in parallel under the scatter deadline, bounded by
 //! `SUBTREE_MAX_ENTRIES`.
 
@@ -45,7 +47,13 @@ impl Gateway {
         .await;
         let mut out = Vec::new();
         for (child, answer) in answers {
-            out.push(SubtreeEntry { id: child.id.clone(), name: child.name.clone(), path: vec![child.name.clone()] });
+            let own = if child.routable() { child.own_capabilities.clone() } else { None };
+            out.push(SubtreeEntry {
+                id: child.id.clone(),
+                name: child.name.clone(),
+                path: vec![child.name.clone()],
+                capabilities: own,
+            });
             let below = match answer {
                 Ok(below) => below,
                 Err(e) => {
@@ -56,19 +64,26 @@ impl Gateway {
             for e in below {
                 let mut p = vec![child.name.clone()];
                 p.extend(e.path);
-                out.push(SubtreeEntry { id: e.id, name: e.name, path: p });
+                let capabilities = if child.routable() { e.capabilities } else { None };
+                out.push(SubtreeEntry { id: e.id, name: e.name, path: p, capabilities });
             }
         }
         out.truncate(api::federation::SUBTREE_MAX_ENTRIES);
         out
     }
 
-    /// This zone's aggregate: its own up hosts merged with its online, enabled children's.
+    /// This zone's aggregate: its own up hosts merged with its online, enabled children's, per
+    /// zone id (a zone reached through two children counts once).
     pub async fn aggregate(&self) -> Result<Aggregate, FedError> {
-        let mut agg = self.local.aggregate().await?;
-        for c in self.registry.children().iter().filter(|c| c.routable()) {
-            api::merge_aggregates(&mut agg, &c.capabilities);
-        }
-        Ok(agg)
+        Ok(self.aggregates().await?.1)
+    }
+
+    /// This zone's own hosts' aggregate and its whole aggregate (what `GET /v1/zone` reports as
+    /// `own_capabilities` and `capabilities`), with one local read.
+    pub async fn aggregates(&self) -> Result<(Aggregate, Aggregate), FedError> {
+        let own = self.local.aggregate().await?;
+        let mut agg = own.clone();
+        api::merge_aggregates(&mut agg, &self.registry.merged());
+        Ok((own, agg))
     }
 }

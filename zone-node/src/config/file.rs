@@ -120,6 +120,11 @@ pub struct FederationConfig {
     pub poll_jitter_ms: u64,
     /// Polls in flight at once, over all children.
     pub max_concurrent_polls: usize,
+    /// How long a child is asked to hold this zone's watch (`GET /v1/zone/watch`) before
+    /// answering that nothing changed; the child caps it at 30 s.
+    pub watch_wait_ms: u64,
+    /// How long to wait before watching a child again after a watch failed.
+    pub watch_retry_ms: u64,
     /// Zones a forwarded request may cross; a request that would cross more is refused with
     /// `hop_limit_exceeded`.
     pub hop_limit: usize,
@@ -185,6 +190,8 @@ impl Default for FederationConfig {
             failure_threshold: 3,
             poll_jitter_ms: 100,
             max_concurrent_polls: 32,
+            watch_wait_ms: api::federation::WATCH_DEFAULT_TIMEOUT_MS,
+            watch_retry_ms: 1000,
             hop_limit: api::federation::DEFAULT_HOP_LIMIT,
             forward_timeout_ms: 60_000,
             scatter_deadline_ms: 5000,
@@ -236,6 +243,12 @@ impl FederationConfig {
     }
     pub fn poll_jitter(&self) -> Duration {
         Duration::from_millis(self.poll_jitter_ms)
+    }
+    pub fn watch_wait(&self) -> Duration {
+        Duration::from_millis(self.watch_wait_ms)
+    }
+    pub fn watch_retry(&self) -> Duration {
+        Duration::from_millis(self.watch_retry_ms)
     }
     pub fn forward_timeout(&self) -> Duration {
         Duration::from_millis(self.forward_timeout_ms)

@@ -130,6 +130,10 @@ pub(super) const SETTINGS: &[Setting] = &[
         Ok(())
     }),
     setting!(-, federation.max_concurrent_polls, |c| between(c.federation.max_concurrent_polls as u64, 1, 10_000)),
+    setting!("ZONE_WATCH_WAIT_MS", federation.watch_wait_ms, |c| {
+        between(c.federation.watch_wait_ms, 100, api::federation::WATCH_MAX_TIMEOUT_MS)
+    }),
+    setting!(-, federation.watch_retry_ms, |c| between(c.federation.watch_retry_ms, 10, 600_000)),
     setting!("ZONE_HOP_LIMIT", federation.hop_limit, |c| between(c.federation.hop_limit as u64, 1, 64)),
     setting!("ZONE_FORWARD_TIMEOUT_MS", federation.forward_timeout_ms, |c| {
         between(c.federation.forward_timeout_ms, 100, 3_600_000)

@@ -3,15 +3,19 @@
 //! - [`local`]: [`federation::LocalZone`] over the store and the instance service
 //! - [`sync`]: every node's view of the children, rebuilt from the database ([`RegistrySync`]);
 //!   the poll sink
+//! - [`generation`]: this zone's generation as the parents' watches wait on it
 
+pub mod generation;
 pub mod local;
 pub mod sync;
 
+pub use generation::Generation;
 pub use sync::RegistrySync;
 
 use std::sync::Arc;
 
-use federation::poll::PollSettings;
+use federation::poll::{PollSettings, Poller};
+use federation::watch::WatchSettings;
 use federation::{Gateway, Identity, RestTransport, Settings};
 use tokio_util::sync::CancellationToken;
 
@@ -47,11 +51,17 @@ pub fn build(
         route_cache_capacity: f.lookup_cache_capacity,
     };
     let gateway = Arc::new(Gateway::new(me, settings, Arc::new(RestTransport::new()), Arc::new(local)));
-    let sync = RegistrySync { store: store.clone(), bus: bus.clone(), gateway: gateway.clone(), secrets };
+    let sync = RegistrySync {
+        store: store.clone(),
+        bus: bus.clone(),
+        gateway: gateway.clone(),
+        secrets,
+        generation: Generation::new(0),
+    };
     (gateway, sync)
 }
 
-/// Starts the registry refresh and the poller.
+/// Starts the registry refresh, the generation watch, the poller and the watches of the children.
 pub fn spawn(
     config: &Config,
     sync: RegistrySync,
@@ -64,10 +74,13 @@ pub fn spawn(
         jitter: config.federation.poll_jitter(),
         max_concurrent: config.federation.max_concurrent_polls,
     };
+    let watch = WatchSettings { wait: config.federation.watch_wait(), retry: config.federation.watch_retry() };
     let sink = sync::Sink { sync: sync.clone(), cluster, failure_threshold: config.federation.failure_threshold };
-    let gateway = sync.gateway.clone();
+    let poller = Arc::new(Poller::new(sync.gateway.clone(), Arc::new(sink), poll.timeout));
     vec![
+        tokio::spawn(generation::run(sync.store.clone(), sync.bus.clone(), sync.generation.clone(), stop.clone())),
         tokio::spawn(sync::run_refresh(sync, config.federation.poll_interval(), stop.clone())),
-        tokio::spawn(federation::poll::run(gateway, Arc::new(sink), poll, stop)),
+        tokio::spawn(federation::poll::run(poller.clone(), poll, stop.clone())),
+        tokio::spawn(federation::watch::run(poller, watch, stop)),
     ]
 }

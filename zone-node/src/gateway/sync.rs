@@ -27,6 +27,8 @@ pub struct RegistrySync {
     pub bus: Bus,
     pub gateway: Arc<Gateway>,
     pub secrets: Arc<SecretKey>,
+    /// This zone's generation as the parents' watches wait on it.
+    pub generation: super::Generation,
 }
 
 impl RegistrySync {
@@ -35,7 +37,10 @@ impl RegistrySync {
         let rows = self.store.child_zones().await?;
         let children = rows.into_iter().map(|row| self.child(row)).collect();
         self.gateway.set_children(children);
-        self.gateway.observe_own_generation(self.store.generation().await?);
+        let generation = self.store.generation().await?;
+        self.gateway.observe_own_generation(generation);
+        // Also what keeps the watches right when a peer's event was lost: one interval late.
+        self.generation.saw(generation);
         Ok(())
     }
 
@@ -59,6 +64,7 @@ impl RegistrySync {
             weight_offset: row.weight_offset,
             weight_scale: row.weight_scale,
             capabilities: row.capabilities,
+            own_capabilities: row.own_capabilities,
             generation: row.generation,
             subtree: row.subtree,
         }
@@ -118,18 +124,23 @@ impl PollSink for Sink {
         self.cluster.is_serving() && self.cluster.route_owner(child_id) == Some(self.cluster.me())
     }
 
-    async fn record(&self, child: &Child, outcome: PollOutcome) {
-        let Ok(id) = uuid::Uuid::parse_str(&child.id) else { return };
+    async fn record(&self, child: &Child, outcome: PollOutcome) -> bool {
+        let Ok(id) = uuid::Uuid::parse_str(&child.id) else { return false };
         // What routing and aggregation use changed: every node must see it soon.
         let learnt = match &outcome {
             PollOutcome::Answered(info) => {
-                info.capabilities != child.capabilities || info.subtree.as_deref().unwrap_or_default() != child.subtree
+                info.capabilities != child.capabilities
+                    || info.own_capabilities != child.own_capabilities
+                    || info.subtree.as_deref().unwrap_or_default() != child.subtree
             }
-            PollOutcome::Failed(_) => false,
+            PollOutcome::Unchanged | PollOutcome::Failed(_) => false,
         };
         let outcome = match outcome {
+            // Nothing to write: the child answers what was recorded (a conditional poll's 304).
+            PollOutcome::Unchanged => return true,
             PollOutcome::Answered(info) => crate::store::PollOutcome::Answered(ChildSnapshot {
                 capabilities: info.capabilities,
+                own_capabilities: info.own_capabilities,
                 generation: info.generation,
                 subtree: info.subtree.unwrap_or_default(),
             }),
@@ -145,9 +156,13 @@ impl PollSink for Sink {
                 if applied.status_changed || applied.generation_changed || learnt {
                     self.sync.changed().await;
                 }
+                true
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(child = %child.name, error = %e, "cannot record a poll"),
+            Ok(None) => false,
+            Err(e) => {
+                tracing::warn!(child = %child.name, error = %e, "cannot record a poll");
+                false
+            }
         }
     }
 }

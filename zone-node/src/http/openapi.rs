@@ -11,6 +11,7 @@ use utoipa::{Modify, OpenApi};
         crate::http::health::readyz,
         crate::http::auth::issue_token,
         crate::http::zone::get_zone,
+        crate::http::zone::watch_zone,
         crate::http::zone::owners,
         crate::http::zone::probe,
         crate::http::accounts::create_account,
@@ -49,7 +50,7 @@ use utoipa::{Modify, OpenApi};
         api::InstanceActionKind,
         api::agent::HostReport, api::agent::AgentResult, api::agent::AgentTask, api::agent::AgentAction,
         api::ZoneCreate, api::ZoneUpdate, api::ChildZone, api::ZoneList, api::ZoneStatus, api::ChildSummary,
-        api::SubtreeEntry, api::SubtreeView, api::LowestZone,
+        api::SubtreeEntry, api::SubtreeView, api::LowestZone, api::ZoneWatch,
     )),
     modifiers(&BearerAuth)
 )]

@@ -1,13 +1,21 @@
-//! This zone: `GET /v1/zone`, and the admin diagnostics of its ring (`POST /v1/zone/owners`,
+//! This zone: `GET /v1/zone` (conditional: `ETag` / `If-None-Match`), the watch parents hold on
+//! it (`GET /v1/zone/watch`), and the admin diagnostics of its ring (`POST /v1/zone/owners`,
 //! `POST /v1/zone/probe/{resource_id}`).
 
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
+use sha2::{Digest, Sha256};
 
-use api::{ErrorCode, NodeInfo, OwnersRequest, OwnersResponse, ProbeRequest, ProbeResponse, ZoneInfo};
+use api::federation::{WATCH_DEFAULT_TIMEOUT_MS, WATCH_MAX_TIMEOUT_MS};
+use api::{
+    Aggregate, ChildSummary, ErrorCode, NodeInfo, OwnersRequest, OwnersResponse, ProbeRequest, ProbeResponse,
+    SubtreeEntry, ZoneInfo, ZoneWatch,
+};
 
 use crate::cluster::call_owner;
 use crate::error::Error;
@@ -22,6 +30,7 @@ const MAX_OWNER_QUERIES: usize = 100_000;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/zone", get(get_zone))
+        .route("/v1/zone/watch", get(watch_zone))
         .route("/v1/zone/owners", post(owners))
         .route("/v1/zone/probe/{resource_id}", post(probe))
 }
@@ -35,15 +44,77 @@ pub struct ZoneParams {
     subtree: Option<api::SubtreeView>,
 }
 
-/// This zone: identity, management nodes, aggregate, children and generation.
-#[utoipa::path(get, path = "/v1/zone", tag = "zone", params(("subtree" = Option<String>, Query, description = "true (as polled) or live")),
-    responses((status = 200, body = ZoneInfo)), security(("bearer" = [])))]
+/// What a parent reads of this zone, and so what its `ETag` covers: everything a poll records
+/// (generation, aggregates, children, subtree), not the nodes' heartbeats, which move every
+/// second without changing anything a parent keeps.
+struct ParentView {
+    generation: i64,
+    own: Aggregate,
+    capabilities: Aggregate,
+    children: Vec<ChildSummary>,
+    subtree: Option<Vec<SubtreeEntry>>,
+}
+
+impl ParentView {
+    async fn read(state: &AppState, caller: &Caller, view: Option<api::SubtreeView>) -> ApiResult<ParentView> {
+        // The generation first: an answer is never newer than the generation it reports.
+        let generation = state.store.generation().await?;
+        let (own, capabilities) = state.gateway.aggregates().await?;
+        let subtree = match view {
+            None => None,
+            Some(api::SubtreeView::Cached) => Some(state.gateway.subtree()),
+            Some(api::SubtreeView::Live) => Some(state.gateway.live_subtree(&caller.context()).await),
+        };
+        Ok(ParentView { generation, own, capabilities, children: state.gateway.children_summary(), subtree })
+    }
+
+    /// A weak `ETag` (equal answers may differ in the nodes' heartbeats): the SHA-256 of the
+    /// zone id and this view, truncated to 128 bits. Cost: one serialization of the answer.
+    fn etag(&self, zone_id: &str, view: Option<api::SubtreeView>) -> String {
+        let body = serde_json::to_vec(&(
+            zone_id,
+            view.map(|v| v.as_str()),
+            self.generation,
+            &self.own,
+            &self.capabilities,
+            &self.children,
+            &self.subtree,
+        ))
+        .unwrap_or_default();
+        let digest = Sha256::digest(&body);
+        format!("W/\"{}\"", hex::encode(&digest[..16]))
+    }
+}
+
+/// True when `If-None-Match` names `etag` (or is `*`).
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    let Some(value) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else { return false };
+    // Weak comparison (RFC 9110 §8.8.3.2): W/ prefixes do not count.
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    value.split(',').any(|t| t.trim() == "*" || bare(t) == bare(etag))
+}
+
+/// This zone: identity, management nodes, aggregate, children and generation. Answers an
+/// `ETag` over what a parent records of it; with `If-None-Match` naming it, `304` and no body
+/// (what parents' polls send, so an unchanged child costs a few bytes and no database write).
+#[utoipa::path(get, path = "/v1/zone", tag = "zone", params(("subtree" = Option<String>, Query, description = "true (as polled) or live"),
+        ("If-None-Match" = Option<String>, Header, description = "an ETag of an earlier answer: 304 when it still holds")),
+    responses((status = 200, body = ZoneInfo, headers(("ETag" = String))), (status = 304, description = "unchanged since the ETag given")),
+    security(("bearer" = [])))]
 pub async fn get_zone(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     params: Result<axum::extract::Query<ZoneParams>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<axum::Json<ZoneInfo>> {
+) -> ApiResult<Response> {
     let axum::extract::Query(params) = params.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;
+    let zone_id = state.zone.id.to_string();
+    let view = ParentView::read(&state, &caller, params.subtree).await?;
+    let etag = view.etag(&zone_id, params.subtree);
+    let etag_header = HeaderValue::from_str(&etag).map_err(|e| Error::internal(format!("etag header: {e}")))?;
+    if matches_etag(&headers, &etag) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response());
+    }
     let membership = state.store.membership().await?;
     let nodes = membership
         .nodes
@@ -56,21 +127,75 @@ pub async fn get_zone(
             joined_at: crate::time::rfc3339_ms(n.joined_at_ms),
         })
         .collect();
-    Ok(axum::Json(ZoneInfo {
-        id: state.zone.id.to_string(),
+    let info = ZoneInfo {
+        id: zone_id,
         name: state.zone.name.clone(),
         api_url: state.config.api_url().to_owned(),
         node_id: state.cluster.me().to_string(),
         nodes,
-        capabilities: state.gateway.aggregate().await?,
-        children: state.gateway.children_summary(),
-        generation: state.store.generation().await?,
+        capabilities: view.capabilities,
+        own_capabilities: Some(view.own),
+        children: view.children,
+        generation: view.generation,
         ring_epoch: membership.epoch,
-        subtree: match params.subtree {
-            None => None,
-            Some(api::SubtreeView::Cached) => Some(state.gateway.subtree()),
-            Some(api::SubtreeView::Live) => Some(state.gateway.live_subtree(&caller.context()).await),
-        },
+        subtree: view.subtree,
+    };
+    Ok(([(header::ETAG, etag_header)], axum::Json(info)).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchParams {
+    /// The generation the caller knows: the watch answers once the zone's is above it.
+    since: i64,
+    /// How long to wait for a change, in milliseconds (default 25 000, at most 30 000).
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// Waits for this zone's next change (admin; what parents hold on each child): answers as soon
+/// as the generation is above `since`, else after `timeout_ms` with `changed: false`. Waiting
+/// reads nothing: it wakes on this node's own changes and on its peers' `zone.generation_changed`
+/// events. Cost: two reads of the generation and, on answering, one of the aggregates.
+#[utoipa::path(get, path = "/v1/zone/watch", tag = "zone",
+    params(("since" = i64, Query, description = "the generation the caller knows"),
+        ("timeout_ms" = Option<u64>, Query, description = "how long to wait; default 25000, at most 30000")),
+    responses((status = 200, body = ZoneWatch), (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn watch_zone(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    params: Result<axum::extract::Query<WatchParams>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<axum::Json<ZoneWatch>> {
+    let axum::extract::Query(params) = params.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;
+    let wait = Duration::from_millis(params.timeout_ms.unwrap_or(WATCH_DEFAULT_TIMEOUT_MS).min(WATCH_MAX_TIMEOUT_MS));
+    let generation = &state.sync.generation;
+    // Subscribe before reading, so a change committed in between still wakes this watch.
+    let mut moves = generation.subscribe();
+    generation.saw(state.store.generation().await?);
+    if *moves.borrow_and_update() <= params.since {
+        let deadline = tokio::time::sleep(wait);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                _ = &mut deadline => break,
+                _ = generation.closed() => break,
+                changed = moves.changed() => {
+                    if changed.is_err() || *moves.borrow_and_update() > params.since {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let view = ParentView::read(&state, &caller, Some(api::SubtreeView::Cached)).await?;
+    let zone_id = state.zone.id.to_string();
+    let digest = view.etag(&zone_id, Some(api::SubtreeView::Cached));
+    Ok(axum::Json(ZoneWatch {
+        id: zone_id,
+        generation: view.generation,
+        changed: view.generation > params.since,
+        digest,
     }))
 }
 

@@ -161,6 +161,7 @@ pub async fn add_zone(
         // What the child answered now: it starts online and routable, not at its first poll.
         first_answer: Some(ChildSnapshot {
             capabilities: info.capabilities,
+            own_capabilities: info.own_capabilities,
             generation: info.generation,
             subtree: info.subtree.unwrap_or_default(),
         }),

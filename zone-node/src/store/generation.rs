@@ -21,6 +21,7 @@ impl Store {
     pub async fn bump_generation(&self) -> Result<i64> {
         const SQL: &str = "UPDATE zone_generation SET generation = generation + 1 WHERE one = 1 RETURNING generation";
         let g: i64 = with_pool!(self, |pool| sqlx::query_scalar(SQL).fetch_one(pool).await)?;
+        self.generation_moved();
         Ok(g)
     }
 }

@@ -231,6 +231,7 @@ impl Store {
                 e.into()
             }
         })?;
+        self.generation_moved();
         // The rows as inserted, without reading them back: their hosts were up when their
         // capacity was reserved a moment ago (what a later read joins in as `host_state`).
         Ok(new
@@ -379,6 +380,9 @@ impl Store {
         if !updated {
             return Ok(None);
         }
+        if change.move_to.is_some() {
+            self.generation_moved();
+        }
         self.instance_get(id).await
     }
 
@@ -407,6 +411,9 @@ impl Store {
             Ok(true)
         }
         .await)?;
+        if removed {
+            self.generation_moved();
+        }
         Ok(removed)
     }
 

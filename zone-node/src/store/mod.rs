@@ -262,6 +262,8 @@ pub(crate) enum Backend {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// Counts this process's committed generation bumps (see [`Store::generation_moves`]).
+    moved: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -294,6 +296,23 @@ async fn lock_file(database: std::path::PathBuf) -> Result<std::fs::File> {
 }
 
 impl Store {
+    fn over(backend: Backend) -> Store {
+        Store { backend, moved: std::sync::Arc::new(tokio::sync::watch::channel(0).0) }
+    }
+
+    /// Ticks after every change this process committed that bumped the zone generation (or may
+    /// have: a tick only says "read the generation again"). What `GET /v1/zone/watch` waits on,
+    /// so a waiting watch reads the database once per change, never in a loop. Bumps made by
+    /// other nodes of the zone do not tick here (they reach this node over the bus).
+    pub fn generation_moves(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.moved.subscribe()
+    }
+
+    /// Call after committing a transaction that bumped the generation.
+    fn generation_moved(&self) {
+        self.moved.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// Connects to `sqlite://...` or `postgres://...` and applies migrations.
     pub async fn connect(url: &str) -> Result<Store> {
         Self::connect_with(url, DEFAULT_MAX_CONNECTIONS).await
@@ -362,7 +381,7 @@ impl Store {
                 Err(e) => return Err(StoreError::Unavailable(format!("cannot open sqlite database {path}: {e}"))),
             }
         };
-        Ok(Store { backend: Backend::Sqlite(pool) })
+        Ok(Store::over(Backend::Sqlite(pool)))
     }
 
     async fn connect_postgres(url: &str, max_connections: u32) -> Result<Store> {
@@ -397,7 +416,7 @@ impl Store {
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to {target}: {e}")))?;
-        Ok(Store { backend: Backend::Postgres(pool) })
+        Ok(Store::over(Backend::Postgres(pool)))
     }
 
     /// Applies the embedded migrations. PostgreSQL serialises concurrent migrators with an

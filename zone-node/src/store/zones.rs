@@ -38,6 +38,9 @@ use super::{assembled, is_unique_violation, parse_uuid, Result, Store, StoreErro
 pub struct ChildSnapshot {
     /// The child's aggregate, over its whole subtree.
     pub capabilities: Aggregate,
+    /// The aggregate of the child's own hosts (without its children), when it reports it: what a
+    /// parent merges per zone id, so a zone reached by two paths counts once.
+    pub own_capabilities: Option<Aggregate>,
     /// The child's own zone generation.
     pub generation: i64,
     /// The zones below the child, as it reported them.
@@ -164,6 +167,8 @@ pub struct ChildZoneRow {
     pub last_error: Option<String>,
     /// The child's state at its last good poll.
     pub capabilities: Aggregate,
+    /// Its own hosts' aggregate (see [`ChildSnapshot::own_capabilities`]).
+    pub own_capabilities: Option<Aggregate>,
     pub generation: i64,
     pub subtree: Vec<SubtreeEntry>,
     pub created_at_ms: i64,
@@ -234,7 +239,7 @@ impl ChildZoneRow {
 
 const COLUMNS: &str = "id, name, api_url, username, password_sealed, weight_offset, weight_scale, disabled, \
      status, consecutive_failures, last_seen_ms, last_error, capabilities, generation, subtree, created_at_ms, \
-     updated_at_ms, version";
+     updated_at_ms, version, own_capabilities";
 
 #[derive(sqlx::FromRow)]
 struct RawChildZone {
@@ -256,6 +261,7 @@ struct RawChildZone {
     created_at_ms: i64,
     updated_at_ms: i64,
     version: i64,
+    own_capabilities: Option<String>,
 }
 
 impl RawChildZone {
@@ -271,7 +277,12 @@ impl RawChildZone {
         let capabilities: Aggregate =
             serde_json::from_str(&self.capabilities).map_err(|e| bad("capabilities JSON", &e))?;
         let subtree: Vec<SubtreeEntry> = serde_json::from_str(&self.subtree).map_err(|e| bad("subtree JSON", &e))?;
+        let own_capabilities: Option<Aggregate> = match &self.own_capabilities {
+            Some(text) => Some(serde_json::from_str(text).map_err(|e| bad("own capabilities JSON", &e))?),
+            None => None,
+        };
         Ok(ChildZoneRow {
+            own_capabilities,
             id: parse_uuid("child zone", &self.id)?,
             consecutive_failures: u32::try_from(self.consecutive_failures.max(0)).unwrap_or(u32::MAX),
             name: self.name,
@@ -294,13 +305,18 @@ impl RawChildZone {
     }
 }
 
-/// The JSON text of a snapshot's capabilities and subtree, as stored.
-fn snapshot_json(s: &ChildSnapshot) -> Result<(String, String)> {
-    let caps = serde_json::to_string(&s.capabilities)
-        .map_err(|e| StoreError::Other(format!("cannot encode child capabilities: {e}")))?;
-    let subtree = serde_json::to_string(&s.subtree)
-        .map_err(|e| StoreError::Other(format!("cannot encode child subtree: {e}")))?;
-    Ok((caps, subtree))
+/// The JSON text of a snapshot's capabilities, subtree and own capabilities, as stored.
+fn snapshot_json(s: &ChildSnapshot) -> Result<(String, String, Option<String>)> {
+    let encode = |what: &str, e: serde_json::Error| StoreError::Other(format!("cannot encode child {what}: {e}"));
+    let caps = serde_json::to_string(&s.capabilities).map_err(|e| encode("capabilities", e))?;
+    let subtree = serde_json::to_string(&s.subtree).map_err(|e| encode("subtree", e))?;
+    let own = s
+        .own_capabilities
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| encode("own capabilities", e))?;
+    Ok((caps, subtree, own))
 }
 
 /// The conflict error for a unique violation on insert or rename: which of id and name is taken.
@@ -321,10 +337,11 @@ impl Store {
     pub async fn child_zone_insert(&self, new: &NewChildZone) -> Result<ChildZoneRow> {
         let sql = format!(
             "INSERT INTO child_zones (id, name, api_url, username, password_sealed, weight_offset, weight_scale, \
-             disabled, status, last_seen_ms, capabilities, generation, subtree, created_at_ms, updated_at_ms) \
+             disabled, status, last_seen_ms, capabilities, generation, subtree, created_at_ms, updated_at_ms, \
+             own_capabilities) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
              CASE WHEN $9 = 'online' THEN (SELECT now_ms FROM db_clock) END, $10, $11, $12, \
-             (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock)) RETURNING {COLUMNS}"
+             (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock), $13) RETURNING {COLUMNS}"
         );
         const NAME_OF: &str = "SELECT name FROM child_zones WHERE id = $1";
         let empty = ChildSnapshot::default();
@@ -332,7 +349,7 @@ impl Store {
             Some(s) => ("online", s),
             None => ("offline", &empty),
         };
-        let (caps, subtree) = snapshot_json(snapshot)?;
+        let (caps, subtree, own) = snapshot_json(snapshot)?;
         let id = new.id.to_string();
         let inserted: Result<RawChildZone, sqlx::Error> = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
@@ -349,6 +366,7 @@ impl Store {
                 .bind(&caps)
                 .bind(snapshot.generation)
                 .bind(&subtree)
+                .bind(&own)
                 .fetch_one(&mut *tx)
                 .await?;
             sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
@@ -357,7 +375,10 @@ impl Store {
         }
         .await);
         match inserted {
-            Ok(raw) => raw.into_row(),
+            Ok(raw) => {
+                self.generation_moved();
+                raw.into_row()
+            }
             Err(e) if is_unique_violation(&e) => {
                 let existing: Option<String> =
                     with_pool!(self, |pool| sqlx::query_scalar(NAME_OF).bind(&id).fetch_optional(pool).await)?;
@@ -431,7 +452,11 @@ impl Store {
         }
         .await);
         match updated {
-            Ok(raw) => raw.map(RawChildZone::into_row).transpose(),
+            Ok(raw) => {
+                // Perhaps bumped (a flip of `disabled`): a tick only makes watchers read again.
+                self.generation_moved();
+                raw.map(RawChildZone::into_row).transpose()
+            }
             // Only the name is unique besides the id, which an update does not change.
             Err(e) if is_unique_violation(&e) => Err(conflict(id, edit.name.as_deref().unwrap_or_default(), None)),
             Err(e) => Err(e.into()),
@@ -456,6 +481,9 @@ impl Store {
             Ok(true)
         }
         .await)?;
+        if deleted {
+            self.generation_moved();
+        }
         Ok(deleted)
     }
 
@@ -483,6 +511,9 @@ impl Store {
         let Some((status_changed, generation_changed, raw)) = applied else {
             return Ok(None);
         };
+        if status_changed || generation_changed {
+            self.generation_moved();
+        }
         let row = raw.into_row()?;
         if status_changed {
             tracing::info!(child = %row.name, status = row.status.as_str(), "child zone status changed");
@@ -497,17 +528,22 @@ impl Store {
         const GENERATION: &str = "UPDATE child_zones SET generation = $2 WHERE id = $1 AND generation <> $2";
         let rest = format!(
             "UPDATE child_zones SET consecutive_failures = 0, last_seen_ms = (SELECT now_ms FROM db_clock), \
-             last_error = NULL, capabilities = $2, subtree = $3, updated_at_ms = (SELECT now_ms FROM db_clock) \
-             WHERE id = $1 RETURNING {COLUMNS}"
+             last_error = NULL, capabilities = $2, subtree = $3, own_capabilities = $4, \
+             updated_at_ms = (SELECT now_ms FROM db_clock) WHERE id = $1 RETURNING {COLUMNS}"
         );
-        let (caps, subtree) = snapshot_json(snapshot)?;
+        let (caps, subtree, own) = snapshot_json(snapshot)?;
         let outcome = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let online = sqlx::query(ONLINE).bind(id).execute(&mut *tx).await?.rows_affected() > 0;
             let generation =
                 sqlx::query(GENERATION).bind(id).bind(snapshot.generation).execute(&mut *tx).await?.rows_affected() > 0;
-            let raw: Option<RawChildZone> =
-                sqlx::query_as(assembled(&rest)).bind(id).bind(&caps).bind(&subtree).fetch_optional(&mut *tx).await?;
+            let raw: Option<RawChildZone> = sqlx::query_as(assembled(&rest))
+                .bind(id)
+                .bind(&caps)
+                .bind(&subtree)
+                .bind(&own)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some(raw) = raw else {
                 tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(None);

@@ -18,9 +18,14 @@ async fn embedded_node_serves_alone() {
     // The OpenAPI document is served without a token and names the API's paths.
     let doc: serde_json::Value =
         api::http::client_builder().build().expect("an HTTP client").get(format!("{}/openapi.json", node.url)).send().await.unwrap().json().await.unwrap();
-    for path in
-        ["/v1/auth/tokens", "/v1/instances", "/v1/zones", "/v1/zones/{id}/detail", "/v1/clients/{client_id}/zone"]
-    {
+    for path in [
+        "/v1/auth/tokens",
+        "/v1/instances",
+        "/v1/zones",
+        "/v1/zones/{id}/detail",
+        "/v1/clients/{client_id}/zone",
+        "/v1/zone/watch",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} is not in the OpenAPI document");
     }
     assert!(doc["components"]["schemas"]["ChildZone"].is_object());

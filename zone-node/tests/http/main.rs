@@ -11,8 +11,10 @@
 //! - `embedded`: one node on the embedded defaults serves the API, the ring and the OpenAPI document
 //! - `multi_create`: `count` above 1, with simulated hosts (the `agent-sim` crate), and through a
 //!   parent zone
+//! - `watch`: `GET /v1/zone/watch` and the conditional `GET /v1/zone` that parents hold and poll
 
 mod app;
 mod embedded;
 mod input;
 mod multi_create;
+mod watch;

@@ -16,6 +16,7 @@ store_test_suite!(
     record_poll_bumps_the_generation_once_under_concurrency,
     instance_routes_put_get_delete_and_cascade,
     child_passwords_are_stored_sealed,
+    generation_moves_tick_after_every_bump_and_not_on_a_poll_that_changed_nothing,
 );
 
 /// A child's answer: one float capability, a generation, a subtree of one zone below it.
@@ -25,9 +26,18 @@ fn snapshot(generation: i64, free_disk: f64) -> ChildSnapshot {
         .insert("free-disk".into(), AggregateEntry::Float { min: free_disk, max: free_disk, sum: free_disk, count: 1 });
     capabilities
         .insert("hypervisor".into(), AggregateEntry::String { values: vec!["kvm".into()], count: 1, truncated: false });
-    let subtree =
-        vec![SubtreeEntry { id: Uuid::new_v4().to_string(), name: "huddle-1".into(), path: vec!["huddle-1".into()] }];
-    ChildSnapshot { capabilities, generation, subtree }
+    // The child's own hosts hold the free disk; the huddle below it the hypervisor.
+    let own: api::Aggregate =
+        capabilities.iter().filter(|(k, _)| *k == "free-disk").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let huddle: api::Aggregate =
+        capabilities.iter().filter(|(k, _)| *k == "hypervisor").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let subtree = vec![SubtreeEntry {
+        id: Uuid::new_v4().to_string(),
+        name: "huddle-1".into(),
+        path: vec!["huddle-1".into()],
+        capabilities: Some(huddle),
+    }];
+    ChildSnapshot { capabilities, own_capabilities: Some(own), generation, subtree }
 }
 
 fn new_child(key: &SecretKey, name: &str, first_answer: Option<ChildSnapshot>) -> NewChildZone {
@@ -81,6 +91,7 @@ async fn child_zones_crud_conflicts_and_generation(db: &TestDb) {
     assert_eq!((dc2.status, dc2.disabled, dc2.consecutive_failures), (ZoneStatus::Online, false, 0));
     assert!(dc2.last_seen_ms.is_some_and(|t| t >= before), "answered at zone-add: seen now");
     assert_eq!((dc2.generation, &dc2.capabilities, &dc2.subtree), (7, &first.capabilities, &first.subtree));
+    assert_eq!(dc2.own_capabilities, first.own_capabilities, "the child's own aggregate is kept beside the whole");
     assert_eq!((dc2.weight_offset, dc2.weight_scale, dc2.version), (0.5, 2.0, 0));
     assert!(dc2.created_at_ms >= before && dc2.updated_at_ms >= dc2.created_at_ms);
     let dc1 = store.child_zone_insert(&new_child(&key, "dc1", None)).await.unwrap();
@@ -201,6 +212,7 @@ async fn record_poll_transitions(db: &TestDb) {
     assert_eq!((a.row.status, a.row.consecutive_failures, a.row.last_error.as_deref()), (ZoneStatus::Online, 0, None));
     assert!(a.row.last_seen_ms.is_some_and(|t| t >= now), "last seen by the database clock");
     assert_eq!(a.row.capabilities, snapshot(1, 80.0).capabilities, "the new aggregate is stored");
+    assert_eq!(a.row.own_capabilities, snapshot(1, 80.0).own_capabilities, "and the new own aggregate");
     assert_eq!(store.generation().await.unwrap(), g + 2);
 
     // A new generation from the child: detected, one bump; the same answer again: nothing.
@@ -354,4 +366,24 @@ async fn child_passwords_are_stored_sealed(db: &TestDb) {
     let other = SecretKey::generate().unwrap();
     let err = other.open(dc1.id, "dc1", &stored).unwrap_err().to_string();
     assert!(err.contains(key.id()) && err.contains(other.id()), "{err}");
+}
+
+async fn generation_moves_tick_after_every_bump_and_not_on_a_poll_that_changed_nothing(db: &TestDb) {
+    let store = db.connect().await;
+    let key = SecretKey::generate().unwrap();
+    let mut moves = store.generation_moves();
+    moves.borrow_and_update();
+    let child = store.child_zone_insert(&new_child(&key, "dc1", Some(snapshot(1, 10.0)))).await.unwrap();
+    assert!(moves.has_changed().unwrap(), "zone-add bumped the generation: a tick");
+    moves.borrow_and_update();
+    store.child_zone_record_poll(child.id, &answered(snapshot(1, 10.0))).await.unwrap();
+    assert!(!moves.has_changed().unwrap(), "the same answer again: no bump, no tick");
+    store.child_zone_record_poll(child.id, &answered(snapshot(2, 10.0))).await.unwrap();
+    assert!(moves.has_changed().unwrap(), "a new generation below: a tick");
+    moves.borrow_and_update();
+    store.bump_generation().await.unwrap();
+    assert!(moves.has_changed().unwrap(), "a change passed through: a tick");
+    moves.borrow_and_update();
+    assert!(store.child_zone_delete(child.id).await.unwrap());
+    assert!(moves.has_changed().unwrap(), "the subtree shrank: a tick");
 }
