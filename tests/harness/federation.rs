@@ -107,7 +107,11 @@ pub async fn wait_child_status(parent: &NodeProcess, name: &str, status: api::Zo
 /// A counter of the node's `/metrics`: the sum of every series of `name` whose labels contain
 /// `labels` (e.g. `op="lowest_zone"`). 0 when there is none yet.
 pub async fn metric(node: &NodeProcess, name: &str, labels: &str) -> f64 {
-    let text = api::http::client_builder().build().expect("an HTTP client").get(format!("{}/metrics", node.url())).send()
+    let text = api::http::client_builder()
+        .build()
+        .expect("an HTTP client")
+        .get(format!("{}/metrics", node.url()))
+        .send()
         .await
         .unwrap_or_else(|e| panic!("{}", node.failure(&format!("GET /metrics failed: {e}"))))
         .text()

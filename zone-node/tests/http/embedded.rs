@@ -16,8 +16,16 @@ async fn embedded_node_serves_alone() {
     assert_eq!(probe.node_id, zone.node_id);
     assert_eq!(probe.active, 1);
     // The OpenAPI document is served without a token and names the API's paths.
-    let doc: serde_json::Value =
-        api::http::client_builder().build().expect("an HTTP client").get(format!("{}/openapi.json", node.url)).send().await.unwrap().json().await.unwrap();
+    let doc: serde_json::Value = api::http::client_builder()
+        .build()
+        .expect("an HTTP client")
+        .get(format!("{}/openapi.json", node.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     for path in [
         "/v1/auth/tokens",
         "/v1/instances",
