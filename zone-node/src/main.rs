@@ -9,9 +9,10 @@ use zone_node::Config;
 use zone_node::{Application, Stopped};
 use zone_node::{Cli, Command};
 
-/// mimalloc rather than glibc malloc: glibc gives each thread its own arena and keeps freed
-/// memory in them, which cost 7-8 MiB per node under load and left a login's 19 MiB argon2
-/// buffer resident for good; mimalloc returns freed pages to the system.
+/// jemalloc rather than glibc malloc: glibc gives each thread its own arena and keeps freed
+/// memory in them (7-8 MiB more per node under load, and a login's 19 MiB argon2 buffer resident
+/// for good); jemalloc returns freed pages to the system and halved peak RSS in the create
+/// benchmark (mimalloc, also tried, kept more: docs/benchmarks.md §3).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
