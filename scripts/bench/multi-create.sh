@@ -6,7 +6,7 @@
 # PostgreSQL (the database is created and dropped). Prints each batch's time and how many of its
 # instances run. Needs curl, bc and python3.
 #   scripts/bench/multi-create.sh              BATCHES=10 STREAMS=4 PGDB=zt_bench scripts/bench/multi-create.sh
-#   HOSTS=4000 BATCHES=0 STREAMS=4 ROUNDS=250 scripts/bench/multi-create.sh   # 1,000,000 instances
+#   HOSTS=5000 BATCHES=0 STREAMS=4 ROUNDS=250 scripts/bench/multi-create.sh   # 1,000,000 instances
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ -z "${PGDB:-}" ] || scripts/ensure-services >/dev/null
