@@ -33,7 +33,9 @@ trap cleanup EXIT
 for _ in $(seq 100); do curl -sf "$ZONE_URL/healthz" >/dev/null && break; sleep 0.1; done
 "$BIN" agent-sim --hosts "$HOSTS" --profile big --latency-ms 0 > "$DIR/sim.log" 2>&1 & SIM=$!
 for _ in $(seq 3000); do
-  n=$("$BIN" host-list --json 2>/dev/null | python3 -c 'import json,sys; print(sum(1 for h in json.load(sys.stdin)["hosts"] if h["state"]=="up"))' 2>/dev/null || echo 0)
+  # Up hosts as the aggregate counts them (host-list answers a page of at most 1,000).
+  n=$(curl -sf -H "authorization: Bearer $("$BIN" login 2>/dev/null | tail -1)" "$ZONE_URL/v1/capabilities" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["capacity.free-vcpus"]["count"])' 2>/dev/null || echo 0)
   [ "$n" = "$HOSTS" ] && break; sleep 0.2
 done
 echo "hosts up: $n"
