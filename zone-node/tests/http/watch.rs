@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use api::{Conditional, ErrorCode, SubtreeView, ZoneCreate};
 
-use crate::app::spawn_app;
+use crate::app::{spawn_app, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_answers_on_the_next_change_and_polls_are_conditional() {
@@ -40,18 +40,7 @@ async fn a_watch_answers_on_the_next_change_and_polls_are_conditional() {
     // Gives the watch time to start waiting; if it has not, it answers at once all the same
     // (the generation it asks past has moved), so the assertions hold either way.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    admin
-        .zone_create(&ZoneCreate {
-            name: None,
-            api_url: child.url.clone(),
-            username: child.admin_username.clone(),
-            password: child.admin_password.clone(),
-            weight_offset: 0.0,
-            weight_scale: 1.0,
-            disabled: false,
-        })
-        .await
-        .expect("zone-add");
+    add_child(&admin, &child).await;
     let w = watching.await.unwrap().expect("watch");
     assert!(w.changed && w.generation > g, "{w:?}");
     // A functional bound, not a performance one: woken by the change, not answered at the timeout.
@@ -93,7 +82,19 @@ async fn a_watch_held_by_one_node_wakes_on_a_change_made_by_another() {
     // The change is made (and the generation bumped) by the other node: the peer hears of it on
     // the bus (zone.generation_changed; for a zone-add, zone.children_changed too), not by
     // reading the database in a loop.
-    at_node
+    add_child(&at_node, &child).await;
+    let w = watching.await.unwrap().expect("watch");
+    assert!(w.changed && w.generation > g, "{w:?}");
+    // A functional bound, not a performance one: woken by the change, not answered at the timeout.
+    assert!(started.elapsed() < Duration::from_secs(15), "the watch was not woken: {:?}", started.elapsed());
+    peer.stop().await;
+    node.stop().await;
+    child.stop().await;
+}
+
+/// Zone-add of `child` through `client`: the change both tests watch for.
+async fn add_child(client: &api::Client, child: &TestApp) {
+    client
         .zone_create(&ZoneCreate {
             name: None,
             api_url: child.url.clone(),
@@ -105,11 +106,4 @@ async fn a_watch_held_by_one_node_wakes_on_a_change_made_by_another() {
         })
         .await
         .expect("zone-add");
-    let w = watching.await.unwrap().expect("watch");
-    assert!(w.changed && w.generation > g, "{w:?}");
-    // A functional bound, not a performance one: woken by the change, not answered at the timeout.
-    assert!(started.elapsed() < Duration::from_secs(15), "the watch was not woken: {:?}", started.elapsed());
-    peer.stop().await;
-    node.stop().await;
-    child.stop().await;
 }
