@@ -3,8 +3,9 @@
 #   1. nginx direct and one proxy hop (../shared/peers/nginx/nginx.conf), wrk at 1 and 32 connections;
 #   2. one gateway hop: GET /v1/instances/{id} at a parent against the child directly;
 #   3. lowest-zone lookups through a 4-level tree of 69 zones (cold, then cached at 32 connections);
-#   4. listing 10,000 instances from each of 10 children at their parent.
-# Usage: scripts/bench/federation.sh [hop|lookup|list|nginx ...]   (default: all four)
+#   4. listing 10,000 instances from each of 10 children at their parent;
+#   5. trees of 101 and 31 zones at default settings: convergence, staleness, CPU and memory at rest.
+# Usage: scripts/bench/federation.sh [hop|lookup|list|tree|nginx ...]   (default: all five)
 # Env: PEERS (default ../shared/peers), WRK_DUR seconds (10), REPEAT (3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -13,7 +14,7 @@ PEERS=${PEERS:-$root/../shared/peers}
 WRK_DUR=${WRK_DUR:-10}
 REPEAT=${REPEAT:-3}
 what=("$@")
-[[ ${#what[@]} -gt 0 ]] || what=(nginx hop lookup list)
+[[ ${#what[@]} -gt 0 ]] || what=(nginx hop lookup list tree)
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
 cargo build --release -p zone-node -p e2e --bin zone-node --bin bench-federation
 export ZONE_NODE_BIN="$root/target/release/zone-node"
@@ -54,6 +55,9 @@ for w in "${what[@]}"; do
     hop) target/release/bench-federation hop --duration "$WRK_DUR" --repeat "$REPEAT" ;;
     lookup) target/release/bench-federation lookup --duration "$WRK_DUR" ;;
     list) target/release/bench-federation list ;;
-    *) echo "unknown benchmark $w: hop, lookup, list or nginx" >&2; exit 2 ;;
+    # 1 → 4 → 16 → 80 (101 zones, issue 10 item 6), then the 31-zone tree of item 3 at rest.
+    tree) target/release/bench-federation tree --fanout 4,4,5
+          target/release/bench-federation tree --fanout 2,2,2,2 --changes 20 ;;
+    *) echo "unknown benchmark $w: hop, lookup, list, tree or nginx" >&2; exit 2 ;;
   esac
 done

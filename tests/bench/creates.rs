@@ -16,6 +16,7 @@
 use std::time::{Duration, Instant};
 
 use api::{InstanceCreate, Resources};
+use e2e::procfs::peak_rss_mib;
 use e2e::{Cluster, ClusterOptions, NodeProcess, NodeSpec, SimProcess, SimSpec};
 use futures::StreamExt;
 
@@ -50,17 +51,6 @@ fn args() -> Args {
         i += 2;
     }
     a
-}
-
-/// Peak resident set of a process, in MiB (`VmHWM`).
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {

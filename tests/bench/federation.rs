@@ -8,12 +8,17 @@
 //!   per region, H huddles per data centre: 69 zones by default): every client's first lookup at
 //!   global (cold: nothing cached anywhere), then `wrk` at 32 connections on cached lookups;
 //! - `list`: listing N instances from each of C children at their parent: the first page and the
-//!   full list (pages of 1000), against the same at one child alone.
+//!   full list (pages of 1000), against the same at one child alone;
+//! - `tree`: a tree of zones at the product's default settings (1 → 4 → 16 → 80 by default, one
+//!   simulated host per leaf): time from the last leaf's zone-add to a correct aggregate at the
+//!   root, staleness at the root after creates at random leaves (lookups and aggregate), and the
+//!   whole tree's CPU and memory at rest.
 //!
 //! ```text
 //! bench-federation hop [--duration 10] [--repeat 3]
 //! bench-federation lookup [--regions 4] [--dcs 4] [--huddles 3] [--clients 60] [--duration 10]
 //! bench-federation list [--children 10] [--per-child 10000] [--hosts 40]
+//! bench-federation tree [--fanout 4,4,5] [--changes 40] [--idle-secs 30]
 //! ```
 //! Run with `scripts/bench/federation.sh`, which builds the release binaries and runs the nginx
 //! peer in the same session.
@@ -23,9 +28,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use api::{InstanceCreate, Op, Requirement, Resources};
-use e2e::federation::{sim_for, start_zones, zone_add};
+use e2e::federation::{sim_for, start_default_zones, zone_add};
+use e2e::procfs::{cpu_seconds, rss_mib};
 use e2e::{NodeProcess, SimProcess, SimSpec};
 use futures::StreamExt;
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
@@ -36,8 +43,9 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 }
 
 fn sim(zone: &NodeProcess, hosts: usize, profile: &str, caps: Vec<(String, serde_json::Value)>) -> SimSpec {
-    // Tasks answered at once: the benchmarks measure the zones, not the agents.
-    SimSpec { latency_ms: 0, ..sim_for(zone, hosts, profile, caps) }
+    // Tasks answered at once: the benchmarks measure the zones, not the agents. Reports at the
+    // zones' default interval (the zones run at the product's defaults).
+    SimSpec { latency_ms: 0, report_interval_ms: 1000, ..sim_for(zone, hosts, profile, caps) }
 }
 
 fn small() -> Resources {
@@ -105,7 +113,7 @@ async fn token(node: &NodeProcess) -> String {
 async fn hop(args: &[String]) {
     let seconds = arg(args, "--duration", 10u64);
     let repeat = arg(args, "--repeat", 3usize);
-    let zones = start_zones(&["hop-parent", "hop-child"]).await;
+    let zones = start_default_zones(&["hop-parent", "hop-child"]).await;
     let (parent, child) = (&zones["hop-parent"], &zones["hop-child"]);
     let _sim = SimProcess::start(sim(child, 1, "uniform", vec![])).await;
     zone_add(parent, child).await;
@@ -164,7 +172,7 @@ async fn lookup(args: &[String]) {
     }
     let started = Instant::now();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let zones: BTreeMap<String, NodeProcess> = start_zones(&refs).await;
+    let zones: BTreeMap<String, NodeProcess> = start_default_zones(&refs).await;
     let sims = futures::future::join_all(
         leaves.iter().map(|l| SimProcess::start(sim(&zones[l], 1, "uniform", vec![("site".into(), json!(l))]))),
     )
@@ -245,7 +253,9 @@ async fn list(args: &[String]) {
     let mut names = vec!["list-parent".to_string()];
     names.extend((0..children).map(|i| format!("list-c{i}")));
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let zones = start_zones(&refs).await;
+    // At the product's defaults: the fast polls and 200 ms host reports of the tests would have
+    // 10 × 40 hosts send 2,000 reports a second on the cores the list runs on.
+    let zones = start_default_zones(&refs).await;
     let kids: Vec<&NodeProcess> = names[1..].iter().map(|n| &zones[n]).collect();
     let sims = futures::future::join_all(kids.iter().map(|k| SimProcess::start(sim(k, hosts, "big", vec![])))).await;
     let started = Instant::now();
@@ -321,6 +331,155 @@ async fn list(args: &[String]) {
     drop(sims);
 }
 
+/// p50, p99 and max of `samples` (milliseconds).
+fn p50_p99_max(mut samples: Vec<f64>) -> (f64, f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let pick = |p: f64| samples[((samples.len() - 1) as f64 * p).round() as usize];
+    (pick(0.5), pick(0.99), samples[samples.len() - 1])
+}
+
+/// The root's view of the leaves' hosts: how many hosts announce `site`, and the sum of their
+/// free memory.
+fn root_view(agg: &api::Aggregate) -> (i64, f64) {
+    let sites = match agg.get("site") {
+        Some(api::AggregateEntry::String { count, .. }) => *count,
+        _ => 0,
+    };
+    let free = match agg.get("capacity.free-memory-mb") {
+        Some(api::AggregateEntry::Float { sum, .. }) => *sum,
+        _ => f64::NAN,
+    };
+    (sites, free)
+}
+
+async fn tree(args: &[String]) {
+    let fanout: Vec<usize> =
+        arg(args, "--fanout", "4,4,5".to_string()).split(',').map(|f| f.parse().expect("--fanout N,N,…")).collect();
+    let changes = arg(args, "--changes", 40usize);
+    let idle_secs = arg(args, "--idle-secs", 30u64);
+    let mut levels: Vec<Vec<String>> = vec![vec!["t".to_string()]];
+    let mut edges: Vec<(String, String)> = Vec::new();
+    for f in &fanout {
+        let next: Vec<String> = levels
+            .last()
+            .unwrap()
+            .iter()
+            .flat_map(|parent| (0..*f).map(move |i| (parent.clone(), format!("{parent}-{i}"))))
+            .inspect(|(parent, child)| edges.push((parent.clone(), child.clone())))
+            .map(|(_, child)| child)
+            .collect();
+        levels.push(next);
+    }
+    let leaves = levels.last().unwrap().clone();
+    let names: Vec<String> = levels.concat();
+    let started = Instant::now();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let zones = start_default_zones(&refs).await;
+    // One host per leaf, reporting at the zone's default interval (1 s); agents answer at once.
+    let sims = futures::future::join_all(
+        leaves.iter().map(|l| SimProcess::start(sim(&zones[l], 1, "uniform", vec![("site".into(), json!(l))]))),
+    )
+    .await;
+    let spawned_s = started.elapsed().as_secs_f64();
+    // The inner edges first, then the leaves: the last zone-add is a leaf's.
+    let (leaf_edges, inner_edges): (Vec<_>, Vec<_>) = edges.iter().partition(|(_, c)| leaves.contains(c));
+    for (parent, child) in inner_edges.iter().chain(&leaf_edges) {
+        zone_add(&zones[parent], &zones[child]).await;
+    }
+    let last_add = Instant::now();
+    let root = zones["t"].client().await;
+    let want = leaves.len() as i64;
+    let mut seen = (0, f64::NAN);
+    while last_add.elapsed() < Duration::from_secs(120) {
+        seen = root_view(&root.capabilities().await.expect("root aggregate"));
+        if seen.0 == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let converged_s = last_add.elapsed().as_secs_f64();
+    assert_eq!(seen.0, want, "the root's aggregate counts every leaf's host after 120 s");
+    println!(
+        "tree {}: {} zones, {} leaves with one host each; processes up in {spawned_s:.1} s; \
+         root aggregate correct {converged_s:.2} s after the last zone-add",
+        fanout.iter().map(ToString::to_string).collect::<Vec<_>>().join("→"),
+        zones.len(),
+        leaves.len()
+    );
+
+    // Staleness: the root first answers "not managed" for a new client (and caches that miss),
+    // then the client's instance is created at a random leaf; how long until the root's lookup
+    // names that leaf, and until its aggregate shows the leaf's lower free memory.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let (mut lookup_ms, mut aggregate_ms) = (Vec::new(), Vec::new());
+    for k in 0..changes {
+        let leaf = &leaves[rng.gen_range(0..leaves.len())];
+        let client_id = format!("stale-{k}");
+        assert!(root.lowest_zone(&client_id).await.expect("lookup").is_none(), "{client_id} is new");
+        let before = root_view(&root.capabilities().await.expect("root aggregate")).1;
+        zones[leaf]
+            .client()
+            .await
+            .instance_create(&InstanceCreate {
+                name: "vm".into(),
+                client_id: Some(client_id.clone()),
+                requirements: vec![],
+                resources: small(),
+                count: None,
+            })
+            .await
+            .expect("create at the leaf");
+        let made = Instant::now();
+        let (mut found, mut moved) = (None, None);
+        while (found.is_none() || moved.is_none()) && made.elapsed() < Duration::from_secs(30) {
+            if found.is_none() {
+                if let Some(z) = root.lowest_zone(&client_id).await.expect("lookup") {
+                    assert_eq!(&z.zone_name, leaf, "{client_id} lives in {leaf}");
+                    found = Some(made.elapsed());
+                }
+            }
+            if moved.is_none() && root_view(&root.capabilities().await.expect("root aggregate")).1 < before {
+                moved = Some(made.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        lookup_ms.push(found.expect("the root finds the new client within 30 s").as_secs_f64() * 1000.0);
+        aggregate_ms.push(moved.expect("the root's aggregate moves within 30 s").as_secs_f64() * 1000.0);
+    }
+
+    // At rest: no API calls, hosts reporting, parents watching and polling.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pids: Vec<u32> = zones.values().filter_map(NodeProcess::pid).collect();
+    let sim_pids: Vec<u32> = sims.iter().filter_map(|s| s.process().pid()).collect();
+    let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let (zones0, sims0, t0) = (cpu(&pids), cpu(&sim_pids), Instant::now());
+    tokio::time::sleep(Duration::from_secs(idle_secs)).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let zones_cpu = (cpu(&pids) - zones0) / secs * 100.0;
+    let sims_cpu = (cpu(&sim_pids) - sims0) / secs * 100.0;
+    let mut rss: Vec<f64> = pids.iter().map(|p| rss_mib(*p)).collect();
+    rss.sort_by(f64::total_cmp);
+    let (l50, l99, lmax) = p50_p99_max(lookup_ms);
+    let (a50, a99, amax) = p50_p99_max(aggregate_ms);
+    println!("| what | figure |");
+    println!("|---|---|");
+    println!("| zones / leaves | {} / {} |", zones.len(), leaves.len());
+    println!("| last zone-add → correct root aggregate | {converged_s:.2} s |");
+    println!("| root lookup after a create at a random leaf, p50 / p99 / max ({changes}) | {l50:.0} / {l99:.0} / {lmax:.0} ms |");
+    println!(
+        "| root aggregate after a create at a random leaf, p50 / p99 / max | {a50:.0} / {a99:.0} / {amax:.0} ms |"
+    );
+    println!("| all zones at rest, CPU ({idle_secs} s) | {zones_cpu:.1} % of one core |");
+    println!("| agent simulators at rest, CPU | {sims_cpu:.1} % of one core |");
+    println!(
+        "| RSS per zone at rest, median / max | {:.0} / {:.0} MiB (total {:.0} MiB) |",
+        rss[rss.len() / 2],
+        rss[rss.len() - 1],
+        rss.iter().sum::<f64>()
+    );
+    drop(sims);
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -328,8 +487,9 @@ async fn main() {
         Some("hop") => hop(&args).await,
         Some("lookup") => lookup(&args).await,
         Some("list") => list(&args).await,
+        Some("tree") => tree(&args).await,
         _ => {
-            eprintln!("usage: bench-federation hop|lookup|list [options] (see tests/bench/federation.rs)");
+            eprintln!("usage: bench-federation hop|lookup|list|tree [options] (see tests/bench/federation.rs)");
             std::process::exit(2);
         }
     }

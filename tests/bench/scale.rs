@@ -34,6 +34,7 @@
 use std::time::{Duration, Instant};
 
 use api::{Op, PlacementRequest, Requirement, Resources};
+use e2e::procfs::{cpu_seconds, rss_mib};
 use e2e::{Cluster, ClusterOptions, NodeProcess, NodeSpec, SimProcess, SimSpec};
 use futures::StreamExt;
 use rand::seq::SliceRandom;
@@ -98,43 +99,6 @@ const SEEDED_CLIENTS: usize = 10_000;
 /// Instances inserted per SQL statement (and transaction), so the node's own writes wait at
 /// most about a second behind the seeding.
 const SEED_BATCH: usize = 20_000;
-
-// ---------------------------------------------------------------------------------------------
-// what the kernel says about a process
-
-fn proc_status_kib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(f64::NAN)
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    proc_status_kib(pid, "VmRSS:") / 1024.0
-}
-
-/// CPU time the process has used so far (user + system), in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at the state, field 3;
-    // utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    (ticks(11) + ticks(12)) / clock_ticks()
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
 
 // ---------------------------------------------------------------------------------------------
 // figures

@@ -73,8 +73,7 @@ async fn changes_below_reach_every_parent_through_watches_and_a_diamond_counts_o
         SimProcess::start(sim_for(dcb, 2, "uniform", caps("dcb"))),
     ])
     .await;
-    // The hosts first: registering a host moves no generation, so what the parents learn at
-    // zone-add must already hold them.
+    // The hosts first, so the diamond's figures below are read from a settled aggregate.
     for (zone, hosts) in [(region, 1), (dcb, 2)] {
         let client = zone.client().await;
         let up = poll_until(Duration::from_secs(20), Duration::from_millis(50), || async {
@@ -129,6 +128,37 @@ async fn changes_below_reach_every_parent_through_watches_and_a_diamond_counts_o
         arrives("root2's create at root1", &all, || async { lowest(&r1, "c-root2").await.as_deref() == Some("dcb") })
             .await;
     eprintln!("a create through root2 reached root1's lookup in {took:?}");
+
+    // --- a host registered at dcB directly reaches both roots' aggregates (no create involved) ---
+    let hosts_before = |agg: &Aggregate| agg["site"].count();
+    let (r1_hosts, r2_hosts) =
+        (hosts_before(&r1.capabilities().await.unwrap()), hosts_before(&r2.capabilities().await.unwrap()));
+    let dcb_admin = dcb.client().await;
+    let extra = dcb_admin
+        .host_register(&api::HostRegister {
+            name: "dcb-extra".into(),
+            agent_url: "http://127.0.0.1:9/agent".into(),
+            capabilities: [("site".to_owned(), json!("dcb"))].into(),
+            resources: Resources { vcpus: 4, memory_mb: 4096, disk_gb: 40 },
+            agent_token: None,
+        })
+        .await
+        .expect("register a host at dcB");
+    // Its reports, as an agent would send them, so it stays up while the parents are watched.
+    let reports = tokio::spawn(async move {
+        loop {
+            let _ = dcb_admin.host_report(&extra.id, &api::agent::HostReport { capabilities: None }).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    for (name, parent, want) in [("root1", &r1, r1_hosts + 1), ("root2", &r2, r2_hosts + 1)] {
+        let took = arrives(&format!("dcB's new host at {name}"), &all, || async {
+            parent.capabilities().await.is_ok_and(|agg| agg["site"].count() == want)
+        })
+        .await;
+        eprintln!("a host registered at dcB reached {name}'s aggregate in {took:?}");
+    }
+    reports.abort();
 
     // --- polls are conditional: an unchanged zone answers 304 ---
     let client = r2;

@@ -35,9 +35,20 @@ pub fn zone_spec(name: &str) -> NodeSpec {
     spec
 }
 
-/// Starts one embedded zone per name, all at once, and waits until every one is ready.
+/// Starts one embedded zone per name with [`FAST_POLL`], all at once, and waits until every one
+/// is ready.
 pub async fn start_zones(names: &[&str]) -> BTreeMap<String, NodeProcess> {
-    let nodes: Vec<NodeProcess> = names.iter().map(|n| NodeProcess::spawn(zone_spec(n))).collect();
+    start_zones_with(names, zone_spec).await
+}
+
+/// Starts one embedded zone per name at the product's default settings (no [`FAST_POLL`]), as
+/// an operator would run them, all at once, and waits until every one is ready.
+pub async fn start_default_zones(names: &[&str]) -> BTreeMap<String, NodeProcess> {
+    start_zones_with(names, |name| NodeSpec { label: name.to_owned(), ..NodeSpec::new(name) }).await
+}
+
+async fn start_zones_with(names: &[&str], spec: impl Fn(&str) -> NodeSpec) -> BTreeMap<String, NodeProcess> {
+    let nodes: Vec<NodeProcess> = names.iter().map(|n| NodeProcess::spawn(spec(n))).collect();
     futures::future::join_all(nodes.iter().map(|n| n.wait_ready(crate::node::DEFAULT_READY_TIMEOUT))).await;
     names.iter().map(|n| n.to_string()).zip(nodes).collect()
 }

@@ -29,12 +29,14 @@
 //! - [`node`]: [`NodeSpec`] and [`NodeProcess`], one real `zone-node` process
 //! - [`cluster`]: [`Cluster`], one zone of several nodes on a shared database and bus
 //! - [`rabbit`]: [`RabbitInstance`], an extra RabbitMQ node a test may stop and start
+//! - [`procfs`]: CPU time and resident memory of a process, for the benchmarks
 //! - [`sim`]: [`SimSpec`] and [`SimProcess`], `zone-node agent-sim` playing a zone's hosts
 //! - [`federation`]: zones linked into trees ([`federation::zone_add`]) with fast polling
 
 pub mod cluster;
 pub mod federation;
 pub mod node;
+pub mod procfs;
 pub mod rabbit;
 pub mod sim;
 

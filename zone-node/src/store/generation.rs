@@ -1,13 +1,16 @@
-//! The zone's generation: a counter that changes whenever instance ownership in the zone or below
-//! it may have changed, so parents and lookup caches know when their answers may be stale.
+//! The zone's generation: a counter that changes whenever instance ownership or the capability
+//! aggregate in the zone or below it may have changed, so parents and lookup caches know when
+//! their answers may be stale, and parents' watches wake for both.
 
 use super::{Result, Store};
 
 impl Store {
-    /// The zone's generation: changes whenever instance ownership in the zone or below it may have
-    /// changed (local instances here and in [`crate::store::instances`]; child zones added,
-    /// removed, enabled, disabled, gone on- or offline or reporting a new generation in
-    /// [`crate::store::zones`]).
+    /// The zone's generation: changes whenever instance ownership or the aggregate in the zone or
+    /// below it may have changed (local instances here and in [`crate::store::instances`]; hosts
+    /// registered, deleted, gone up or down or with new capabilities in [`crate::store::hosts`];
+    /// child zones added, removed, enabled, disabled, gone on- or offline or reporting a new
+    /// generation in [`crate::store::zones`]). Capacity taken or given back moves it through the
+    /// create, delete or migrate that does so.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn generation(&self) -> Result<i64> {
         const SQL: &str = "SELECT generation FROM zone_generation WHERE one = 1";

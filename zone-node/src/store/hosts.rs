@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use api::{CapabilityKind, CapabilityValue, Resources};
 use uuid::Uuid;
 
-use super::{assembled, is_unique_violation, parse_uuid, Result, Store, StoreError};
+use super::{assembled, is_unique_violation, parse_uuid, Result, Store, StoreError, BUMP_GENERATION};
 
 /// A host to insert, already validated (see [`crate::scheduler::validate_host`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -264,6 +264,8 @@ impl Store {
                 }
                 q.execute(&mut *tx).await?;
             }
+            // A new up host changes the aggregate parents record.
+            sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(raw)
         }
@@ -275,6 +277,7 @@ impl Store {
                 e.into()
             }
         })?;
+        self.generation_moved();
         raw.into_row(host.capabilities.clone())
     }
 
@@ -356,16 +359,21 @@ impl Store {
         const EXISTS: &str = "SELECT COUNT(*) FROM hosts WHERE id = $1";
         let id_text = id.to_string();
         let (deleted, instances, exists): (u64, i64, i64) = with_pool!(self, |pool| async {
-            let deleted = sqlx::query(DELETE).bind(&id_text).execute(pool).await?.rows_affected();
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query(DELETE).bind(&id_text).execute(&mut *tx).await?.rows_affected();
             if deleted > 0 {
+                sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
+                tx.commit().await?;
                 return Ok::<_, sqlx::Error>((deleted, 0, 0));
             }
+            tx.rollback().await?;
             let exists: i64 = sqlx::query_scalar(EXISTS).bind(&id_text).fetch_one(pool).await?;
             let instances: i64 = sqlx::query_scalar(COUNT).bind(&id_text).fetch_one(pool).await?;
             Ok((0, instances, exists))
         }
         .await)?;
         if deleted > 0 {
+            self.generation_moved();
             return Ok(true);
         }
         if exists > 0 && instances > 0 {
@@ -395,10 +403,14 @@ impl Store {
                 return Ok::<_, sqlx::Error>(false);
             }
             replace_caps!(tx, &id, capabilities);
+            sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(true)
         }
         .await)?;
+        if found {
+            self.generation_moved();
+        }
         Ok(found)
     }
 
@@ -434,15 +446,25 @@ impl Store {
              missed_reports = ((SELECT now_ms FROM db_clock) - last_report_ms) / $2 \
              WHERE id = $1 AND state = 'up' AND last_report_ms <= (SELECT now_ms FROM db_clock) - $2 * $3";
         let id = id.to_string();
-        let n = with_pool!(self, |pool| {
-            sqlx::query(SQL)
+        let n = with_pool!(self, |pool| async {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(SQL)
                 .bind(&id)
                 .bind(interval_ms.max(1))
                 .bind(max_missed.max(1))
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n > 0 {
+                sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(n)
+        }
+        .await)?;
+        if n > 0 {
+            self.generation_moved();
+        }
         Ok(n > 0)
     }
 
@@ -468,7 +490,7 @@ impl Store {
         reports: &[(Uuid, Option<&BTreeMap<String, CapabilityValue>>)],
     ) -> Result<Vec<Option<bool>>> {
         let ids: Vec<String> = reports.iter().map(|(id, _)| id.to_string()).collect();
-        let (stayed, came_up): (Vec<String>, Vec<String>) = with_pool!(self, |pool| async {
+        let (stayed, came_up, changed): (Vec<String>, Vec<String>, bool) = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let mut stayed: Vec<String> = Vec::new();
             let mut came_up: Vec<String> = Vec::new();
@@ -503,17 +525,27 @@ impl Store {
                 }
                 came_up.extend(q.fetch_all(&mut *tx).await?);
             }
+            let mut changed = !came_up.is_empty();
             for ((_, caps), id) in reports.iter().zip(&ids) {
                 if let Some(caps) = caps {
                     if stayed.contains(id) || came_up.contains(id) {
                         replace_caps!(tx, id, caps);
+                        changed = true;
                     }
                 }
             }
+            // Only reports that change the aggregate move the generation: the common report
+            // (nothing new) stays one statement per chunk.
+            if changed {
+                sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
-            Ok::<_, sqlx::Error>((stayed, came_up))
+            Ok::<_, sqlx::Error>((stayed, came_up, changed))
         }
         .await)?;
+        if changed {
+            self.generation_moved();
+        }
         let stayed: std::collections::HashSet<String> = stayed.into_iter().collect();
         let came_up: std::collections::HashSet<String> = came_up.into_iter().collect();
         Ok(ids
@@ -552,10 +584,16 @@ impl Store {
             let ids: Vec<String> =
                 sqlx::query_scalar(DOWN).bind(interval_ms).bind(max_missed).fetch_all(&mut *tx).await?;
             sqlx::query(MISSED).bind(interval_ms).execute(&mut *tx).await?;
+            if !ids.is_empty() {
+                sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
             Ok::<_, sqlx::Error>(ids)
         }
         .await)?;
+        if !ids.is_empty() {
+            self.generation_moved();
+        }
         let mut ids = ids.iter().map(|s| parse_uuid("host", s)).collect::<Result<Vec<_>>>()?;
         ids.sort();
         if !ids.is_empty() {
