@@ -287,6 +287,19 @@ async fn seed(database_url: &str, from: usize, to: usize) {
     }
 }
 
+/// On PostgreSQL, what autovacuum does soon after the hosts table grew from nothing: fresh
+/// planner statistics. This machine's PostgreSQL runs with `autovacuum = off`, and a placement
+/// planned on the statistics of an empty table reads every host (docs/operations.md).
+async fn analyze_hosts(database_url: &str) {
+    use sqlx::Connection;
+    if database_url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(database_url).await.expect("connect to the zone's database");
+        sqlx::query("ANALYZE hosts").execute(&mut conn).await.expect("ANALYZE hosts");
+        sqlx::query("ANALYZE host_capabilities").execute(&mut conn).await.expect("ANALYZE host_capabilities");
+        let _ = conn.close().await;
+    }
+}
+
 /// `n` ids of seeded instances, at random.
 async fn some_ids(database_url: &str, n: usize) -> Vec<String> {
     use sqlx::Connection;
@@ -412,6 +425,7 @@ async fn run_hosts(a: &Args, setup: &str, hosts: usize, rows: &mut Vec<HostRow>,
     let sim = SimProcess::spawn(spec, extra);
     let sim_says_s = wait_registered(&sim, hosts).await;
     let registered_s = started.elapsed().as_secs_f64();
+    analyze_hosts(&zone.database_url).await;
     let clients = zone.clients().await;
     let admin = &clients[0].0;
     let listed = e2e::sim::all_hosts(admin).await.expect("list the hosts");
