@@ -4,10 +4,12 @@
 //! of up hosts that pass the filters and have room for an instance
 //! ([`Store::candidates_with_room`]: single placement's sample, filters and weighing, with each
 //! host's free capacity), divides the batch over those hosts, and reserves each host's share of k
-//! instances with ONE conditional `UPDATE` of k times the resources ([`Store::reserve`]): all k or
-//! none, never overcommitting the host whatever else places at the same time (PostgreSQL re-checks
-//! the condition on the row's latest version, SQLite has one writer). A share that lost a race
-//! (the update changed nothing) is left for the next round, which reads a fresh sample.
+//! instances with ONE conditional `UPDATE` of k times the resources (the statement of
+//! [`Store::reserve`]): all k or none, never overcommitting the host whatever else places at the
+//! same time (PostgreSQL re-checks the condition on the row's latest version, SQLite has one
+//! writer). A round's updates go over one pooled connection, and on SQLite in one transaction
+//! ([`Store::reserve_each`] says why). A share that lost a race (the update changed nothing) is
+//! left for the next round, which reads a fresh sample.
 //!
 //! The zone's aggregate stays exact: the triggers on `hosts` (migration 0006) count a host's free
 //! capacity out at its value before the statement and in at its value after, whatever the
@@ -23,7 +25,8 @@
 //! than its share takes what fits and the rest goes to the next round.
 //!
 //! Cost: a round is one candidate query (as single placement's) and at most 2 ×
-//! [`super::placement::SAMPLE`] (64) conditional updates; a batch of 1,000 on a zone with room
+//! [`super::placement::SAMPLE`] (64) conditional updates, one wait for the pool (and on SQLite one
+//! for the writer lock, one commit); a batch of 1,000 on a zone with room
 //! takes one round, against 1,000 queries and 1,000 updates placed one at a time. More rounds
 //! come only when the sampled hosts hold less than the batch, or races take shares. A batch that
 //! does not fit gives back what it took, one update per host it reached.
@@ -145,22 +148,29 @@ impl Store {
                 return Ok(());
             }
             let share = remaining.div_ceil(hosts.len());
-            let before = remaining;
+            let mut planned = remaining;
+            let mut shares: Vec<(Uuid, usize)> = Vec::new();
             for (host, free) in hosts {
-                if remaining == 0 {
-                    break;
+                // Zero only when the batch is shared out (or the host's figures were inconsistent
+                // with the query's filter).
+                let k = fit(&free, resources).min(share).min(planned);
+                if k > 0 {
+                    shares.push((host, k));
+                    planned -= k;
                 }
-                let k = fit(&free, resources).min(share).min(remaining);
-                // Zero only if the host's figures were inconsistent with the query's filter.
-                if k == 0 {
-                    continue;
-                }
-                // Lost to a concurrent placement: the next round reads the host again.
-                if self.reserve(host, &times(resources, k)).await? {
+            }
+            let updates: Vec<(Uuid, Resources)> = shares.iter().map(|(h, k)| (*h, times(resources, *k))).collect();
+            let (reserved, outcome) = self.reserve_each(&updates).await;
+            let before = remaining;
+            // A share lost to a concurrent placement is left for the next round, which reads the
+            // host again. What was reserved before an error is recorded first, to be given back.
+            for ((host, k), reserved) in shares.into_iter().zip(reserved) {
+                if reserved {
                     taken.push((host, k));
                     remaining -= k;
                 }
             }
+            outcome?;
             if remaining == before {
                 lost += 1;
                 if lost >= PLACE_ROUNDS {

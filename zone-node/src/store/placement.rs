@@ -245,6 +245,15 @@ fn sample_query(filters: &[Filter], resources: &Resources, start: &str, limit: i
     CandidateQuery { sql: b.sql, binds: b.binds }
 }
 
+/// The conditional reservation of [`Store::reserve`]: `$1` the host, `$2..$4` vcpus, memory, disk.
+const RESERVE: &str = "UPDATE hosts SET vcpus_used = vcpus_used + $2, \
+     memory_mb_used = memory_mb_used + $3, disk_gb_used = disk_gb_used + $4, \
+     version = version + 1 \
+     WHERE id = $1 AND state = 'up' \
+     AND vcpus_total - vcpus_used >= $2 \
+     AND memory_mb_total - memory_mb_used >= $3 \
+     AND disk_gb_total - disk_gb_used >= $4";
+
 /// How many times [`Store::place`] re-reads candidates after losing every one of them to
 /// concurrent placements. Capacity only shrinks while we race, so each lost round means real
 /// progress by someone else; the bound only guards against a pathological storm.
@@ -310,14 +319,63 @@ impl Store {
     /// when the host is down, full or unknown.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn reserve(&self, host: Uuid, resources: &Resources) -> Result<bool> {
-        const SQL: &str = "UPDATE hosts SET vcpus_used = vcpus_used + $2, \
-             memory_mb_used = memory_mb_used + $3, disk_gb_used = disk_gb_used + $4, \
-             version = version + 1 \
-             WHERE id = $1 AND state = 'up' \
-             AND vcpus_total - vcpus_used >= $2 \
-             AND memory_mb_total - memory_mb_used >= $3 \
-             AND disk_gb_total - disk_gb_used >= $4";
-        self.adjust_capacity(SQL, host, resources).await
+        self.adjust_capacity(RESERVE, host, resources).await
+    }
+
+    /// [`Store::reserve`] of each `(host, resources)` in turn, each its own conditional `UPDATE`
+    /// (all of a host's share or none of it). Answers, for the updates that were committed, whether
+    /// each reserved, and the error that stopped the rest: the caller owns what was reserved
+    /// either way. What a batch round runs: the statements go to one pooled connection, so the
+    /// round waits for the pool once, not once per host behind the builds of other batches.
+    ///
+    /// On SQLite they are one transaction: the writer lock is waited for once and committed once,
+    /// instead of once per host behind every other writer of the zone (the transaction's first
+    /// statement is a write, so it honours the busy timeout), for the few milliseconds the updates
+    /// take; an error rolls all of them back. On PostgreSQL each commits on its own: holding host
+    /// rows across the round would deadlock with single placements, which lock a host row and then
+    /// the aggregate's capacity rows. Either way the same triggers keep the aggregate, per statement.
+    pub(super) async fn reserve_each(&self, shares: &[(Uuid, Resources)]) -> (Vec<bool>, Result<()>) {
+        let mut done = Vec::with_capacity(shares.len());
+        if shares.is_empty() {
+            return (done, Ok(()));
+        }
+        macro_rules! run {
+            ($conn:expr, $into:expr) => {
+                for (host, r) in shares {
+                    let changed = sqlx::query(RESERVE)
+                        .bind(host.to_string())
+                        .bind(r.vcpus)
+                        .bind(r.memory_mb)
+                        .bind(r.disk_gb)
+                        .execute(&mut *$conn)
+                        .await?
+                        .rows_affected();
+                    $into.push(changed > 0);
+                }
+            };
+        }
+        let outcome: std::result::Result<(), sqlx::Error> = match &self.backend {
+            super::Backend::Sqlite(pool) => {
+                async {
+                    let mut tx = pool.begin().await?;
+                    let mut pending = Vec::with_capacity(shares.len());
+                    run!(tx, pending);
+                    tx.commit().await?;
+                    done = pending;
+                    Ok(())
+                }
+                .await
+            }
+            super::Backend::Postgres(pool) => {
+                async {
+                    let mut conn = pool.acquire().await?;
+                    run!(conn, done);
+                    Ok(())
+                }
+                .await
+            }
+        };
+        (done, outcome.map_err(Into::into))
     }
 
     /// Gives back a reservation (instance deleted, placement abandoned, migrated away). Works on
