@@ -64,5 +64,6 @@ total=$((STREAMS * ROUNDS * 1000))
 running=$(cat "$DIR"/stream*.log | sed -E 's/.*running: ([0-9]+).*/\1/' | paste -sd+ | bc)
 echo "parallel: $STREAMS streams x $ROUNDS x 1000 = $total in $(echo "$E - $S" | bc) s ($(echo "$total / ($E - $S)" | bc)/s), running: $running"
 echo "error lines in the node log: $(grep -ci error "$DIR/node.log" || true)"
-# Where the time went, per batch: placement and insert, and the whole (the node's own figures).
-grep "multi-create done" "$DIR/node.log" | sed -E 's/.*(placed_ms=[0-9]+) (total_ms=[0-9]+).*/\1 \2/' || true
+# Where the time went, per batch: placement alone, placement and insert, and the whole (the node's
+# own figures).
+grep "multi-create done" "$DIR/node.log" | sed -E 's/.*(reserved_ms=[0-9]+) (placed_ms=[0-9]+) (total_ms=[0-9]+).*/\1 \2 \3/' || true

@@ -21,7 +21,8 @@
 //! - `generation`: the zone generation counter
 //! - `placement`: validated filters, the sampled candidate query, reservations and placing
 //! - [`instances`](self::instances): instances, optimistic updates, capacity given back on removal
-//! - `batch`: room for a multi-create, all or nothing (on top of `place` and `release`)
+//! - `batch`: room for a multi-create, all or nothing, placed as a set (k instances on a host in
+//!   one conditional update)
 //! - [`zones`](self::zones): child zones (federation) and the instance mapping
 //! - [`probe`](self::probe): diagnostic concurrency counters
 //!

@@ -12,7 +12,8 @@
 //! Capacity is reserved with one conditional `UPDATE` per reservation ([`Store::reserve`]): the
 //! row lock PostgreSQL takes for the update (and SQLite's single writer) make the "is there
 //! room?" check and the increment one atomic step, so concurrent placements from any node never
-//! overcommit a host, with no lock held across a round trip.
+//! overcommit a host, with no lock held across a round trip. A batch (`super::batch`) reserves
+//! k instances on one host with the same statement, k times the resources: all k or none.
 //!
 //! # Weighing
 //! Candidates are ordered by free memory fraction + free vcpu fraction (each 0..1, a host with no
@@ -187,6 +188,19 @@ pub const SAMPLE: i64 = 32;
 /// primary key and stop after [`SAMPLE`] matches. A random `start` per placement spreads
 /// concurrent placements over near-equal hosts instead of sending them all to one.
 pub fn candidates_query(filters: &[Filter], resources: &Resources, start: &str, limit: i64) -> CandidateQuery {
+    sample_query(filters, resources, start, limit, "id")
+}
+
+/// [`candidates_query`] answering, for each host, its id and its free vcpus, memory and disk
+/// (`id, free_vcpus, free_memory, free_disk`): what a batch needs to know how many instances fit
+/// on each ([`Store::candidates_with_room`]). The same sample, filters and order.
+pub fn room_query(filters: &[Filter], resources: &Resources, start: &str, limit: i64) -> CandidateQuery {
+    sample_query(filters, resources, start, limit, "id, free_vcpus, free_memory, free_disk")
+}
+
+/// The sampled candidate query of [`candidates_query`] and [`room_query`], answering `columns`
+/// (fixed by those two functions, never by a request) of the sampled hosts.
+fn sample_query(filters: &[Filter], resources: &Resources, start: &str, limit: i64, columns: &str) -> CandidateQuery {
     let mut b = Builder { sql: String::new(), binds: Vec::new() };
     let vcpus = b.param(Bind::Int(resources.vcpus));
     let memory = b.param(Bind::Int(resources.memory_mb));
@@ -216,12 +230,14 @@ pub fn candidates_query(filters: &[Filter], resources: &Resources, start: &str, 
             "SELECT * FROM (SELECT h.id, \
              COALESCE((h.memory_mb_total - h.memory_mb_used) * 1.0 / NULLIF(h.memory_mb_total, 0), 0) \
              + COALESCE((h.vcpus_total - h.vcpus_used) * 1.0 / NULLIF(h.vcpus_total, 0), 0) AS weight, \
-             h.memory_mb_total - h.memory_mb_used AS free_memory \
+             h.memory_mb_total - h.memory_mb_used AS free_memory, \
+             h.vcpus_total - h.vcpus_used AS free_vcpus, \
+             h.disk_gb_total - h.disk_gb_used AS free_disk \
              FROM hosts h WHERE {fits} AND {range} ORDER BY h.id LIMIT {sample}) AS s"
         )
     };
     b.sql = format!(
-        "SELECT id FROM ({} UNION ALL {}) AS sampled \
+        "SELECT {columns} FROM ({} UNION ALL {}) AS sampled \
          ORDER BY weight DESC, free_memory DESC, id LIMIT {limit}",
         half(&format!("h.id >= {start}")),
         half(&format!("h.id < {start}")),
@@ -229,10 +245,19 @@ pub fn candidates_query(filters: &[Filter], resources: &Resources, start: &str, 
     CandidateQuery { sql: b.sql, binds: b.binds }
 }
 
+/// The conditional reservation of [`Store::reserve`]: `$1` the host, `$2..$4` vcpus, memory, disk.
+const RESERVE: &str = "UPDATE hosts SET vcpus_used = vcpus_used + $2, \
+     memory_mb_used = memory_mb_used + $3, disk_gb_used = disk_gb_used + $4, \
+     version = version + 1 \
+     WHERE id = $1 AND state = 'up' \
+     AND vcpus_total - vcpus_used >= $2 \
+     AND memory_mb_total - memory_mb_used >= $3 \
+     AND disk_gb_total - disk_gb_used >= $4";
+
 /// How many times [`Store::place`] re-reads candidates after losing every one of them to
 /// concurrent placements. Capacity only shrinks while we race, so each lost round means real
 /// progress by someone else; the bound only guards against a pathological storm.
-const PLACE_ROUNDS: usize = 32;
+pub(super) const PLACE_ROUNDS: usize = 32;
 
 impl Store {
     /// Up to `limit` up hosts that pass every filter and have `resources` free, best first among a
@@ -257,20 +282,100 @@ impl Store {
         ids.iter().map(|s| parse_uuid("host", s)).collect()
     }
 
+    /// [`Store::candidates`] with each host's free capacity (vcpus, memory, disk) as read: the
+    /// same bounded sample, filters and order ([`room_query`]). What a batch divides itself by;
+    /// the figures may be stale by the time a reservation is tried, which the conditional
+    /// `UPDATE` of [`Store::reserve`] settles.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn candidates_with_room(
+        &self,
+        filters: &[Filter],
+        resources: &Resources,
+        limit: i64,
+    ) -> Result<Vec<(Uuid, Resources)>> {
+        let start = Uuid::new_v4().to_string();
+        let query = room_query(filters, resources, &start, limit);
+        let rows: Vec<(String, i64, i64, i64)> = with_pool!(self, |pool| {
+            let mut q = sqlx::query_as::<_, (String, i64, i64, i64)>(assembled(&query.sql));
+            for b in &query.binds {
+                q = match b {
+                    Bind::Text(s) => q.bind(s.as_str()),
+                    Bind::Float(f) => q.bind(*f),
+                    Bind::Int(i) => q.bind(*i),
+                };
+            }
+            q.fetch_all(pool).await
+        })?;
+        rows.into_iter()
+            .map(|(id, vcpus, memory_mb, disk_gb)| {
+                Ok((parse_uuid("host", &id)?, Resources { vcpus, memory_mb, disk_gb }))
+            })
+            .collect()
+    }
+
     /// Reserves `resources` on an up host, only if they are free: ONE conditional `UPDATE`, so two
     /// concurrent reservations can never both take the last room (PostgreSQL re-checks the WHERE
     /// clause on the latest row version after taking the row lock; SQLite has one writer). False
     /// when the host is down, full or unknown.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn reserve(&self, host: Uuid, resources: &Resources) -> Result<bool> {
-        const SQL: &str = "UPDATE hosts SET vcpus_used = vcpus_used + $2, \
-             memory_mb_used = memory_mb_used + $3, disk_gb_used = disk_gb_used + $4, \
-             version = version + 1 \
-             WHERE id = $1 AND state = 'up' \
-             AND vcpus_total - vcpus_used >= $2 \
-             AND memory_mb_total - memory_mb_used >= $3 \
-             AND disk_gb_total - disk_gb_used >= $4";
-        self.adjust_capacity(SQL, host, resources).await
+        self.adjust_capacity(RESERVE, host, resources).await
+    }
+
+    /// [`Store::reserve`] of each `(host, resources)` in turn, each its own conditional `UPDATE`
+    /// (all of a host's share or none of it). Answers, for the updates that were committed, whether
+    /// each reserved, and the error that stopped the rest: the caller owns what was reserved
+    /// either way. What a batch round runs: the statements go to one pooled connection, so the
+    /// round waits for the pool once, not once per host behind the builds of other batches.
+    ///
+    /// On SQLite they are one transaction: the writer lock is waited for once and committed once,
+    /// instead of once per host behind every other writer of the zone (the transaction's first
+    /// statement is a write, so it honours the busy timeout), for the few milliseconds the updates
+    /// take; an error rolls all of them back. On PostgreSQL each commits on its own: holding host
+    /// rows across the round would deadlock with single placements, which lock a host row and then
+    /// the aggregate's capacity rows. Either way the same triggers keep the aggregate, per statement.
+    pub(super) async fn reserve_each(&self, shares: &[(Uuid, Resources)]) -> (Vec<bool>, Result<()>) {
+        let mut done = Vec::with_capacity(shares.len());
+        if shares.is_empty() {
+            return (done, Ok(()));
+        }
+        macro_rules! run {
+            ($conn:expr, $into:expr) => {
+                for (host, r) in shares {
+                    let changed = sqlx::query(RESERVE)
+                        .bind(host.to_string())
+                        .bind(r.vcpus)
+                        .bind(r.memory_mb)
+                        .bind(r.disk_gb)
+                        .execute(&mut *$conn)
+                        .await?
+                        .rows_affected();
+                    $into.push(changed > 0);
+                }
+            };
+        }
+        let outcome: std::result::Result<(), sqlx::Error> = match &self.backend {
+            super::Backend::Sqlite(pool) => {
+                async {
+                    let mut tx = pool.begin().await?;
+                    let mut pending = Vec::with_capacity(shares.len());
+                    run!(tx, pending);
+                    tx.commit().await?;
+                    done = pending;
+                    Ok(())
+                }
+                .await
+            }
+            super::Backend::Postgres(pool) => {
+                async {
+                    let mut conn = pool.acquire().await?;
+                    run!(conn, done);
+                    Ok(())
+                }
+                .await
+            }
+        };
+        (done, outcome.map_err(Into::into))
     }
 
     /// Gives back a reservation (instance deleted, placement abandoned, migrated away). Works on
@@ -357,5 +462,10 @@ mod tests {
         assert_eq!(q.binds.len(), 3 + 2 + 2 + 3 + 3);
         assert!(q.binds.contains(&Bind::Text(evil)));
         assert!(q.sql.contains(&format!("${}", q.binds.len())));
+        // The batch's sibling: the same sample, filters and binds, more columns.
+        let room = room_query(&filters, &Resources { vcpus: 1, memory_mb: 2, disk_gb: 3 }, "8", 5);
+        assert_eq!(room.binds, q.binds);
+        assert!(room.sql.starts_with("SELECT id, free_vcpus, free_memory, free_disk FROM"));
+        assert_eq!(room.sql.replacen("id, free_vcpus, free_memory, free_disk", "id", 1), q.sql);
     }
 }

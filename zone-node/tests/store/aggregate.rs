@@ -64,7 +64,9 @@ fn assert_same(maintained: &Aggregate, recomputed: &Aggregate, after: usize) {
     }
 }
 
-async fn check(store: &Store, after: usize) {
+/// The maintained aggregate equals the recomputed one (`after`: how many changes were made, for
+/// the message). The batch tests check it too.
+pub(crate) async fn check(store: &Store, after: usize) {
     let maintained = store.aggregate().await.unwrap();
     let recomputed = store.aggregate_recomputed().await.unwrap();
     assert_same(&maintained, &recomputed, after);

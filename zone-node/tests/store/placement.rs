@@ -90,6 +90,11 @@ async fn capability_filters_select_the_right_hosts(db: &TestDb) {
             rows.iter().filter(|h| f.iter().all(|f| f.matches(&h.capabilities))).map(|h| h.name.as_str()).collect();
         reference.sort();
         assert_eq!(reference, expected, "reference semantics of {req}");
+        // A batch's sample ([`Store::candidates_with_room`]) passes the same hosts, in the same
+        // order, each with its free capacity.
+        let room = store.candidates_with_room(&f, &res(0, 0, 0), 100).await.unwrap();
+        assert_eq!(room.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids, "batch sample of {req}");
+        assert!(room.iter().all(|(_, free)| *free == res(8, 8192, 100)), "{room:?}");
     }
     // Several filters are a conjunction.
     let f = filters(serde_json::json!([
@@ -111,6 +116,14 @@ async fn capability_filters_select_the_right_hosts(db: &TestDb) {
     assert!(store.reserve(rows[3].id, &res(1, 1024, 0)).await.unwrap());
     assert!(store.reserve(rows[4].id, &res(1, 1024, 0)).await.unwrap());
     assert_eq!(store.candidates(&[], &res(0, 0, 0), 1).await.unwrap(), [a]);
+    let room = store.candidates_with_room(&[], &res(0, 0, 0), 100).await.unwrap();
+    assert_eq!(
+        room.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        store.candidates(&[], &res(0, 0, 0), 100).await.unwrap()
+    );
+    assert_eq!(room[0], (a, res(8, 8192, 100)));
+    assert_eq!(room.iter().find(|(id, _)| *id == rows[1].id).map(|(_, free)| *free), Some(res(4, 4096, 100)));
+    assert!(store.candidates_with_room(&[], &res(5, 0, 0), 100).await.unwrap().iter().all(|(id, _)| *id != rows[1].id));
     assert_eq!(store.place(&[], &res(1, 1, 1)).await.unwrap(), Some(a));
 }
 
