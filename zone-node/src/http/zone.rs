@@ -188,6 +188,15 @@ pub async fn watch_zone(
             }
         }
     }
+    if *moves.borrow() > params.since {
+        // The generation moves in the transaction that records a child's poll, and this node's
+        // registry (what the aggregate below is merged from) follows on an event a moment later:
+        // read the rows now, or the parent would record the new generation with the old
+        // aggregate and learn the rest only at its next poll.
+        if let Err(e) = state.sync.refresh().await {
+            tracing::warn!(error = %e, "cannot refresh the child zones for a watch");
+        }
+    }
     let view = ParentView::read(&state, &caller, Some(api::SubtreeView::Cached)).await?;
     let zone_id = state.zone.id.to_string();
     let digest = view.etag(&zone_id, Some(api::SubtreeView::Cached));
