@@ -382,8 +382,11 @@ impl Cluster {
     async fn refresh(&self) -> crate::error::Result<Membership> {
         let membership = self.inner.store.membership().await?;
         let current = self.view();
-        let fresh = Arc::new(View::from_membership(&membership, self.inner.settings.virtual_nodes));
-        let state = fresh.state_of(self.inner.me).unwrap_or(NodeState::Dead);
+        let state = membership
+            .nodes
+            .iter()
+            .find(|n| n.id == self.inner.me)
+            .map_or(NodeState::Dead, |n| NodeState::parse(&n.state));
         // Serving follows the row: alive or leaving, and not evicted. It is switched before the
         // view is applied, because applying wakes held tasks, which must see both together.
         let should_serve = matches!(state, NodeState::Alive | NodeState::Leaving) && !self.inner.evicted.is_cancelled();
@@ -391,8 +394,11 @@ impl Cluster {
             tracing::info!(node = %self.inner.me, serving = should_serve, state = state.as_str(), "serving changed");
             self.inner.serving.send_replace(should_serve);
         }
-        if fresh.epoch != current.epoch {
-            self.apply(current, fresh.clone());
+        // The rings only change with the epoch: build them then, not on every heartbeat (two
+        // rings of 128 virtual nodes per node, the larger part of an idle node's own work).
+        if membership.epoch != current.epoch {
+            let fresh = Arc::new(View::from_membership(&membership, self.inner.settings.virtual_nodes));
+            self.apply(current, fresh);
         }
         Ok(membership)
     }
