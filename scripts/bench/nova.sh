@@ -4,7 +4,7 @@
 # process (the gateways real, the huddles models; no HTTP, no database, nothing on the network).
 # Builds the release binary and runs it; prints Markdown tables (progress goes to standard error).
 # Arguments go to bench-nova (see tests/bench/nova/main.rs), e.g.
-#   scripts/bench/nova.sh                     # the full size: about 4 minutes, 5 GiB at the peak
+#   scripts/bench/nova.sh                     # the full size: about 3 minutes, 5 GiB at the peak
 #   scripts/bench/nova.sh --scale 0.01        # seconds
 #   scripts/bench/nova.sh --json --poll-ms 0  # answers through JSON, watches only
 set -euo pipefail
