@@ -24,10 +24,11 @@
 //!            [--poll-ms 1000] [--idle-secs 10] [--churn 0,10,50] [--churn-secs 10] [--json]
 //!            [--seed 10]
 //! ```
-//! `--scale` multiplies the huddles per DC, the clients, the instances and the cached clients
-//! (`--scale 0.01` runs in seconds); `--poll-ms 0` turns the poll loops off (watches only);
-//! `--json` encodes and decodes every answer between zones (leaf changes are measured both ways
-//! anyway). Run it with `scripts/bench/nova.sh`, which builds it in release mode.
+//! `--scale` multiplies the huddles per DC, the clients, the instances, the cached clients, the
+//! idle and churn durations and the pauses between changes (`--scale 0.01` runs in seconds);
+//! `--poll-ms 0` turns the poll loops off (watches only); `--json` encodes and decodes every answer
+//! between zones (leaf changes are measured both ways anyway). Run it with
+//! `scripts/bench/nova.sh`, which builds it in release mode.
 
 mod hub;
 mod huddle;
@@ -117,12 +118,17 @@ async fn run() -> Result<(), String> {
     let n_changes: usize = arg(&args, "--changes", 50);
     let cache_clients: usize = arg(&args, "--cache-clients", ((1_000_000.0 * scale).round() as usize).max(1000));
     let poll_ms: u64 = arg(&args, "--poll-ms", 1000);
-    let idle_secs: u64 = arg(&args, "--idle-secs", 10);
+    // Durations shrink with the tree, so a small run takes seconds (1 s at least).
+    let secs = |full: f64| ((full * scale).round() as u64).max(1);
+    let idle_secs: u64 = arg(&args, "--idle-secs", secs(10.0));
     let churn_rates: Vec<f64> = arg::<String>(&args, "--churn", "0,10,50".into())
         .split(',')
         .map(|r| r.trim().parse().map_err(|_| format!("--churn: {r:?} is not a rate")))
         .collect::<Result<_, _>>()?;
-    let churn_secs: u64 = arg(&args, "--churn-secs", 10);
+    let churn_secs: u64 = arg(&args, "--churn-secs", secs(10.0));
+    // Between creates and between leaf changes: long enough for the watches to settle (tens of
+    // milliseconds at the full size).
+    let pause = Duration::from_secs_f64((0.3 * scale).clamp(0.02, 0.3));
     let json = args.iter().any(|a| a == "--json");
 
     eprintln!(
@@ -168,7 +174,6 @@ async fn run() -> Result<(), String> {
     }
 
     eprintln!("creates through the root");
-    let pause = Duration::from_millis(300);
     let creates = measure::creates(&tree, &reqs, n_creates, shape.clients + 1_000_000, pause).await?;
 
     eprintln!("step costs");
