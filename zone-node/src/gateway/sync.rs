@@ -3,9 +3,9 @@
 //! The child-zone rows in the database are the truth: zone-add, zone-update and zone-delete
 //! write them through any node, and the node that polls a child (the ring owner of the child's
 //! id) writes what each poll learnt. Every node rebuilds its gateway's registry from the rows
-//! every poll interval, and at once when a node announces a change on the bus
-//! ([`ChildrenChanged`]), so a new, changed or deleted child takes effect on every node of the
-//! zone without a restart, and a lost event costs at most one interval.
+//! at once when a node announces a change on the bus ([`ChildrenChanged`]), and every
+//! [`FALLBACK_POLLS`] poll intervals in case an event was lost, so a new, changed or deleted child
+//! takes effect on every node of the zone without a restart.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,7 +39,7 @@ impl RegistrySync {
         self.gateway.set_children(children);
         let generation = self.store.generation().await?;
         self.gateway.observe_own_generation(generation);
-        // Also what keeps the watches right when a peer's event was lost: one interval late.
+        // Also what keeps the watches right when a peer's event was lost: one fallback late.
         self.generation.saw(generation);
         Ok(())
     }
@@ -84,8 +84,15 @@ impl RegistrySync {
     }
 }
 
-/// Rebuilds the registry every `every`, and at once on [`ChildrenChanged`].
-pub async fn run_refresh(sync: RegistrySync, every: Duration, stop: CancellationToken) {
+/// How many poll intervals pass between refreshes when no event asks for one. Events are the
+/// fast path (every node that changes a child row announces it); the periodic refresh only
+/// covers an event lost on the bus. Once a poll interval, it was two reads a second on every
+/// node of every zone at rest, a good part of an idle zone's own work.
+pub const FALLBACK_POLLS: u32 = 10;
+
+/// Rebuilds the registry at once on [`ChildrenChanged`], and every [`FALLBACK_POLLS`] × `poll`.
+pub async fn run_refresh(sync: RegistrySync, poll: Duration, stop: CancellationToken) {
+    let every = poll.saturating_mul(FALLBACK_POLLS);
     let mut events = sync.bus.subscribe();
     loop {
         if let Err(e) = sync.refresh().await {
