@@ -5,7 +5,7 @@
 //! a child is added, changed, deleted or polled, on every node of the zone), so a request works on
 //! one consistent view and never waits for a poll: start-up and requests never block on a child.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use api::{Aggregate, SubtreeEntry, ZoneStatus};
@@ -73,11 +73,34 @@ impl Child {
     }
 }
 
-/// One consistent view: the children and their aggregates merged per zone id.
+/// One consistent view: the children, their aggregates merged per zone id, and where each zone
+/// below lies.
 #[derive(Debug, Default)]
 struct View {
     children: Arc<Vec<Arc<Child>>>,
     merged: Arc<Aggregate>,
+    paths: Arc<ZonePaths>,
+}
+
+/// Every zone below this one by id: the paths of zone names (from a child down) that reach it;
+/// more than one in a diamond.
+pub type ZonePaths = HashMap<String, Vec<Vec<String>>>;
+
+/// [`ZonePaths`] of a set of children. Cost: O(subtree entries), paid when the view is replaced,
+/// so a lookup that must tell whether one answer lies below another reads a map instead of
+/// copying the whole subtree (with its aggregates) per request.
+fn paths_by_id(children: &[Arc<Child>]) -> ZonePaths {
+    let mut paths = ZonePaths::new();
+    for c in children {
+        paths.entry(c.id.clone()).or_default().push(vec![c.name.clone()]);
+        for e in &c.subtree {
+            let mut path = Vec::with_capacity(e.path.len() + 1);
+            path.push(c.name.clone());
+            path.extend(e.path.iter().cloned());
+            paths.entry(e.id.clone()).or_default().push(path);
+        }
+    }
+    paths
 }
 
 /// The current set of children. Cheap to read: a request clones one `Arc`.
@@ -134,10 +157,11 @@ impl Registry {
         children.sort_by(|a, b| a.name.cmp(&b.name));
         let new: Arc<Vec<Arc<Child>>> = Arc::new(children.into_iter().map(Arc::new).collect());
         let merged = Arc::new(merge_per_zone(&new));
+        let paths = Arc::new(paths_by_id(&new));
         let mut guard = self.view.write().unwrap_or_else(|e| e.into_inner());
         let removed =
             guard.children.iter().filter(|old| !new.iter().any(|c| c.id == old.id)).map(|c| c.id.clone()).collect();
-        *guard = View { children: new, merged };
+        *guard = View { children: new, merged, paths };
         removed
     }
 
@@ -149,6 +173,11 @@ impl Registry {
     /// The routable children's aggregates, merged per zone id (see [`merge_per_zone`]).
     pub fn merged(&self) -> Arc<Aggregate> {
         self.view.read().unwrap_or_else(|e| e.into_inner()).merged.clone()
+    }
+
+    /// Where each zone below lies (see [`ZonePaths`]).
+    pub fn paths(&self) -> Arc<ZonePaths> {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).paths.clone()
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<Child>> {
@@ -223,6 +252,23 @@ pub(crate) mod tests {
         );
         assert_eq!(r.replace(vec![child("r2", "region2")]), vec!["r1".to_string()]);
         assert!(r.get("r1").is_none() && r.get("r2").is_some());
+    }
+
+    #[test]
+    fn paths_name_every_way_to_a_zone_and_follow_replace() {
+        let r = Registry::new();
+        let mut region = child("r1", "region1");
+        region.subtree =
+            vec![SubtreeEntry { id: "d1".into(), name: "dc1".into(), path: vec!["dc1".into()], capabilities: None }];
+        // A diamond: dc1 also directly below this zone.
+        r.replace(vec![region, child("d1", "dc1")]);
+        let paths = r.paths();
+        let mut to_dc: Vec<Vec<String>> = paths["d1"].clone();
+        to_dc.sort();
+        assert_eq!(to_dc, vec![vec!["dc1".to_string()], vec!["region1".into(), "dc1".into()]]);
+        assert_eq!(paths["r1"], vec![vec!["region1".to_string()]]);
+        r.replace(vec![child("r2", "region2")]);
+        assert!(r.paths().get("d1").is_none(), "a removed child's zones are gone");
     }
 
     #[test]

@@ -107,17 +107,18 @@ impl Gateway {
     }
 
     /// [`compose`] with this zone's subtree as what tells whether one answer lies below
-    /// another. Cost: O(subtree entries) per pair of differing answers, paid only when several
-    /// children say yes.
+    /// another. Cost: one map probe per pair of differing answers ([`crate::registry::ZonePaths`],
+    /// built when the registry is replaced), paid only when several children say yes.
     fn compose(&self, client: &str, local: bool, pairs: &[(&str, Option<&LowestZone>)]) -> Option<LowestZone> {
         let differ = {
             let mut ids = pairs.iter().filter_map(|(_, a)| a.map(|a| a.zone_id.as_str()));
             let first = ids.next();
             ids.any(|id| Some(id) != first)
         };
-        let subtree = if differ && !local { self.registry.subtree() } else { Vec::new() };
+        let paths = if differ && !local { Some(self.registry.paths()) } else { None };
         let covers = |a: &LowestZone, b: &LowestZone| {
-            subtree.iter().any(|e| e.id == b.zone_id && e.path.len() > a.path.len() && e.path.starts_with(&a.path))
+            let below = paths.as_ref().and_then(|p| p.get(&b.zone_id));
+            below.is_some_and(|ps| ps.iter().any(|p| p.len() > a.path.len() && p.starts_with(&a.path)))
         };
         compose(&self.me_ref(), client, local, pairs, &covers)
     }
