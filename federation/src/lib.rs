@@ -25,6 +25,7 @@
 //! - [`watch`]: one watch per child, re-read at once when its generation moves
 
 pub mod error;
+pub mod etag;
 pub mod gateway;
 pub mod identity;
 pub mod lookup;

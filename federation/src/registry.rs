@@ -58,6 +58,30 @@ pub struct Child {
 }
 
 impl Child {
+    /// A child as zone-add registers it: online, enabled, default weights, nothing learnt from a
+    /// poll yet (no aggregate, generation 0, no subtree).
+    pub fn registered(
+        id: impl Into<String>,
+        name: impl Into<String>,
+        api_url: impl Into<String>,
+        credentials: Credentials,
+    ) -> Child {
+        Child {
+            id: id.into(),
+            name: name.into(),
+            api_url: api_url.into(),
+            credentials,
+            online: true,
+            disabled: false,
+            weight_offset: 0.0,
+            weight_scale: 1.0,
+            capabilities: Aggregate::new(),
+            own_capabilities: None,
+            generation: 0,
+            subtree: Vec::new(),
+        }
+    }
+
     /// New placements may go to it.
     pub fn routable(&self) -> bool {
         self.online && !self.disabled
@@ -221,29 +245,21 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn child(id: &str, name: &str) -> Child {
-        Child {
-            id: id.into(),
-            name: name.into(),
-            api_url: format!("http://{name}"),
-            credentials: Credentials::new("admin", "secret-password"),
-            online: true,
-            disabled: false,
-            weight_offset: 0.0,
-            weight_scale: 1.0,
-            capabilities: Aggregate::new(),
-            own_capabilities: None,
-            generation: 0,
-            subtree: Vec::new(),
-        }
+        Child::registered(id, name, format!("http://{name}"), Credentials::new("admin", "secret-password"))
+    }
+
+    /// region1 (r1) with dc1 (d1) below it.
+    fn region_with_dc() -> Child {
+        let mut region = child("r1", "region1");
+        region.subtree =
+            vec![SubtreeEntry { id: "d1".into(), name: "dc1".into(), path: vec!["dc1".into()], capabilities: None }];
+        region
     }
 
     #[test]
     fn replace_reports_removed_children_and_subtree_prefixes_names() {
         let r = Registry::new();
-        let mut region = child("r1", "region1");
-        region.subtree =
-            vec![SubtreeEntry { id: "d1".into(), name: "dc1".into(), path: vec!["dc1".into()], capabilities: None }];
-        assert!(r.replace(vec![child("r2", "region2"), region]).is_empty());
+        assert!(r.replace(vec![child("r2", "region2"), region_with_dc()]).is_empty());
         assert_eq!(r.children()[0].name, "region1", "sorted by name");
         let names: Vec<Vec<String>> = r.subtree().into_iter().map(|e| e.path).collect();
         assert_eq!(
@@ -257,11 +273,8 @@ pub(crate) mod tests {
     #[test]
     fn paths_name_every_way_to_a_zone_and_follow_replace() {
         let r = Registry::new();
-        let mut region = child("r1", "region1");
-        region.subtree =
-            vec![SubtreeEntry { id: "d1".into(), name: "dc1".into(), path: vec!["dc1".into()], capabilities: None }];
         // A diamond: dc1 also directly below this zone.
-        r.replace(vec![region, child("d1", "dc1")]);
+        r.replace(vec![region_with_dc(), child("d1", "dc1")]);
         let paths = r.paths();
         let mut to_dc: Vec<Vec<String>> = paths["d1"].clone();
         to_dc.sort();

@@ -439,20 +439,7 @@ impl ChildTransport for InProcess {
 }
 
 fn child_record(name: &str) -> Child {
-    Child {
-        id: format!("id-{name}"),
-        name: name.into(),
-        api_url: format!("http://{name}"),
-        credentials: Credentials::new("admin", "pw-12345678"),
-        online: true,
-        disabled: false,
-        weight_offset: 0.0,
-        weight_scale: 1.0,
-        capabilities: Aggregate::new(),
-        own_capabilities: None,
-        generation: 0,
-        subtree: vec![],
-    }
+    Child::registered(format!("id-{name}"), name, format!("http://{name}"), Credentials::new("admin", "pw-12345678"))
 }
 
 struct Tree {

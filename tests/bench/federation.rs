@@ -355,23 +355,24 @@ fn root_view(agg: &api::Aggregate) -> (i64, f64) {
 async fn tree(args: &[String]) {
     let fanout: Vec<usize> =
         arg(args, "--fanout", "4,4,5".to_string()).split(',').map(|f| f.parse().expect("--fanout N,N,…")).collect();
+    assert!(!fanout.is_empty() && fanout.iter().all(|f| *f > 0), "--fanout takes positive numbers, e.g. 4,4,5");
     let changes = arg(args, "--changes", 40usize);
     let idle_secs = arg(args, "--idle-secs", 30u64);
-    let mut levels: Vec<Vec<String>> = vec![vec!["t".to_string()]];
+    // Level by level from the root: `frontier` is the deepest level built so far (the leaves at
+    // the end), `names` every zone.
+    let mut names: Vec<String> = vec!["t".to_string()];
+    let mut frontier: Vec<String> = names.clone();
     let mut edges: Vec<(String, String)> = Vec::new();
     for f in &fanout {
-        let next: Vec<String> = levels
-            .last()
-            .unwrap()
-            .iter()
-            .flat_map(|parent| (0..*f).map(move |i| (parent.clone(), format!("{parent}-{i}"))))
-            .inspect(|(parent, child)| edges.push((parent.clone(), child.clone())))
-            .map(|(_, child)| child)
-            .collect();
-        levels.push(next);
+        let next: Vec<String> =
+            frontier.iter().flat_map(|parent| (0..*f).map(move |i| format!("{parent}-{i}"))).collect();
+        for (k, child) in next.iter().enumerate() {
+            edges.push((frontier[k / f].clone(), child.clone()));
+        }
+        names.extend(next.iter().cloned());
+        frontier = next;
     }
-    let leaves = levels.last().unwrap().clone();
-    let names: Vec<String> = levels.concat();
+    let leaves = frontier;
     let started = Instant::now();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let zones = start_default_zones(&refs).await;

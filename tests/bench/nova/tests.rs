@@ -26,7 +26,7 @@ fn small() -> Shape {
 }
 
 async fn instances_at_root(tree: &Tree) -> u64 {
-    match tree.root.gateway.aggregate().await.unwrap().get(INSTANCES) {
+    match tree.root.gateway.aggregate().await.expect("the root's aggregate").get(INSTANCES) {
         Some(AggregateEntry::Float { sum, .. }) => *sum as u64,
         other => panic!("no instance count at the root: {other:?}"),
     }
@@ -38,7 +38,7 @@ async fn a_small_nova_tree_answers_lookups_routes_creates_and_carries_leaf_chang
     let mut tree = Tree::build(shape.clone(), crate::allocated).await;
 
     // Every host and instance counted once at the root, and some memory measured per zone.
-    let agg = tree.root.gateway.aggregate().await.unwrap();
+    let agg = tree.root.gateway.aggregate().await.expect("the root's aggregate");
     assert_eq!(agg[FREE_VCPUS].count(), shape.hosts() as i64);
     assert_eq!(instances_at_root(&tree).await, tree.instances);
     assert!(tree.built.root_bytes > 0 && tree.built.dc_bytes.iter().all(|&b| b > 0));
@@ -74,12 +74,14 @@ async fn a_small_nova_tree_answers_lookups_routes_creates_and_carries_leaf_chang
     // Routing: only children whose aggregate passes are candidates (checked inside), and
     // placements and creates land at huddles that meet all three requirements.
     let reqs = three_requirements();
-    let (_, found) = measure::decisions(&tree.root, &reqs, 10).unwrap();
+    let (_, found) = measure::decisions(&tree.root, &reqs, 10).expect("routing decisions at the root");
     assert_eq!(found, shape.regions, "each region has a kvm aarch64 GPU huddle");
-    let (_, found) = measure::decisions(&tree.dcs[1], &reqs, 10).unwrap();
+    let (_, found) = measure::decisions(&tree.dcs[1], &reqs, 10).expect("routing decisions at a DC");
     assert_eq!(found, 0, "no huddle of the second DC has a GPU");
-    measure::placements(&tree, &reqs, 20).await.unwrap();
-    let created = measure::creates(&tree, &reqs, 4, shape.clients + 1000, Duration::from_millis(100)).await.unwrap();
+    measure::placements(&tree, &reqs, 20).await.expect("placements through every level");
+    let created = measure::creates(&tree, &reqs, 4, shape.clients + 1000, Duration::from_millis(100))
+        .await
+        .expect("creates through the root");
     // For a client looked up before, each zone on the way composes its new answer; the watches
     // re-reading the changed zones at the same moment may drop it again, so the root's lookup
     // asks at most the create's path (region, DC, huddle).
@@ -92,14 +94,14 @@ async fn a_small_nova_tree_answers_lookups_routes_creates_and_carries_leaf_chang
     // Leaf changes reach the root through the watches; each level records after the one below.
     let p = measure::leaf_changes(&tree, 5, shape.clients + 2000, Duration::from_millis(20), Duration::from_secs(5))
         .await
-        .unwrap();
+        .expect("leaf changes reach the root within 5 s");
     assert!(p.dc.p50 <= p.region.p50 && p.region.p50 <= p.root.p50, "{p:?}");
     assert_eq!(p.lookup_asked, 3.0, "after a change the root asks down the changed path only: region, DC, huddle");
 
     // Cached lookups ask nobody while nothing changes, and ask again while huddles change.
-    let quiet = measure::churn(&tree, 0.0, Duration::from_millis(200), 50).await.unwrap();
+    let quiet = measure::churn(&tree, 0.0, Duration::from_millis(200), 50).await.expect("lookups at rest");
     assert_eq!(quiet.asked, 0.0, "{quiet:?}");
-    let busy = measure::churn(&tree, 200.0, Duration::from_millis(500), 50).await.unwrap();
+    let busy = measure::churn(&tree, 200.0, Duration::from_millis(500), 50).await.expect("lookups under churn");
     assert!(busy.changes_per_sec > 0.0 && busy.asked > 0.0, "{busy:?}");
     tree.stop().await;
 }

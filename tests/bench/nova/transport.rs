@@ -17,7 +17,6 @@ use api::{
 };
 use federation::identity::{effective, Stated};
 use federation::{Child, ChildTransport, Credentials, FedError, Gateway, Hop, ListQuery, Principal, RequestContext};
-use sha2::{Digest, Sha256};
 
 use crate::hub::Hub;
 use crate::huddle::Huddle;
@@ -66,21 +65,17 @@ struct ParentView {
 }
 
 impl ParentView {
-    /// zone-node's weak `ETag`: SHA-256 of the JSON of the zone id and the view, 128 bits.
+    /// zone-node's weak `ETag`, from the same definition ([`federation::etag::weak`]).
     fn etag(&self, view: Option<SubtreeView>) -> String {
-        let body = serde_json::to_vec(&(
-            &self.id,
-            view.map(|v| v.as_str()),
-            self.generation,
-            &self.own,
-            &self.capabilities,
-            &self.children,
-            &self.subtree,
-        ))
-        .unwrap_or_default();
-        let digest = Sha256::digest(&body);
-        let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-        format!("W/\"{hex}\"")
+        federation::etag::weak(&federation::etag::ViewParts {
+            zone_id: &self.id,
+            view,
+            generation: self.generation,
+            own: &self.own,
+            capabilities: &self.capabilities,
+            children: &self.children,
+            subtree: self.subtree.as_deref(),
+        })
     }
 
     fn into_info(self) -> ZoneInfo {

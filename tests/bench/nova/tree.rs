@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use api::Aggregate;
 use federation::poll::{PollSettings, Poller};
 use federation::watch::WatchSettings;
 use federation::{Child, Credentials, Gateway, Identity, Settings};
@@ -58,6 +57,22 @@ pub struct Level {
 }
 
 impl Level {
+    /// [`Level::new`] polled once (so it holds what its children report), and the bytes its state
+    /// took by `allocated`: what the benchmark reports as a zone's memory.
+    async fn built(
+        shape: &Shape,
+        zone: ZoneRef,
+        transport: &Arc<InProcess>,
+        children: Vec<ZoneRef>,
+        allocated: fn() -> usize,
+    ) -> (Level, usize) {
+        let before = allocated();
+        let level = Level::new(shape, zone, transport, children);
+        level.poll_children().await;
+        let bytes = allocated().saturating_sub(before);
+        (level, bytes)
+    }
+
     fn new(shape: &Shape, zone: ZoneRef, transport: &Arc<InProcess>, children: Vec<ZoneRef>) -> Level {
         let name = shape.name(zone);
         let me = Identity { id: zone.id(), api_url: api_url(&name), name };
@@ -82,20 +97,7 @@ impl Level {
 /// A child as zone-add registers it: online, nothing learnt yet.
 fn child_record(shape: &Shape, zone: ZoneRef) -> Child {
     let name = shape.name(zone);
-    Child {
-        id: zone.id(),
-        api_url: api_url(&name),
-        name,
-        credentials: Credentials::new("parent", "unused-in-process"),
-        online: true,
-        disabled: false,
-        weight_offset: 0.0,
-        weight_scale: 1.0,
-        capabilities: Aggregate::new(),
-        own_capabilities: None,
-        generation: 0,
-        subtree: Vec::new(),
-    }
+    Child::registered(zone.id(), name.clone(), api_url(&name), Credentials::new("parent", "unused-in-process"))
 }
 
 /// What building measured: live bytes kept, and how long each part took.
@@ -156,11 +158,9 @@ impl Tree {
         let t = Instant::now();
         let mut dcs = Vec::with_capacity(shape.dcs());
         for d in 0..shape.dcs() {
-            let before = allocated();
             let children = shape.huddles_of_dc(d).map(ZoneRef::Huddle).collect();
-            let level = Level::new(&shape, ZoneRef::Dc(d), &transport, children);
-            level.poll_children().await;
-            built.dc_bytes.push(allocated().saturating_sub(before));
+            let (level, bytes) = Level::built(&shape, ZoneRef::Dc(d), &transport, children, allocated).await;
+            built.dc_bytes.push(bytes);
             dcs.push(level);
         }
         built.dcs_time = t.elapsed();
@@ -168,21 +168,17 @@ impl Tree {
         let t = Instant::now();
         let mut regions = Vec::with_capacity(shape.regions);
         for r in 0..shape.regions {
-            let before = allocated();
             let children = shape.dcs_of_region(r).map(ZoneRef::Dc).collect();
-            let level = Level::new(&shape, ZoneRef::Region(r), &transport, children);
-            level.poll_children().await;
-            built.region_bytes.push(allocated().saturating_sub(before));
+            let (level, bytes) = Level::built(&shape, ZoneRef::Region(r), &transport, children, allocated).await;
+            built.region_bytes.push(bytes);
             regions.push(level);
         }
         built.regions_time = t.elapsed();
 
         let t = Instant::now();
-        let before = allocated();
         let children = (0..shape.regions).map(ZoneRef::Region).collect();
-        let root = Level::new(&shape, ZoneRef::Global, &transport, children);
-        root.poll_children().await;
-        built.root_bytes = allocated().saturating_sub(before);
+        let (root, root_bytes) = Level::built(&shape, ZoneRef::Global, &transport, children, allocated).await;
+        built.root_bytes = root_bytes;
         built.root_time = t.elapsed();
 
         Tree {

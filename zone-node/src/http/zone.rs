@@ -9,7 +9,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use sha2::{Digest, Sha256};
 
 use api::federation::{WATCH_DEFAULT_TIMEOUT_MS, WATCH_MAX_TIMEOUT_MS};
 use api::{
@@ -68,21 +67,17 @@ impl ParentView {
         Ok(ParentView { generation, own, capabilities, children: state.gateway.children_summary(), subtree })
     }
 
-    /// A weak `ETag` (equal answers may differ in the nodes' heartbeats): the SHA-256 of the
-    /// zone id and this view, truncated to 128 bits. Cost: one serialization of the answer.
+    /// The weak `ETag` of this view ([`federation::etag::weak`]).
     fn etag(&self, zone_id: &str, view: Option<api::SubtreeView>) -> String {
-        let body = serde_json::to_vec(&(
+        federation::etag::weak(&federation::etag::ViewParts {
             zone_id,
-            view.map(|v| v.as_str()),
-            self.generation,
-            &self.own,
-            &self.capabilities,
-            &self.children,
-            &self.subtree,
-        ))
-        .unwrap_or_default();
-        let digest = Sha256::digest(&body);
-        format!("W/\"{}\"", hex::encode(&digest[..16]))
+            view,
+            generation: self.generation,
+            own: &self.own,
+            capabilities: &self.capabilities,
+            children: &self.children,
+            subtree: self.subtree.as_deref(),
+        })
     }
 }
 

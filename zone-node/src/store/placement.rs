@@ -259,6 +259,22 @@ const RESERVE: &str = "UPDATE hosts SET vcpus_used = vcpus_used + $2, \
 /// progress by someone else; the bound only guards against a pathological storm.
 pub(super) const PLACE_ROUNDS: usize = 32;
 
+/// Binds a built query's parameters in order, whatever kind of query it is (`query_scalar`,
+/// `query_as`): a macro because the two have different types on each backend.
+macro_rules! bind_all {
+    ($query:expr, $binds:expr) => {{
+        let mut q = $query;
+        for b in $binds {
+            q = match b {
+                Bind::Text(s) => q.bind(s.as_str()),
+                Bind::Float(f) => q.bind(*f),
+                Bind::Int(i) => q.bind(*i),
+            };
+        }
+        q
+    }};
+}
+
 impl Store {
     /// Up to `limit` up hosts that pass every filter and have `resources` free, best first among a
     /// bounded sample (see
@@ -269,14 +285,7 @@ impl Store {
         let start = Uuid::new_v4().to_string();
         let query = candidates_query(filters, resources, &start, limit);
         let ids: Vec<String> = with_pool!(self, |pool| {
-            let mut q = sqlx::query_scalar::<_, String>(assembled(&query.sql));
-            for b in &query.binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s.as_str()),
-                    Bind::Float(f) => q.bind(*f),
-                    Bind::Int(i) => q.bind(*i),
-                };
-            }
+            let q = bind_all!(sqlx::query_scalar::<_, String>(assembled(&query.sql)), &query.binds);
             q.fetch_all(pool).await
         })?;
         ids.iter().map(|s| parse_uuid("host", s)).collect()
@@ -296,14 +305,7 @@ impl Store {
         let start = Uuid::new_v4().to_string();
         let query = room_query(filters, resources, &start, limit);
         let rows: Vec<(String, i64, i64, i64)> = with_pool!(self, |pool| {
-            let mut q = sqlx::query_as::<_, (String, i64, i64, i64)>(assembled(&query.sql));
-            for b in &query.binds {
-                q = match b {
-                    Bind::Text(s) => q.bind(s.as_str()),
-                    Bind::Float(f) => q.bind(*f),
-                    Bind::Int(i) => q.bind(*i),
-                };
-            }
+            let q = bind_all!(sqlx::query_as::<_, (String, i64, i64, i64)>(assembled(&query.sql)), &query.binds);
             q.fetch_all(pool).await
         })?;
         rows.into_iter()
