@@ -15,6 +15,9 @@ use crate::federation::{
 };
 use crate::types::*;
 
+/// How long [`Client::login`] keeps retrying logins a busy node answered 429.
+pub const LOGIN_RETRY_FOR: Duration = Duration::from_secs(3);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The zone answered with an error body.
@@ -141,9 +144,24 @@ impl Client {
     }
 
     /// Logs in and returns a client that carries the new token, with the token response.
+    ///
+    /// A node checks only a few passwords at once and answers the rest 429 `too_many_requests`;
+    /// those are retried with growing pauses for about [`LOGIN_RETRY_FOR`] before the 429 is
+    /// returned (it is also what a node answers after too many failed logins, which waiting a few
+    /// seconds does not cure).
     pub async fn login(&self, username: &str, password: &str) -> Result<(Client, TokenResponse), ClientError> {
         let req = TokenRequest { username: username.to_owned(), password: password.to_owned() };
-        let tok: TokenResponse = self.post("/v1/auth/tokens", &req).await?;
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(25);
+        let tok: TokenResponse = loop {
+            match self.post("/v1/auth/tokens", &req).await {
+                Err(e) if e.code() == Some(ErrorCode::TooManyRequests) && started.elapsed() < LOGIN_RETRY_FOR => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(400));
+                }
+                answer => break answer?,
+            }
+        };
         Ok((self.with_token(tok.token.clone()), tok))
     }
 

@@ -65,6 +65,9 @@ pub enum ErrorCode {
     TokenExpired,
     /// Wrong username or password.
     InvalidCredentials,
+    /// Too many requests of this kind right now (password checks in flight, or repeated failed
+    /// logins for one username or from one address); retry after the `Retry-After` seconds.
+    TooManyRequests,
     /// Authenticated, but the role does not allow this.
     Forbidden,
     /// No such resource (or not visible to the caller).
@@ -128,6 +131,7 @@ impl ErrorCode {
             ZoneUnreachable | ZoneAuthFailed => 400,
             Conflict | InvalidState | NoValidHost | ZoneLoop | HopLimitExceeded => 409,
             BodyTooLarge => 413,
+            TooManyRequests => 429,
             UnsupportedMediaType => 415,
             Timeout => 504,
             NodeUnavailable | Unroutable | BusUnavailable | RingUnstable | StoreUnavailable | NodeFenced

@@ -143,6 +143,7 @@ impl Application {
             gateway,
             sync,
             secrets,
+            logins: crate::http::login_limit::LoginLimits::for_this_machine(),
         });
         Ok(Application { state, listener, shutdown: CancellationToken::new() })
     }
@@ -212,6 +213,8 @@ impl Application {
                 tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
             }
         });
+        // The client's address is kept for the per-address login failure limit.
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop_http.cancelled().await })
             .await

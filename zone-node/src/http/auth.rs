@@ -6,20 +6,22 @@
 //! account's token stops working on every node within that time; at once on the node that
 //! deleted it).
 
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
+use axum::{Extension, Router};
 
 use api::{ErrorCode, Role, TokenRequest, TokenResponse};
 
 use crate::error::Error;
 use crate::http::error::{ApiResult, Json};
+use crate::http::login_limit::Refused;
 use crate::http::AppState;
 use crate::store::TokenRow;
 
@@ -126,20 +128,40 @@ fn dummy_hash() -> &'static str {
 
 /// Issue a bearer token.
 #[utoipa::path(post, path = "/v1/auth/tokens", tag = "auth", request_body = TokenRequest,
-    responses((status = 201, body = TokenResponse), (status = 401, body = api::ErrorBody), (status = 400, body = api::ErrorBody)))]
-pub async fn issue_token(State(state): State<AppState>, Json(req): Json<TokenRequest>) -> ApiResult<Response> {
+    responses((status = 201, body = TokenResponse), (status = 401, body = api::ErrorBody), (status = 400, body = api::ErrorBody),
+        (status = 429, body = api::ErrorBody, description = "too many logins at once, or too many failed logins for the username or from the address; see Retry-After")))]
+pub async fn issue_token(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Json(req): Json<TokenRequest>,
+) -> ApiResult<Response> {
     let invalid = || Error::api(ErrorCode::InvalidCredentials, "wrong username or password");
+    let address = peer.map(|Extension(ConnectInfo(addr))| addr.ip());
     if !api::validate::valid_username(&req.username) || req.password.len() > 1024 {
         return Err(invalid());
     }
+    // Bounded before anything else is done for the request: see `login_limit`.
+    let permit = match state.logins.admit(&req.username, address) {
+        Ok(permit) => permit,
+        Err(refused) => return Ok(too_many_logins(refused)),
+    };
     let account = state.store.account_get(&req.username).await?;
     let phc = account.as_ref().map(|a| a.password_hash.clone()).unwrap_or_else(|| dummy_hash().to_owned());
     let password = req.password;
-    // argon2 is deliberately slow: keep it off the async workers.
-    let ok = tokio::task::spawn_blocking(move || crate::auth::verify_password(&password, &phc))
-        .await
-        .map_err(|e| crate::error::Error::Internal(format!("password check panicked: {e}")))?;
-    let Some(account) = account.filter(|_| ok) else { return Err(invalid()) };
+    // argon2 is deliberately slow: keep it off the async workers. The permit lives as long as
+    // the check, even if the caller goes away.
+    let ok = tokio::task::spawn_blocking(move || {
+        let ok = crate::auth::verify_password(&password, &phc);
+        drop(permit);
+        ok
+    })
+    .await
+    .map_err(|e| crate::error::Error::Internal(format!("password check panicked: {e}")))?;
+    let Some(account) = account.filter(|_| ok) else {
+        state.logins.failed(&req.username, address);
+        return Err(invalid());
+    };
+    state.logins.succeeded(&account.username);
     let role = Role::parse(&account.role)
         .ok_or_else(|| crate::error::Error::Internal(format!("account has unknown role {:?}", account.role)))?;
     let token = crate::auth::new_token();
@@ -155,6 +177,19 @@ pub async fn issue_token(State(state): State<AppState>, Json(req): Json<TokenReq
         api_url,
     };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+/// 429 `too_many_requests` with `Retry-After`, for a login refused before its password check.
+fn too_many_logins(refused: Refused) -> Response {
+    let message = match refused {
+        Refused::Busy { .. } => "too many logins at once on this node; retry after the Retry-After seconds",
+        Refused::TooManyFailures { .. } => {
+            "too many failed logins for this username or from this address; retry after the Retry-After seconds"
+        }
+    };
+    let body = api::ErrorBody::new(ErrorCode::TooManyRequests, message);
+    (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, refused.retry_after_secs().to_string())], axum::Json(body))
+        .into_response()
 }
 
 /// Rejects the request unless it carries a valid, unexpired bearer token; passes the

@@ -25,6 +25,7 @@ pub mod health;
 pub mod hosts;
 pub mod input;
 pub mod instances;
+pub mod login_limit;
 pub mod openapi;
 mod state;
 pub mod zone;

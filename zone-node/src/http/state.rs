@@ -50,4 +50,6 @@ pub struct Shared {
     pub sync: crate::gateway::RegistrySync,
     /// Seals child zones' passwords at rest.
     pub secrets: Arc<crate::secrets::SecretKey>,
+    /// Bounds on password checks (in flight, and failures per username and address).
+    pub logins: crate::http::login_limit::LoginLimits,
 }

@@ -8,6 +8,8 @@
 //! # Layout
 //! - [`app`]: [`spawn_app`](app::spawn_app) and its [`TestApp`](app::TestApp)
 //! - `input`: bad input at the HTTP edge gets a coded 4xx and writes nothing
+//! - `login`: password checks bounded (429 with `Retry-After`), failures limited per username
+//!   and per address
 //! - `embedded`: one node on the embedded defaults serves the API, the ring and the OpenAPI document
 //! - `multi_create`: `count` above 1, with simulated hosts (the `agent-sim` crate), and through a
 //!   parent zone
@@ -16,5 +18,6 @@
 mod app;
 mod embedded;
 mod input;
+mod login;
 mod multi_create;
 mod watch;
