@@ -54,7 +54,9 @@ impl Application {
             "starting node"
         );
         if config.database_url().starts_with("sqlite:") {
-            std::fs::create_dir_all(&config.zone.data_dir)
+            // The data directory holds the database (password hashes, sealed child passwords) and
+            // the secret key: only the node's own user may read it.
+            crate::files::create_private_dir(&config.zone.data_dir)
                 .with_context(|| format!("cannot create data directory {}", config.zone.data_dir.display()))?;
         }
         let store = Store::connect(config.database_url())

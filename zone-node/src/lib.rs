@@ -40,6 +40,7 @@ mod cluster;
 mod config;
 mod demo;
 mod error;
+mod files;
 mod gateway;
 mod http;
 mod redact;

@@ -257,7 +257,7 @@ fn read_key_file(path: &Path, origin: &str) -> Result<Option<SecretKey>, SecretE
 fn generate_key_file(data_dir: &Path, path: &Path) -> Result<SecretKey, SecretError> {
     let io_err =
         |what: &str, e: std::io::Error| SecretError::KeyFile { path: path.into(), problem: format!("{what}: {e}") };
-    std::fs::create_dir_all(data_dir).map_err(|e| io_err("cannot create its directory", e))?;
+    crate::files::create_private_dir(data_dir).map_err(|e| io_err("cannot create its directory", e))?;
     let key = SecretKey::generate()?;
     let tmp = data_dir.join(format!(".{KEY_FILE_NAME}.{}.tmp", Uuid::new_v4().simple()));
     let written = (|| {

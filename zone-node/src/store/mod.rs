@@ -382,6 +382,17 @@ impl Store {
                 Err(e) => return Err(StoreError::Unavailable(format!("cannot open sqlite database {path}: {e}"))),
             }
         };
+        if !in_memory {
+            // Password hashes and sealed child passwords live here: owner only. SQLite creates
+            // its -wal and -shm files with the database file's mode.
+            for suffix in ["", "-wal", "-shm"] {
+                let file = format!("{path}{suffix}");
+                if std::path::Path::new(&file).exists() {
+                    crate::files::restrict(std::path::Path::new(&file), 0o600)
+                        .map_err(|e| StoreError::Unavailable(format!("cannot make {file} private: {e}")))?;
+                }
+            }
+        }
         Ok(Store::over(Backend::Sqlite(pool)))
     }
 

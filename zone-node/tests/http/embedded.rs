@@ -39,3 +39,48 @@ async fn embedded_node_serves_alone() {
     assert!(doc["components"]["schemas"]["ChildZone"].is_object());
     node.stop().await;
 }
+
+/// What the node keeps on disk is its own user's only: the data directory it created 0700, the
+/// database (password hashes, sealed child passwords) and the secret key 0600.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_and_its_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let node = spawn_app().await;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777
+    };
+    let db = std::path::PathBuf::from(
+        node.database_url.strip_prefix("sqlite://").expect("a sqlite:// URL").split('?').next().expect("a path"),
+    );
+    let data_dir = db.parent().expect("the database is in the data directory");
+    assert_eq!(mode(data_dir), 0o700, "data directory {}", data_dir.display());
+    assert_eq!(mode(&db), 0o600, "database {}", db.display());
+    let key_files: Vec<_> = std::fs::read_dir(data_dir)
+        .expect("list the data directory")
+        .map(|e| e.expect("an entry").path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains("key")))
+        .collect();
+    assert!(!key_files.is_empty(), "no key file in {}", data_dir.display());
+    for file in key_files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    node.stop().await;
+}
+
+/// A method string a caller invents does not become a metrics label (`/metrics` needs no token,
+/// so each new label would be a series anyone could add).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invented_methods_are_counted_under_one_label() {
+    let node = spawn_app().await;
+    let http = reqwest::Client::new();
+    for name in ["BREWCOFFEE", "XYZZY"] {
+        let method = reqwest::Method::from_bytes(name.as_bytes()).expect("a valid method token");
+        let status = http.request(method, format!("{}/v1/zone", node.url)).send().await.expect("an answer").status();
+        assert!(status.is_client_error(), "{name} answered {status}");
+    }
+    let metrics = http.get(format!("{}/metrics", node.url)).send().await.expect("metrics").text().await.unwrap();
+    assert!(!metrics.contains("BREWCOFFEE") && !metrics.contains("XYZZY"), "an invented method is a label:\n{metrics}");
+    assert!(metrics.contains(r#"method="other""#), "no method=\"other\" series:\n{metrics}");
+    node.stop().await;
+}
