@@ -211,7 +211,9 @@ pub async fn show_zone_detail(
     Ok(axum::Json(row(&state, &id).await?.to_api(true)))
 }
 
-/// Change a child zone (zone-update). New connection details are checked against the child first.
+/// Change a child zone (zone-update). New connection details are checked against the child first;
+/// a new `api_url` needs the child's `password` in the same request (the stored one is never sent
+/// to a new URL).
 #[utoipa::path(put, path = "/v1/zones/{id}", tag = "zones", params(("id" = String, Path)), request_body = ZoneUpdate,
     responses((status = 200, body = ChildZone), (status = 400, body = api::ErrorBody), (status = 404, body = api::ErrorBody),
         (status = 409, body = api::ErrorBody)),
@@ -227,6 +229,14 @@ pub async fn update_zone(
         check_name(name)?;
     }
     let api_url = req.api_url.as_deref().map(check_url).transpose()?;
+    // The stored password is only ever sent to the URL it was given for: a new URL could be
+    // anyone's listener, and the admin asking need not know the child's password.
+    if api_url.as_ref().is_some_and(|u| *u != current.api_url) && req.password.is_none() {
+        return Err(invalid(
+            "password",
+            "required when api_url changes: the stored password is never sent to a new URL; give the child's password again",
+        ));
+    }
     if let Some(u) = &req.username {
         check_username(u)?;
     }

@@ -13,6 +13,8 @@
 //! - `embedded`: one node on the embedded defaults serves the API, the ring and the OpenAPI document
 //! - `multi_create`: `count` above 1, with simulated hosts (the `agent-sim` crate), and through a
 //!   parent zone
+//! - `zone_update`: a new `api_url` needs the child's password again; the stored one never goes
+//!   to a new URL
 //! - `watch`: `GET /v1/zone/watch` and the conditional `GET /v1/zone` that parents hold and poll
 
 mod app;
@@ -21,3 +23,4 @@ mod input;
 mod login;
 mod multi_create;
 mod watch;
+mod zone_update;
