@@ -94,7 +94,8 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
 /// (what parents' polls send, so an unchanged child costs a few bytes and no database write).
 #[utoipa::path(get, path = "/v1/zone", tag = "zone", params(("subtree" = Option<String>, Query, description = "true (as polled) or live"),
         ("If-None-Match" = Option<String>, Header, description = "an ETag of an earlier answer: 304 when it still holds")),
-    responses((status = 200, body = ZoneInfo, headers(("ETag" = String))), (status = 304, description = "unchanged since the ETag given")),
+    responses((status = 200, body = ZoneInfo, headers(("ETag" = String))), (status = 304, description = "unchanged since the ETag given"),
+        (status = 403, body = api::ErrorBody, description = "subtree=live by a member")),
     security(("bearer" = [])))]
 pub async fn get_zone(
     State(state): State<AppState>,
@@ -103,6 +104,13 @@ pub async fn get_zone(
     params: Result<axum::extract::Query<ZoneParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let axum::extract::Query(params) = params.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;
+    // A live subtree asks every zone below this one: not something any member may set off.
+    if params.subtree == Some(api::SubtreeView::Live) && caller.role != api::Role::Admin {
+        return Err(Error::api(
+            ErrorCode::Forbidden,
+            "subtree=live needs the admin role; subtree=true answers from the last polls",
+        ));
+    }
     let zone_id = state.zone.id.to_string();
     let view = ParentView::read(&state, &caller, params.subtree).await?;
     let etag = view.etag(&zone_id, params.subtree);

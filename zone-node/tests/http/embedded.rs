@@ -84,3 +84,26 @@ async fn invented_methods_are_counted_under_one_label() {
     assert!(metrics.contains(r#"method="other""#), "no method=\"other\" series:\n{metrics}");
     node.stop().await;
 }
+
+/// `GET /v1/zone?subtree=live` asks every zone below: admins only. A member still reads the polled
+/// subtree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_subtree_is_for_admins_only() {
+    let node = spawn_app().await;
+    let admin = node.client().await;
+    admin
+        .account_create(&api::AccountCreate {
+            username: "tenant".into(),
+            password: "tenant-password-1".into(),
+            role: api::Role::Member,
+            client_id: Some("client-a".into()),
+        })
+        .await
+        .expect("a member account");
+    let (member, _) = api::Client::new(&node.url).login("tenant", "tenant-password-1").await.expect("member login");
+    let err = member.zone_with(api::SubtreeView::Live).await.expect_err("a member asks for the live subtree");
+    assert_eq!((err.status(), err.code()), (Some(403), Some(api::ErrorCode::Forbidden)), "{err}");
+    member.zone_with(api::SubtreeView::Cached).await.expect("a member reads the polled subtree");
+    admin.zone_with(api::SubtreeView::Live).await.expect("an admin reads the live subtree");
+    node.stop().await;
+}
