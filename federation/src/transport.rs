@@ -316,8 +316,17 @@ impl ChildTransport for RestTransport {
 
     async fn inspect(&self, api_url: &str, credentials: &Credentials, hop: &Hop<'_>) -> Result<ZoneInfo, FedError> {
         let client = self.root.for_url(api_url).with_timeout(hop.timeout);
+        // One text for every way of not answering as a zone (refused, closed, timed out, another
+        // service): a text per cause would make zone-add a port scanner for whoever holds an admin
+        // account. The cause goes to the log.
         let unreachable = |why: String| {
-            FedError::api(ErrorCode::ZoneUnreachable, format!("cannot use the zone API at {api_url}: {why}"))
+            tracing::warn!(api_url, reason = %why, "zone-add/zone-update: no zone API answered");
+            FedError::api(
+                ErrorCode::ZoneUnreachable,
+                format!(
+                    "cannot use the zone API at {api_url}: no zone API answered there (the node's log has the cause); check the URL and that the zone runs"
+                ),
+            )
         };
         let (client, tok) = match client.login(&credentials.username, credentials.password()).await {
             Ok(ok) => ok,

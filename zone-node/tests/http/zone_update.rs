@@ -63,3 +63,41 @@ async fn a_new_api_url_without_the_password_is_refused_and_the_new_url_hears_not
     parent.stop().await;
     child.stop().await;
 }
+
+/// zone-add says the same for a closed port and for an open port where no zone answers, so it
+/// cannot be used to scan ports; the cause is in the node's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zone_add_says_the_same_for_a_closed_port_and_an_open_one() {
+    let parent = spawn_app().await;
+    let admin = parent.client().await;
+    // An open port whose server closes every connection at once.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a listener");
+    let open = listener.local_addr().unwrap();
+    let closer = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            drop(socket);
+        }
+    });
+    let closed = format!("127.0.0.1:{}", test_support::free_port());
+    let mut texts = Vec::new();
+    for addr in [closed, open.to_string()] {
+        let url = format!("http://{addr}");
+        let err = admin
+            .zone_create(&ZoneCreate {
+                name: None,
+                api_url: url.clone(),
+                username: "admin".into(),
+                password: "some-password-1".into(),
+                weight_offset: 0.0,
+                weight_scale: 1.0,
+                disabled: false,
+            })
+            .await
+            .expect_err("no zone there");
+        assert_eq!((err.status(), err.code()), (Some(400), Some(ErrorCode::ZoneUnreachable)), "{err}");
+        texts.push(err.to_string().replace(&url, "URL"));
+    }
+    assert_eq!(texts[0], texts[1], "a closed and an open port are told apart");
+    closer.abort();
+    parent.stop().await;
+}
