@@ -100,7 +100,7 @@ pub(super) const SETTINGS: &[Setting] = &[
         between(c.http.body_limit_bytes as u64, 1024, 64 * 1024 * 1024)
     }),
     setting!("ZONE_TOKEN_TTL_SECS", http.token_ttl_secs, |c| {
-        between(c.http.token_ttl_secs, 60, 30 * 86_400).map_err(|p| problem(p.value, p.problem + " (30 days)"))
+        between(c.http.token_ttl_secs, 60, 86_400).map_err(|p| problem(p.value, p.problem + " (24 hours)"))
     }),
     setting!("ZONE_HOST_REPORT_INTERVAL_MS", hosts.report_interval_ms, |c| {
         between(c.hosts.report_interval_ms, 50, 3_600_000)

@@ -160,8 +160,12 @@ fn a_number_that_is_not_one_names_the_setting_exactly() {
     let err = load(&[("ZONE_TOKEN_TTL_SECS", "59")]).unwrap_err().to_string();
     assert_eq!(
         err,
-        "invalid setting ZONE_TOKEN_TTL_SECS (http.token_ttl_secs) = \"59\": must be between 60 and 2592000 (30 days)"
+        "invalid setting ZONE_TOKEN_TTL_SECS (http.token_ttl_secs) = \"59\": must be between 60 and 86400 (24 hours)"
     );
+    // A token lives at most a day: a stolen one is not good for a month.
+    let err = load(&[("ZONE_TOKEN_TTL_SECS", "86401")]).unwrap_err().to_string();
+    assert!(err.contains("between 60 and 86400 (24 hours)"), "{err}");
+    assert!(load(&[("ZONE_TOKEN_TTL_SECS", "86400")]).is_ok());
 }
 
 /// The fields a file may hold, as `section.field`, read from serde's own "expected one of" list.
