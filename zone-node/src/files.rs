@@ -46,19 +46,19 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+        std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
     }
 
     #[test]
     fn a_new_data_directory_is_owner_only_and_an_existing_one_keeps_its_mode() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a temporary directory");
         let new = dir.path().join("a/b");
-        create_private_dir(&new).unwrap();
+        create_private_dir(&new).expect("create a new data directory");
         assert_eq!(mode(&new), 0o700);
         let shared = dir.path().join("shared");
-        std::fs::create_dir(&shared).unwrap();
-        restrict(&shared, 0o755).unwrap();
-        create_private_dir(&shared).unwrap();
+        std::fs::create_dir(&shared).expect("create a shared directory");
+        restrict(&shared, 0o755).expect("chmod 755");
+        create_private_dir(&shared).expect("an existing directory is accepted");
         assert_eq!(mode(&shared), 0o755);
     }
 }

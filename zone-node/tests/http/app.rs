@@ -76,6 +76,20 @@ impl TestApp {
         serve(env, None).await
     }
 
+    /// The zone-add body that registers this node's zone as a child, with its admin account, weight
+    /// offset 0 and scale 1; tests change a field with `..child.as_child()`.
+    pub fn as_child(&self) -> api::ZoneCreate {
+        api::ZoneCreate {
+            name: None,
+            api_url: self.url.clone(),
+            username: self.admin_username.clone(),
+            password: self.admin_password.clone(),
+            weight_offset: 0.0,
+            weight_scale: 1.0,
+            disabled: false,
+        }
+    }
+
     /// An API client logged in as the zone's admin.
     pub async fn client(&self) -> api::Client {
         let (client, _) = api::Client::new(&self.url)

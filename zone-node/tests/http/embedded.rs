@@ -79,7 +79,14 @@ async fn invented_methods_are_counted_under_one_label() {
         let status = http.request(method, format!("{}/v1/zone", node.url)).send().await.expect("an answer").status();
         assert!(status.is_client_error(), "{name} answered {status}");
     }
-    let metrics = http.get(format!("{}/metrics", node.url)).send().await.expect("metrics").text().await.unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", node.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("the metrics text");
     assert!(!metrics.contains("BREWCOFFEE") && !metrics.contains("XYZZY"), "an invented method is a label:\n{metrics}");
     assert!(metrics.contains(r#"method="other""#), "no method=\"other\" series:\n{metrics}");
     node.stop().await;

@@ -186,15 +186,7 @@ async fn count_and_the_suffixed_name_are_checked_at_the_edge() {
 /// Adds `child` under `parent` with `weight_offset`; answers the child's name.
 async fn zone_add(parent: &Zone, child: &Zone, weight_offset: f64) -> String {
     let name = child.admin.zone().await.expect("the child's zone").name;
-    let req = ZoneCreate {
-        name: None,
-        api_url: child.app.url.clone(),
-        username: child.app.admin_username.clone(),
-        password: child.app.admin_password.clone(),
-        weight_offset,
-        weight_scale: 1.0,
-        disabled: false,
-    };
+    let req = ZoneCreate { weight_offset, ..child.app.as_child() };
     parent.admin.zone_create(&req).await.unwrap_or_else(|e| panic!("zone-add {name}: {e}"));
     name
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use api::{Conditional, ErrorCode, SubtreeView, ZoneCreate};
+use api::{Conditional, ErrorCode, SubtreeView};
 
 use crate::app::{spawn_app, TestApp};
 
@@ -94,16 +94,5 @@ async fn a_watch_held_by_one_node_wakes_on_a_change_made_by_another() {
 
 /// Zone-add of `child` through `client`: the change both tests watch for.
 async fn add_child(client: &api::Client, child: &TestApp) {
-    client
-        .zone_create(&ZoneCreate {
-            name: None,
-            api_url: child.url.clone(),
-            username: child.admin_username.clone(),
-            password: child.admin_password.clone(),
-            weight_offset: 0.0,
-            weight_scale: 1.0,
-            disabled: false,
-        })
-        .await
-        .expect("zone-add");
+    client.zone_create(&child.as_child()).await.expect("zone-add");
 }

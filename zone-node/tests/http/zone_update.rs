@@ -13,22 +13,11 @@ async fn a_new_api_url_without_the_password_is_refused_and_the_new_url_hears_not
     let parent = spawn_app().await;
     let child = spawn_app().await;
     let admin = parent.client().await;
-    let added = admin
-        .zone_create(&ZoneCreate {
-            name: None,
-            api_url: child.url.clone(),
-            username: child.admin_username.clone(),
-            password: child.admin_password.clone(),
-            weight_offset: 0.0,
-            weight_scale: 1.0,
-            disabled: false,
-        })
-        .await
-        .expect("zone-add");
+    let added = admin.zone_create(&child.as_child()).await.expect("zone-add");
 
     // A listener standing in for someone else's server: it counts the connections it gets.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a listener");
-    let trap = format!("http://{}", listener.local_addr().unwrap());
+    let trap = format!("http://{}", listener.local_addr().expect("the listener's address"));
     let connections = Arc::new(AtomicUsize::new(0));
     let counted = connections.clone();
     let trap_task = tokio::spawn(async move {
@@ -72,7 +61,7 @@ async fn zone_add_says_the_same_for_a_closed_port_and_an_open_one() {
     let admin = parent.client().await;
     // An open port whose server closes every connection at once.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a listener");
-    let open = listener.local_addr().unwrap();
+    let open = listener.local_addr().expect("the listener's address");
     let closer = tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
             drop(socket);
@@ -83,15 +72,7 @@ async fn zone_add_says_the_same_for_a_closed_port_and_an_open_one() {
     for addr in [closed, open.to_string()] {
         let url = format!("http://{addr}");
         let err = admin
-            .zone_create(&ZoneCreate {
-                name: None,
-                api_url: url.clone(),
-                username: "admin".into(),
-                password: "some-password-1".into(),
-                weight_offset: 0.0,
-                weight_scale: 1.0,
-                disabled: false,
-            })
+            .zone_create(&ZoneCreate { api_url: url.clone(), password: "some-password-1".into(), ..parent.as_child() })
             .await
             .expect_err("no zone there");
         assert_eq!((err.status(), err.code()), (Some(400), Some(ErrorCode::ZoneUnreachable)), "{err}");
