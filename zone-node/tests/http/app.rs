@@ -64,6 +64,16 @@ async fn serve(env: BTreeMap<&'static str, String>, dir: Option<tempfile::TempDi
     let url = format!("http://127.0.0.1:{}", app.port());
     let stop = app.shutdown_token();
     let served = tokio::spawn(app.run_until_stopped());
+    // Serving starts before the node is a member that takes work (it joins in the background), so
+    // a test would otherwise race the join on a busy machine.
+    let http = api::http::client_builder().build().expect("an HTTP client");
+    let ready =
+        test_support::poll_until(std::time::Duration::from_secs(30), std::time::Duration::from_millis(20), || {
+            let probe = http.get(format!("{url}/readyz")).send();
+            async move { probe.await.ok().filter(|r| r.status().is_success()).map(|_| ()) }
+        })
+        .await;
+    assert!(ready.is_some(), "the node at {url} was not ready within 30 s");
     TestApp { url, admin_username, admin_password, database_url, stop, served: Some(served), env, _dir: dir }
 }
 

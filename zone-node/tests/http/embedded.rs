@@ -7,7 +7,13 @@ use crate::app::spawn_app;
 async fn embedded_node_serves_alone() {
     let node = spawn_app().await;
     let client = node.client().await;
-    let zone = client.zone().await.expect("zone");
+    // A node alone becomes alive on its first membership tick after joining.
+    let zone =
+        test_support::poll_until(std::time::Duration::from_secs(30), std::time::Duration::from_millis(50), || async {
+            client.zone().await.ok().filter(|z| z.nodes.iter().any(|n| n.state == "alive"))
+        })
+        .await
+        .expect("the node never listed itself alive");
     assert_eq!(zone.nodes.len(), 1);
     assert_eq!(zone.nodes[0].state, "alive");
     assert_eq!(zone.node_id, zone.nodes[0].id);
