@@ -4,7 +4,9 @@
 //! It is **maintained, not recomputed**: triggers (migration `0006_aggregate`) keep
 //! `aggregate_keys` (count and float sum per key and kind) and `aggregate_values` (how many up
 //! hosts hold each value) in step with every write to `hosts` and `host_capabilities`, in the
-//! statement that makes the change, on whichever node makes it. Reading costs O(keys): one row per
+//! statement that makes the change, on whichever node makes it. On PostgreSQL the rows are split
+//! into 32 shards by host id (migration `0009_aggregate_shards`), so concurrent registrations and
+//! creates do not queue on one row per key; readers sum over the shards. Reading costs O(keys): one row per
 //! key, min and max from the value index (so they stay right when the host holding the extreme
 //! leaves), and for string keys the first [`AGGREGATE_MAX_VALUES`] values from the primary key.
 //!
@@ -30,13 +32,15 @@ impl Store {
     /// on different hosts keeps the type most hosts use ([`AggregateEntry::merge`]).
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn aggregate(&self) -> Result<Aggregate> {
-        // Min and max per key from the (key, kind, float_value) index: two index probes per key.
-        const KEYS: &str = "SELECT k.key, k.kind, k.hosts, k.sum, \
+        // Count and sum per key summed over its shards (PostgreSQL keeps up to 32 rows per key,
+        // SQLite one). Min and max from the (key, kind, float_value) index: two index probes per
+        // key, whichever shard holds the extreme (every row standing has hosts > 0).
+        const KEYS: &str = "SELECT k.key, k.kind, CAST(SUM(k.hosts) AS BIGINT), SUM(k.sum), \
              (SELECT v.float_value FROM aggregate_values v WHERE v.key = k.key AND v.kind = k.kind \
               ORDER BY v.float_value ASC LIMIT 1), \
              (SELECT v.float_value FROM aggregate_values v WHERE v.key = k.key AND v.kind = k.kind \
               ORDER BY v.float_value DESC LIMIT 1) \
-             FROM aggregate_keys k";
+             FROM aggregate_keys k GROUP BY k.key, k.kind";
         type Key = (String, String, i64, f64, Option<f64>, Option<f64>);
         let mut keys: Vec<Key> = with_pool!(self, |pool| sqlx::query_as(KEYS).fetch_all(pool).await)?;
         // A key of two types merges floats, then bools, then strings, as the recomputation does,
@@ -182,14 +186,15 @@ fn merge_into(aggregate: &mut Aggregate, key: String, entry: AggregateEntry) {
     }
 }
 
-/// The first `AGGREGATE_MAX_VALUES + 1` values (one more, to tell whether there are more) of
-/// each of `n` string keys (`$1..$n`), each a bounded range of the primary key.
+/// The first `AGGREGATE_MAX_VALUES + 1` distinct values (one more, to tell whether there are
+/// more) of each of `n` string keys (`$1..$n`), each a bounded range of the primary key (a value
+/// held in several shards is one value).
 fn string_values_sql(n: usize) -> String {
     let limit = AGGREGATE_MAX_VALUES + 1;
     let parts: Vec<String> = (1..=n)
         .map(|i| {
             format!(
-                "SELECT * FROM (SELECT key, value FROM aggregate_values \
+                "SELECT * FROM (SELECT DISTINCT key, value FROM aggregate_values \
                  WHERE key = ${i} AND kind = 'string' ORDER BY value LIMIT {limit}) s{i}"
             )
         })
