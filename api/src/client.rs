@@ -58,7 +58,17 @@ pub struct Client {
     headers: Vec<(String, String)>,
     /// Overrides the connection pool's default timeout for every request of this client.
     timeout: Option<Duration>,
+    /// The largest answer body read; a larger one is an error, not a memory spike.
+    max_answer_bytes: usize,
 }
+
+/// The largest answer a [`Client`] reads by default: far above any page or subtree the API
+/// answers (a subtree of the Nova design's 5,000 zones is a few MiB), far below what would hurt a
+/// node. A child or agent that answers more gets an error instead of the node's memory.
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+
+/// The most of an error answer's body read (error bodies are a few hundred bytes).
+const MAX_ERROR_BYTES: usize = 64 << 10;
 
 impl std::fmt::Debug for Client {
     // Never the token or the headers: they may be credentials.
@@ -114,7 +124,13 @@ impl Client {
             token: None,
             headers: Vec::new(),
             timeout: None,
+            max_answer_bytes: MAX_ANSWER_BYTES,
         }
+    }
+
+    /// The same client, reading answers of at most `bytes` (default [`MAX_ANSWER_BYTES`]).
+    pub fn with_max_answer_bytes(&self, bytes: usize) -> Client {
+        Client { max_answer_bytes: bytes, ..self.clone() }
     }
 
     /// A client for another zone, sharing this client's connection pool (no token, no headers).
@@ -205,7 +221,7 @@ impl Client {
             return Ok(Conditional::NotModified);
         }
         let etag = resp.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let value = Self::decode(resp, &url).await?;
+        let value = self.decode(resp, &url).await?;
         Ok(Conditional::Modified { value, etag })
     }
 
@@ -253,7 +269,7 @@ impl Client {
         let url = format!("{}/v1/clients/{client_id}/zone", self.base);
         let resp = self.send(self.http.get(&url), &url).await?;
         let generation = header_i64(&resp, GENERATION_HEADER);
-        match Self::decode(resp, &url).await {
+        match self.decode(resp, &url).await {
             Ok(value) => Ok(Answer { value: Some(value), generation, lowest: None }),
             Err(e) if e.code() == Some(ErrorCode::NotFound) => Ok(Answer { value: None, generation, lowest: None }),
             Err(e) => Err(e),
@@ -411,7 +427,7 @@ impl Client {
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self.send(self.http.put(&url).json(body), &url).await?;
-        Self::decode(resp, &url).await
+        self.decode(resp, &url).await
     }
 
     /// `DELETE`, expecting an empty success (`204`).
@@ -424,7 +440,7 @@ impl Client {
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self.send(self.http.get(&url), &url).await?;
-        Self::decode(resp, &url).await
+        self.decode(resp, &url).await
     }
 
     pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
@@ -434,7 +450,7 @@ impl Client {
     ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self.send(self.http.post(&url).json(body), &url).await?;
-        Self::decode(resp, &url).await
+        self.decode(resp, &url).await
     }
 
     async fn answer<T: DeserializeOwned>(
@@ -445,7 +461,7 @@ impl Client {
         let resp = self.send(req, url).await?;
         let generation = header_i64(&resp, GENERATION_HEADER);
         let lowest = lowest_header(&resp);
-        let value = Self::decode(resp, url).await?;
+        let value = self.decode(resp, url).await?;
         Ok(Answer { value, generation, lowest })
     }
 
@@ -467,7 +483,7 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp);
         }
-        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url: url.to_owned(), source })?;
+        let bytes = read_body(resp, url, MAX_ERROR_BYTES).await?;
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Err(ClientError::Api { status, code: body.error.code, message: body.error.message }),
             Err(_) => Err(ClientError::Decode {
@@ -478,16 +494,40 @@ impl Client {
         }
     }
 
-    async fn decode<T: DeserializeOwned>(resp: reqwest::Response, url: &str) -> Result<T, ClientError> {
+    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response, url: &str) -> Result<T, ClientError> {
         let resp = Self::check(resp, url).await?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|source| ClientError::Transport { url: url.to_owned(), source })?;
+        let bytes = read_body(resp, url, self.max_answer_bytes).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
             url: url.to_owned(),
             status,
             detail: e.to_string(),
         })
     }
+}
+
+/// The body of `resp`, refused once it passes `limit` bytes (by its `Content-Length` before
+/// reading anything, or while reading a body of unannounced length).
+async fn read_body(mut resp: reqwest::Response, url: &str, limit: usize) -> Result<Vec<u8>, ClientError> {
+    let status = resp.status().as_u16();
+    let too_large = || ClientError::Decode {
+        url: url.to_owned(),
+        status,
+        detail: format!("the answer is larger than {limit} bytes; not read"),
+    };
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) =
+        resp.chunk().await.map_err(|source| ClientError::Transport { url: url.to_owned(), source })?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn header_i64(resp: &reqwest::Response, name: &str) -> Option<i64> {
@@ -518,5 +558,72 @@ impl ClientError {
     /// True when the request timed out.
     pub fn is_timeout(&self) -> bool {
         matches!(self, ClientError::Transport { source, .. } if source.is_timeout())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Serves one HTTP answer, `head` then `body`, to every connection, and counts them.
+    async fn serve_raw(head: String, body: Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let (head, body) = (head.clone(), body.clone());
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(&body).await;
+                });
+            }
+        });
+        url
+    }
+
+    fn too_large(err: &ClientError) -> bool {
+        matches!(err, ClientError::Decode { detail, .. } if detail.contains("larger than"))
+    }
+
+    #[tokio::test]
+    async fn an_answer_past_the_limit_is_refused_by_its_length_or_while_read() {
+        let body = format!("[{}]", vec!["1"; 5000].join(","));
+        let announced =
+            format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+        let url = serve_raw(announced, body.clone().into_bytes()).await;
+        let client = Client::new(&url).with_max_answer_bytes(1000);
+        let err = client.get::<Vec<u32>>("/x").await.unwrap_err();
+        assert!(too_large(&err), "{err}");
+        let fits: Vec<u32> = Client::new(&url).get("/x").await.expect("within the default limit");
+        assert_eq!(fits.len(), 5000);
+
+        // Chunked, no length announced: refused once the chunks pass the limit.
+        let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+        let url = serve_raw(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".into(),
+            chunked.into_bytes(),
+        )
+        .await;
+        let err = Client::new(&url).with_max_answer_bytes(1000).get::<Vec<u32>>("/x").await.unwrap_err();
+        assert!(too_large(&err), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_an_answer_and_is_not_followed() {
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let location = format!("http://{}/v1/auth/tokens", target.local_addr().unwrap());
+        let url = serve_raw(
+            format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n"),
+            Vec::new(),
+        )
+        .await;
+        let err = Client::new(&url).login("admin", "the-child-password").await.unwrap_err();
+        assert_eq!(err.status(), Some(307), "{err}");
+        let followed = tokio::time::timeout(Duration::from_millis(300), target.accept()).await;
+        assert!(followed.is_err(), "the login (and its password) followed the redirect");
     }
 }

@@ -8,9 +8,13 @@
 use std::sync::Once;
 
 /// A `reqwest` client builder with the process's TLS provider installed.
+///
+/// It never follows redirects: a redirect would carry what the request carries (a login body with
+/// a child's password, a bearer or agent token) to a URL nobody configured. A 3xx is an answer
+/// like any other non-2xx one.
 pub fn client_builder() -> reqwest::ClientBuilder {
     install_tls_provider();
-    reqwest::Client::builder()
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
 }
 
 /// Installs ring as the process-wide rustls provider (once; a provider installed earlier stays).

@@ -134,21 +134,28 @@ impl Agents {
         if let Some(t) = call.agent_token {
             req = req.bearer_auth(t);
         }
+        // The reasons are fixed texts: members read them in the instance's `error_reason`, and the
+        // agent's URL, the network's error text or an answer body (which a redirect-following or
+        // body-copying client would let an agent URL aim at internal pages) are for the log.
         let resp = req.send().await.map_err(|e| {
-            AgentFailure::new(format!("cannot reach the agent at {} for {action}: {}", call.agent_url, error_chain(&e)))
+            tracing::warn!(agent = %call.agent_url, %action, error = %error_chain(&e), "cannot reach the host's agent");
+            AgentFailure::new(format!("cannot reach the host's agent for {action}"))
         })?;
         let status = resp.status();
         if !status.is_success() {
-            let body = resp.text().await.unwrap_or_default();
-            let snippet: String = body.chars().take(200).collect();
-            return Err(AgentFailure::new(format!("the agent refused {action} with status {status}: {snippet}")));
+            // The body is not read at all: dropping the answer closes it, however large.
+            tracing::warn!(agent = %call.agent_url, %action, %status, "the host's agent refused a task");
+            return Err(AgentFailure::new(format!(
+                "the host's agent refused {action} with status {}",
+                status.as_u16()
+            )));
         }
         let left = timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, rx).await {
             Ok(Ok(result)) if result.ok => Ok(()),
             Ok(Ok(result)) => Err(AgentFailure::new(format!(
                 "the agent failed {action}: {}",
-                result.reason.unwrap_or_else(|| "no reason given".into())
+                result.reason.as_deref().map(agent_reason).unwrap_or_else(|| "no reason given".into())
             ))),
             Ok(Err(_)) => Err(AgentFailure::new(format!("the task for {action} was abandoned"))),
             Err(_) => Err(AgentFailure::new(format!(
@@ -173,6 +180,15 @@ impl Agents {
         let _ = waiter.done.send(result);
         Ok(())
     }
+}
+
+/// The most of an agent's own failure reason kept (in characters).
+const MAX_REASON_CHARS: usize = 200;
+
+/// An agent's failure reason as stored: at most [`MAX_REASON_CHARS`] characters, control
+/// characters (newlines, escapes that would rewrite a terminal) replaced by spaces.
+fn agent_reason(reason: &str) -> String {
+    reason.chars().take(MAX_REASON_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 fn random_token() -> String {
@@ -224,7 +240,52 @@ mod tests {
             target_agent_url: None,
         };
         let err = agents.run(call, Duration::from_secs(2)).await.unwrap_err();
-        assert!(err.reason.contains("cannot reach the agent"), "{err}");
+        assert_eq!(err.reason, "cannot reach the host's agent for start", "no URL, no network error text");
         assert_eq!(agents.in_flight(), 0, "the waiter is removed");
+    }
+
+    /// An agent URL that redirects to an internal page and answers with a body: the redirect is
+    /// not followed (the page hears nothing, the agent token goes nowhere else) and the reason
+    /// a member reads names the status only, none of the body.
+    #[tokio::test]
+    async fn a_refusing_agent_is_not_followed_and_its_body_is_not_shown() {
+        let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let internal_url = format!("http://{}/secret", internal.local_addr().unwrap());
+        let agent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent_url = format!("http://{}", agent.local_addr().unwrap());
+        let redirect = axum::Router::new().route(
+            "/v1/tasks",
+            axum::routing::post(move || {
+                let to = internal_url.clone();
+                async move {
+                    (
+                        axum::http::StatusCode::TEMPORARY_REDIRECT,
+                        [(axum::http::header::LOCATION, to)],
+                        "internal detail: db-admin password is hunter2",
+                    )
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(agent, redirect).await });
+
+        let agents = Agents::new("http://127.0.0.1:1");
+        let call = AgentCall {
+            agent_url: &agent_url,
+            agent_token: Some("agent-token"),
+            instance_id: Uuid::new_v4(),
+            action: AgentAction::Start,
+            resources: Resources::default(),
+            target_agent_url: None,
+        };
+        let err = agents.run(call, Duration::from_secs(2)).await.unwrap_err();
+        assert_eq!(err.reason, "the host's agent refused start with status 307");
+        let followed = tokio::time::timeout(Duration::from_millis(300), internal.accept()).await;
+        assert!(followed.is_err(), "the redirect was followed to the internal URL");
+    }
+
+    #[test]
+    fn an_agents_own_reason_is_bounded_and_printable() {
+        assert_eq!(agent_reason("disk\nfull\u{1b}[2J"), "disk full [2J");
+        assert_eq!(agent_reason(&"x".repeat(1000)).chars().count(), MAX_REASON_CHARS);
     }
 }
