@@ -90,6 +90,14 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// Lifetime of a bearer token.
     pub token_ttl_secs: u64,
+    /// A connection must send a request's whole head within this, else it is closed: a client
+    /// that sends half a request cannot hold a connection forever.
+    pub header_read_timeout_ms: u64,
+    /// A request that has not been answered within this gets 504 `timeout`; above the forward
+    /// timeout, so a forwarded request ends by its own deadline first (watches wait less).
+    pub request_timeout_ms: u64,
+    /// Open connections at most; further clients wait in the listen backlog until one closes.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,7 +180,13 @@ impl Default for ClusterConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { body_limit_bytes: 1024 * 1024, token_ttl_secs: 3600 }
+        HttpConfig {
+            body_limit_bytes: 1024 * 1024,
+            token_ttl_secs: 3600,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 120_000,
+            max_connections: 4096,
+        }
     }
 }
 

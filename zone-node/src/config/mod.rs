@@ -16,7 +16,7 @@ mod settings;
 
 use std::path::{Path, PathBuf};
 
-pub use file::Config;
+pub use file::{Config, HttpConfig};
 
 /// A setting that is wrong, named both as its environment variable and its file key.
 #[derive(Debug, thiserror::Error)]

@@ -102,6 +102,23 @@ pub(super) const SETTINGS: &[Setting] = &[
     setting!("ZONE_TOKEN_TTL_SECS", http.token_ttl_secs, |c| {
         between(c.http.token_ttl_secs, 60, 86_400).map_err(|p| problem(p.value, p.problem + " (24 hours)"))
     }),
+    setting!("ZONE_HEADER_READ_TIMEOUT_MS", http.header_read_timeout_ms, |c| {
+        between(c.http.header_read_timeout_ms, 100, 60_000)
+    }),
+    setting!("ZONE_REQUEST_TIMEOUT_MS", http.request_timeout_ms, |c| {
+        // Forwarded requests end by their own deadline, not by this one (and watches wait at
+        // most this less 1 s, see `http::zone::watch_zone`).
+        let least = (c.federation.forward_timeout_ms + 1000).max(2000);
+        let ms = c.http.request_timeout_ms;
+        if !(least..=3_600_000).contains(&ms) {
+            return Err(problem(
+                ms.to_string(),
+                format!("must be between {least} (the forward timeout plus 1 s, at least 2000) and 3600000"),
+            ));
+        }
+        Ok(())
+    }),
+    setting!("ZONE_MAX_CONNECTIONS", http.max_connections, |c| between(c.http.max_connections as u64, 16, 1_000_000)),
     setting!("ZONE_HOST_REPORT_INTERVAL_MS", hosts.report_interval_ms, |c| {
         between(c.hosts.report_interval_ms, 50, 3_600_000)
     }),

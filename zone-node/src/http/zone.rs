@@ -171,7 +171,14 @@ pub async fn watch_zone(
     params: Result<axum::extract::Query<WatchParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<ZoneWatch>> {
     let axum::extract::Query(params) = params.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;
-    let wait = Duration::from_millis(params.timeout_ms.unwrap_or(WATCH_DEFAULT_TIMEOUT_MS).min(WATCH_MAX_TIMEOUT_MS));
+    // Answered before the node's request timeout cuts it off (a 504 would read as a failure).
+    let wait = Duration::from_millis(
+        params
+            .timeout_ms
+            .unwrap_or(WATCH_DEFAULT_TIMEOUT_MS)
+            .min(WATCH_MAX_TIMEOUT_MS)
+            .min(state.config.http.request_timeout_ms.saturating_sub(1000)),
+    );
     let generation = &state.sync.generation;
     // Subscribe before reading, so a change committed in between still wakes this watch.
     let mut moves = generation.subscribe();

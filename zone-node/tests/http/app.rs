@@ -39,6 +39,11 @@ pub struct TestApp {
 /// refuses port 0, because a node's API URL (stored in its membership row at start, and given to
 /// agents for their callbacks) must name the port it really listens on.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// [`spawn_app`] with settings (environment variables) added or replaced.
+pub async fn spawn_app_with(settings: &[(&'static str, &str)]) -> TestApp {
     let id = test_support::net::short_id();
     let dir = tempfile::tempdir().expect("create a temporary directory");
     let admin_password = format!("test-{id}");
@@ -51,6 +56,7 @@ pub async fn spawn_app() -> TestApp {
         ("ZONE_ADMIN_PASSWORD", admin_password),
     ]
     .into_iter()
+    .chain(settings.iter().map(|(k, v)| (*k, (*v).to_owned())))
     .collect();
     serve(env, Some(dir)).await
 }

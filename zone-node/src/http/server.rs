@@ -1,0 +1,104 @@
+//! The listening loop: the router on hyper's HTTP/1 server, with the limits `axum::serve` does not
+//! offer.
+//!
+//! - **Header-read timeout** (`http.header_read_timeout_ms`, 10 s): a connection must send a whole
+//!   request head within it, else hyper closes it. Without it, a client that sends half a request
+//!   line holds a connection (and a task) for as long as it likes.
+//! - **Connection cap** (`http.max_connections`, 4,096): at most that many connections are open;
+//!   the loop stops accepting while at the cap, so further clients wait in the kernel's listen
+//!   backlog instead of costing the node memory and file descriptors.
+//! - **Request timeout** (`http.request_timeout_ms`, 120 s): [`request_timeout`], a middleware,
+//!   answers 504 `timeout` for a request still unanswered then. It is longer than the forward
+//!   timeout and the longest watch (the configuration checks), which end by their own deadlines.
+//!
+//! What `axum::serve` did is kept: the client's address for the login limits, `TCP_NODELAY`,
+//! accept errors survived, and a graceful stop that lets requests in flight finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::config::HttpConfig;
+use crate::error::Error;
+use crate::http::AppState;
+
+/// Serves `router` on `listener` until `stop` is cancelled, then waits for the requests in flight.
+pub async fn serve(listener: TcpListener, router: Router, limits: &HttpConfig, stop: CancellationToken) {
+    let open = Arc::new(Semaphore::new(limits.max_connections));
+    let header_read_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+    let graceful = GracefulShutdown::new();
+    loop {
+        // A permit first: at the cap, stop accepting rather than accept and refuse.
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            permit = open.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(error).await;
+                    continue;
+                }
+            },
+        };
+        // Answers are small and written in pieces (head, body): without TCP_NODELAY, Nagle's
+        // algorithm meeting the peer's delayed ACK holds the last piece for up to 40 ms.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+        }
+        // The client's address, for the per-address login failure limit.
+        let service = router.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// After a failed accept: a connection that failed before it was accepted costs nothing; anything
+/// else (out of file descriptors, mostly) is logged and the loop pauses instead of spinning.
+async fn accept_failed(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept a connection; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Answers 504 `timeout` for a request not answered within `http.request_timeout_ms`.
+pub async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_millis(state.config.http.request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            Error::api(api::ErrorCode::Timeout, format!("the request was not answered within {} ms", limit.as_millis()))
+                .into_response()
+        }
+    }
+}
