@@ -335,6 +335,16 @@ impl BusEvent for GenerationChanged {
     const KIND: &'static str = "zone.generation_changed";
 }
 
+/// `auth.tokens_revoked`: a node deleted tokens (a token revoked by its holder, an account
+/// deleted); every node forgets the tokens it verified recently, so the next request with a
+/// revoked token asks the database and gets 401 (a lost event: within the token cache's 2 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TokensRevoked {}
+
+impl BusEvent for TokensRevoked {
+    const KIND: &'static str = "auth.tokens_revoked";
+}
+
 /// The membership events `node.joined`, `node.alive`, `node.leaving`, `node.left`,
 /// `node.evicted`: one body, the kind says what happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr, strum::EnumString, strum::EnumIter)]

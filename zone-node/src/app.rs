@@ -169,6 +169,7 @@ impl Application {
         let tasks = CancellationToken::new();
         let mut handles = state.cluster.spawn(tasks.clone());
         handles.push(tokio::spawn(purge_tokens(state.store.clone(), tasks.clone())));
+        handles.push(tokio::spawn(forget_revoked_tokens(state.bus.clone(), state.tokens.clone(), tasks.clone())));
         handles.push(tokio::spawn(crate::services::instance::recover_orphans(
             state.store.clone(),
             state.bus.clone(),
@@ -208,19 +209,8 @@ impl Application {
         let reason = tokio::spawn(reason);
         tracing::info!(addr = %listener.local_addr()?, api_url = state.config.api_url(), "serving the API");
         let app = crate::http::router(state.clone());
-        // Answers are small and written in pieces (head, body): without TCP_NODELAY, Nagle's
-        // algorithm meeting the peer's delayed ACK holds the last piece for up to 40 ms.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        // The client's address is kept for the per-address login failure limit.
-        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop_http.cancelled().await })
-            .await
-            .context("the HTTP server failed")?;
+        // The header-read timeout, connection cap and client address: see `http::server`.
+        crate::http::server::serve(listener, app, &state.config.http, stop_http).await;
         let reason = reason.await.unwrap_or(Stopped::Shutdown);
         if reason == Stopped::Shutdown {
             state.cluster.leave().await;
@@ -286,6 +276,31 @@ async fn bootstrap_admin(store: &Store, config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Drops the verified-token cache when any node revoked tokens (`auth.tokens_revoked`), so a
+/// revoked token is refused here at once rather than when its cache entry expires. A lagging
+/// subscription drops it too: a missed revocation must not keep a token alive.
+async fn forget_revoked_tokens(
+    bus: Bus,
+    tokens: moka::future::Cache<String, crate::store::TokenRow>,
+    stop: CancellationToken,
+) {
+    use api::bus::BusEvent;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut events = bus.subscribe();
+    loop {
+        let event = tokio::select! {
+            _ = stop.cancelled() => return,
+            event = events.recv() => event,
+        };
+        match event {
+            Ok(event) if event.kind == api::bus::TokensRevoked::KIND => tokens.invalidate_all(),
+            Ok(_) => {}
+            Err(RecvError::Lagged(_)) => tokens.invalidate_all(),
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Deletes expired tokens now and then, so the table does not grow without bound.

@@ -261,3 +261,136 @@ async fn refused_declaration_fails_serve_only() {
     let _ = raw.close(200, ShortString::from("done")).await;
     bus.close().await;
 }
+
+/// Runs `rabbitmqctl` against the local broker (the one `amqp_url` names by default).
+fn rabbitmqctl(args: &[&str]) {
+    let out = std::process::Command::new("rabbitmqctl").args(args).output().expect("run rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The bus is a trust boundary (docs/operations.md, "The bus is a trust boundary"): whoever can
+/// publish to a zone's queues drives its instances. A zone gets a vhost and a broker user of its
+/// own with exactly the permissions the docs give; an event watcher gets the documented read-only
+/// ones. This checks those patterns against a real broker: the node's user serves the zone (its
+/// queues, the portal, direct replies, events) and can do nothing in another vhost; the watcher
+/// sees every event and can neither publish to a queue of the zone nor declare one of its names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_broker_permissions_serve_a_zone_and_keep_a_watcher_read_only() {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions};
+    use zone_node::Event;
+
+    let p = prefix();
+    let vhost = format!("{p}-vhost");
+    let (node_user, watch_user) = (format!("{p}-node"), format!("{p}-watch"));
+    rabbitmqctl(&["add_vhost", &vhost]);
+    rabbitmqctl(&["add_user", &node_user, "node-secret"]);
+    rabbitmqctl(&["add_user", &watch_user, "watch-secret"]);
+    // The patterns of docs/operations.md with the zone's prefix in place of `eu-west-dc1`.
+    let (configure, write, read) =
+        (format!("^{p}\\."), format!("^({p}\\..*|amq\\.default)$"), format!("^({p}\\..*|amq\\.rabbitmq\\.reply-to)$"));
+    rabbitmqctl(&["set_permissions", "-p", &vhost, &node_user, &configure, &write, &read]);
+    let (configure, write, read) =
+        (format!("^{p}\\.watch\\."), format!("^{p}\\.watch\\."), format!("^{p}\\.(watch\\..*|event)$"));
+    rabbitmqctl(&["set_permissions", "-p", &vhost, &watch_user, &configure, &write, &read]);
+    // Removed when the test ends, passed or failed.
+    struct Cleanup(Vec<Vec<String>>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for args in &self.0 {
+                let _ = std::process::Command::new("rabbitmqctl").args(args).output();
+            }
+        }
+    }
+    let _cleanup = Cleanup(vec![
+        vec!["delete_vhost".into(), vhost.clone()],
+        vec!["delete_user".into(), node_user.clone()],
+        vec!["delete_user".into(), watch_user.clone()],
+    ]);
+
+    let zone_url = format!("amqp://{node_user}:node-secret@127.0.0.1:5672/{vhost}");
+    let watch_url = format!("amqp://{watch_user}:watch-secret@127.0.0.1:5672/{vhost}");
+
+    // The node's user serves a zone: its own queue, the portal, replies and events.
+    let server = connect(&zone_url, &p).await;
+    let client = connect(&zone_url, &p).await;
+    server.serve("echo", Arc::new(Echo)).await.expect("the node's user declares its service queue");
+    server.serve_portal(Arc::new(Echo)).await.expect("the node's user declares the portal queue");
+    let reply = client.call(to(&server, "echo"), Message::new("echo", b"1".to_vec()), LONG).await.expect("a call");
+    assert_eq!(reply, b"1");
+    let reply = client.call(Destination::Portal, Message::new("zone.get", b"2".to_vec()), LONG).await.expect("portal");
+    assert_eq!(reply, b"2");
+
+    // The watcher binds a queue of its own to the zone's events and sees them.
+    let watch = lapin::Connection::connect(&watch_url, lapin::ConnectionProperties::default())
+        .await
+        .expect("the watcher's user connects");
+    let channel = watch.create_channel().await.unwrap();
+    let mine = format!("{p}.watch.w1");
+    let options = lapin::options::QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+    channel.queue_declare(ShortString::from(mine.as_str()), options, Default::default()).await.expect("own queue");
+    channel
+        .queue_bind(
+            ShortString::from(mine.as_str()),
+            ShortString::from(format!("{p}.event")),
+            ShortString::from("#"),
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("the watcher binds to the events");
+    let mut events = channel
+        .basic_consume(
+            ShortString::from(mine.as_str()),
+            ShortString::from("w"),
+            BasicConsumeOptions { no_ack: true, ..Default::default() },
+            Default::default(),
+        )
+        .await
+        .expect("the watcher consumes its queue");
+    server.publish(Event::new("node.joined", server.node_id(), br#"{"n":1}"#.to_vec())).await.expect("publish");
+    let seen = tokio::time::timeout(LONG, events.next()).await.expect("an event within 30 s");
+    assert!(seen.is_some_and(|d| d.is_ok()), "the watcher's consumer ended instead of delivering the event");
+
+    // It cannot drive the zone: a publish to the portal queue is refused by the broker...
+    let publisher = watch.create_channel().await.unwrap();
+    publisher.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    let refused = async {
+        publisher
+            .basic_publish(
+                ShortString::from(""),
+                ShortString::from(format!("{p}.message.api.portal")),
+                BasicPublishOptions::default(),
+                br#"{}"#,
+                Default::default(),
+            )
+            .await?
+            .await
+    }
+    .await;
+    assert!(refused.is_err(), "the watcher published to the portal queue: {refused:?}");
+    // ...and so is declaring a queue under one of the zone's names, to take its messages.
+    let taker = watch.create_channel().await.unwrap();
+    let stolen = taker
+        .queue_declare(
+            ShortString::from(format!("{p}.message.echo.{}", Uuid::new_v4())),
+            Default::default(),
+            Default::default(),
+        )
+        .await;
+    assert!(stolen.is_err(), "the watcher declared a queue of the zone's names");
+
+    // The zone's user has nothing outside its vhost.
+    let elsewhere =
+        Bus::connect(&format!("amqp://{node_user}:node-secret@127.0.0.1:5672/%2f"), &p, Uuid::new_v4()).await;
+    assert!(elsewhere.is_err(), "the zone's user connected to the default vhost");
+
+    let _ = watch.close(200, ShortString::from("done")).await;
+    client.close().await;
+    server.close().await;
+}

@@ -71,7 +71,7 @@ pub async fn create_account(
         created_at_ms: 0,
     };
     let created = state.store.account_create(&row).await?;
-    tracing::info!(username = %created.username, role = %created.role, by = %caller.username, "created account");
+    tracing::info!(username = %created.username, role = %created.role, account = %caller.account, caller = %caller.username, "created account");
     Ok((StatusCode::CREATED, axum::Json(to_api(created)?)).into_response())
 }
 
@@ -91,13 +91,17 @@ pub async fn delete_account(
     Admin(caller): Admin,
     Path(username): Path<String>,
 ) -> ApiResult<StatusCode> {
-    if username == caller.username {
+    // The verified account, not a caller a parent states: the guard keeps the zone's operator
+    // from locking themselves out, and a stated name is only a claim.
+    if username == caller.account {
         return Err(Error::api(ErrorCode::InvalidState, "you cannot delete the account you are logged in as"));
     }
     if !state.store.account_delete(&username).await? {
         return Err(Error::api(ErrorCode::NotFound, format!("account {username:?} not found")));
     }
+    // Its tokens went with it: every node forgets the tokens it verified (see `TokensRevoked`).
     state.tokens.invalidate_all();
-    tracing::info!(username = %username, by = %caller.username, "deleted account");
+    crate::services::events::publish(&state.bus, &api::bus::TokensRevoked {}).await;
+    tracing::info!(username = %username, account = %caller.account, caller = %caller.username, "deleted account");
     Ok(StatusCode::NO_CONTENT)
 }

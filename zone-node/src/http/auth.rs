@@ -14,7 +14,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{delete, post};
 use axum::{Extension, Router};
 
 use api::{ErrorCode, Role, TokenRequest, TokenResponse};
@@ -35,7 +35,11 @@ pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
 /// the request crossed before this one.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// Who the request acts for: the verified account, or the caller a parent states.
     pub username: String,
+    /// The account whose token the request carried, verified here. Audit logs name it beside
+    /// `username`, and guards about "yourself" use it: a stated caller is only a claim.
+    pub account: String,
     pub role: Role,
     pub client_id: Option<String>,
     /// The verified account is an admin of this zone (a parent's account, or an operator's).
@@ -117,6 +121,45 @@ impl Forwarded {
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/auth/tokens", post(issue_token))
+}
+
+/// The routes that need a token of their own: `DELETE /v1/auth/tokens` (log out).
+pub fn protected_router() -> Router<AppState> {
+    Router::new().route("/v1/auth/tokens", delete(revoke_token))
+}
+
+/// Revoke the presented token (log out). Every node of the zone refuses it from then on: this
+/// node at once, the others on the `auth.tokens_revoked` event (or, should it be lost, when their
+/// 2 s token cache expires).
+#[utoipa::path(delete, path = "/v1/auth/tokens", tag = "auth",
+    responses((status = 204, description = "the token is revoked"), (status = 401, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<StatusCode> {
+    // The middleware accepted this header, so it holds a bearer token.
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .ok_or_else(|| Error::api(ErrorCode::InvalidToken, "the Authorization header must be 'Bearer <token>'"))?;
+    let hash = crate::auth::token_hash(token);
+    state.store.token_delete(&hash).await?;
+    state.tokens.invalidate(&hash).await;
+    crate::services::events::publish(&state.bus, &api::bus::TokensRevoked {}).await;
+    tracing::info!(account = %caller.account, "revoked a token (logged out)");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The token of an `Authorization` header's value, `Bearer <token>`.
+fn bearer(value: &str) -> Option<&str> {
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 256)
 }
 
 /// A hash to verify against when the username does not exist, so a wrong username takes as long
@@ -217,8 +260,9 @@ fn narrow(state: &AppState, account: Caller, forwarded: &Forwarded) -> ApiResult
     state.gateway.admit(&path)?;
     let stated = federation::Stated::from_headers(|name| forwarded.get(name))?;
     let account_is_admin = account.role == Role::Admin;
+    let verified = account.account.clone();
     let p = federation::identity::effective(account.principal(), stated)?;
-    Ok(Caller { username: p.username, role: p.role, client_id: p.client_id, account_is_admin, path })
+    Ok(Caller { username: p.username, account: verified, role: p.role, client_id: p.client_id, account_is_admin, path })
 }
 
 async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Caller> {
@@ -228,10 +272,7 @@ async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Cal
             "send Authorization: Bearer <token>; get one from POST /v1/auth/tokens",
         ));
     };
-    let token = Some(value.as_str())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && t.len() <= 256)
+    let token = bearer(&value)
         .ok_or_else(|| Error::api(ErrorCode::InvalidToken, "the Authorization header must be 'Bearer <token>'"))?;
     let hash = crate::auth::token_hash(token);
     let row: TokenRow = match state.tokens.get(&hash).await {
@@ -252,6 +293,7 @@ async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Cal
     let role = Role::parse(&row.role)
         .ok_or_else(|| crate::error::Error::Internal(format!("token of unknown role {:?}", row.role)))?;
     Ok(Caller {
+        account: row.username.clone(),
         username: row.username,
         role,
         client_id: row.client_id,

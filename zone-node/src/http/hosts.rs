@@ -37,12 +37,12 @@ pub fn router() -> Router<AppState> {
     security(("bearer" = [])))]
 pub async fn register_host(
     State(state): State<AppState>,
-    _: Admin,
+    Admin(caller): Admin,
     Json(req): Json<HostRegister>,
 ) -> ApiResult<(StatusCode, axum::Json<Host>)> {
     let new = validate_host(&req)?;
     let row = state.store.host_create(&new).await?;
-    tracing::info!(host = %row.id, name = %row.name, "host registered");
+    tracing::info!(host = %row.id, name = %row.name, account = %caller.account, caller = %caller.username, "host registered");
     Ok((StatusCode::CREATED, axum::Json(row.to_api())))
 }
 
@@ -122,12 +122,16 @@ pub async fn update_host(
 #[utoipa::path(delete, path = "/v1/hosts/{id}", tag = "hosts", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
     security(("bearer" = [])))]
-pub async fn delete_host(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_host(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let uuid = input::uuid("host", &id)?;
     if !state.store.host_delete(uuid).await? {
         return Err(Error::not_found(format!("host {id}")));
     }
-    tracing::info!(host = %id, "host deleted");
+    tracing::info!(host = %id, account = %caller.account, caller = %caller.username, "host deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -27,6 +27,7 @@ pub mod input;
 pub mod instances;
 pub mod login_limit;
 pub mod openapi;
+pub mod server;
 mod state;
 pub mod zone;
 pub mod zones;
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(instances::router())
         .merge(zones::router())
         .merge(clients::router())
+        .merge(auth::protected_router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .merge(health::router())
@@ -54,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::no_such_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.http.body_limit_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), server::request_timeout))
         .layer(axum::middleware::from_fn(health::track_metrics))
         .with_state(state)
 }

@@ -10,6 +10,7 @@ use utoipa::{Modify, OpenApi};
         crate::http::health::healthz,
         crate::http::health::readyz,
         crate::http::auth::issue_token,
+        crate::http::auth::revoke_token,
         crate::http::zone::get_zone,
         crate::http::zone::watch_zone,
         crate::http::zone::owners,

@@ -167,7 +167,7 @@ pub async fn add_zone(
         }),
     };
     let row = state.store.child_zone_insert(&new).await?;
-    tracing::info!(child = %row.name, id = %row.id, api_url = %row.api_url, "child zone added");
+    tracing::info!(child = %row.name, id = %row.id, api_url = %row.api_url, account = %caller.account, caller = %caller.username, "child zone added");
     state.sync.changed().await;
     Ok((StatusCode::CREATED, axum::Json(row.to_api(true))))
 }
@@ -287,7 +287,7 @@ pub async fn update_zone(
         .child_zone_update(current.id, &edit)
         .await?
         .ok_or_else(|| Error::api(ErrorCode::NotFound, format!("child zone {id} not found")))?;
-    tracing::info!(child = %updated.name, id = %updated.id, "child zone updated");
+    tracing::info!(child = %updated.name, id = %updated.id, account = %caller.account, caller = %caller.username, "child zone updated");
     state.sync.changed().await;
     Ok(axum::Json(updated.to_api(true)))
 }
@@ -296,12 +296,16 @@ pub async fn update_zone(
 /// to it, listing it and counting it in its aggregate.
 #[utoipa::path(delete, path = "/v1/zones/{id}", tag = "zones", params(("id" = String, Path)),
     responses((status = 204), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
-pub async fn delete_zone(State(state): State<AppState>, _: Admin, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete_zone(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let uuid = child_id(&id)?;
     if !state.store.child_zone_delete(uuid).await? {
         return Err(Error::api(ErrorCode::NotFound, format!("child zone {id} not found")));
     }
-    tracing::info!(id = %id, "child zone deleted");
+    tracing::info!(id = %id, account = %caller.account, caller = %caller.username, "child zone deleted");
     state.sync.changed().await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -153,6 +153,15 @@ impl Store {
         }))
     }
 
+    /// Deletes one token (its holder logs out); false if there was none.
+    #[tracing::instrument(level = "debug", skip(self, token_hash))]
+    pub async fn token_delete(&self, token_hash: &str) -> Result<bool> {
+        const SQL: &str = "DELETE FROM tokens WHERE hash = $1";
+        let done =
+            with_pool!(self, |pool| sqlx::query(SQL).bind(token_hash).execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(done > 0)
+    }
+
     /// Deletes every token expired by the database clock; returns how many.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn tokens_purge_expired(&self) -> Result<u64> {

@@ -10,6 +10,8 @@
 //! - `input`: bad input at the HTTP edge gets a coded 4xx and writes nothing
 //! - `login`: password checks bounded (429 with `Retry-After`), failures limited per username
 //!   and per address
+//! - `server`: header-read timeout, connection cap, request timeout
+//! - `identity`: a revoked token is refused on every node; guards use the verified account
 //! - `embedded`: one node on the embedded defaults serves the API, the ring and the OpenAPI document
 //! - `multi_create`: `count` above 1, with simulated hosts (the `agent-sim` crate), and through a
 //!   parent zone
@@ -19,8 +21,10 @@
 
 mod app;
 mod embedded;
+mod identity;
 mod input;
 mod login;
 mod multi_create;
+mod server;
 mod watch;
 mod zone_update;
