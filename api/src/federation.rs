@@ -70,6 +70,10 @@ pub struct ZoneCreate {
     /// A disabled child is polled and listed, but new placements skip it.
     #[serde(default)]
     pub disabled: bool,
+    /// Allow a plain `http://` `api_url` on an address other than loopback: the child's password
+    /// and every forwarded request then cross the network in clear. Refused without it.
+    #[serde(default)]
+    pub insecure_http: bool,
 }
 
 fn one() -> f64 {
@@ -95,6 +99,26 @@ pub struct ZoneUpdate {
     pub weight_scale: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+    /// As in [`ZoneCreate::insecure_http`], for a new `api_url`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
+}
+
+/// Whether a child at `api_url` is reached over plain HTTP on an address other than loopback
+/// (`localhost`, 127.0.0.0/8, `::1`): what zone-add refuses unless told `insecure_http`. A URL
+/// that does not parse counts as insecure (it is refused elsewhere anyway).
+pub fn insecure_http(api_url: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(api_url) else { return true };
+    if url.scheme() != "http" {
+        return false;
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => false,
+    };
+    !loopback
 }
 
 /// How a parent sees a child zone.
@@ -156,6 +180,10 @@ pub struct ChildZone {
     pub generation: i64,
     /// Polls failed in a row.
     pub consecutive_failures: u32,
+    /// Reached over plain HTTP on an address other than loopback ([`insecure_http`]): its
+    /// password and the requests forwarded to it cross the network in clear.
+    #[serde(default)]
+    pub insecure_http: bool,
 }
 
 /// `{"zones":[…]}`, sorted by name.
@@ -186,6 +214,11 @@ pub struct SubtreeEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub capabilities: Option<Aggregate>,
+    /// The API URL this zone's parent registered for it (zone-add): the only URL a zone above
+    /// hands to clients for it (a child's lowest-zone answer names a zone; the URL comes from
+    /// here). Absent from nodes that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
 }
 
 /// Which subtree `GET /v1/zone?subtree=…` reports.
@@ -279,6 +312,22 @@ mod tests {
     use strum::IntoEnumIterator as _;
 
     #[test]
+    fn plain_http_is_insecure_off_loopback_only() {
+        for url in ["http://dc1.example.net:8080", "http://10.0.0.5", "http://[2001:db8::1]:80", "not a url"] {
+            assert!(insecure_http(url), "{url}");
+        }
+        for url in [
+            "https://dc1.example.net",
+            "http://127.0.0.1:8080",
+            "http://127.9.9.9",
+            "http://localhost:1",
+            "http://[::1]:8080",
+        ] {
+            assert!(!insecure_http(url), "{url}");
+        }
+    }
+
+    #[test]
     fn zone_status_names_are_the_serde_names() {
         crate::types::assert_names_match_serde::<ZoneStatus>();
     }
@@ -322,6 +371,7 @@ mod tests {
             capabilities: None,
             generation: 3,
             consecutive_failures: 0,
+            insecure_http: false,
         };
         let v = serde_json::to_value(&z).unwrap();
         for field in

@@ -5,7 +5,24 @@
 //! builds a client and no provider is installed; building through [`client_builder`] installs it
 //! first, so no caller can forget.
 
-use std::sync::Once;
+use std::sync::{Mutex, Once};
+
+/// Root certificates trusted beside the system's by every client built from now on
+/// ([`trust_roots`]).
+static EXTRA_ROOTS: Mutex<Vec<reqwest::Certificate>> = Mutex::new(Vec::new());
+
+/// Trusts the certificates of a PEM bundle (a private CA) for outgoing HTTPS, beside the system's
+/// roots, in every client [`client_builder`] builds from now on. Returns how many there were; a
+/// bundle without a certificate is an error.
+pub fn trust_roots(pem: &[u8]) -> Result<usize, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no certificate".into());
+    }
+    let n = certs.len();
+    EXTRA_ROOTS.lock().expect("the roots lock").extend(certs);
+    Ok(n)
+}
 
 /// A `reqwest` client builder with the process's TLS provider installed.
 ///
@@ -14,7 +31,8 @@ use std::sync::Once;
 /// like any other non-2xx one.
 pub fn client_builder() -> reqwest::ClientBuilder {
     install_tls_provider();
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none())
+    let roots = EXTRA_ROOTS.lock().expect("the roots lock").clone();
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).tls_certs_merge(roots)
 }
 
 /// Installs ring as the process-wide rustls provider (once; a provider installed earlier stays).

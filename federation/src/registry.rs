@@ -226,13 +226,20 @@ impl Registry {
                 name: c.name.clone(),
                 path: vec![c.name.clone()],
                 capabilities: own,
+                api_url: Some(c.api_url.clone()),
             });
             for e in &c.subtree {
                 let mut path = Vec::with_capacity(e.path.len() + 1);
                 path.push(c.name.clone());
                 path.extend(e.path.iter().cloned());
                 let capabilities = if counts { e.capabilities.clone() } else { None };
-                out.push(SubtreeEntry { id: e.id.clone(), name: e.name.clone(), path, capabilities });
+                out.push(SubtreeEntry {
+                    id: e.id.clone(),
+                    name: e.name.clone(),
+                    path,
+                    capabilities,
+                    api_url: e.api_url.clone(),
+                });
             }
         }
         out.truncate(api::federation::SUBTREE_MAX_ENTRIES);
@@ -251,8 +258,13 @@ pub(crate) mod tests {
     /// region1 (r1) with dc1 (d1) below it.
     fn region_with_dc() -> Child {
         let mut region = child("r1", "region1");
-        region.subtree =
-            vec![SubtreeEntry { id: "d1".into(), name: "dc1".into(), path: vec!["dc1".into()], capabilities: None }];
+        region.subtree = vec![SubtreeEntry {
+            id: "d1".into(),
+            name: "dc1".into(),
+            path: vec!["dc1".into()],
+            capabilities: None,
+            api_url: None,
+        }];
         region
     }
 

@@ -892,6 +892,37 @@ async fn a_miss_asks_each_child_once_per_generation() {
     assert_eq!((asked("region1"), asked("region2")), (r1, r2 + 1));
 }
 
+/// Searching for an unknown instance id asks each child once per (child generation, asker): the
+/// miss is remembered, a member's miss does not stand for an admin's, and an instance created
+/// below a child (moving its generation) is found on the next search.
+#[tokio::test]
+async fn an_unknown_instance_id_asks_each_child_once_per_generation() {
+    let t = Tree::build().await;
+    let asked = |child: &str| t.transport.count(child, "show");
+    let g = t.gw("global");
+    let ghost = new_id();
+    assert_eq!(g.instance(&admin(), &ghost).await.unwrap_err().code(), ErrorCode::NotFound);
+    let (r1, r2) = (asked("region1"), asked("region2"));
+    assert!(r1 >= 1 && r2 >= 1, "the first search asks every child: {r1}, {r2}");
+    for _ in 0..5 {
+        assert_eq!(g.instance(&admin(), &ghost).await.unwrap_err().code(), ErrorCode::NotFound);
+    }
+    assert_eq!((asked("region1"), asked("region2")), (r1, r2), "the miss is cached per child");
+    // A member's search is its own: the admin's miss does not answer it.
+    assert_eq!(g.instance(&member("acme"), &ghost).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert!(asked("region1") > r1, "a member's search asks again");
+    // An instance made directly at dc3 (below region2, bypassing global) moves region2's
+    // generation: the next search asks region2 again, and the new instance is found.
+    let (r1, r2) = (asked("region1"), asked("region2"));
+    let made = t.gw("dc3").create(&admin(), &new_id(), &create("late", vec![])).await.unwrap().value;
+    t.poll_all().await;
+    t.poll_all().await;
+    assert_eq!(g.instance(&admin(), &ghost).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert_eq!(asked("region1"), r1, "region1 did not change");
+    assert!(asked("region2") > r2, "region2 moved: asked again");
+    assert_eq!(g.instance(&admin(), &made.id).await.expect("found below region2").id, made.id);
+}
+
 /// Counts what the poller records.
 #[derive(Default)]
 struct CountingSink {

@@ -87,6 +87,7 @@ pub fn zone_create(child: &NodeProcess) -> api::ZoneCreate {
         weight_offset: 0.0,
         weight_scale: 1.0,
         disabled: false,
+        insecure_http: false,
     }
 }
 

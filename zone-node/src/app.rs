@@ -36,6 +36,7 @@ pub enum Stopped {
 pub struct Application {
     state: AppState,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 }
 
@@ -44,6 +45,14 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         // Before anything counts: counters bumped while no recorder is installed are lost.
         crate::http::health::prometheus();
+        // Before any HTTP client is built: they take the extra roots when they are built.
+        if let Some(ca) = &config.http.tls_ca_file {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {} (ZONE_TLS_CA_FILE)", ca.display()))?;
+            let added = api::http::trust_roots(&pem)
+                .map_err(|e| anyhow::anyhow!("{} (ZONE_TLS_CA_FILE): {e}", ca.display()))?;
+            tracing::info!(file = %ca.display(), certificates = added, "trusting extra root certificates");
+        }
+        let tls = crate::http::server::tls_acceptor(&config.http).context("cannot set up TLS (ZONE_TLS_CERT_FILE)")?;
         let node_id = Uuid::new_v4();
         tracing::info!(
             node = %node_id,
@@ -147,7 +156,7 @@ impl Application {
             secrets,
             logins: crate::http::login_limit::LoginLimits::for_this_machine(),
         });
-        Ok(Application { state, listener, shutdown: CancellationToken::new() })
+        Ok(Application { state, listener, tls, shutdown: CancellationToken::new() })
     }
 
     pub fn port(&self) -> u16 {
@@ -165,7 +174,7 @@ impl Application {
 
     /// Serves until asked to stop or evicted.
     pub async fn run_until_stopped(self) -> anyhow::Result<Stopped> {
-        let Application { state, listener, shutdown } = self;
+        let Application { state, listener, tls, shutdown } = self;
         let tasks = CancellationToken::new();
         let mut handles = state.cluster.spawn(tasks.clone());
         handles.push(tokio::spawn(purge_tokens(state.store.clone(), tasks.clone())));
@@ -210,7 +219,7 @@ impl Application {
         tracing::info!(addr = %listener.local_addr()?, api_url = state.config.api_url(), "serving the API");
         let app = crate::http::router(state.clone());
         // The header-read timeout, connection cap and client address: see `http::server`.
-        crate::http::server::serve(listener, app, &state.config.http, stop_http).await;
+        crate::http::server::serve(listener, app, &state.config.http, tls, stop_http).await;
         let reason = reason.await.unwrap_or(Stopped::Shutdown);
         if reason == Stopped::Shutdown {
             state.cluster.leave().await;

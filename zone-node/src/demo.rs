@@ -141,6 +141,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             weight_offset: 0.0,
             weight_scale: 1.0,
             disabled: false,
+            insecure_http: false,
         };
         client.zone_create(&req).await.with_context(|| format!("zone-add {name} to {parent}"))?;
     }

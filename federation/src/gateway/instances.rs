@@ -12,6 +12,7 @@ use api::{
     InstanceCreate,
 };
 
+use super::lookup::vouched;
 use super::routes::Located;
 use super::{Gateway, RequestContext, Route, Routed};
 use crate::error::FedError;
@@ -127,7 +128,12 @@ impl Gateway {
                     }
                     let generation = self.bump_generation().await;
                     let source = Source::Child(child.id.clone());
-                    self.lookups.changed(&source, &client, answer.generation, answer.lowest);
+                    self.lookups.changed(
+                        &source,
+                        &client,
+                        answer.generation,
+                        answer.lowest.map(|l| vouched(&child, l)),
+                    );
                     let mut made = answer.value;
                     for instance in made.instances_mut() {
                         self.prefix(&mut instance.zone_path);
@@ -239,7 +245,12 @@ impl Gateway {
                 let migrated = action.action == InstanceActionKind::Migrate;
                 let generation = if migrated { self.bump_generation().await } else { None };
                 if migrated || answer.generation.is_some() {
-                    self.lookups.changed(&Source::Child(child.id.clone()), &client, answer.generation, answer.lowest);
+                    self.lookups.changed(
+                        &Source::Child(child.id.clone()),
+                        &client,
+                        answer.generation,
+                        answer.lowest.map(|l| vouched(&child, l)),
+                    );
                 }
                 let mut instance = answer.value;
                 self.prefix(&mut instance.zone_path);
@@ -272,7 +283,12 @@ impl Gateway {
                 };
                 self.forget_route(id).await;
                 let generation = self.bump_generation().await;
-                self.lookups.changed(&Source::Child(child.id.clone()), &client, answer.generation, answer.lowest);
+                self.lookups.changed(
+                    &Source::Child(child.id.clone()),
+                    &client,
+                    answer.generation,
+                    answer.lowest.map(|l| vouched(&child, l)),
+                );
                 Ok(Routed { value: (), generation, lowest: self.answer_now(&client, None) })
             }
         }

@@ -15,6 +15,36 @@ use crate::lookup::{compose, Source};
 use crate::registry::Child;
 use crate::scatter::gather;
 
+/// A child's lowest-zone answer as this zone repeats it: only a zone the child is or holds (in
+/// its polled subtree, at the path it lists), with the API URL registered for that zone (this
+/// zone's zone-add for the child itself, the child's for a zone below it), never the URL the
+/// answer carries. An answer naming a zone not known below the child becomes the child itself:
+/// the client is managed somewhere below it, and the child, at the URL registered here,
+/// forwards. So a child can send this zone's clients nowhere but into its own subtree.
+pub(crate) fn vouched(child: &Child, answer: Option<LowestZone>) -> Option<LowestZone> {
+    let a = answer?;
+    let itself = |a: LowestZone| LowestZone {
+        zone_id: child.id.clone(),
+        zone_name: child.name.clone(),
+        api_url: child.api_url.clone(),
+        path: vec![child.name.clone()],
+        ..a
+    };
+    if a.zone_id == child.id {
+        return Some(itself(a));
+    }
+    let listed = child.subtree.iter().find(|e| {
+        e.id == a.zone_id && a.path.first() == Some(&child.name) && a.path.get(1..) == Some(e.path.as_slice())
+    });
+    match listed.and_then(|e| e.api_url.clone().map(|url| (e.name.clone(), url))) {
+        Some((name, url)) => Some(LowestZone { zone_name: name, api_url: url, ..a }),
+        None => {
+            tracing::warn!(child = %child.name, zone = %a.zone_id, "a child named a zone it does not list below it; using the child");
+            Some(itself(a))
+        }
+    }
+}
+
 impl Gateway {
     /// The children to ask about `client`'s resources: those whose answer for the client is a
     /// zone (asking the ones whose answer is not known), and the names of those that could not
@@ -43,8 +73,9 @@ impl Gateway {
                     let ticket = self.lookups.ticket(&source);
                     let hop = self.hop(&ctx.caller, path, self.settings.scatter_deadline);
                     let answer = self.transport.lowest_zone(&child, &hop, client).await?;
-                    self.lookups.fetched(&source, client, ticket, answer.generation, answer.value.clone());
-                    Ok(answer.value)
+                    let value = vouched(&child, answer.value);
+                    self.lookups.fetched(&source, client, ticket, answer.generation, value.clone());
+                    Ok(value)
                 }
             })
             .await;
@@ -121,5 +152,60 @@ impl Gateway {
             below.is_some_and(|ps| ps.iter().any(|p| p.len() > a.path.len() && p.starts_with(&a.path)))
         };
         compose(&self.me_ref(), client, local, pairs, &covers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Credentials;
+    use api::SubtreeEntry;
+
+    fn child() -> Child {
+        let mut c = Child::registered("id-dc1", "dc1", "https://dc1.registered", Credentials::new("admin", "pw"));
+        c.subtree = vec![SubtreeEntry {
+            id: "id-huddle".into(),
+            name: "huddle".into(),
+            path: vec!["huddle".into()],
+            capabilities: None,
+            api_url: Some("https://huddle.registered-by-dc1".into()),
+        }];
+        c
+    }
+
+    fn claim(zone_id: &str, name: &str, path: &[&str]) -> LowestZone {
+        LowestZone {
+            client_id: "acme".into(),
+            zone_id: zone_id.into(),
+            zone_name: name.into(),
+            api_url: "https://attacker.example".into(),
+            path: path.iter().map(|s| s.to_string()).collect(),
+            unreachable_zones: vec![],
+        }
+    }
+
+    #[test]
+    fn a_childs_answer_keeps_its_zone_and_gets_the_registered_url() {
+        let c = child();
+        assert_eq!(vouched(&c, None), None);
+        let itself = vouched(&c, Some(claim("id-dc1", "dc1", &["dc1"]))).unwrap();
+        assert_eq!((itself.zone_id.as_str(), itself.api_url.as_str()), ("id-dc1", "https://dc1.registered"));
+        let below = vouched(&c, Some(claim("id-huddle", "huddle", &["dc1", "huddle"]))).unwrap();
+        assert_eq!((below.zone_id.as_str(), below.api_url.as_str()), ("id-huddle", "https://huddle.registered-by-dc1"));
+        assert_eq!(below.path, ["dc1", "huddle"]);
+    }
+
+    #[test]
+    fn a_zone_the_child_does_not_hold_becomes_the_child() {
+        let c = child();
+        for bogus in [
+            claim("id-elsewhere", "elsewhere", &["dc1", "elsewhere"]),
+            // A listed zone at a path the child does not list is not vouched for either.
+            claim("id-huddle", "huddle", &["dc1", "other", "huddle"]),
+        ] {
+            let a = vouched(&c, Some(bogus)).unwrap();
+            assert_eq!((a.zone_id.as_str(), a.api_url.as_str()), ("id-dc1", "https://dc1.registered"));
+            assert_eq!(a.path, ["dc1"]);
+        }
     }
 }

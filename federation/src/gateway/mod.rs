@@ -173,6 +173,11 @@ pub enum PollOutcome {
     Failed(String),
 }
 
+/// How many instance-search misses are remembered, and for how long at most (a child's new
+/// generation ends one sooner).
+const MISS_CACHE_CAPACITY: u64 = 100_000;
+const MISS_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The gateway of this zone: its children as last polled, the caches, and the way to them and
 /// to this zone's own hosts. Shared by every request (`Arc<Gateway>`).
 pub struct Gateway {
@@ -183,6 +188,9 @@ pub struct Gateway {
     local: Arc<dyn LocalZone>,
     lookups: LookupCache,
     routes: moka::sync::Cache<String, Route>,
+    /// Instance searches a child answered "not there": (child, instance id, who asked) → the
+    /// child's generation then. See [`routes`].
+    misses: moka::sync::Cache<(String, String, String), i64>,
     // A std mutex: held to clone or swap, never across an await.
     own_aggregate: Mutex<Option<(Instant, Aggregate)>>,
 }
@@ -197,6 +205,7 @@ impl Gateway {
         Gateway {
             lookups: LookupCache::new(settings.lookup_cache_capacity),
             routes: moka::sync::Cache::new(settings.route_cache_capacity),
+            misses: moka::sync::Cache::builder().max_capacity(MISS_CACHE_CAPACITY).time_to_live(MISS_CACHE_TTL).build(),
             me,
             settings,
             registry: Registry::new(),

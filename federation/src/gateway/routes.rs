@@ -3,6 +3,12 @@
 //!
 //! Cost: a known route is O(1) (a cache hit, else one database read); a search asks every online
 //! child at once, O(children) requests under the scatter deadline, and remembers the answer.
+//!
+//! Misses are remembered too, per child: a child that answered "no such instance" is not asked
+//! about that id again while its generation is the one it had then (any create below it moves
+//! the generation) and for at most 10 s, so repeating an unknown id (a typo, a deleted
+//! instance, someone probing) costs no child request. The key includes who asked (admin or the
+//! member's client), since a member is told "not found" for another client's instance.
 
 use std::sync::Arc;
 
@@ -86,6 +92,12 @@ impl Gateway {
         let children = self.registry.children();
         let (reachable, mut silent): (Vec<Arc<Child>>, Vec<Arc<Child>>) =
             children.iter().cloned().partition(|c| c.online);
+        let asker =
+            if ctx.caller.is_admin() { String::new() } else { ctx.caller.client_id.clone().unwrap_or_default() };
+        let miss_key = |child: &Child| (child.id.clone(), id.to_owned(), asker.clone());
+        // Children that answered "not there" at their current generation are not asked again.
+        let reachable: Vec<Arc<Child>> =
+            reachable.into_iter().filter(|c| self.misses.get(&miss_key(c)) != Some(c.generation)).collect();
         let path = ctx.path.through(&self.me.id);
         let answers = gather(&reachable, self.settings.scatter_deadline, |child| {
             let path = &path;
@@ -102,7 +114,7 @@ impl Gateway {
                     self.remember_route(id, &route).await;
                     return Ok(Some((child, instance)));
                 }
-                Ok(None) => {}
+                Ok(None) => self.misses.insert(miss_key(&child), child.generation),
                 Err(e) => {
                     tracing::warn!(child = %child.name, error = %e, "child zone did not answer an instance search");
                     silent.push(child);

@@ -53,6 +53,7 @@ impl Gateway {
                 name: child.name.clone(),
                 path: vec![child.name.clone()],
                 capabilities: own,
+                api_url: Some(child.api_url.clone()),
             });
             let below = match answer {
                 Ok(below) => below,
@@ -65,7 +66,7 @@ impl Gateway {
                 let mut p = vec![child.name.clone()];
                 p.extend(e.path);
                 let capabilities = if child.routable() { e.capabilities } else { None };
-                out.push(SubtreeEntry { id: e.id, name: e.name, path: p, capabilities });
+                out.push(SubtreeEntry { id: e.id, name: e.name, path: p, capabilities, api_url: e.api_url });
             }
         }
         out.truncate(api::federation::SUBTREE_MAX_ENTRIES);

@@ -53,6 +53,10 @@ pub struct ZoneAdd {
     pub weight_offset: f64,
     #[arg(long, default_value_t = 1.0)]
     pub weight_scale: f64,
+    /// Allow a plain http:// URL off loopback (the child's password then crosses the network in
+    /// clear); refused without it.
+    #[arg(long)]
+    pub insecure_http: bool,
     /// Register it disabled (polled, but no new placements).
     #[arg(long)]
     pub disabled: bool,
@@ -103,6 +107,9 @@ pub struct ZoneUpdateArgs {
     pub weight_offset: Option<f64>,
     #[arg(long)]
     pub weight_scale: Option<f64>,
+    /// Allow a new plain http:// URL off loopback (see zone-add).
+    #[arg(long)]
+    pub insecure_http: bool,
     /// Skip it for new placements (still polled).
     #[arg(long, conflicts_with = "enable")]
     pub disable: bool,
@@ -167,7 +174,14 @@ fn print_zone(z: &ChildZone) {
         ("id", z.id.clone()),
         ("status", z.status.as_str().to_owned()),
         ("disabled", z.disabled.to_string()),
-        ("api_url", z.api_url.clone()),
+        (
+            "api_url",
+            if z.insecure_http {
+                format!("{}  (insecure: plain HTTP off loopback)", z.api_url)
+            } else {
+                z.api_url.clone()
+            },
+        ),
         ("last_seen", z.last_seen.clone().unwrap_or_else(|| "never".into())),
         ("last_error", z.last_error.clone().unwrap_or_else(|| "-".into())),
         ("weight", weights(z)),
@@ -207,6 +221,7 @@ pub async fn run(command: ZoneCommand) -> anyhow::Result<()> {
                 weight_offset: a.weight_offset,
                 weight_scale: a.weight_scale,
                 disabled: a.disabled,
+                insecure_http: a.insecure_http,
             };
             let zone = client.zone_create(&req).await?;
             if a.json {
@@ -256,6 +271,7 @@ pub async fn run(command: ZoneCommand) -> anyhow::Result<()> {
                 weight_offset: u.weight_offset,
                 weight_scale: u.weight_scale,
                 disabled,
+                insecure_http: u.insecure_http,
             };
             let zone = client.zone_update(&id, &req).await?;
             if u.json {

@@ -98,6 +98,13 @@ pub struct HttpConfig {
     pub request_timeout_ms: u64,
     /// Open connections at most; further clients wait in the listen backlog until one closes.
     pub max_connections: usize,
+    /// With `tls_key_file`, the node serves HTTPS with this certificate chain (PEM).
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of `tls_cert_file` (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: Option<PathBuf>,
+    /// More root certificates (PEM) trusted for outgoing HTTPS (children, agents), beside the
+    /// system's: a private CA.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +193,9 @@ impl Default for HttpConfig {
             header_read_timeout_ms: 10_000,
             request_timeout_ms: 120_000,
             max_connections: 4096,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
         }
     }
 }

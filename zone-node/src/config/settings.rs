@@ -119,6 +119,20 @@ pub(super) const SETTINGS: &[Setting] = &[
         Ok(())
     }),
     setting!("ZONE_MAX_CONNECTIONS", http.max_connections, |c| between(c.http.max_connections as u64, 16, 1_000_000)),
+    setting!("ZONE_TLS_CERT_FILE", http.tls_cert_file, |c| match (&c.http.tls_cert_file, &c.http.tls_key_file) {
+        (Some(cert), None) => Err(problem(cert.display().to_string(), "needs ZONE_TLS_KEY_FILE as well")),
+        (Some(cert), _) => readable(cert),
+        _ => Ok(()),
+    }),
+    setting!("ZONE_TLS_KEY_FILE", http.tls_key_file, |c| match (&c.http.tls_cert_file, &c.http.tls_key_file) {
+        (None, Some(key)) => Err(problem(key.display().to_string(), "needs ZONE_TLS_CERT_FILE as well")),
+        (_, Some(key)) => readable(key),
+        _ => Ok(()),
+    }),
+    setting!("ZONE_TLS_CA_FILE", http.tls_ca_file, |c| match &c.http.tls_ca_file {
+        Some(ca) => readable(ca),
+        None => Ok(()),
+    }),
     setting!("ZONE_HOST_REPORT_INTERVAL_MS", hosts.report_interval_ms, |c| {
         between(c.hosts.report_interval_ms, 50, 3_600_000)
     }),
@@ -272,7 +286,15 @@ fn check_listen(listen: &str) -> Result<(), Problem> {
     }
 }
 
-/// Trims a trailing `/`; defaults to `http://` + the listen address (checked above).
+/// A file the node can open (its contents are checked when the node starts).
+fn readable(path: &std::path::Path) -> Result<(), Problem> {
+    std::fs::File::open(path)
+        .map(|_| ())
+        .map_err(|e| problem(path.display().to_string(), format!("cannot be read: {e}")))
+}
+
+/// Trims a trailing `/`; defaults to `http://` (`https://` with a TLS certificate) + the listen
+/// address (checked above).
 fn check_api_url(c: &mut Config) -> Result<(), Problem> {
     let url = match &c.zone.api_url {
         Some(url) => {
@@ -282,6 +304,7 @@ fn check_api_url(c: &mut Config) -> Result<(), Problem> {
             }
             url.trim_end_matches('/').to_owned()
         }
+        None if c.http.tls_cert_file.is_some() => format!("https://{}", c.listen_addr()),
         None => format!("http://{}", c.listen_addr()),
     };
     c.zone.api_url = Some(url);

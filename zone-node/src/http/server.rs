@@ -11,6 +11,9 @@
 //!   answers 504 `timeout` for a request still unanswered then. It is longer than the forward
 //!   timeout and the longest watch (the configuration checks), which end by their own deadlines.
 //!
+//! - **TLS** (`http.tls_cert_file` + `http.tls_key_file`): rustls with the process's ring
+//!   provider; the handshake must finish within the header-read timeout too.
+//!
 //! What `axum::serve` did is kept: the client's address for the login limits, `TCP_NODELAY`,
 //! accept errors survived, and a graceful stop that lets requests in flight finish.
 
@@ -33,8 +36,40 @@ use crate::config::HttpConfig;
 use crate::error::Error;
 use crate::http::AppState;
 
-/// Serves `router` on `listener` until `stop` is cancelled, then waits for the requests in flight.
-pub async fn serve(listener: TcpListener, router: Router, limits: &HttpConfig, stop: CancellationToken) {
+/// The TLS side of the server, from `http.tls_cert_file` and `http.tls_key_file`: `None` when
+/// they are not set (plain HTTP). An error names the file and what is wrong with it.
+pub fn tls_acceptor(limits: &HttpConfig) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    use anyhow::Context;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (Some(cert_file), Some(key_file)) = (&limits.tls_cert_file, &limits.tls_key_file) else {
+        return Ok(None);
+    };
+    let pem = std::fs::read(cert_file).with_context(|| format!("cannot read {}", cert_file.display()))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not a PEM certificate chain", cert_file.display()))?;
+    anyhow::ensure!(!chain.is_empty(), "{} holds no certificate", cert_file.display());
+    let pem = std::fs::read(key_file).with_context(|| format!("cannot read {}", key_file.display()))?;
+    let key = PrivateKeyDer::from_pem_slice(&pem)
+        .with_context(|| format!("{} is not a PEM private key", key_file.display()))?;
+    api::http::install_tls_provider();
+    let config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .with_context(|| format!("{} does not fit {}", key_file.display(), cert_file.display()))?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `stop` is cancelled, then waits for
+/// the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: &HttpConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: CancellationToken,
+) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
     let header_read_timeout = Duration::from_millis(limits.header_read_timeout_ms);
     let graceful = GracefulShutdown::new();
@@ -64,13 +99,27 @@ pub async fn serve(listener: TcpListener, router: Router, limits: &HttpConfig, s
             req.extensions_mut().insert(ConnectInfo(peer));
             req
         });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
-        let connection = graceful.watch(connection);
+        let service = TowerToHyperService::new(service);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            let served = match tls {
+                None => watcher.watch(http.serve_connection(TokioIo::new(tcp), service)).await,
+                Some(tls) => match tokio::time::timeout(header_read_timeout, tls.accept(tcp)).await {
+                    Ok(Ok(stream)) => watcher.watch(http.serve_connection(TokioIo::new(stream), service)).await,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake not done within the header-read timeout");
+                        Ok(())
+                    }
+                },
+            };
+            if let Err(error) = served {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
             drop(permit);

@@ -119,9 +119,12 @@ pub async fn get_zone(
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_header)]).into_response());
     }
     let membership = state.store.membership().await?;
+    // The management nodes and their URLs are the operators' business: a member uses the zone's
+    // API URL (or the lowest zone's, which login names) and gets no list of internal addresses.
     let nodes = membership
         .nodes
         .into_iter()
+        .filter(|_| caller.role == api::Role::Admin)
         .map(|n| NodeInfo {
             id: n.id.to_string(),
             state: n.state,

@@ -65,6 +65,20 @@ fn check_url(text: &str) -> ApiResult<String> {
     Ok(text.trim_end_matches('/').to_owned())
 }
 
+/// Refuses plain HTTP to a child off loopback unless the operator said `insecure_http`: the
+/// child's password and every forwarded request would cross the network in clear.
+fn check_transport(api_url: &str, insecure_http: bool) -> ApiResult<()> {
+    if api::federation::insecure_http(api_url) && !insecure_http {
+        return Err(invalid(
+            "api_url",
+            "plain http:// to an address other than loopback sends the child's password in clear; \
+             use https:// (ZONE_TLS_CERT_FILE on the child, ZONE_TLS_CA_FILE here for a private CA), \
+             or set insecure_http: true",
+        ));
+    }
+    Ok(())
+}
+
 fn check_username(name: &str) -> ApiResult<()> {
     if api::validate::valid_username(name) {
         Ok(())
@@ -139,6 +153,7 @@ pub async fn add_zone(
         check_name(name)?;
     }
     let api_url = check_url(&req.api_url)?;
+    check_transport(&api_url, req.insecure_http)?;
     check_username(&req.username)?;
     check_password(&req.password)?;
     check_weights(Some(req.weight_offset), Some(req.weight_scale))?;
@@ -229,6 +244,9 @@ pub async fn update_zone(
         check_name(name)?;
     }
     let api_url = req.api_url.as_deref().map(check_url).transpose()?;
+    if let Some(url) = &api_url {
+        check_transport(url, req.insecure_http)?;
+    }
     // The stored password is only ever sent to the URL it was given for: a new URL could be
     // anyone's listener, and the admin asking need not know the child's password.
     if api_url.as_ref().is_some_and(|u| *u != current.api_url) && req.password.is_none() {

@@ -233,6 +233,7 @@ impl ChildZoneRow {
             capabilities: detail.then(|| self.capabilities.clone()),
             generation: self.generation,
             consecutive_failures: self.consecutive_failures,
+            insecure_http: api::federation::insecure_http(&self.api_url),
         }
     }
 }

@@ -19,7 +19,7 @@ use zone_node::{Application, Stopped};
 /// A node served by this test process. Dropping it stops the node; [`TestApp::stop`] also checks
 /// that it stopped cleanly.
 pub struct TestApp {
-    /// The API's base URL, `http://127.0.0.1:<port>`.
+    /// The API's base URL, `http://127.0.0.1:<port>` (`https://` when served over TLS).
     pub url: String,
     pub admin_username: String,
     pub admin_password: String,
@@ -66,8 +66,9 @@ async fn serve(env: BTreeMap<&'static str, String>, dir: Option<tempfile::TempDi
     let admin_username = config.admin.username.clone();
     let admin_password = env["ZONE_ADMIN_PASSWORD"].clone();
     let database_url = config.database_url().to_owned();
+    // `http://127.0.0.1:<port>`, or `https://` with ZONE_TLS_CERT_FILE (the API URL's default).
+    let url = config.api_url().to_owned();
     let app = Application::build(config).await.expect("the app builds");
-    let url = format!("http://127.0.0.1:{}", app.port());
     let stop = app.shutdown_token();
     let served = tokio::spawn(app.run_until_stopped());
     // Serving starts before the node is a member that takes work (it joins in the background), so
@@ -103,6 +104,7 @@ impl TestApp {
             weight_offset: 0.0,
             weight_scale: 1.0,
             disabled: false,
+            insecure_http: false,
         }
     }
 

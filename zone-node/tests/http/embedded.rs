@@ -99,9 +99,9 @@ async fn invented_methods_are_counted_under_one_label() {
 }
 
 /// `GET /v1/zone?subtree=live` asks every zone below: admins only. A member still reads the polled
-/// subtree.
+/// subtree, without the management nodes' URLs (internal addresses).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_subtree_is_for_admins_only() {
+async fn a_live_subtree_and_the_node_list_are_for_admins_only() {
     let node = spawn_app().await;
     let admin = node.client().await;
     admin
@@ -116,7 +116,10 @@ async fn a_live_subtree_is_for_admins_only() {
     let (member, _) = api::Client::new(&node.url).login("tenant", "tenant-password-1").await.expect("member login");
     let err = member.zone_with(api::SubtreeView::Live).await.expect_err("a member asks for the live subtree");
     assert_eq!((err.status(), err.code()), (Some(403), Some(api::ErrorCode::Forbidden)), "{err}");
-    member.zone_with(api::SubtreeView::Cached).await.expect("a member reads the polled subtree");
-    admin.zone_with(api::SubtreeView::Live).await.expect("an admin reads the live subtree");
+    let seen = member.zone_with(api::SubtreeView::Cached).await.expect("a member reads the polled subtree");
+    assert!(seen.nodes.is_empty(), "a member sees node URLs: {:?}", seen.nodes);
+    let full = admin.zone_with(api::SubtreeView::Live).await.expect("an admin reads the live subtree");
+    assert_eq!(full.nodes.len(), 1, "an admin sees the node");
+    assert!(full.nodes[0].api_url.starts_with("http://127.0.0.1:"), "{:?}", full.nodes);
     node.stop().await;
 }

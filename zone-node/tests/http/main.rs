@@ -11,6 +11,7 @@
 //! - `login`: password checks bounded (429 with `Retry-After`), failures limited per username
 //!   and per address
 //! - `server`: header-read timeout, connection cap, request timeout
+//! - `tls`: HTTPS with a private CA between zones; plain HTTP off loopback needs `insecure_http`
 //! - `identity`: a revoked token is refused on every node; guards use the verified account
 //! - `embedded`: one node on the embedded defaults serves the API, the ring and the OpenAPI document
 //! - `multi_create`: `count` above 1, with simulated hosts (the `agent-sim` crate), and through a
@@ -26,5 +27,6 @@ mod input;
 mod login;
 mod multi_create;
 mod server;
+mod tls;
 mod watch;
 mod zone_update;

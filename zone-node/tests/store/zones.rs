@@ -36,6 +36,7 @@ fn snapshot(generation: i64, free_disk: f64) -> ChildSnapshot {
         name: "huddle-1".into(),
         path: vec!["huddle-1".into()],
         capabilities: Some(huddle),
+        api_url: Some("http://127.0.0.1:9/".into()),
     }];
     ChildSnapshot { capabilities, own_capabilities: Some(own), generation, subtree }
 }
