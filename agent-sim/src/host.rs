@@ -17,7 +17,7 @@ use std::time::Duration;
 use api::agent::{AgentAction, AgentTask};
 use api::Resources;
 use rand::Rng;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 
 use crate::profile::HostProfile;
@@ -137,6 +137,9 @@ struct HostState {
     /// A fingerprint of the capabilities last accepted by the zone, so unchanged ones are not
     /// sent again (a hash, not a copy: at 100,000 hosts a copy per host is a hundred MB).
     reported: Option<u64>,
+    /// The credential the zone gave this host at enrollment; `None` when the simulator acts
+    /// with an operator account.
+    credential: Option<SecretString>,
 }
 
 /// One simulated host and its agent.
@@ -171,6 +174,7 @@ impl SimHost {
                 max_concurrent_per_instance: 0,
                 counters: Counters::default(),
                 reported: None,
+                credential: None,
             }),
         }
     }
@@ -184,6 +188,19 @@ impl SimHost {
     /// The zone's id of this host (`None` before registration).
     pub fn host_id(&self) -> Option<String> {
         self.lock().host_id.clone()
+    }
+
+    /// Keeps the credential the zone gave this host at enrollment.
+    pub fn set_credential(&self, credential: SecretString) {
+        self.lock().credential = Some(credential);
+    }
+
+    /// `client` acting as this host: with the host's own credential when it was enrolled.
+    pub fn authorized(&self, client: api::Client) -> api::Client {
+        match &self.lock().credential {
+            Some(c) => client.with_token(c.expose_secret()),
+            None => client,
+        }
     }
 
     /// Records the zone's id of this host; the next report sends every capability again.

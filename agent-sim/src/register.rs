@@ -16,9 +16,9 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use api::{ClientError, ErrorCode, HostRegister, HostUpdate};
+use api::{ClientError, ErrorCode, HostEnroll, HostRegister, HostUpdate};
 use futures::StreamExt;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Mutex;
 
 use crate::host::SimHost;
@@ -114,6 +114,9 @@ async fn register_retrying(session: &ZoneSession, host: &SimHost, known: &Known)
 /// its agent URL, agent token and capabilities become this simulator's. Returns its id.
 /// `known` caches the zone's hosts across calls; `None` lists them afresh.
 pub async fn register(session: &ZoneSession, host: &SimHost, known: Option<&Known>) -> anyhow::Result<String> {
+    if let Some(token) = session.enrollment_token() {
+        return enroll(session, host, token).await;
+    }
     let capabilities = host.capabilities();
     let req = HostRegister {
         name: host.name.clone(),
@@ -158,6 +161,40 @@ pub async fn register(session: &ZoneSession, host: &SimHost, known: Option<&Know
     host.set_host_id(id.clone());
     host.reported(&capabilities);
     Ok(id)
+}
+
+/// Registers one host with the enrollment token and keeps the credential the zone gives it. A
+/// host of that name registered already cannot be taken over this way (that needs an account).
+async fn enroll(session: &ZoneSession, host: &SimHost, token: &SecretString) -> anyhow::Result<String> {
+    let capabilities = host.capabilities();
+    let req = HostEnroll {
+        enrollment_token: token.expose_secret().to_owned(),
+        name: host.name.clone(),
+        agent_url: host.agent_url.clone(),
+        capabilities: capabilities.clone(),
+        resources: host.profile.resources,
+        agent_token: Some(host.agent_token.expose_secret().to_owned()),
+    };
+    let enrolled = session
+        .call(|c| {
+            let req = &req;
+            async move { c.host_enroll(req).await }
+        })
+        .await
+        .map_err(|e| {
+            let hint = match e.code() {
+                Some(ErrorCode::Conflict) => {
+                    "; a host of that name is registered already (delete it, or use another --name-prefix)"
+                }
+                Some(ErrorCode::InvalidToken) => "; the enrollment token is unknown, expired or used up",
+                _ => "",
+            };
+            anyhow::Error::new(e).context(format!("cannot enroll host {}{hint}", host.name))
+        })?;
+    host.set_credential(SecretString::from(enrolled.credential));
+    host.set_host_id(enrolled.host.id.clone());
+    host.reported(&capabilities);
+    Ok(enrolled.host.id)
 }
 
 /// The zone's host named `name`, from the cached list when it has it, else from a fresh one

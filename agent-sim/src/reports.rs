@@ -133,7 +133,7 @@ async fn send_report(
     stop: CancellationToken,
 ) {
     let call = session.call(|c| {
-        let (id, report) = (&id, &report);
+        let (id, report, c) = (&id, &report, host.authorized(c));
         async move { c.host_report(id, report).await }
     });
     // A stop does not wait for a report to a zone that does not answer.

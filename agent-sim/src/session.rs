@@ -21,6 +21,9 @@ pub enum Credentials {
     Password { username: String, password: SecretString },
     /// A bearer token (`ZONE_TOKEN`): used until it expires, then every call fails.
     Token(SecretString),
+    /// An enrollment token (`ZONE_ENROLLMENT_TOKEN`): each host registers itself with it and
+    /// then acts with a credential of its own host; no operator account is used at all.
+    Enrollment(SecretString),
 }
 
 #[derive(Clone)]
@@ -58,7 +61,8 @@ impl ZoneSession {
     ) -> Result<ZoneSession, ClientError> {
         let zone_url = zone_url.trim_end_matches('/').to_owned();
         let token = login(&http, &zone_url, &credentials).await?;
-        let client = Client::with_http(&zone_url, http.clone()).with_token(token.expose_secret());
+        let client = authorized(Client::with_http(&zone_url, http.clone()), &token);
+        let enrolling = matches!(credentials, Credentials::Enrollment(_));
         let session = ZoneSession {
             http,
             nodes: RwLock::new(vec![zone_url.clone()]),
@@ -67,8 +71,19 @@ impl ZoneSession {
             current: RwLock::new(Current { generation: 0, token, client: client.clone() }),
             relogin: tokio::sync::Mutex::new(()),
         };
-        session.learn_nodes(&client).await?;
+        // Listing the zone's nodes needs an account; enrolled hosts use the configured URL.
+        if !enrolling {
+            session.learn_nodes(&client).await?;
+        }
         Ok(session)
+    }
+
+    /// The enrollment token hosts register with, when the session has one.
+    pub fn enrollment_token(&self) -> Option<&SecretString> {
+        match &self.credentials {
+            Credentials::Enrollment(token) => Some(token),
+            _ => None,
+        }
     }
 
     pub fn zone_url(&self) -> &str {
@@ -131,7 +146,7 @@ impl ZoneSession {
             .collect();
         for url in candidates {
             let Current { generation, token, .. } = self.current();
-            let client = Client::with_http(&url, self.http.clone()).with_token(token.expose_secret());
+            let client = authorized(Client::with_http(&url, self.http.clone()), &token);
             match call(client.clone()).await {
                 Err(e) if node_gone(&e) => continue,
                 outcome => {
@@ -174,6 +189,16 @@ impl ZoneSession {
     }
 }
 
+/// `client` with `token` as its bearer token; without one when it is empty (an enrolling session,
+/// whose hosts each carry their own credential).
+fn authorized(client: Client, token: &SecretString) -> Client {
+    if token.expose_secret().is_empty() {
+        client
+    } else {
+        client.with_token(token.expose_secret())
+    }
+}
+
 /// True when the error says the node, not the request, is the problem: another node may answer.
 fn node_gone(e: &ClientError) -> bool {
     matches!(e, ClientError::Transport { .. }) || e.code() == Some(ErrorCode::NodeFenced)
@@ -192,5 +217,7 @@ async fn login(http: &reqwest::Client, url: &str, credentials: &Credentials) -> 
             anonymous.with_token(token.expose_secret()).zone().await?;
             Ok(token.clone())
         }
+        // Checked by the first registration; the session itself holds no token.
+        Credentials::Enrollment(_) => Ok(SecretString::from(String::new())),
     }
 }

@@ -302,6 +302,17 @@ impl Client {
         self.post("/v1/hosts", req).await
     }
 
+    /// Makes an enrollment token (admin).
+    pub async fn enrollment_token_create(&self, req: &EnrollmentTokenCreate) -> Result<EnrollmentToken, ClientError> {
+        self.post("/v1/hosts/enrollment-tokens", req).await
+    }
+
+    /// Registers a host with an enrollment token (no bearer token needed): the host and its
+    /// agent's credential.
+    pub async fn host_enroll(&self, req: &HostEnroll) -> Result<HostEnrolled, ClientError> {
+        self.post("/v1/hosts/enroll", req).await
+    }
+
     pub async fn hosts(&self) -> Result<HostList, ClientError> {
         self.get("/v1/hosts").await
     }

@@ -307,6 +307,68 @@ pub struct HostRegister {
     pub agent_token: Option<String>,
 }
 
+/// `POST /v1/hosts/enrollment-tokens` (admin): a token agents register their hosts with, instead
+/// of an operator account.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentTokenCreate {
+    /// How long the token may be used: 60 s to 30 days, default 1 hour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+    /// How many hosts may register with it: 1 to 1,000,000, default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_uses: Option<i64>,
+}
+
+/// The answer to `POST /v1/hosts/enrollment-tokens`: the token is shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EnrollmentToken {
+    pub id: String,
+    pub token: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    pub max_uses: i64,
+}
+
+/// `POST /v1/hosts/enroll` (no bearer token): an agent registers its host with an enrollment
+/// token. The other fields are those of [`HostRegister`].
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostEnroll {
+    pub enrollment_token: String,
+    pub name: String,
+    pub agent_url: String,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub capabilities: std::collections::BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<String>,
+}
+
+impl HostEnroll {
+    /// The registration it carries, to validate and store as an operator's would be.
+    pub fn registration(&self) -> HostRegister {
+        HostRegister {
+            name: self.name.clone(),
+            agent_url: self.agent_url.clone(),
+            capabilities: self.capabilities.clone(),
+            resources: self.resources,
+            agent_token: self.agent_token.clone(),
+        }
+    }
+}
+
+/// The answer to `POST /v1/hosts/enroll`: the host, and the credential its agent presents as its
+/// bearer token from now on. The credential allows only this host's report and update; it is
+/// shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct HostEnrolled {
+    pub host: Host,
+    pub credential: String,
+}
+
 /// `PUT /v1/hosts/{id}`: change what an agent announced. Absent fields stay as they are;
 /// `capabilities` replaces the whole set.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -150,6 +150,10 @@ impl Application {
             work,
             zone,
             tokens,
+            host_credentials: Cache::builder()
+                .time_to_live(crate::http::auth::HOST_CREDENTIAL_CACHE_TTL)
+                .max_capacity(1_000_000)
+                .build(),
             agents,
             gateway,
             sync,

@@ -49,6 +49,11 @@ pub struct AgentSimArgs {
     /// KEY). VALUE is a number, true/false, or else a string: site=dc1, gpu=true, cpu-ghz=3.1.
     #[arg(long = "capability", value_name = "KEY=VALUE", value_parser = parse_capability)]
     pub capabilities: Vec<(String, serde_json::Value)>,
+    /// Register the hosts with this enrollment token (`POST /v1/hosts/enrollment-tokens` makes
+    /// one; or set ZONE_ENROLLMENT_TOKEN, which keeps it out of `ps`): each host then acts with a
+    /// credential of its own and no username or password is needed.
+    #[arg(long, env = "ZONE_ENROLLMENT_TOKEN", hide_env_values = true)]
+    pub enrollment_token: Option<String>,
     /// How many hosts register at once (1 to 1024): at start, hosts are registered this many in
     /// flight, each the moment one before it is done.
     #[arg(long, default_value_t = agent_sim::register::DEFAULT_REGISTER_CONCURRENCY)]
@@ -71,12 +76,15 @@ fn parse_capability(text: &str) -> Result<(String, serde_json::Value), String> {
 impl AgentSimArgs {
     /// The simulator's configuration; credentials as the operator commands take them.
     pub fn config(self) -> anyhow::Result<SimConfig> {
-        let credentials = match (self.conn.token, self.conn.password) {
-            (Some(token), _) => Credentials::Token(SecretString::from(token)),
-            (None, Some(password)) => {
+        let credentials = match (self.enrollment_token, self.conn.token, self.conn.password) {
+            (Some(enrollment), _, _) => Credentials::Enrollment(SecretString::from(enrollment)),
+            (None, Some(token), _) => Credentials::Token(SecretString::from(token)),
+            (None, None, Some(password)) => {
                 Credentials::Password { username: self.conn.username, password: SecretString::from(password) }
             }
-            (None, None) => anyhow::bail!("set ZONE_PASSWORD (or ZONE_TOKEN) so the hosts can register"),
+            (None, None, None) => {
+                anyhow::bail!("set ZONE_ENROLLMENT_TOKEN (or ZONE_PASSWORD, or ZONE_TOKEN) so the hosts can register")
+            }
         };
         Ok(SimConfig {
             zone_url: self.conn.url,

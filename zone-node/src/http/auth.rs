@@ -28,6 +28,11 @@ use crate::store::TokenRow;
 /// How long a verified token is trusted without asking the database again.
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
 
+/// How long an enrolled host's credential is known without asking the database again. Deleting
+/// the host forgets it at once on the node that deleted it; on the others a deleted host's
+/// reports are refused as reports of an unknown host.
+pub const HOST_CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(300);
+
 /// The authenticated caller of a request, put in the request's extensions by [`require_token`].
 ///
 /// For a request forwarded by a parent zone this is the caller the parent states, narrowed from
@@ -45,6 +50,9 @@ pub struct Caller {
     /// The verified account is an admin of this zone (a parent's account, or an operator's).
     pub account_is_admin: bool,
     pub path: federation::ZonePath,
+    /// Set when the request carries an enrolled host's credential instead of an account's token:
+    /// it may report and update that host and nothing else ([`host_routes_only`]).
+    pub host: Option<uuid::Uuid>,
 }
 
 /// An admin caller: the extractor of every admin-only handler, so the check is in the handler's
@@ -69,6 +77,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admin {
 }
 
 impl Caller {
+    /// Whether the caller may report and update host `id`: an admin, or that host's own agent.
+    pub fn may_act_for_host(&self, id: uuid::Uuid) -> ApiResult<()> {
+        if self.role == Role::Admin || self.host == Some(id) {
+            Ok(())
+        } else {
+            Err(Error::api(ErrorCode::Forbidden, "this needs the admin role or that host's own credential"))
+        }
+    }
+
     /// Who the request acts for, as the gateway sees it.
     pub fn principal(&self) -> federation::Principal {
         federation::Principal { username: self.username.clone(), role: self.role, client_id: self.client_id.clone() }
@@ -244,12 +261,36 @@ pub async fn require_token(State(state): State<AppState>, mut req: Request, next
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
-    match authenticate(&state, header).await.and_then(|account| narrow(&state, account, &forwarded)) {
+    let route = (req.method().clone(), req.uri().path().to_owned());
+    let caller = authenticate(&state, header)
+        .await
+        .and_then(|account| host_routes_only(account, &route.0, &route.1))
+        .and_then(|account| narrow(&state, account, &forwarded));
+    match caller {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
         Err(e) => e.into_response(),
+    }
+}
+
+/// An enrolled host's credential opens two routes: its host's report and its host's update
+/// (the handlers check that the host is its own). Everything else is 403.
+fn host_routes_only(caller: Caller, method: &axum::http::Method, path: &str) -> ApiResult<Caller> {
+    if caller.host.is_none() {
+        return Ok(caller);
+    }
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let allowed = match parts.as_slice() {
+        ["v1", "hosts", _, "report"] => method == axum::http::Method::POST,
+        ["v1", "hosts", id] => method == axum::http::Method::PUT && *id != "enrollment-tokens",
+        _ => false,
+    };
+    if allowed {
+        Ok(caller)
+    } else {
+        Err(Error::api(ErrorCode::Forbidden, "a host credential may only report and update its own host"))
     }
 }
 
@@ -260,9 +301,20 @@ fn narrow(state: &AppState, account: Caller, forwarded: &Forwarded) -> ApiResult
     state.gateway.admit(&path)?;
     let stated = federation::Stated::from_headers(|name| forwarded.get(name))?;
     let account_is_admin = account.role == Role::Admin;
-    let verified = account.account.clone();
+    let (verified, host) = (account.account.clone(), account.host);
+    if host.is_some() && stated.is_some() {
+        return Err(Error::api(ErrorCode::Forbidden, "a host credential cannot state another caller"));
+    }
     let p = federation::identity::effective(account.principal(), stated)?;
-    Ok(Caller { username: p.username, account: verified, role: p.role, client_id: p.client_id, account_is_admin, path })
+    Ok(Caller {
+        username: p.username,
+        account: verified,
+        role: p.role,
+        client_id: p.client_id,
+        account_is_admin,
+        path,
+        host,
+    })
 }
 
 async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Caller> {
@@ -277,15 +329,13 @@ async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Cal
     let hash = crate::auth::token_hash(token);
     let row: TokenRow = match state.tokens.get(&hash).await {
         Some(row) => row,
-        None => {
-            let row = state
-                .store
-                .token_lookup(&hash)
-                .await?
-                .ok_or_else(|| Error::api(ErrorCode::InvalidToken, "the token is not valid here; log in again"))?;
-            state.tokens.insert(hash, row.clone()).await;
-            row
-        }
+        None => match state.store.token_lookup(&hash).await? {
+            Some(row) => {
+                state.tokens.insert(hash, row.clone()).await;
+                row
+            }
+            None => return host_credential(state, hash).await,
+        },
     };
     if row.expired || row.expires_at_ms <= crate::time::local_now_ms() {
         return Err(Error::api(ErrorCode::TokenExpired, "the token has expired; log in again"));
@@ -299,6 +349,33 @@ async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Cal
         client_id: row.client_id,
         account_is_admin: role == Role::Admin,
         path: federation::ZonePath::empty(),
+        host: None,
+    })
+}
+
+/// The caller of a token that is no account's: an enrolled host's agent, or nobody.
+async fn host_credential(state: &AppState, hash: String) -> ApiResult<Caller> {
+    let host = match state.host_credentials.get(&hash).await {
+        Some(host) => host,
+        None => {
+            let host = state
+                .store
+                .host_by_credential(&hash)
+                .await?
+                .ok_or_else(|| Error::api(ErrorCode::InvalidToken, "the token is not valid here; log in again"))?;
+            state.host_credentials.insert(hash, host).await;
+            host
+        }
+    };
+    let name = format!("host:{host}");
+    Ok(Caller {
+        username: name.clone(),
+        account: name,
+        role: Role::Member,
+        client_id: None,
+        account_is_admin: false,
+        path: federation::ZonePath::empty(),
+        host: Some(host),
     })
 }
 

@@ -1,8 +1,12 @@
-//! Hosts (admin only), their reports, this zone's aggregate and placement dry runs.
+//! Hosts, their enrollment and reports, this zone's aggregate and placement dry runs.
 //!
-//! - `POST /v1/hosts`, `GET /v1/hosts` (this zone and its subtree), `GET/PUT/DELETE /v1/hosts/{id}`
+//! - `POST /v1/hosts`, `GET /v1/hosts` (this zone and its subtree), `GET/DELETE /v1/hosts/{id}`
 //!   (this zone's own; admin)
-//! - `POST /v1/hosts/{id}/report` (admin; what agents call): goes over the bus to the host's owner
+//! - `POST /v1/hosts/enrollment-tokens` (admin) and `POST /v1/hosts/enroll` (no bearer token: the
+//!   enrollment token is the credential): agents register without an operator account and get a
+//!   credential of their own host
+//! - `PUT /v1/hosts/{id}` and `POST /v1/hosts/{id}/report` (admin, or that host's credential; what
+//!   agents call): a report goes over the bus to the host's owner
 //! - `GET /v1/capabilities`: this zone's aggregate, merged with its children's (any caller)
 //! - `POST /v1/placements`: where requirements would land in this zone's subtree, creating nothing
 
@@ -12,7 +16,10 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 
 use api::agent::HostReport;
-use api::{Aggregate, ErrorCode, Host, HostList, HostRegister, HostUpdate, Placement};
+use api::{
+    Aggregate, EnrollmentToken, EnrollmentTokenCreate, ErrorCode, Host, HostEnroll, HostEnrolled, HostList,
+    HostRegister, HostUpdate, Placement,
+};
 
 use crate::cluster::call_owner;
 use crate::error::Error;
@@ -25,10 +32,88 @@ use crate::scheduler::{parse_capabilities, validate_agent_token, validate_agent_
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/hosts", get(list_hosts).post(register_host))
+        .route("/v1/hosts/enrollment-tokens", post(create_enrollment_token))
         .route("/v1/hosts/{id}", get(show_host).put(update_host).delete(delete_host))
         .route("/v1/hosts/{id}/report", post(report))
         .route("/v1/capabilities", get(capabilities))
         .route("/v1/placements", post(placement))
+}
+
+/// The route without a bearer token: an agent registers its host with an enrollment token.
+pub fn enroll_router() -> Router<AppState> {
+    Router::new().route("/v1/hosts/enroll", post(enroll))
+}
+
+/// Make an enrollment token (admin): agents register their hosts with it (`POST
+/// /v1/hosts/enroll`) and each gets a credential of its own host, so no agent holds an operator
+/// account. The token is shown this once.
+#[utoipa::path(post, path = "/v1/hosts/enrollment-tokens", tag = "hosts", request_body = EnrollmentTokenCreate,
+    responses((status = 201, body = EnrollmentToken), (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_enrollment_token(
+    State(state): State<AppState>,
+    Admin(caller): Admin,
+    Json(req): Json<EnrollmentTokenCreate>,
+) -> ApiResult<(StatusCode, axum::Json<EnrollmentToken>)> {
+    let secs = req.expires_in_secs.unwrap_or(3600);
+    if !(60..=30 * 86_400).contains(&secs) {
+        return Err(Error::api(ErrorCode::InvalidField, "expires_in_secs: between 60 and 2592000 (30 days)"));
+    }
+    let max_uses = req.max_uses.unwrap_or(1);
+    if !(1..=1_000_000).contains(&max_uses) {
+        return Err(Error::api(ErrorCode::InvalidField, "max_uses: between 1 and 1000000"));
+    }
+    let id = uuid::Uuid::new_v4();
+    let token = crate::auth::new_token();
+    let hash = crate::auth::token_hash(&token);
+    let expires_at_ms =
+        state.store.enrollment_token_create(id, &hash, max_uses, (secs * 1000) as i64, &caller.account).await?;
+    tracing::info!(id = %id, max_uses, expires_in_secs = secs, account = %caller.account, caller = %caller.username,
+        "enrollment token made");
+    let body =
+        EnrollmentToken { id: id.to_string(), token, expires_at: crate::time::rfc3339_ms(expires_at_ms), max_uses };
+    Ok((StatusCode::CREATED, axum::Json(body)))
+}
+
+/// Register a host with an enrollment token (no bearer token): the answer holds the host and its
+/// agent's credential, which from then on allows that host's report and update and nothing else.
+#[utoipa::path(post, path = "/v1/hosts/enroll", tag = "hosts", request_body = HostEnroll,
+    responses((status = 201, body = HostEnrolled), (status = 400, body = api::ErrorBody), (status = 401, body = api::ErrorBody),
+        (status = 409, body = api::ErrorBody)))]
+pub async fn enroll(
+    State(state): State<AppState>,
+    Json(req): Json<HostEnroll>,
+) -> ApiResult<(StatusCode, axum::Json<HostEnrolled>)> {
+    let refused = || {
+        Error::api(
+            ErrorCode::InvalidToken,
+            "the enrollment token is not valid here (unknown, expired or used up); ask the zone's operator for a new one",
+        )
+    };
+    if req.enrollment_token.is_empty() || req.enrollment_token.len() > 256 {
+        return Err(refused());
+    }
+    // Checked before a use of the token is taken: bad input costs the operator nothing.
+    let mut new = validate_host(&req.registration())?;
+    let credential = crate::auth::new_token();
+    new.credential_hash = Some(crate::auth::token_hash(&credential));
+    let Some(token_id) = state.store.enrollment_token_take(&crate::auth::token_hash(&req.enrollment_token)).await?
+    else {
+        return Err(refused());
+    };
+    match state.store.host_create(&new).await {
+        Ok(row) => {
+            tracing::info!(host = %row.id, name = %row.name, enrollment_token = %token_id, "host enrolled");
+            Ok((StatusCode::CREATED, axum::Json(HostEnrolled { host: row.to_api(), credential })))
+        }
+        Err(e) => {
+            // Nothing was registered: the use goes back.
+            if let Err(back) = state.store.enrollment_token_give_back(token_id).await {
+                tracing::warn!(enrollment_token = %token_id, error = %back, "cannot give an enrollment token's use back");
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// Register a host (admin).
@@ -90,11 +175,12 @@ pub async fn show_host(State(state): State<AppState>, _: Admin, Path(id): Path<S
     security(("bearer" = [])))]
 pub async fn update_host(
     State(state): State<AppState>,
-    _: Admin,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(req): Json<HostUpdate>,
 ) -> ApiResult<axum::Json<Host>> {
     let uuid = input::uuid("host", &id)?;
+    caller.may_act_for_host(uuid)?;
     // Validate everything before writing anything.
     if let Some(url) = &req.agent_url {
         validate_agent_url(url)?;
@@ -131,6 +217,8 @@ pub async fn delete_host(
     if !state.store.host_delete(uuid).await? {
         return Err(Error::not_found(format!("host {id}")));
     }
+    // Its agent's credential (if enrolled) stops working here at once.
+    state.host_credentials.invalidate_all();
     tracing::info!(host = %id, account = %caller.account, caller = %caller.username, "host deleted");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -141,11 +229,12 @@ pub async fn delete_host(
     responses((status = 204), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn report(
     State(state): State<AppState>,
-    _: Admin,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Json(req): Json<HostReport>,
 ) -> ApiResult<StatusCode> {
     let uuid = input::uuid("host", &id)?;
+    caller.may_act_for_host(uuid)?;
     if let Some(caps) = &req.capabilities {
         parse_capabilities(caps)?;
     }

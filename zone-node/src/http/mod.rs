@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(auth::router())
+        .merge(hosts::enroll_router())
         .merge(callbacks::router())
         .merge(protected)
         .fallback(error::no_such_route)

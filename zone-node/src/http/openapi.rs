@@ -19,6 +19,8 @@ use utoipa::{Modify, OpenApi};
         crate::http::accounts::list_accounts,
         crate::http::accounts::delete_account,
         crate::http::hosts::register_host,
+        crate::http::hosts::create_enrollment_token,
+        crate::http::hosts::enroll,
         crate::http::hosts::list_hosts,
         crate::http::hosts::show_host,
         crate::http::hosts::update_host,

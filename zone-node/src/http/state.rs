@@ -42,6 +42,10 @@ pub struct Shared {
     pub zone: ZoneRow,
     /// Verified tokens by SHA-256, for [`crate::http::auth::TOKEN_CACHE_TTL`].
     pub tokens: Cache<String, TokenRow>,
+    /// Enrolled hosts' credentials (SHA-256) → their host, for
+    /// [`crate::http::auth::HOST_CREDENTIAL_CACHE_TTL`]: a host reports every few seconds to
+    /// minutes, and each report would otherwise read the database first.
+    pub host_credentials: Cache<String, uuid::Uuid>,
     /// Agent tasks waiting for their callbacks.
     pub agents: Agents,
     /// Where requests go in this zone's subtree (its own hosts or its children).

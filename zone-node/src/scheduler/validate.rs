@@ -232,6 +232,7 @@ pub fn validate_host(reg: &HostRegister) -> Result<NewHost, ValidationError> {
         capabilities: parse_capabilities(&reg.capabilities)?,
         resources: reg.resources,
         agent_token: reg.agent_token.clone(),
+        credential_hash: None,
     })
 }
 

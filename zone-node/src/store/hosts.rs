@@ -29,6 +29,9 @@ pub struct NewHost {
     pub resources: Resources,
     /// What the zone presents to the agent as its bearer token.
     pub agent_token: Option<String>,
+    /// The SHA-256 (hex) of the credential an enrolled host's agent presents; `None` for a host
+    /// an operator account registered.
+    pub credential_hash: Option<String>,
 }
 
 /// A host's row with its capabilities.
@@ -237,8 +240,8 @@ impl Store {
     pub async fn host_create(&self, host: &NewHost) -> Result<HostRow> {
         let insert = format!(
             "INSERT INTO hosts (id, name, agent_url, state, vcpus_total, memory_mb_total, disk_gb_total, \
-             last_report_ms, created_at_ms, agent_token) \
-             VALUES ($1, $2, $3, 'up', $4, $5, $6, (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock), $7) \
+             last_report_ms, created_at_ms, agent_token, credential_hash) \
+             VALUES ($1, $2, $3, 'up', $4, $5, $6, (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock), $7, $8) \
              RETURNING {HOST_COLUMNS}"
         );
         let id = Uuid::new_v4().to_string();
@@ -252,6 +255,7 @@ impl Store {
                 .bind(host.resources.memory_mb)
                 .bind(host.resources.disk_gb)
                 .bind(&host.agent_token)
+                .bind(&host.credential_hash)
                 .fetch_one(&mut *tx)
                 .await?;
             // All capabilities in one statement: one round trip (and, on PostgreSQL, one run of

@@ -55,6 +55,7 @@ macro_rules! with_pool {
 pub mod accounts;
 mod aggregate;
 mod batch;
+pub mod enrollment;
 mod generation;
 pub mod hosts;
 pub mod instances;

@@ -11,6 +11,7 @@
 //! - `login`: password checks bounded (429 with `Retry-After`), failures limited per username
 //!   and per address
 //! - `server`: header-read timeout, connection cap, request timeout
+//! - `enrollment`: enrollment tokens, per-host credentials, `agent-sim` on a token alone
 //! - `tls`: HTTPS with a private CA between zones; plain HTTP off loopback needs `insecure_http`
 //! - `identity`: a revoked token is refused on every node; guards use the verified account
 //! - `embedded`: one node on the embedded defaults serves the API, the ring and the OpenAPI document
@@ -22,6 +23,7 @@
 
 mod app;
 mod embedded;
+mod enrollment;
 mod identity;
 mod input;
 mod login;
