@@ -100,6 +100,17 @@ impl Application {
         );
         bus.serve(service::PROBE, Arc::new(probe)).await.context("cannot serve the probe service")?;
         let agents = Agents::new(config.api_url());
+        let secrets = Arc::new(
+            crate::secrets::SecretKey::load_from(
+                config.federation.secret_key.as_ref(),
+                config.federation.secret_key_file.as_deref(),
+                &config.zone.data_dir,
+            )
+            .context("cannot load the secret key")?,
+        );
+        if !crate::agent::token::sealing(&secrets, store.backend()) {
+            tracing::warn!("agent tokens are stored as given: this zone's nodes share PostgreSQL but no secret key (set ZONE_SECRET_KEY or ZONE_SECRET_KEY_FILE on every node)");
+        }
         let instances = ResourceService::new(
             service::INSTANCE,
             cluster.clone(),
@@ -112,6 +123,7 @@ impl Application {
                 agents.clone(),
                 zone.clone(),
                 config.agent_timeout(),
+                secrets.clone(),
             ),
         );
         bus.serve(service::INSTANCE, Arc::new(instances)).await.context("cannot serve the instance service")?;
@@ -127,14 +139,6 @@ impl Application {
         let portal = Portal::new(bus.clone(), cluster.clone(), zone.clone(), config.api_url().to_owned());
         bus.serve_portal(Arc::new(portal)).await.context("cannot join the api.portal queue")?;
 
-        let secrets = Arc::new(
-            crate::secrets::SecretKey::load_from(
-                config.federation.secret_key.as_ref(),
-                config.federation.secret_key_file.as_deref(),
-                &config.zone.data_dir,
-            )
-            .context("cannot load the secret key")?,
-        );
         let (gateway, sync) = crate::gateway::build(&config, &store, &bus, &cluster, &zone, secrets.clone());
         // The children as last stored: the node serves at once, whatever state they are in.
         if let Err(e) = sync.refresh().await {

@@ -5,3 +5,4 @@
 //! agents") describes it.
 
 pub mod client;
+pub mod token;

@@ -95,6 +95,7 @@ pub async fn enroll(
     }
     // Checked before a use of the token is taken: bad input costs the operator nothing.
     let mut new = validate_host(&req.registration())?;
+    seal_agent_token(&state, &mut new)?;
     let credential = crate::auth::new_token();
     new.credential_hash = Some(crate::auth::token_hash(&credential));
     let Some(token_id) = state.store.enrollment_token_take(&crate::auth::token_hash(&req.enrollment_token)).await?
@@ -116,6 +117,16 @@ pub async fn enroll(
     }
 }
 
+/// Replaces a new host's agent token by its sealed form (`agent::token`).
+fn seal_agent_token(state: &AppState, new: &mut crate::store::NewHost) -> ApiResult<()> {
+    if let Some(token) = new.agent_token.take() {
+        let sealed = crate::agent::token::seal(&state.secrets, state.store.backend(), new.id, &token)
+            .map_err(|e| Error::Internal(format!("cannot seal an agent token: {e}")))?;
+        new.agent_token = Some(sealed);
+    }
+    Ok(())
+}
+
 /// Register a host (admin).
 #[utoipa::path(post, path = "/v1/hosts", tag = "hosts", request_body = HostRegister,
     responses((status = 201, body = Host), (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
@@ -125,7 +136,8 @@ pub async fn register_host(
     Admin(caller): Admin,
     Json(req): Json<HostRegister>,
 ) -> ApiResult<(StatusCode, axum::Json<Host>)> {
-    let new = validate_host(&req)?;
+    let mut new = validate_host(&req)?;
+    seal_agent_token(&state, &mut new)?;
     let row = state.store.host_create(&new).await?;
     tracing::info!(host = %row.id, name = %row.name, account = %caller.account, caller = %caller.username, "host registered");
     Ok((StatusCode::CREATED, axum::Json(row.to_api())))
@@ -195,8 +207,14 @@ pub async fn update_host(
             return Err(missing());
         }
     }
-    if (req.agent_url.is_some() || req.agent_token.is_some())
-        && !state.store.host_set_agent(uuid, req.agent_url.as_deref(), req.agent_token.as_deref()).await?
+    let agent_token = req
+        .agent_token
+        .as_deref()
+        .map(|t| crate::agent::token::seal(&state.secrets, state.store.backend(), uuid, t))
+        .transpose()
+        .map_err(|e| Error::Internal(format!("cannot seal an agent token: {e}")))?;
+    if (req.agent_url.is_some() || agent_token.is_some())
+        && !state.store.host_set_agent(uuid, req.agent_url.as_deref(), agent_token.as_deref()).await?
     {
         return Err(missing());
     }

@@ -227,6 +227,7 @@ pub fn validate_host(reg: &HostRegister) -> Result<NewHost, ValidationError> {
         validate_agent_token(token)?;
     }
     Ok(NewHost {
+        id: uuid::Uuid::new_v4(),
         name: reg.name.clone(),
         agent_url: reg.agent_url.clone(),
         capabilities: parse_capabilities(&reg.capabilities)?,

@@ -14,6 +14,7 @@
 //! action again and records the outcome. A task therefore ends done or failed with a reason, never
 //! stuck.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::agent::AgentAction;
@@ -27,6 +28,7 @@ use crate::bus::{Bus, Message};
 use crate::cluster::{Cluster, ResourceHandler};
 use crate::error::{Error, Result};
 use crate::scheduler::{validate_requirements, validate_resources};
+use crate::secrets::SecretKey;
 use crate::services::events;
 use crate::services::lifecycle::{begin, Stable, Task};
 use crate::store::{InstanceChange, InstanceRow, NewInstance, Store, ZoneRow};
@@ -42,6 +44,8 @@ pub struct InstanceService {
     agents: Agents,
     zone: ZoneRow,
     agent_timeout: Duration,
+    /// Opens the agent tokens sealed at rest.
+    secrets: Arc<SecretKey>,
 }
 
 /// The API's view of an instance in this zone.
@@ -82,8 +86,9 @@ impl InstanceService {
         agents: Agents,
         zone: ZoneRow,
         agent_timeout: Duration,
+        secrets: Arc<SecretKey>,
     ) -> Self {
-        InstanceService { store, bus, cluster, agents, zone, agent_timeout }
+        InstanceService { store, bus, cluster, agents, zone, agent_timeout, secrets }
     }
 
     fn me(&self) -> Uuid {
@@ -356,6 +361,11 @@ impl InstanceService {
             ),
             _ => None,
         };
+        // Sealed at rest (`agent::token`): opened only for the call.
+        let agent_token = agent_token
+            .map(|stored| crate::agent::token::open(&self.secrets, host_id, &stored))
+            .transpose()
+            .map_err(|e| fail(format!("cannot open the agent token of host {host_id}: {e}")))?;
         let call = AgentCall {
             agent_url: &agent_url,
             agent_token: agent_token.as_deref(),

@@ -22,6 +22,8 @@ use super::{assembled, is_unique_violation, parse_uuid, Result, Store, StoreErro
 /// A host to insert, already validated (see [`crate::scheduler::validate_host`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewHost {
+    /// Chosen before the row is written, so the agent token can be sealed to it.
+    pub id: Uuid,
     pub name: String,
     pub agent_url: String,
     pub capabilities: BTreeMap<String, CapabilityValue>,
@@ -244,7 +246,7 @@ impl Store {
              VALUES ($1, $2, $3, 'up', $4, $5, $6, (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock), $7, $8) \
              RETURNING {HOST_COLUMNS}"
         );
-        let id = Uuid::new_v4().to_string();
+        let id = host.id.to_string();
         let raw: RawHost = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let raw: RawHost = sqlx::query_as(assembled(&insert))

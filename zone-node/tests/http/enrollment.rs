@@ -147,6 +147,26 @@ async fn agent_sim_runs_on_an_enrollment_token_alone() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let still = admin.hosts().await.expect("hosts").hosts;
     assert!(still.iter().all(|h| h.state == "up"), "enrolled hosts went down: {still:?}");
+
+    // The agent tokens (what the zone presents to the agents) are stored sealed, and opened for
+    // the call: an instance builds (agent-sim refuses a task without its token).
+    let mut db = sqlx::SqliteConnection::connect(&app.database_url).await.expect("open the database");
+    let stored: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT agent_token FROM hosts").fetch_all(&mut db).await.expect("hosts");
+    let _ = db.close().await;
+    assert_eq!(stored.len(), 3);
+    assert!(stored.iter().all(|(t,)| t.as_deref().is_some_and(|t| t.starts_with("v1:"))), "{stored:?}");
+    let made = admin
+        .instance_create(&api::InstanceCreate {
+            name: "on-an-enrolled-host".into(),
+            client_id: Some("acme".into()),
+            requirements: vec![],
+            resources: Resources { vcpus: 1, memory_mb: 512, disk_gb: 1 },
+            count: None,
+        })
+        .await
+        .expect("an instance on an enrolled host");
+    assert_eq!(made.state, "running", "{made:?}");
     stop.cancel();
     drop(sim);
     app.stop().await;
