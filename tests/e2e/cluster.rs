@@ -195,3 +195,48 @@ async fn fourth_node_takes_a_quarter_and_no_resource_runs_twice() {
 fn tokio_util_stop() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
 }
+
+/// Sends `signal` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// A node paused (`SIGSTOP`) past `dead_after` is evicted by its peer; resumed, it learns so at its
+/// next heartbeat and, instead of exiting, rejoins the zone as a new member by itself: the same
+/// process and URL, a new node id, alive again and serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_node_rejoins_as_a_new_member_without_a_restart() {
+    let options = ClusterOptions::default();
+    let dead_after = Duration::from_millis(options.dead_after_ms);
+    let zone = Cluster::start(2, options).await;
+    let (old_id, url) = (zone.node(1).node_id(), zone.node(1).url());
+    let pid = zone.node(1).pid().expect("node 1 runs");
+    let admin0 = zone.node(0).client().await;
+
+    signal(pid, "-STOP");
+    zone.wait_until(dead_after * 4, "node 0 evicts the paused node 1", || async {
+        let info = admin0.zone().await.ok()?;
+        info.nodes.iter().any(|n| n.id == old_id && n.state == "dead").then_some(())
+    })
+    .await;
+    signal(pid, "-CONT");
+
+    let new_id = zone
+        .wait_until(Duration::from_secs(30), "node 1 rejoins with a new id", || async {
+            let info = admin0.zone().await.ok()?;
+            info.nodes
+                .iter()
+                .find(|n| {
+                    n.api_url.trim_end_matches('/') == url.trim_end_matches('/') && n.state == "alive" && n.id != old_id
+                })
+                .map(|n| n.id.clone())
+        })
+        .await;
+    assert_ne!(new_id, old_id);
+    assert!(zone.node(1).exit_status().is_none(), "node 1 exited instead of rejoining");
+    assert_eq!(zone.node(1).pid(), Some(pid), "the same process");
+    // It serves again: its own API answers with its new id.
+    let info = zone.node(1).client().await.zone().await.expect("node 1 serves again");
+    assert_eq!(info.node_id, new_id);
+}

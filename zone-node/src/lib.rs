@@ -52,7 +52,7 @@ mod store;
 mod time;
 mod workqueue;
 
-pub use app::{Application, Stopped};
+pub use app::{shutdown_signal, Application, Stopped};
 pub use bus::{Bus, BusError, Delivery, Destination, Event, Handler, Message, MAX_IN_FLIGHT};
 pub use cli::{run_operator, Cli, Command};
 pub use config::Config;

@@ -16,9 +16,13 @@ use zone_node::{Cli, Command};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// Exit codes: 2 bad configuration, 3 evicted by peers (restart it), 1 any other failure.
+/// Exit codes: 2 bad configuration, 1 any other failure. (A node its peers evicted does not exit:
+/// it rejoins the zone as a new member.)
 const EXIT_CONFIG: u8 = 2;
-const EXIT_EVICTED: u8 = 3;
+
+/// How long a node that was evicted waits between attempts to rejoin when the zone's database or
+/// bus is not back yet.
+const REJOIN_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn main() -> ExitCode {
     // One TLS provider (ring) for the HTTP clients and amqps:// alike, installed before either runs.
@@ -71,24 +75,38 @@ async fn serve(file: Option<std::path::PathBuf>) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let app = match Application::build(config).await {
-        Ok(app) => app,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "node failed to start");
-            eprintln!("error: {e:#}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match app.run_until_stopped().await {
-        Ok(Stopped::Shutdown) => ExitCode::SUCCESS,
-        Ok(Stopped::Evicted) => {
-            eprintln!("error: this node was evicted by its peers (missed heartbeats); restart it to rejoin");
-            ExitCode::from(EXIT_EVICTED)
-        }
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "node failed");
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+    // A node its peers evicted (it missed heartbeats: paused, cut off) rejoins as a new member
+    // with a new id, as a restart by its supervisor would, without the restart.
+    let mut rejoining = false;
+    loop {
+        let app = match Application::build(config.clone()).await {
+            Ok(app) => app,
+            Err(e) if rejoining => {
+                tracing::warn!(error = format!("{e:#}"), "cannot rejoin the zone yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(REJOIN_RETRY) => continue,
+                    _ = zone_node::shutdown_signal() => return ExitCode::SUCCESS,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "node failed to start");
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match app.run_until_stopped().await {
+            Ok(Stopped::Shutdown) => return ExitCode::SUCCESS,
+            Ok(Stopped::Evicted) => {
+                tracing::warn!(
+                    "this node was evicted by its peers (missed heartbeats); rejoining the zone as a new member"
+                );
+                rejoining = true;
+            }
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "node failed");
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
         }
     }
 }

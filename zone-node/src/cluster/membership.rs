@@ -141,6 +141,11 @@ struct Inner {
     /// Set when this node starts a graceful leave.
     leaving: AtomicBool,
     last_heartbeat_ok: Mutex<Instant>,
+    /// This node evicts nobody before this instant. After a failed heartbeat it is unset (no
+    /// eviction at all) until heartbeats succeed again, then set a full `dead_after` ahead: the
+    /// peers that were cut off with this node (a database outage) get the same time to write
+    /// theirs before anyone judges them by heartbeats none of them could write.
+    evict_from: Mutex<Option<Instant>>,
     /// Wakes the tick loop early (membership events from peers).
     poke: Notify,
 }
@@ -181,6 +186,7 @@ impl Cluster {
                 evicted: CancellationToken::new(),
                 leaving: AtomicBool::new(false),
                 last_heartbeat_ok: Mutex::new(Instant::now()),
+                evict_from: Mutex::new(Some(Instant::now())),
                 poke: Notify::new(),
             }),
         }
@@ -329,6 +335,12 @@ impl Cluster {
         match inner.store.node_heartbeat(inner.me).await {
             Ok(true) => {
                 *inner.last_heartbeat_ok.lock().expect("heartbeat lock poisoned") = Instant::now();
+                let mut evict_from = inner.evict_from.lock().expect("eviction lock poisoned");
+                if evict_from.is_none() {
+                    tracing::warn!(node = %inner.me, wait_ms = inner.settings.dead_after.as_millis() as u64,
+                        "heartbeats written again; evicting nobody until they have been for the eviction timeout");
+                    *evict_from = Some(Instant::now() + inner.settings.dead_after);
+                }
             }
             Ok(false) => {
                 tracing::error!(node = %inner.me, "this node was evicted by its peers; stopping");
@@ -337,6 +349,7 @@ impl Cluster {
                 return;
             }
             Err(error) => {
+                *inner.evict_from.lock().expect("eviction lock poisoned") = None;
                 let age = self.heartbeat_age();
                 tracing::warn!(node = %inner.me, %error, age_ms = age.as_millis() as u64, "heartbeat failed");
                 if age >= inner.settings.dead_after / 2 && *inner.serving.borrow() {
@@ -346,16 +359,19 @@ impl Cluster {
                 return;
             }
         }
-        // 2. Evict peers that stopped heartbeating.
-        match inner.store.nodes_evict_stale(inner.settings.dead_after.as_millis() as i64).await {
-            Ok(evicted) => {
-                for node in evicted {
-                    tracing::warn!(node = %node, "evicted a node that stopped heartbeating");
-                    inner.bus.fail_calls_to(node);
-                    self.publish_about(NodeEventKind::Evicted, node).await;
+        // 2. Evict peers that stopped heartbeating, unless this node itself was cut off lately.
+        let evict_from = *inner.evict_from.lock().expect("eviction lock poisoned");
+        if may_evict(evict_from, Instant::now()) {
+            match inner.store.nodes_evict_stale(inner.settings.dead_after.as_millis() as i64).await {
+                Ok(evicted) => {
+                    for node in evicted {
+                        tracing::warn!(node = %node, "evicted a node that stopped heartbeating");
+                        inner.bus.fail_calls_to(node);
+                        self.publish_about(NodeEventKind::Evicted, node).await;
+                    }
                 }
+                Err(error) => tracing::warn!(%error, "eviction check failed"),
             }
-            Err(error) => tracing::warn!(%error, "eviction check failed"),
         }
         // 3. Reconcile the view with the database: the safety net under the events.
         let membership = match self.refresh().await {
@@ -548,9 +564,25 @@ impl Cluster {
     }
 }
 
+/// Whether a node may evict peers now: it has not failed a heartbeat since `evict_from` was set
+/// (`None`: it is failing now) and that instant has passed.
+fn may_evict(evict_from: Option<Instant>, now: Instant) -> bool {
+    evict_from.is_some_and(|from| now >= from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_cut_off_evicts_nobody_until_it_has_heartbeated_for_the_timeout() {
+        let now = Instant::now();
+        assert!(may_evict(Some(now), now), "a node that never failed evicts at once");
+        assert!(!may_evict(None, now), "a node failing its heartbeats evicts nobody");
+        let recovered = Some(now + Duration::from_secs(5));
+        assert!(!may_evict(recovered, now + Duration::from_secs(4)), "nor within dead_after of recovering");
+        assert!(may_evict(recovered, now + Duration::from_secs(5)));
+    }
 
     #[test]
     fn node_state_names_are_the_stored_ones() {
