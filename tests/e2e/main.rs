@@ -7,6 +7,7 @@
 
 mod broker_restart;
 mod cluster;
+mod db_outage;
 mod demo;
 mod embedded;
 mod federation;

@@ -239,6 +239,13 @@ impl Cluster {
         self.view().state_of(self.inner.me).unwrap_or(NodeState::Dead)
     }
 
+    /// True from this node's first failed heartbeat until its next good one: the zone's database
+    /// cannot be reached from here, so requests are answered 503 at once (`http::server::fence`)
+    /// instead of each waiting out the connection pool.
+    pub fn database_lost(&self) -> bool {
+        self.inner.evict_from.lock().expect("eviction lock poisoned").is_none()
+    }
+
     /// Serving resource work: alive (or leaving) per the applied view, heartbeat fresh, not evicted.
     pub fn is_serving(&self) -> bool {
         *self.inner.serving.borrow()
@@ -332,7 +339,14 @@ impl Cluster {
         let inner = &self.inner;
         // 1. Heartbeat. A node that cannot write it for half the eviction timeout stops serving
         //    before its peers (waiting the full timeout) could take over its resources.
-        match inner.store.node_heartbeat(inner.me).await {
+        // Bounded well below the pool's 5 s acquire timeout: with the database down, every query
+        // waits that long, and the node should know (and fence) within a fraction of `dead_after`.
+        let bound = inner.settings.dead_after / 4;
+        let heartbeat = match tokio::time::timeout(bound, inner.store.node_heartbeat(inner.me)).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::store::StoreError::Unavailable(format!("no answer within {bound:?}"))),
+        };
+        match heartbeat {
             Ok(true) => {
                 *inner.last_heartbeat_ok.lock().expect("heartbeat lock poisoned") = Instant::now();
                 let mut evict_from = inner.evict_from.lock().expect("eviction lock poisoned");

@@ -140,6 +140,23 @@ async fn accept_failed(error: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
+/// Answers 503 `store_unavailable` at once while this node cannot reach the zone's database (its
+/// last heartbeat failed), instead of letting each request wait out the connection pool; the
+/// node serves again by itself at its next good heartbeat. Health, metrics and the OpenAPI
+/// document still answer (`/readyz` says what is wrong).
+pub async fn fence(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let exempt = matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json");
+    if !exempt && state.cluster.database_lost() {
+        return Error::api(
+            api::ErrorCode::StoreUnavailable,
+            "this node cannot reach the zone's database; it serves again by itself when the database is back",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
 /// Answers 504 `timeout` for a request not answered within `http.request_timeout_ms`.
 pub async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let limit = Duration::from_millis(state.config.http.request_timeout_ms);
