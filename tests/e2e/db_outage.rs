@@ -77,12 +77,7 @@ async fn a_database_outage_of_three_eviction_timeouts_ends_with_every_node_servi
             let mut seen = Vec::new();
             while !stop.is_cancelled() {
                 for c in &clients {
-                    let t0 = Instant::now();
-                    let r = c.capabilities().await;
-                    if std::env::var_os("OUTAGE_DEBUG").is_some() {
-                        eprintln!("{:?} {:?}", t0.elapsed(), r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                    }
-                    let outcome = match r {
+                    let outcome = match c.capabilities().await {
                         Ok(_) => Seen::Ok,
                         Err(e) if e.status() == Some(503) => Seen::Unavailable(e.to_string()),
                         Err(e) => Seen::Other(e.to_string()),
@@ -133,8 +128,10 @@ async fn a_database_outage_of_three_eviction_timeouts_ends_with_every_node_servi
     assert!(!during.is_empty(), "no request was made during the outage");
     let unclear: Vec<&(Instant, Seen)> = seen.iter().filter(|(_, s)| matches!(s, Seen::Other(_))).collect();
     assert!(unclear.is_empty(), "requests that neither succeeded nor got a clear 503: {unclear:?}");
-    let served_after = seen.iter().filter(|(t, s)| *t > back && matches!(s, Seen::Ok)).count();
-    assert!(served_after > 0, "nothing succeeded after the database came back");
+    // Each node answers what the load asked for again.
+    for (i, c) in clients.iter().enumerate() {
+        c.capabilities().await.unwrap_or_else(|e| panic!("node {i} does not serve after the outage: {e}"));
+    }
     eprintln!(
         "outage {:?}: {} requests during it ({} answered 503), {} after",
         back - outage,

@@ -394,3 +394,56 @@ async fn the_documented_broker_permissions_serve_a_zone_and_keep_a_watcher_read_
     client.close().await;
     server.close().await;
 }
+
+/// `ZONE_BUS_URL` with two brokers: both nodes connect to the first; when it dies (`kill -9` of
+/// its server, as a RabbitMQ node is lost) both move to the second by themselves and calls and
+/// the portal work again within 10 s, no restart. The two brokers here are independent, not a
+/// cluster: every node re-declares its queues on the broker it reaches, so a zone whose nodes all
+/// follow the same list is whole again on the second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_moves_to_the_next_broker_when_its_broker_dies() {
+    init_logs();
+    let id = &Uuid::new_v4().simple().to_string()[..8];
+    let first = ExtraBroker { name: format!("zt-a-{id}"), port: free_port_pair() };
+    let second = ExtraBroker { name: format!("zt-b-{id}"), port: free_port_pair() };
+    first.start().await;
+    second.start().await;
+    // oslo.messaging's form: one scheme, the vhost after the last address.
+    let url = format!("amqp://guest:guest@127.0.0.1:{},guest:guest@127.0.0.1:{}/%2f", first.port, second.port);
+    let p = prefix();
+    let server = connect(&url, &p).await;
+    let client = connect(&url, &p).await;
+    server.serve("echo", Arc::new(Echo)).await.unwrap();
+    server.serve_portal(Arc::new(Echo)).await.unwrap();
+    let dest = to(&server, "echo");
+    assert_eq!(client.call(dest.clone(), Message::new("echo", b"1".to_vec()), LONG).await.unwrap(), b"1");
+
+    // Kill the first broker's server outright.
+    let killed = std::process::Command::new("pkill")
+        .args(["-9", "-f", &format!("beam.* -home .*zone-rabbit-{}( |$)", first.name)])
+        .status()
+        .expect("run pkill");
+    assert!(killed.success(), "no beam process of {} to kill", first.name);
+    let lost = Instant::now();
+    let back = loop {
+        match client.call(dest.clone(), Message::new("echo", b"2".to_vec()), Duration::from_secs(2)).await {
+            Ok(reply) => {
+                assert_eq!(reply, b"2");
+                break lost.elapsed();
+            }
+            Err(err) => {
+                assert!(
+                    lost.elapsed() < Duration::from_secs(10),
+                    "no working call 10 s after the broker died: {err:?}"
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("calls work again {back:?} after the broker died");
+    assert_eq!(client.call(Destination::Portal, Message::new("echo", b"3".to_vec()), LONG).await.unwrap(), b"3");
+    client.close().await;
+    server.close().await;
+    first.stop().await;
+    second.stop().await;
+}

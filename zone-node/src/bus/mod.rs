@@ -30,7 +30,7 @@
 //! the broker gives the portal's next message to a less busy node); for a node's own service
 //! queues (consumed without acknowledgements) and in-process it is a semaphore per queue.
 
-mod amqp;
+pub(crate) mod amqp;
 mod envelope;
 mod memory;
 mod pending;

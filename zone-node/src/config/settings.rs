@@ -328,6 +328,14 @@ fn check_bus_url(url: &str) -> Result<(), Problem> {
     if !(url.starts_with("memory://") || url.starts_with("amqp://") || url.starts_with("amqps://")) {
         return Err(problem(redact_url(url), "must start with memory://, amqp:// or amqps://"));
     }
+    // Several RabbitMQ brokers: `amqp://u:p@h1:5672,u:p@h2:5672/vhost` or full URLs, comma-separated.
+    if url.starts_with("amqp") {
+        for one in crate::bus::amqp::brokers::split(url).map_err(|e| problem(redact_url(url), e))? {
+            if !(one.starts_with("amqp://") || one.starts_with("amqps://")) {
+                return Err(problem(redact_url(&one), "every broker must be an amqp:// or amqps:// URL"));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -80,6 +80,12 @@ fn environment_wins_and_prefix_follows_name() {
 }
 
 #[test]
+fn several_brokers_are_one_setting() {
+    let c = load(&[("ZONE_BUS_URL", "amqp://zone:pw@mq1:5672,zone:pw@mq2:5672/zone")]).expect("two brokers");
+    assert_eq!(c.bus.url.expose(), "amqp://zone:pw@mq1:5672,zone:pw@mq2:5672/zone");
+}
+
+#[test]
 fn bad_values_name_the_setting() {
     let cases: &[(&[(&str, &str)], &str)] = &[
         (&[("ZONE_LISTEN", "localhost")], "ZONE_LISTEN"),
@@ -87,6 +93,8 @@ fn bad_values_name_the_setting() {
         (&[("ZONE_DEAD_AFTER_MS", "1000")], "ZONE_DEAD_AFTER_MS"),
         (&[("ZONE_DEAD_AFTER_MS", "soon")], "ZONE_DEAD_AFTER_MS"),
         (&[("ZONE_BUS_URL", "redis://x")], "ZONE_BUS_URL"),
+        (&[("ZONE_BUS_URL", "amqp://mq1/%2f,http://mq2/%2f")], "ZONE_BUS_URL"),
+        (&[("ZONE_BUS_URL", "amqp://u:p@mq1,/%2f")], "ZONE_BUS_URL"),
         (&[("ZONE_DATABASE_URL", "mysql://u:pw@h/db")], "ZONE_DATABASE_URL"),
         (&[("ZONE_NAME", "bad name")], "ZONE_NAME"),
         (&[("ZONE_API_URL", "ftp://x")], "ZONE_API_URL"),

@@ -48,6 +48,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// One connection and its channels; replaced as a whole on reconnection.
 pub(super) struct Link {
+    /// Which of the configured brokers this connection is to.
+    pub broker: usize,
     pub(super) conn: Connection,
     pub(super) publisher: Publisher,
     pub(super) reply: Channel,
@@ -122,13 +124,34 @@ impl Shared {
         Ok(())
     }
 
-    /// Opens a connection and sets up everything this bus consumes.
-    pub(super) async fn establish(self: &Arc<Self>) -> Result<Arc<Link>, lapin::Error> {
+    /// Connects to the first broker that answers, in rotation from the one to try first (each
+    /// bounded by [`ESTABLISH_TIMEOUT`]: a broker still booting must not stall the others); the
+    /// error names every attempt.
+    pub(super) async fn establish_any(self: &Arc<Self>) -> Result<Arc<Link>, String> {
+        let mut errors = Vec::new();
+        for (i, broker) in self.brokers.in_order() {
+            match tokio::time::timeout(ESTABLISH_TIMEOUT, self.establish(i)).await {
+                Ok(Ok(link)) => {
+                    self.brokers.connected(i);
+                    if self.brokers.len() > 1 {
+                        info!(url = %broker.log_url, "bus connected to this broker");
+                    }
+                    return Ok(link);
+                }
+                Ok(Err(e)) => errors.push(format!("{}: {e}", broker.log_url)),
+                Err(_) => errors.push(format!("{}: no answer within {ESTABLISH_TIMEOUT:?}", broker.log_url)),
+            }
+        }
+        Err(errors.join("; "))
+    }
+
+    /// Opens a connection to broker `i` and sets up everything this bus consumes.
+    async fn establish(self: &Arc<Self>, i: usize) -> Result<Arc<Link>, lapin::Error> {
         let name = format!("zone-node {} {}", self.prefix, self.node);
         let props = ConnectionProperties::default().with_connection_name(LongString::from(name));
-        let conn = Connection::connect_uri(self.uri.clone(), props).await?;
+        let conn = Connection::connect_uri(self.brokers.uri(i), props).await?;
         let dead = CancellationToken::new();
-        watch_connection(&conn, dead.clone(), self.log_url.clone());
+        watch_connection(&conn, dead.clone(), self.brokers.log_url(i).to_owned());
         let channels = async {
             let publish = conn.create_channel().await?;
             let reply = conn.create_channel().await?;
@@ -156,7 +179,7 @@ impl Shared {
             }
         };
         let publisher = Publisher::start(publish, dead.clone());
-        let link = Arc::new(Link { conn, publisher, reply, consume, dead });
+        let link = Arc::new(Link { broker: i, conn, publisher, reply, consume, dead });
         tokio::spawn(reply_loop(self.clone(), link.clone(), replies));
         if let Err(err) = self.declare_all(&link).await {
             link.dead.cancel();
@@ -226,6 +249,8 @@ impl Shared {
             let closing = link.conn.close(320, ShortString::from("reconnecting"));
             let _ = tokio::time::timeout(Duration::from_millis(500), closing).await;
 
+            // The lost broker is tried last: with several, the next one is likely up.
+            self.brokers.lost(link.broker);
             let mut backoff = BACKOFF_MIN;
             let mut attempt: u32 = 0;
             let mut warn_at: u32 = 1;
@@ -235,13 +260,7 @@ impl Shared {
                     _ = self.shutdown.cancelled() => return,
                 }
                 attempt += 1;
-                // A broker that accepts TCP but never finishes the handshake (still booting)
-                // must not stall reconnection.
-                let attempt_result = match tokio::time::timeout(ESTABLISH_TIMEOUT, self.establish()).await {
-                    Ok(result) => result.map_err(|e| e.to_string()),
-                    Err(_) => Err(format!("no answer within {ESTABLISH_TIMEOUT:?}")),
-                };
-                match attempt_result {
+                match self.establish_any().await {
                     Ok(new_link) => break new_link,
                     Err(err) => {
                         let next = (backoff * 2).min(BACKOFF_MAX);

@@ -14,6 +14,7 @@
 //! may hold secrets, so the node's log filter should include `lapin=error` (or at least
 //! `lapin::returned_messages=error`); this module logs those events itself, without bodies.
 
+pub(crate) mod brokers;
 mod codec;
 mod confirms;
 mod consume;
@@ -27,7 +28,6 @@ use std::time::Duration;
 
 use api::{CodedError, ErrorBody};
 use lapin::types::ShortString;
-use lapin::uri::AMQPUri;
 use tokio::sync::{broadcast, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,7 @@ use uuid::Uuid;
 
 use self::codec::{event_properties, request_properties};
 use self::confirms::Outcome;
-use self::link::{HandlerSlot, Link, QueueKind, ESTABLISH_TIMEOUT};
+use self::link::{HandlerSlot, Link, QueueKind};
 use self::reply::AmqpReplyTo;
 use super::envelope::{now_ms, SinkInner};
 use super::pending::{lock, PendingGuard};
@@ -71,8 +71,9 @@ struct PendingCall {
 struct Shared {
     node: Uuid,
     prefix: String,
-    uri: AMQPUri,
-    /// The URL without its password, for logs.
+    /// The broker addresses (`ZONE_BUS_URL` may name several), tried in rotation.
+    brokers: brokers::Brokers,
+    /// Every address without its password, for logs.
     log_url: String,
     link: RwLock<Option<Arc<Link>>>,
     pending: Mutex<HashMap<u64, PendingCall>>,
@@ -115,15 +116,12 @@ pub struct AmqpTransport {
 impl AmqpTransport {
     /// Connects, declares the event exchange and queue, and starts the supervisor.
     pub async fn connect(url: &str, prefix: &str, node: Uuid) -> Result<AmqpTransport, BusError> {
-        let log_url = crate::redact::redact_url(url);
-        let mut uri: AMQPUri = url.parse().map_err(|e: String| BusError::InvalidUrl(format!("{log_url}: {e}")))?;
-        if uri.query.heartbeat.is_none() {
-            uri.query.heartbeat = Some(DEFAULT_HEARTBEAT_S);
-        }
+        let brokers = brokers::Brokers::parse(url, DEFAULT_HEARTBEAT_S)?;
+        let log_url = brokers.describe();
         let shared = Arc::new(Shared {
             node,
             prefix: prefix.to_owned(),
-            uri,
+            brokers,
             log_url: log_url.clone(),
             link: RwLock::new(None),
             pending: Mutex::new(HashMap::new()),
@@ -133,15 +131,10 @@ impl AmqpTransport {
             events: broadcast::channel(EVENT_CAPACITY).0,
             shutdown: CancellationToken::new(),
         });
-        let link = match tokio::time::timeout(ESTABLISH_TIMEOUT, shared.establish()).await {
-            Ok(Ok(link)) => link,
-            Ok(Err(err)) => return Err(BusError::Unavailable(format!("cannot connect to {log_url}: {err}"))),
-            Err(_) => {
-                return Err(BusError::Unavailable(format!(
-                    "cannot connect to {log_url}: no answer within {ESTABLISH_TIMEOUT:?}"
-                )))
-            }
-        };
+        let link = shared
+            .establish_any()
+            .await
+            .map_err(|err| BusError::Unavailable(format!("cannot connect to {log_url}: {err}")))?;
         *shared.link.write().unwrap_or_else(PoisonError::into_inner) = Some(link.clone());
         info!(url = %log_url, %prefix, %node, "bus connected");
         tokio::spawn(shared.clone().supervise(link));
