@@ -16,6 +16,14 @@ pub enum FedError {
     /// A child zone did not answer in time: a change sent to it may or may not have been made.
     #[error("zone {zone} did not answer within {after_ms} ms")]
     Timeout { zone: String, after_ms: u64 },
+    /// A child went offline (missed its polls) while a request was with it: the request is cut
+    /// off at that moment instead of waiting out the forward timeout. Like a timeout, it may or
+    /// may not have been carried out there, so it is not tried elsewhere.
+    #[error(
+        "zone {zone} stopped answering while the request was with it (it is offline now); it may or may not \
+         have been carried out there: look the resource up again once the zone is back"
+    )]
+    WentOffline { zone: String },
     /// The request would visit a zone twice.
     #[error("{0}")]
     Loop(String),
@@ -69,7 +77,7 @@ impl FedError {
                 ErrorCode::NoValidHost | ErrorCode::ZoneLoop | ErrorCode::HopLimitExceeded | ErrorCode::ZoneUnavailable
             ),
             FedError::Unavailable { .. } | FedError::Loop(_) | FedError::HopLimit(_) => true,
-            FedError::Timeout { .. } => false,
+            FedError::Timeout { .. } | FedError::WentOffline { .. } => false,
         }
     }
 }
@@ -80,6 +88,7 @@ impl CodedError for FedError {
             FedError::Api { code, .. } => *code,
             FedError::Unavailable { .. } => ErrorCode::ZoneUnavailable,
             FedError::Timeout { .. } => ErrorCode::Timeout,
+            FedError::WentOffline { .. } => ErrorCode::ZoneUnavailable,
             FedError::Loop(_) => ErrorCode::ZoneLoop,
             FedError::HopLimit(_) => ErrorCode::HopLimitExceeded,
         }
@@ -127,6 +136,9 @@ mod tests {
         assert!(!t.is_refusal(), "a timed-out create may have been made");
         assert_eq!(FedError::Loop("l".into()).code(), ErrorCode::ZoneLoop);
         assert!(FedError::Unavailable { zone: "z".into(), reason: "r".into() }.is_refusal());
+        let cut = FedError::WentOffline { zone: "dc1".into() };
+        assert_eq!(cut.code(), ErrorCode::ZoneUnavailable);
+        assert!(!cut.is_refusal(), "a create cut off when its child went offline may have been made");
     }
 
     #[test]

@@ -128,10 +128,18 @@ fn paths_by_id(children: &[Arc<Child>]) -> ZonePaths {
 }
 
 /// The current set of children. Cheap to read: a request clones one `Arc`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     // A std lock: held only to swap or clone an Arc, never across an await.
     view: RwLock<View>,
+    /// Bumped on every replacement, so requests in flight learn of a child going offline.
+    replaced: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry { view: RwLock::default(), replaced: tokio::sync::watch::Sender::new(0) }
+    }
 }
 
 /// The routable children's aggregates merged **per zone id**: each zone's own hosts counted once,
@@ -186,7 +194,22 @@ impl Registry {
         let removed =
             guard.children.iter().filter(|old| !new.iter().any(|c| c.id == old.id)).map(|c| c.id.clone()).collect();
         *guard = View { children: new, merged, paths };
+        drop(guard);
+        self.replaced.send_modify(|n| *n += 1);
         removed
+    }
+
+    /// Resolves once child `id` is offline or gone from the registry (never, while it is online).
+    pub async fn went_offline(&self, id: &str) {
+        let mut replaced = self.replaced.subscribe();
+        loop {
+            if self.get(id).is_none_or(|c| !c.online) {
+                return;
+            }
+            if replaced.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// All children, by name.

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use api::{
     Aggregate, AggregateEntry, Answer, CapabilityValue, CodedError, Conditional, ErrorCode, HostList, Instance,
@@ -275,6 +276,8 @@ type Zone = (Arc<Gateway>, Arc<FakeZone>);
 struct InProcess {
     zones: OnceLock<HashMap<String, Zone>>,
     down: Mutex<HashSet<String>>,
+    /// Zones that take a create and never answer (a frozen process that still accepts connections).
+    frozen: Mutex<HashSet<String>>,
     /// Requests per (child name, operation).
     calls: Mutex<HashMap<(String, &'static str), usize>>,
     total: AtomicUsize,
@@ -369,6 +372,9 @@ impl ChildTransport for InProcess {
         req: &InstanceCreate,
     ) -> Result<Answer<Instance>, FedError> {
         let (gw, ctx) = self.enter(child, hop, "create")?;
+        if self.frozen.lock().unwrap().contains(&child.id) {
+            return std::future::pending().await;
+        }
         let r = gw.create(&ctx, id, req).await.map_err(wire)?;
         Ok(Answer { value: r.value, generation: r.generation, lowest: r.lowest })
     }
@@ -798,6 +804,36 @@ async fn an_offline_child_is_avoided_and_named_in_lists() {
     t.poll_all().await;
     let list = g.instances(&admin(), &ListQuery { client_id: None, limit: 100, marker: None }).await.unwrap();
     assert_eq!((list.instances.len(), list.unreachable_zones.len()), (2, 0), "back online");
+}
+
+/// A create forwarded to a child that takes it and never answers is cut off the moment the
+/// child is marked offline (503 `zone_unavailable`, not the 60 s forward timeout), and it is not
+/// tried on another child: it may have been made there.
+#[tokio::test]
+async fn a_create_with_a_child_that_freezes_ends_when_the_child_goes_offline() {
+    let t = Tree::build().await;
+    let g = t.gw("global");
+    let region2 = t.gw("region2").me().id.clone();
+    t.transport.frozen.lock().unwrap().insert(region2.clone());
+    // hyperv hosts are only below region2: the create can go nowhere else.
+    let pending = tokio::spawn({
+        let g = g.clone();
+        async move { g.create(&admin(), &new_id(), &create("frozen", vec![hv("hyperv")])).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pending.is_finished(), "the frozen child answered");
+    let started = std::time::Instant::now();
+    // The polls that find it silent mark it offline.
+    t.transport.down.lock().unwrap().insert(region2.clone());
+    t.poll_all().await;
+    let err = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("cut off once the child went offline")
+        .expect("the task")
+        .expect_err("a create on a frozen child");
+    assert_eq!(err.code(), ErrorCode::ZoneUnavailable, "{err}");
+    assert!(err.to_string().contains("may or may not"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]

@@ -21,6 +21,27 @@ use crate::matching::may_hold;
 use crate::route::{candidates, Target};
 
 impl Gateway {
+    /// `forward`, cut off with [`FedError::WentOffline`] (503 `zone_unavailable`) the moment
+    /// `child` goes offline, instead of waiting out the forward timeout on a child that accepts
+    /// connections and never answers (a frozen process). A child already offline when the
+    /// request starts is still tried: offline is a judgement of polls, not a certainty.
+    async fn unless_offline<T>(
+        &self,
+        child: &crate::registry::Child,
+        forward: impl std::future::Future<Output = Result<T, FedError>>,
+    ) -> Result<T, FedError> {
+        if !child.online {
+            return forward.await;
+        }
+        tokio::select! {
+            answer = forward => answer,
+            _ = self.registry.went_offline(&child.id) => {
+                tracing::warn!(child = %child.name, "a child went offline with a request in flight; cut off");
+                Err(FedError::WentOffline { zone: child.name.clone() })
+            }
+        }
+    }
+
     /// Creates instance `id`: on this zone's own hosts or in the best child that may take it,
     /// trying the next candidate when one refuses. A child that does not answer in time is not
     /// retried elsewhere: the instance may exist there, and a second one must not be made.
@@ -104,13 +125,13 @@ impl Gateway {
             };
             let hop = self.hop(&ctx.caller, &path, self.settings.forward_timeout);
             let sent = if req.is_batch() {
-                self.transport.create_batch(&child, &hop, id, req).await.map(|a| Answer {
+                self.unless_offline(&child, self.transport.create_batch(&child, &hop, id, req)).await.map(|a| Answer {
                     value: Creation::Batch(InstanceBatch { instances: a.value }),
                     generation: a.generation,
                     lowest: a.lowest,
                 })
             } else {
-                self.transport.create(&child, &hop, id, req).await.map(|a| Answer {
+                self.unless_offline(&child, self.transport.create(&child, &hop, id, req)).await.map(|a| Answer {
                     value: Creation::One(Box::new(a.value)),
                     generation: a.generation,
                     lowest: a.lowest,
@@ -235,7 +256,7 @@ impl Gateway {
             Located::Child(child, client) => {
                 let path = ctx.path.through(&self.me.id);
                 let hop = self.hop(&ctx.caller, &path, self.settings.forward_timeout);
-                let answer = match self.transport.action(&child, &hop, id, action).await {
+                let answer = match self.unless_offline(&child, self.transport.action(&child, &hop, id, action)).await {
                     Err(e) if e.code() == ErrorCode::NotFound => {
                         self.forget_route(id).await;
                         return Err(e);
@@ -274,7 +295,7 @@ impl Gateway {
             Located::Child(child, client) => {
                 let path = ctx.path.through(&self.me.id);
                 let hop = self.hop(&ctx.caller, &path, self.settings.forward_timeout);
-                let answer = match self.transport.delete(&child, &hop, id).await {
+                let answer = match self.unless_offline(&child, self.transport.delete(&child, &hop, id)).await {
                     Err(e) if e.code() == ErrorCode::NotFound => {
                         self.forget_route(id).await;
                         return Err(e);
