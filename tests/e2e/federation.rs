@@ -529,3 +529,42 @@ fn fed_env(shared_key: bool) -> Vec<(String, String)> {
     }
     env
 }
+
+/// A child frozen with `SIGSTOP` (it accepts connections and never answers): a create the parent
+/// forwarded to it ends when the parent marks it offline, with 503 `zone_unavailable`, instead of
+/// after the 60 s forward timeout; after `SIGCONT` the child is back online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_on_a_frozen_child_ends_when_the_child_goes_offline() {
+    let zones = start_zones(&["hang-parent", "hang-a", "hang-b"]).await;
+    let (parent, a, b) = (&zones["hang-parent"], &zones["hang-a"], &zones["hang-b"]);
+    let _sims = futures::future::join_all([
+        SimProcess::start(sim_spec(a, 2, site_caps("hang-a", "kvm"))),
+        SimProcess::start(sim_spec(b, 2, site_caps("hang-b", "kvm"))),
+    ])
+    .await;
+    zone_add(parent, a).await;
+    zone_add(parent, b).await;
+    let admin = parent.client().await;
+    // Routing works: a create for site hang-a lands there.
+    poll_until(Duration::from_secs(20), Duration::from_millis(200), || async {
+        admin.instance_create(&create("acme", at("hang-a"))).await.ok()
+    })
+    .await
+    .expect("a create reaches hang-a through the parent");
+
+    let pid = a.pid().expect("hang-a runs");
+    let signal = |s: &str| {
+        let ok = std::process::Command::new("kill").args([s, &pid.to_string()]).status().expect("kill").success();
+        assert!(ok, "kill {s} {pid}");
+    };
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let result = admin.with_timeout(Duration::from_secs(90)).instance_create(&create("acme", at("hang-a"))).await;
+    let took = started.elapsed();
+    signal("-CONT");
+    let err = result.expect_err("a create on a frozen child");
+    assert_eq!((err.status(), err.code()), (Some(503), Some(ErrorCode::ZoneUnavailable)), "{err}");
+    assert!(took < Duration::from_secs(15), "the create waited {took:?} (the forward timeout is 60 s)");
+    eprintln!("a create on a frozen child ended after {took:?}");
+    wait_child_status(parent, "hang-a", ZoneStatus::Online, Duration::from_secs(20)).await;
+}
