@@ -278,6 +278,8 @@ struct InProcess {
     down: Mutex<HashSet<String>>,
     /// Zones that take a create and never answer (a frozen process that still accepts connections).
     frozen: Mutex<HashSet<String>>,
+    /// The id of the last create sent to a child.
+    last_create_id: Mutex<Option<String>>,
     /// Requests per (child name, operation).
     calls: Mutex<HashMap<(String, &'static str), usize>>,
     total: AtomicUsize,
@@ -372,6 +374,7 @@ impl ChildTransport for InProcess {
         req: &InstanceCreate,
     ) -> Result<Answer<Instance>, FedError> {
         let (gw, ctx) = self.enter(child, hop, "create")?;
+        *self.last_create_id.lock().unwrap() = Some(id.to_owned());
         if self.frozen.lock().unwrap().contains(&child.id) {
             return std::future::pending().await;
         }
@@ -834,6 +837,18 @@ async fn a_create_with_a_child_that_freezes_ends_when_the_child_goes_offline() {
     assert_eq!(err.code(), ErrorCode::ZoneUnavailable, "{err}");
     assert!(err.to_string().contains("may or may not"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
+    // Reconciled: global kept the route of the id it chose. Back online, region2 is asked about it
+    // directly (no search of every child) and, as the create never got through, global answers
+    // 404 and forgets the route.
+    t.transport.frozen.lock().unwrap().clear();
+    t.transport.down.lock().unwrap().clear();
+    t.poll_all().await;
+    let cut_id = t.transport.last_create_id.lock().unwrap().clone().expect("the cut create's id");
+    let (r1, r2) = (t.transport.count("region1", "show"), t.transport.count("region2", "show"));
+    let gone = g.instance(&admin(), &cut_id).await.expect_err("never made");
+    assert_eq!(gone.code(), ErrorCode::NotFound);
+    assert_eq!(t.transport.count("region1", "show"), r1, "the route sent it straight to region2");
+    assert_eq!(t.transport.count("region2", "show"), r2 + 1);
 }
 
 #[tokio::test]
