@@ -22,7 +22,14 @@ pub const LOGIN_RETRY_FOR: Duration = Duration::from_secs(3);
 pub enum ClientError {
     /// The zone answered with an error body.
     #[error("{status} {code}: {message}")]
-    Api { status: u16, code: ErrorCode, message: String },
+    Api {
+        status: u16,
+        code: ErrorCode,
+        message: String,
+        /// The zone said the request may or may not have been carried out
+        /// ([`crate::federation::OUTCOME_HEADER`]).
+        outcome_unknown: bool,
+    },
     /// The zone could not be reached or the connection failed.
     #[error("cannot reach {url}: {source}")]
     Transport { url: String, source: reqwest::Error },
@@ -494,9 +501,15 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp);
         }
+        let outcome_unknown = resp
+            .headers()
+            .get(crate::federation::OUTCOME_HEADER)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"unknown"));
         let bytes = read_body(resp, url, MAX_ERROR_BYTES).await?;
         match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => Err(ClientError::Api { status, code: body.error.code, message: body.error.message }),
+            Ok(body) => {
+                Err(ClientError::Api { status, code: body.error.code, message: body.error.message, outcome_unknown })
+            }
             Err(_) => Err(ClientError::Decode {
                 url: url.to_owned(),
                 status,

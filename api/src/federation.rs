@@ -22,6 +22,10 @@ use crate::types::Aggregate;
 pub const ZONE_PATH_HEADER: &str = "x-zone-path";
 /// The original caller's role (`admin` or `member`), set by a forwarding parent.
 pub const CALLER_ROLE_HEADER: &str = "x-zone-caller-role";
+/// On an error answer: `unknown` when the request may or may not have been carried out (a
+/// child stopped answering while it had it). A zone above must not try it elsewhere, whatever the
+/// code says: `503 zone_unavailable` alone means nothing was done.
+pub const OUTCOME_HEADER: &str = "x-zone-outcome";
 /// The original caller's client id (members), set by a forwarding parent.
 pub const CALLER_CLIENT_HEADER: &str = "x-zone-caller-client";
 /// Who the original caller is, for logs and audit: `username@zone-name`.

@@ -24,6 +24,10 @@ pub enum FedError {
          have been carried out there: look the resource up again once the zone is back"
     )]
     WentOffline { zone: String },
+    /// A child's error answer that says the request may or may not have been carried out below it
+    /// (`x-zone-outcome: unknown`): passed on with its code, never tried elsewhere.
+    #[error("{message}")]
+    OutcomeUnknown { code: ErrorCode, message: String },
     /// The request would visit a zone twice.
     #[error("{0}")]
     Loop(String),
@@ -50,7 +54,8 @@ impl FedError {
     /// child that cannot be reached or answers something that is not the API is unavailable.
     pub fn from_child(zone: &str, error: ClientError, timeout_ms: u64) -> FedError {
         match error {
-            ClientError::Api { status: 401, code, message } => FedError::Unavailable {
+            ClientError::Api { outcome_unknown: true, code, message, .. } => FedError::OutcomeUnknown { code, message },
+            ClientError::Api { status: 401, code, message, .. } => FedError::Unavailable {
                 zone: zone.to_owned(),
                 reason: format!("it refused this zone's credentials ({code}: {message}); update them with zone-update"),
             },
@@ -77,7 +82,7 @@ impl FedError {
                 ErrorCode::NoValidHost | ErrorCode::ZoneLoop | ErrorCode::HopLimitExceeded | ErrorCode::ZoneUnavailable
             ),
             FedError::Unavailable { .. } | FedError::Loop(_) | FedError::HopLimit(_) => true,
-            FedError::Timeout { .. } | FedError::WentOffline { .. } => false,
+            FedError::Timeout { .. } | FedError::WentOffline { .. } | FedError::OutcomeUnknown { .. } => false,
         }
     }
 }
@@ -89,6 +94,7 @@ impl CodedError for FedError {
             FedError::Unavailable { .. } => ErrorCode::ZoneUnavailable,
             FedError::Timeout { .. } => ErrorCode::Timeout,
             FedError::WentOffline { .. } => ErrorCode::ZoneUnavailable,
+            FedError::OutcomeUnknown { code, .. } => *code,
             FedError::Loop(_) => ErrorCode::ZoneLoop,
             FedError::HopLimit(_) => ErrorCode::HopLimitExceeded,
         }
@@ -139,6 +145,16 @@ mod tests {
         let cut = FedError::WentOffline { zone: "dc1".into() };
         assert_eq!(cut.code(), ErrorCode::ZoneUnavailable);
         assert!(!cut.is_refusal(), "a create cut off when its child went offline may have been made");
+        // Across a hop: a child's 503 marked `x-zone-outcome: unknown` is not a refusal either.
+        let marked = ClientError::Api {
+            status: 503,
+            code: ErrorCode::ZoneUnavailable,
+            message: "cut".into(),
+            outcome_unknown: true,
+        };
+        let passed = FedError::from_child("region1", marked, 1000);
+        assert_eq!(passed.code(), ErrorCode::ZoneUnavailable);
+        assert!(!passed.is_refusal(), "a zone above must not try it elsewhere");
     }
 
     #[test]
@@ -159,13 +175,23 @@ mod tests {
     fn child_api_errors_pass_through_but_401_is_ours() {
         let e = FedError::from_child(
             "dc1",
-            ClientError::Api { status: 409, code: ErrorCode::InvalidState, message: "busy".into() },
+            ClientError::Api {
+                status: 409,
+                code: ErrorCode::InvalidState,
+                message: "busy".into(),
+                outcome_unknown: false,
+            },
             1,
         );
         assert_eq!(e, FedError::api(ErrorCode::InvalidState, "busy"));
         let e = FedError::from_child(
             "dc1",
-            ClientError::Api { status: 401, code: ErrorCode::TokenExpired, message: "old".into() },
+            ClientError::Api {
+                status: 401,
+                code: ErrorCode::TokenExpired,
+                message: "old".into(),
+                outcome_unknown: false,
+            },
             1,
         );
         assert_eq!(e.code(), ErrorCode::ZoneUnavailable, "the caller's token is fine; ours at the child is not");

@@ -346,7 +346,7 @@ impl ChildTransport for RestTransport {
                 };
                 return Err(unreachable(reason));
             }
-            Err(ClientError::Api { status, code, message }) => {
+            Err(ClientError::Api { status, code, message, .. }) => {
                 return Err(unreachable(format!("logging in answered {status} {code}: {message}")))
             }
             Err(ClientError::Decode { status, .. }) => {

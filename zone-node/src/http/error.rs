@@ -20,7 +20,22 @@ impl IntoResponse for Error {
             tracing::error!(error = %self, code = %code, "request failed");
         }
         let status = StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(self.to_body())).into_response()
+        // A zone above must not try elsewhere what may have been done below.
+        let unknown = matches!(
+            &self,
+            Error::Federation(
+                federation::FedError::WentOffline { .. }
+                    | federation::FedError::Timeout { .. }
+                    | federation::FedError::OutcomeUnknown { .. }
+            )
+        );
+        let mut response = (status, axum::Json(self.to_body())).into_response();
+        if unknown {
+            response
+                .headers_mut()
+                .insert(api::federation::OUTCOME_HEADER, axum::http::HeaderValue::from_static("unknown"));
+        }
+        response
     }
 }
 

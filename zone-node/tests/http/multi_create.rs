@@ -82,7 +82,7 @@ async fn all_instances(admin: &Client) -> Vec<Instance> {
 
 fn api_error(e: ClientError) -> (u16, ErrorCode, String) {
     match e {
-        ClientError::Api { status, code, message } => (status, code, message),
+        ClientError::Api { status, code, message, .. } => (status, code, message),
         other => panic!("not an API error: {other}"),
     }
 }
