@@ -93,7 +93,18 @@ async fn a_database_outage_of_three_eviction_timeouts_ends_with_every_node_servi
     tokio::time::sleep(Duration::from_secs(1)).await;
     let outage = Instant::now();
     pg.stop();
-    tokio::time::sleep(dead_after * 3).await;
+    // /readyz says what is wrong (it needs no token and is never fenced).
+    let http = api::http::client_builder().build().expect("an HTTP client");
+    let readyz = format!("{}/readyz", zone.node(0).url());
+    let not_ready = e2e::poll_until(dead_after, Duration::from_millis(100), || async {
+        let r = http.get(&readyz).send().await.ok()?;
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.ok()?;
+        (status == 503 && body["database"]["ok"] == false).then_some(body)
+    })
+    .await;
+    assert!(not_ready.is_some(), "/readyz did not report the database down");
+    tokio::time::sleep((dead_after * 3).saturating_sub(outage.elapsed())).await;
     pg.start();
     let back = Instant::now();
 

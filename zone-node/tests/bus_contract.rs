@@ -297,12 +297,21 @@ async fn call_times_out_at_its_deadline(zone: &Zone) {
 
 async fn expired_message_is_answered_with_timeout(zone: &Zone) {
     let server = zone.node().await;
-    server.serve("echo", Arc::new(Echo)).await.unwrap();
-    let msg = Message::new("echo", vec![]).with_deadline_ms(1);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    server.serve("sink", Arc::new(Collect(tx))).await.unwrap();
+    // Past its deadline when sent (epoch + 1 ms): the caller times out, and, what the caller's
+    // own timer cannot show, the receiver drops it without running the handler.
+    let expired = Message::new("sink", br#""expired""#.to_vec()).with_deadline_ms(1);
     let started = Instant::now();
-    let err = server.call(to(&server, "echo"), msg, LONG).await.unwrap_err();
+    let err = server.call(to(&server, "sink"), expired, LONG).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::Timeout, "{err:?}");
     assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    server.send(to(&server, "sink"), Message::new("sink", br#""expired""#.to_vec()).with_deadline_ms(1)).await.unwrap();
+    // A message within its deadline, sent after them, is handled; the expired ones never were.
+    server.send(to(&server, "sink"), Message::new("sink", br#""live""#.to_vec())).await.unwrap();
+    let (first, _) = tokio::time::timeout(LONG, rx.recv()).await.expect("the live message").expect("a delivery");
+    assert_eq!(first, br#""live""#, "an expired message reached the handler");
+    assert!(rx.try_recv().is_err(), "more deliveries than the live message");
     server.close().await;
 }
 
