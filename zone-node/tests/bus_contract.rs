@@ -90,6 +90,7 @@ bus_contract_suite!(
     expired_message_is_answered_with_timeout,
     close_fails_pending_calls_and_later_calls,
     at_most_max_in_flight_handlers_per_queue,
+    a_handler_panic_stays_within_its_delivery,
 );
 
 #[tokio::test]
@@ -312,6 +313,25 @@ async fn expired_message_is_answered_with_timeout(zone: &Zone) {
     let (first, _) = tokio::time::timeout(LONG, rx.recv()).await.expect("the live message").expect("a delivery");
     assert_eq!(first, br#""live""#, "an expired message reached the handler");
     assert!(rx.try_recv().is_err(), "more deliveries than the live message");
+    server.close().await;
+}
+
+/// A handler that panics costs its one delivery (the caller gets no reply and times out), not
+/// the queue: the next message on it is handled as usual.
+async fn a_handler_panic_stays_within_its_delivery(zone: &Zone) {
+    let server = zone.node().await;
+    let client = zone.node().await;
+    server.serve("fragile", Arc::new(PanicsOnBoom)).await.unwrap();
+    let dest = to(&server, "fragile");
+    let err = client.call(dest.clone(), Message::new("x", br#""boom""#.to_vec()), Duration::from_millis(500)).await;
+    assert!(matches!(err, Err(BusError::Timeout(_))), "{err:?}");
+    for i in 0..3 {
+        let body = format!("{i}").into_bytes();
+        let reply =
+            client.call(dest.clone(), Message::new("x", body.clone()), LONG).await.expect("handled after the panic");
+        assert_eq!(reply, body);
+    }
+    client.close().await;
     server.close().await;
 }
 

@@ -59,6 +59,20 @@ impl Handler for Describe {
     }
 }
 
+/// Panics on the body `"boom"`, echoes anything else.
+pub struct PanicsOnBoom;
+
+#[async_trait::async_trait]
+impl Handler for PanicsOnBoom {
+    async fn handle(&self, d: Delivery) {
+        if d.msg.body == br#""boom""# {
+            panic!("a handler bug, on purpose");
+        }
+        let body = d.msg.body.clone();
+        d.reply(Ok(body)).await;
+    }
+}
+
 /// Replies with an error.
 pub struct Fails(pub ErrorCode, pub &'static str);
 

@@ -14,6 +14,7 @@
 //! - `enrollment`: enrollment tokens, per-host credentials, `agent-sim` on a token alone
 //! - `tls`: HTTPS with a private CA between zones; plain HTTP off loopback needs `insecure_http`
 //! - `identity`: a revoked token is refused on every node; guards use the verified account
+//! - `agents`: an agent that takes a task and never calls back
 //! - `embedded`: one node on the embedded defaults serves the API, the ring and the OpenAPI document
 //! - `multi_create`: `count` above 1, with simulated hosts (the `agent-sim` crate), and through a
 //!   parent zone
@@ -21,6 +22,7 @@
 //!   to a new URL
 //! - `watch`: `GET /v1/zone/watch` and the conditional `GET /v1/zone` that parents hold and poll
 
+mod agents;
 mod app;
 mod embedded;
 mod enrollment;
