@@ -82,14 +82,18 @@ async fn killed_node_is_evicted_its_calls_fail_and_survivors_take_over() {
             (result, started.elapsed())
         })
     };
-    // Let the probe start on the victim.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Kill only once the probe runs on the victim (its row says so), not after a guessed delay.
+    zone.wait_until(Duration::from_secs(10), "the probe runs on the victim", || async {
+        zone.probe_stats().await.iter().any(|s| s.resource_id == victims[0] && s.active == 1)
+    })
+    .await;
 
     let killed_at = Instant::now();
     zone.node_mut(2).kill9().await;
 
-    // Survivors evict it within the timeout plus one tick (plus scheduling slack for 2 cores).
-    let limit = dead_after + heartbeat + Duration::from_millis(1500);
+    // Survivors evict it within the timeout plus one tick, with slack for a loaded 2-core machine
+    // (a bound on the order of the timeout, not a benchmark: docs/benchmarks.md §2 measures it).
+    let limit = dead_after + heartbeat + Duration::from_secs(5);
     let mut evicted_after = None;
     while killed_at.elapsed() < limit + Duration::from_secs(5) {
         let info = admin0.zone().await.expect("zone");
@@ -190,6 +194,14 @@ async fn fourth_node_takes_a_quarter_and_no_resource_runs_twice() {
     // nodes or gave the newcomer none or all of them still fails.
     let share = moved as f64 / resources.len() as f64;
     assert!((0.15..=0.35).contains(&share), "the fourth node took {:.1}% of resources", share * 100.0);
+    // And the moved keys now run there: a probe of one is handled by the fourth node.
+    let client = zone.client(0).await;
+    let moved_keys: Vec<&String> =
+        resources.iter().zip(before.iter().zip(&after)).filter(|(_, (b, a))| b != a).map(|(r, _)| r).take(5).collect();
+    for r in moved_keys {
+        let ran = client.probe(r, 0).await.expect("a probe of a moved resource");
+        assert_eq!(ran.node_id, fourth, "{r} moved to the fourth node but ran on {}", ran.node_id);
+    }
 }
 
 fn tokio_util_stop() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
