@@ -246,6 +246,11 @@ impl Cluster {
         self.inner.evict_from.lock().expect("eviction lock poisoned").is_none()
     }
 
+    /// Runs the next membership tick now (re-reads the view), as a peer's event would.
+    pub fn poke(&self) {
+        self.inner.poke.notify_one();
+    }
+
     /// Serving resource work: alive (or leaving) per the applied view, heartbeat fresh, not evicted.
     pub fn is_serving(&self) -> bool {
         *self.inner.serving.borrow()

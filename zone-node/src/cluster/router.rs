@@ -44,12 +44,38 @@ pub async fn call_owner<R: Rpc>(
     request: &R,
     timeout: Duration,
 ) -> Result<R::Reply> {
-    let to = destination(cluster, R::SERVICE, resource)?;
-    let mut msg = Message::rpc(request).with_resource(resource.to_owned());
-    msg.deadline_ms = Some(crate::time::local_now_ms() + timeout.as_millis() as i64);
-    let reply = bus.call(to, msg, timeout).await?;
-    Ok(crate::bus::decode_reply::<R>(&reply)?)
+    let started = tokio::time::Instant::now();
+    let deadline_ms = crate::time::local_now_ms() + timeout.as_millis() as i64;
+    let mut attempt = 0u32;
+    loop {
+        let to = destination(cluster, R::SERVICE, resource)?;
+        let mut msg = Message::rpc(request).with_resource(resource.to_owned());
+        msg.deadline_ms = Some(deadline_ms);
+        let left = timeout.saturating_sub(started.elapsed());
+        match bus.call(to, msg, left).await {
+            Ok(reply) => return Ok(crate::bus::decode_reply::<R>(&reply)?),
+            // Unroutable, here or at a node that forwarded it: no queue took the message, so
+            // nothing was done. The owner a view named has just left (its queue is gone before
+            // every view moved on): try again on the owner of the newer view, a few times,
+            // within the deadline.
+            Err(e)
+                if e.code() == ErrorCode::Unroutable
+                    && attempt < UNROUTABLE_RETRIES
+                    && left > UNROUTABLE_PAUSE * (attempt + 2) =>
+            {
+                attempt += 1;
+                tracing::debug!(resource, attempt, error = %e, "owner's queue gone; retrying on the newer view");
+                cluster.poke();
+                tokio::time::sleep(UNROUTABLE_PAUSE * attempt).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
+
+/// How often, and after what pause (growing), a call the broker could not route is sent again.
+const UNROUTABLE_RETRIES: u32 = 5;
+const UNROUTABLE_PAUSE: Duration = Duration::from_millis(50);
 
 /// The business logic of a resource service: handles one message whose resource this node owns,
 /// with no other task on that resource running anywhere in the zone. It answers with the crate's
