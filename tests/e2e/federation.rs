@@ -348,7 +348,8 @@ async fn a_multi_root_tree_aggregates_routes_and_finds_the_lowest_zone() {
         );
         let e = alice.instance_create(&create("c-region", vec![])).await.unwrap_err();
         assert_eq!(e.code(), Some(ErrorCode::Forbidden));
-        assert!(alice.instances("client_id=c-region").await.is_err());
+        let e = alice.instances("client_id=c-region").await.unwrap_err();
+        assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
     }
     assert_eq!(g.instance(&b_instance.id).await.unwrap().state, "running", "bob's instance is untouched");
 
