@@ -344,9 +344,11 @@ impl Cluster {
         let inner = &self.inner;
         // 1. Heartbeat. A node that cannot write it for half the eviction timeout stops serving
         //    before its peers (waiting the full timeout) could take over its resources.
-        // Bounded well below the pool's 5 s acquire timeout: with the database down, every query
-        // waits that long, and the node should know (and fence) within a fraction of `dead_after`.
-        let bound = inner.settings.dead_after / 4;
+        // Bounded below the pool's 5 s acquire timeout: with the database down every query waits
+        // that long, and the node should know (and fence) sooner. Half of `dead_after`, the age at
+        // which it pauses its work anyway, so a heartbeat merely queued behind a burst of writes
+        // (SQLite has one writer) does not fence a healthy node.
+        let bound = inner.settings.dead_after / 2;
         let heartbeat = match tokio::time::timeout(bound, inner.store.node_heartbeat(inner.me)).await {
             Ok(result) => result,
             Err(_) => Err(crate::store::StoreError::Unavailable(format!("no answer within {bound:?}"))),
