@@ -593,8 +593,8 @@ mod tests {
 
     /// Serves one HTTP answer, `head` then `body`, to every connection, and counts them.
     async fn serve_raw(head: String, body: Vec<u8>) -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("the listener's address"));
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
                 let (head, body) = (head.clone(), body.clone());
@@ -638,8 +638,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_redirect_is_an_answer_and_is_not_followed() {
-        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let location = format!("http://{}/v1/auth/tokens", target.local_addr().unwrap());
+        let target = TcpListener::bind("127.0.0.1:0").await.expect("a free loopback port");
+        let location = format!("http://{}/v1/auth/tokens", target.local_addr().expect("the listener's address"));
         let url = serve_raw(
             format!("HTTP/1.1 307 Temporary Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n"),
             Vec::new(),

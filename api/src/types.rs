@@ -331,7 +331,10 @@ pub struct EnrollmentToken {
 }
 
 /// `POST /v1/hosts/enroll` (no bearer token): an agent registers its host with an enrollment
-/// token. The other fields are those of [`HostRegister`].
+/// token. The other fields are those of [`HostRegister`], repeated rather than
+/// `#[serde(flatten)]`ed: serde does not support `deny_unknown_fields` with `flatten`, and an
+/// unknown field must stay a 400 here as on `POST /v1/hosts`. [`HostEnroll::registration`] is the
+/// one place the two meet.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HostEnroll {

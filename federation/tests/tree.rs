@@ -374,7 +374,7 @@ impl ChildTransport for InProcess {
         req: &InstanceCreate,
     ) -> Result<Answer<Instance>, FedError> {
         let (gw, ctx) = self.enter(child, hop, "create")?;
-        *self.last_create_id.lock().unwrap() = Some(id.to_owned());
+        *self.last_create_id.lock().expect("no test thread panicked holding the lock") = Some(id.to_owned());
         if self.frozen.lock().unwrap().contains(&child.id) {
             return std::future::pending().await;
         }

@@ -88,6 +88,20 @@ fn rand_u16() -> u16 {
     u16::from_le_bytes([bytes[0], bytes[1]])
 }
 
+/// Two nodes of one new prefix on `url`: the server serves `echo` and the portal (both echo), and
+/// one call from the client has gone through. Returns (server, client, the echo destination).
+async fn echo_pair(url: &str) -> (Bus, Bus, Destination) {
+    let p = prefix();
+    let server = connect(url, &p).await;
+    let client = connect(url, &p).await;
+    server.serve("echo", Arc::new(Echo)).await.expect("serve echo");
+    server.serve_portal(Arc::new(Echo)).await.expect("serve the portal");
+    let dest = to(&server, "echo");
+    let reply = client.call(dest.clone(), Message::new("echo", b"1".to_vec()), LONG).await.expect("a first call");
+    assert_eq!(reply, b"1");
+    (server, client, dest)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_the_broker_restarts() {
     init_logs();
@@ -95,13 +109,7 @@ async fn reconnects_after_the_broker_restarts() {
         ExtraBroker { name: format!("zt-{}", &Uuid::new_v4().simple().to_string()[..10]), port: free_port_pair() };
     broker.start().await;
     let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);
-    let p = prefix();
-    let server = connect(&url, &p).await;
-    let client = connect(&url, &p).await;
-    server.serve("echo", Arc::new(Echo)).await.unwrap();
-    server.serve_portal(Arc::new(Echo)).await.unwrap();
-    let dest = to(&server, "echo");
-    assert_eq!(client.call(dest.clone(), Message::new("echo", b"1".to_vec()), LONG).await.unwrap(), b"1");
+    let (server, client, dest) = echo_pair(&url).await;
 
     // A call pending when the broker goes away ends with Unavailable, not at its timeout.
     let slow_started = Arc::new(Notify::new());
@@ -410,13 +418,7 @@ async fn a_bus_moves_to_the_next_broker_when_its_broker_dies() {
     second.start().await;
     // oslo.messaging's form: one scheme, the vhost after the last address.
     let url = format!("amqp://guest:guest@127.0.0.1:{},guest:guest@127.0.0.1:{}/%2f", first.port, second.port);
-    let p = prefix();
-    let server = connect(&url, &p).await;
-    let client = connect(&url, &p).await;
-    server.serve("echo", Arc::new(Echo)).await.unwrap();
-    server.serve_portal(Arc::new(Echo)).await.unwrap();
-    let dest = to(&server, "echo");
-    assert_eq!(client.call(dest.clone(), Message::new("echo", b"1".to_vec()), LONG).await.unwrap(), b"1");
+    let (server, client, dest) = echo_pair(&url).await;
 
     // Kill the first broker's server outright.
     let killed = std::process::Command::new("pkill")

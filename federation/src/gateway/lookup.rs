@@ -188,9 +188,10 @@ mod tests {
     fn a_childs_answer_keeps_its_zone_and_gets_the_registered_url() {
         let c = child();
         assert_eq!(vouched(&c, None), None);
-        let itself = vouched(&c, Some(claim("id-dc1", "dc1", &["dc1"]))).unwrap();
+        let itself = vouched(&c, Some(claim("id-dc1", "dc1", &["dc1"]))).expect("an answer naming the child is kept");
         assert_eq!((itself.zone_id.as_str(), itself.api_url.as_str()), ("id-dc1", "https://dc1.registered"));
-        let below = vouched(&c, Some(claim("id-huddle", "huddle", &["dc1", "huddle"]))).unwrap();
+        let below =
+            vouched(&c, Some(claim("id-huddle", "huddle", &["dc1", "huddle"]))).expect("a listed zone below is kept");
         assert_eq!((below.zone_id.as_str(), below.api_url.as_str()), ("id-huddle", "https://huddle.registered-by-dc1"));
         assert_eq!(below.path, ["dc1", "huddle"]);
     }
@@ -203,7 +204,7 @@ mod tests {
             // A listed zone at a path the child does not list is not vouched for either.
             claim("id-huddle", "huddle", &["dc1", "other", "huddle"]),
         ] {
-            let a = vouched(&c, Some(bogus)).unwrap();
+            let a = vouched(&c, Some(bogus)).expect("an unvouched answer becomes the child, not nothing");
             assert_eq!((a.zone_id.as_str(), a.api_url.as_str()), ("id-dc1", "https://dc1.registered"));
             assert_eq!(a.path, ["dc1"]);
         }
