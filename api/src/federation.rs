@@ -20,8 +20,12 @@ use crate::types::Aggregate;
 /// finds its own id here refuses the request (`zone_loop`); one that would exceed the hop limit
 /// refuses it (`hop_limit_exceeded`).
 pub const ZONE_PATH_HEADER: &str = "x-zone-path";
-/// The original caller's role (`admin` or `member`), set by a forwarding parent.
+/// The original caller's role (`admin`, `member` or `parent`), set by a forwarding parent.
 pub const CALLER_ROLE_HEADER: &str = "x-zone-caller-role";
+/// With role `parent`: the client-id patterns the caller is limited to, comma-separated (see
+/// [`crate::ClientScope`]). A zone that reached this one through a limited account states its
+/// scope here, so the limit holds at every zone below it.
+pub const CALLER_CLIENTS_HEADER: &str = "x-zone-caller-clients";
 /// On an error answer: `unknown` when the request may or may not have been carried out (a
 /// child stopped answering while it had it). A zone above must not try it elsewhere, whatever the
 /// code says: `503 zone_unavailable` alone means nothing was done.

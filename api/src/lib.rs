@@ -11,6 +11,7 @@
 //! - [`http`]: where every HTTP client is built (the TLS provider is installed there)
 //! - [`bus`]: the bus protocol: every message and event kind with its body and reply types
 //! - [`agent`]: the host-agent protocol (zone → agent tasks, agent → zone callbacks and reports)
+//! - [`scope`]: the client-id patterns that limit a `parent` account
 //! - [`federation`]: child zones, the lowest-zone answer, and the headers of forwarded requests
 
 pub mod agent;
@@ -19,6 +20,7 @@ pub mod client;
 pub mod error;
 pub mod federation;
 pub mod http;
+pub mod scope;
 pub mod types;
 pub mod validate;
 
@@ -28,4 +30,5 @@ pub use federation::{
     ChildSummary, ChildZone, LowestZone, SubtreeEntry, SubtreeView, ZoneCreate, ZoneList, ZoneStatus, ZoneUpdate,
     ZoneWatch,
 };
+pub use scope::{ClientPattern, ClientScope};
 pub use types::*;

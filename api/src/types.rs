@@ -51,6 +51,9 @@ pub struct TokenResponse {
     pub expires_at: String,
     pub roles: Vec<Role>,
     pub client_id: Option<String>,
+    /// A `parent` account's client-id patterns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ids: Option<Vec<String>>,
     /// The API the caller should use: the lowest zone that manages all of the caller's instances.
     pub api_url: String,
 }
@@ -77,6 +80,10 @@ pub enum Role {
     Admin,
     /// A tenant: sees and acts on its own client's resources only.
     Member,
+    /// A parent zone limited to some clients (the account's `client_ids` patterns): it sees and
+    /// acts on those clients' instances, and reads the zone's aggregate and subtree as a parent
+    /// needs to; it manages nothing (no accounts, zones or hosts).
+    Parent,
 }
 
 impl Role {
@@ -105,6 +112,11 @@ pub struct AccountCreate {
     /// The client (tenant) whose resources a member sees. Required for members.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// The clients a `parent` account is limited to: 1 to 64 patterns, each a client id or a
+    /// client-id prefix ending in `*` (`acme-*`). Required for `parent`, refused for the others.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>)]
+    pub client_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
@@ -112,6 +124,9 @@ pub struct Account {
     pub username: String,
     pub role: Role,
     pub client_id: Option<String>,
+    /// A `parent` account's client-id patterns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ids: Option<Vec<String>>,
     pub created_at: String,
 }
 

@@ -334,7 +334,7 @@ impl ChildTransport for RestTransport {
                 return Err(FedError::api(
                     ErrorCode::ZoneAuthFailed,
                     format!(
-                        "the zone at {api_url} refused username {:?} with that password; give an admin account of that zone",
+                        "the zone at {api_url} refused username {:?} with that password; give an admin or parent account of that zone",
                         credentials.username
                     ),
                 ))
@@ -353,11 +353,13 @@ impl ChildTransport for RestTransport {
                 return Err(unreachable(format!("logging in answered {status} with something that is not the zone API")))
             }
         };
-        if !tok.roles.contains(&Role::Admin) {
+        // An admin account, or a parent account limited to some clients (the child decides what
+        // its parent may see; members cannot act for anyone else).
+        if !tok.roles.iter().any(|r| matches!(r, Role::Admin | Role::Parent)) {
             return Err(FedError::api(
                 ErrorCode::ZoneAuthFailed,
                 format!(
-                    "{:?} is not an admin of the zone at {api_url}: a parent needs an admin account to act for its callers there",
+                    "{:?} is neither an admin nor a parent account of the zone at {api_url}: a parent needs one to act for its callers there",
                     credentials.username
                 ),
             ));

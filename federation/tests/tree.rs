@@ -19,7 +19,7 @@ use std::time::Duration;
 use api::{
     Aggregate, AggregateEntry, Answer, CapabilityValue, CodedError, Conditional, ErrorCode, HostList, Instance,
     InstanceAction, InstanceActionKind, InstanceCreate, InstanceList, LowestZone, NodeInfo, Op, Placement,
-    PlacementRequest, Requirement, Resources, Role, ZoneInfo,
+    PlacementRequest, Requirement, Resources, ZoneInfo,
 };
 use federation::identity::{effective, Stated};
 use federation::matching::{may_meet, FREE_DISK_GB, FREE_MEMORY_MB, FREE_VCPUS};
@@ -300,7 +300,7 @@ impl InProcess {
         let (gw, _) = self.zones.get().unwrap().get(&child.id).expect("a known zone").clone();
         let headers = hop.caller.headers(hop.origin);
         let stated = Stated::from_headers(|n| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))?;
-        let account = Principal { username: "parent".into(), role: Role::Admin, client_id: None };
+        let account = Principal::admin("parent");
         let ctx = RequestContext { caller: effective(account, stated)?, path: hop.path.clone() };
         gw.admit(&ctx.path).map_err(wire)?;
         Ok((gw, ctx))
@@ -541,17 +541,11 @@ impl Tree {
 }
 
 fn admin() -> RequestContext {
-    RequestContext {
-        caller: Principal { username: "ops".into(), role: Role::Admin, client_id: None },
-        path: ZonePath::empty(),
-    }
+    RequestContext { caller: Principal::admin("ops"), path: ZonePath::empty() }
 }
 
 fn member(client: &str) -> RequestContext {
-    RequestContext {
-        caller: Principal { username: format!("{client}-user"), role: Role::Member, client_id: Some(client.into()) },
-        path: ZonePath::empty(),
-    }
+    RequestContext { caller: Principal::member(format!("{client}-user"), client), path: ZonePath::empty() }
 }
 
 fn create(client: &str, reqs: Vec<Requirement>) -> InstanceCreate {

@@ -324,6 +324,7 @@ async fn a_multi_root_tree_aggregates_routes_and_finds_the_lowest_zone() {
                     password: format!("{user}-password-1"),
                     role: api::Role::Member,
                     client_id: Some(client.into()),
+                    client_ids: None,
                 })
                 .await
                 .unwrap();
@@ -405,6 +406,7 @@ async fn zone_add_refuses_bad_input_and_loops_and_so_does_every_hop() {
             password: "tenant-password-1".into(),
             role: api::Role::Member,
             client_id: Some("t".into()),
+            client_ids: None,
         })
         .await
         .unwrap();

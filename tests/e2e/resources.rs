@@ -563,6 +563,7 @@ async fn bad_input_and_other_clients_get_clear_4xx_and_change_nothing() {
             password: "bob-password-123".into(),
             role: api::Role::Member,
             client_id: Some("client-b".into()),
+            client_ids: None,
         })
         .await
         .unwrap();

@@ -283,6 +283,7 @@ async fn bootstrap_admin(store: &Store, config: &Config) -> anyhow::Result<()> {
         password_hash,
         role: "admin".into(),
         client_id: None,
+        client_ids: None,
         created_at_ms: 0,
     };
     if store.account_create_if_absent(&row).await? {

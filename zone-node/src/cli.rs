@@ -53,12 +53,16 @@ pub enum Command {
         /// The new account's username.
         #[arg(value_name = "USERNAME")]
         name: String,
-        /// admin or member.
+        /// admin, member or parent.
         #[arg(long, default_value = "member")]
         role: String,
         /// The client (tenant) a member belongs to.
         #[arg(long)]
         client_id: Option<String>,
+        /// The clients a parent account is limited to: comma-separated client ids or prefixes
+        /// ending in '*' (`--client-ids 'acme-*,bob'`).
+        #[arg(long, value_delimiter = ',')]
+        client_ids: Option<Vec<String>>,
         /// The new account's password (or set ZONE_NEW_PASSWORD, which keeps it out of `ps`).
         #[arg(long = "new-password", env = "ZONE_NEW_PASSWORD", hide_env_values = true)]
         new_password: String,
@@ -224,12 +228,13 @@ pub async fn run_operator(command: Command) -> anyhow::Result<()> {
                 print_table(&["NODE", "STATE", "API", "LAST HEARTBEAT"], &rows);
             }
         }
-        Command::AccountAdd { conn, name, role, client_id, new_password } => {
-            let role = Role::parse(&role).with_context(|| format!("--role must be admin or member, not {role:?}"))?;
+        Command::AccountAdd { conn, name, role, client_id, client_ids, new_password } => {
+            let role =
+                Role::parse(&role).with_context(|| format!("--role must be admin, member or parent, not {role:?}"))?;
             let account = conn
                 .client()
                 .await?
-                .account_create(&AccountCreate { username: name, password: new_password, role, client_id })
+                .account_create(&AccountCreate { username: name, password: new_password, role, client_id, client_ids })
                 .await?;
             println!("created {} ({})", account.username, account.role.as_str());
         }
@@ -245,12 +250,15 @@ pub async fn run_operator(command: Command) -> anyhow::Result<()> {
                         vec![
                             a.username.clone(),
                             a.role.as_str().into(),
-                            a.client_id.clone().unwrap_or_else(|| "-".into()),
+                            a.client_id
+                                .clone()
+                                .or_else(|| a.client_ids.as_ref().map(|c| c.join(",")))
+                                .unwrap_or_else(|| "-".into()),
                             a.created_at.clone(),
                         ]
                     })
                     .collect::<Vec<_>>();
-                print_table(&["USERNAME", "ROLE", "CLIENT", "CREATED"], &rows);
+                print_table(&["USERNAME", "ROLE", "CLIENTS", "CREATED"], &rows);
             }
         }
         Command::AccountDelete { conn, name } => {

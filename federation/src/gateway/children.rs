@@ -136,7 +136,7 @@ impl Gateway {
 
     /// Who this zone is when it polls or watches a child on its own account.
     fn as_parent(&self) -> Principal {
-        Principal { username: format!("zone:{}", self.me.name), role: api::Role::Admin, client_id: None }
+        Principal::admin(format!("zone:{}", self.me.name))
     }
 
     /// A polled answer, checked to be the registered zone and not to hold this zone below it.

@@ -92,8 +92,7 @@ impl Gateway {
         let children = self.registry.children();
         let (reachable, mut silent): (Vec<Arc<Child>>, Vec<Arc<Child>>) =
             children.iter().cloned().partition(|c| c.online);
-        let asker =
-            if ctx.caller.is_admin() { String::new() } else { ctx.caller.client_id.clone().unwrap_or_default() };
+        let asker = ctx.caller.visibility_key();
         let miss_key = |child: &Child| (child.id.clone(), id.to_owned(), asker.clone());
         // Children that answered "not there" at their current generation are not asked again.
         let reachable: Vec<Arc<Child>> =

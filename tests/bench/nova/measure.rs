@@ -3,7 +3,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use api::{Aggregate, AggregateEntry, InstanceCreate, LowestZone, Op, PlacementRequest, Requirement, Role};
+use api::{Aggregate, AggregateEntry, InstanceCreate, LowestZone, Op, PlacementRequest, Requirement};
 use federation::lookup::{LookupCache, Source};
 use federation::matching::{may_satisfy, FREE_MEMORY_MB};
 use federation::route::candidates;
@@ -40,10 +40,7 @@ pub fn ms(d: Duration) -> String {
 }
 
 pub fn admin() -> RequestContext {
-    RequestContext {
-        caller: Principal { username: "ops".into(), role: Role::Admin, client_id: None },
-        path: ZonePath::empty(),
-    }
+    RequestContext { caller: Principal::admin("ops"), path: ZonePath::empty() }
 }
 
 /// The create of the figures: three requirements (kvm, aarch64, a GPU) that one huddle in twenty
@@ -452,7 +449,7 @@ pub struct StepCosts {
 pub async fn step_costs(tree: &Tree, n: usize) -> Result<StepCosts, String> {
     async fn read(tree: &Tree, parent: &Level, n: usize) -> Result<Stats, String> {
         let child = parent.gateway.registry().children()[0].clone();
-        let caller = Principal { username: "zone:parent".into(), role: Role::Admin, client_id: None };
+        let caller = Principal::admin("zone:parent");
         let path = ZonePath::empty().through(&parent.gateway.me().id);
         let hop = federation::Hop {
             path: &path,

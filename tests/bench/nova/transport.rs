@@ -13,7 +13,7 @@ use std::time::Duration;
 use api::federation::WATCH_MAX_TIMEOUT_MS;
 use api::{
     Aggregate, Answer, ChildSummary, Conditional, ErrorCode, HostList, Instance, InstanceAction, InstanceCreate,
-    InstanceList, LowestZone, Placement, PlacementRequest, Role, SubtreeEntry, SubtreeView, ZoneInfo, ZoneWatch,
+    InstanceList, LowestZone, Placement, PlacementRequest, SubtreeEntry, SubtreeView, ZoneInfo, ZoneWatch,
 };
 use federation::identity::{effective, Stated};
 use federation::{Child, ChildTransport, Credentials, FedError, Gateway, Hop, ListQuery, Principal, RequestContext};
@@ -124,7 +124,7 @@ impl InProcess {
         let node = self.node(child)?;
         let headers = hop.caller.headers(hop.origin);
         let stated = Stated::from_headers(|n| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))?;
-        let account = Principal { username: "parent".into(), role: Role::Admin, client_id: None };
+        let account = Principal::admin("parent");
         let ctx = RequestContext { caller: effective(account, stated)?, path: hop.path.clone() };
         let admitted = match &node {
             Node::Hub { gateway, .. } => gateway.admit(&ctx.path),

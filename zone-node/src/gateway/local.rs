@@ -162,11 +162,16 @@ impl LocalZone for NodeZone {
     }
 
     async fn instances(&self, caller: &Principal, query: &ListQuery) -> Result<InstanceList, FedError> {
-        // The HTTP edge has already scoped a member's query to its client.
-        let client = if caller.is_admin() { query.client_id.clone() } else { caller.client_id.clone() };
+        // The HTTP edge has already scoped a member's query to its client; a parent's is scoped
+        // to its clients here.
+        let client = if caller.role == api::Role::Member { caller.client_id.clone() } else { query.client_id.clone() };
+        let scope = caller.clients.as_ref().filter(|_| caller.role == api::Role::Parent);
         let limit = query.limit.max(1) as i64;
-        let mut rows =
-            self.store.instances_page(client.as_deref(), query.marker.as_deref(), limit + 1).await.map_err(fed)?;
+        let mut rows = self
+            .store
+            .instances_page(client.as_deref(), scope, query.marker.as_deref(), limit + 1)
+            .await
+            .map_err(fed)?;
         let next_marker = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|r| r.id.to_string())

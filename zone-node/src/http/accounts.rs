@@ -27,6 +27,7 @@ fn to_api(row: AccountRow) -> ApiResult<Account> {
         username: row.username,
         role,
         client_id: row.client_id,
+        client_ids: row.client_ids.as_ref().map(api::ClientScope::to_strings),
         created_at: crate::time::rfc3339_ms(row.created_at_ms),
     })
 }
@@ -51,6 +52,12 @@ pub async fn create_account(
     }
     match (&req.role, &req.client_id) {
         (Role::Member, None) => return Err(Error::api(ErrorCode::InvalidField, "client_id: required for a member")),
+        (Role::Admin | Role::Parent, Some(_)) => {
+            return Err(Error::api(
+                ErrorCode::InvalidField,
+                "client_id: only for a member (a parent account is limited by client_ids)",
+            ))
+        }
         (_, Some(id)) if !api::validate::valid_client_id(id) => {
             return Err(Error::api(
                 ErrorCode::InvalidField,
@@ -59,6 +66,20 @@ pub async fn create_account(
         }
         _ => {}
     }
+    let client_ids = match (&req.role, &req.client_ids) {
+        (Role::Parent, Some(patterns)) => Some(
+            api::ClientScope::parse(patterns)
+                .map_err(|problem| Error::api(ErrorCode::InvalidField, format!("client_ids: {problem}")))?,
+        ),
+        (Role::Parent, None) => {
+            return Err(Error::api(
+                ErrorCode::InvalidField,
+                "client_ids: required for a parent account (client ids, or prefixes ending in '*')",
+            ))
+        }
+        (_, Some(_)) => return Err(Error::api(ErrorCode::InvalidField, "client_ids: only for a parent account")),
+        (_, None) => None,
+    };
     let password = req.password;
     let password_hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
         .await
@@ -68,6 +89,7 @@ pub async fn create_account(
         password_hash,
         role: req.role.as_str().to_owned(),
         client_id: req.client_id,
+        client_ids,
         created_at_ms: 0,
     };
     let created = state.store.account_create(&row).await?;

@@ -36,7 +36,7 @@ pub const HOST_CREDENTIAL_CACHE_TTL: Duration = Duration::from_secs(300);
 /// The authenticated caller of a request, put in the request's extensions by [`require_token`].
 ///
 /// For a request forwarded by a parent zone this is the caller the parent states, narrowed from
-/// the parent's own (admin) account ([`federation::identity::effective`]); `path` holds the zones
+/// the parent's own (admin or parent) account ([`federation::identity::effective`]); `path` holds the zones
 /// the request crossed before this one.
 #[derive(Debug, Clone)]
 pub struct Caller {
@@ -47,8 +47,11 @@ pub struct Caller {
     pub account: String,
     pub role: Role,
     pub client_id: Option<String>,
-    /// The verified account is an admin of this zone (a parent's account, or an operator's).
-    pub account_is_admin: bool,
+    /// A parent's clients (role [`Role::Parent`]).
+    pub clients: Option<api::ClientScope>,
+    /// The verified account may forward for others: an admin or a parent account. Such a request
+    /// may choose the id of the instance it creates (the forwarding zone chose it).
+    pub account_forwards: bool,
     pub path: federation::ZonePath,
     /// Set when the request carries an enrolled host's credential instead of an account's token:
     /// it may report and update that host and nothing else ([`host_routes_only`]).
@@ -71,7 +74,28 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admin {
             .ok_or_else(|| Error::internal("an admin route without the token middleware"))?;
         match caller.role {
             Role::Admin => Ok(Admin(caller)),
-            Role::Member => Err(Error::api(ErrorCode::Forbidden, "this needs the admin role")),
+            Role::Member | Role::Parent => Err(Error::api(ErrorCode::Forbidden, "this needs the admin role")),
+        }
+    }
+}
+
+/// An admin or a (limited) parent zone: the extractor of what a parent needs of its child beyond
+/// client resources, such as the watch on the zone's changes. A member gets 403 `forbidden`.
+#[derive(Debug, Clone)]
+pub struct AdminOrParent(pub Caller);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AdminOrParent {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<AdminOrParent, Error> {
+        let caller = parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| Error::internal("a parent route without the token middleware"))?;
+        match caller.role {
+            Role::Admin | Role::Parent => Ok(AdminOrParent(caller)),
+            Role::Member => Err(Error::api(ErrorCode::Forbidden, "this needs the admin or parent role")),
         }
     }
 }
@@ -88,7 +112,12 @@ impl Caller {
 
     /// Who the request acts for, as the gateway sees it.
     pub fn principal(&self) -> federation::Principal {
-        federation::Principal { username: self.username.clone(), role: self.role, client_id: self.client_id.clone() }
+        federation::Principal {
+            username: self.username.clone(),
+            role: self.role,
+            client_id: self.client_id.clone(),
+            clients: self.clients.clone(),
+        }
     }
 
     /// The request as the gateway serves it.
@@ -234,6 +263,7 @@ pub async fn issue_token(
         expires_at: crate::time::rfc3339_ms(expires_at_ms),
         roles: vec![role],
         client_id: account.client_id,
+        client_ids: account.client_ids.as_ref().map(api::ClientScope::to_strings),
         api_url,
     };
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
@@ -300,7 +330,7 @@ fn narrow(state: &AppState, account: Caller, forwarded: &Forwarded) -> ApiResult
     let path = federation::ZonePath::parse(forwarded.path.as_deref())?;
     state.gateway.admit(&path)?;
     let stated = federation::Stated::from_headers(|name| forwarded.get(name))?;
-    let account_is_admin = account.role == Role::Admin;
+    let account_forwards = matches!(account.role, Role::Admin | Role::Parent);
     let (verified, host) = (account.account.clone(), account.host);
     if host.is_some() && stated.is_some() {
         return Err(Error::api(ErrorCode::Forbidden, "a host credential cannot state another caller"));
@@ -311,7 +341,8 @@ fn narrow(state: &AppState, account: Caller, forwarded: &Forwarded) -> ApiResult
         account: verified,
         role: p.role,
         client_id: p.client_id,
-        account_is_admin,
+        clients: p.clients,
+        account_forwards,
         path,
         host,
     })
@@ -347,7 +378,9 @@ async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Cal
         username: row.username,
         role,
         client_id: row.client_id,
-        account_is_admin: role == Role::Admin,
+        // A parent account without its clients (a row written by hand) sees nothing.
+        clients: (role == Role::Parent).then(|| row.client_ids.unwrap_or_default()),
+        account_forwards: matches!(role, Role::Admin | Role::Parent),
         path: federation::ZonePath::empty(),
         host: None,
     })
@@ -373,7 +406,8 @@ async fn host_credential(state: &AppState, hash: String) -> ApiResult<Caller> {
         account: name,
         role: Role::Member,
         client_id: None,
-        account_is_admin: false,
+        clients: None,
+        account_forwards: false,
         path: federation::ZonePath::empty(),
         host: Some(host),
     })
@@ -386,7 +420,7 @@ async fn lowest_api_url(state: &AppState, username: &str, role: Role, client_id:
     let own = state.config.api_url().to_owned();
     let (Role::Member, Some(client)) = (role, client_id) else { return own };
     let ctx = federation::RequestContext {
-        caller: federation::Principal { username: username.to_owned(), role, client_id: Some(client.to_owned()) },
+        caller: federation::Principal::member(username, client),
         path: federation::ZonePath::empty(),
     };
     match state.gateway.lowest_zone(&ctx, client).await {

@@ -69,6 +69,20 @@ fn client_for(caller: &Caller, asked: Option<String>, admin_must_name: bool) -> 
                 _ => Ok(Some(own)),
             }
         }
+        Role::Parent => {
+            let scope = caller.clients.clone().unwrap_or_default();
+            match asked {
+                Some(c) if !scope.matches(&c) => Err(Error::api(
+                    ErrorCode::Forbidden,
+                    format!("client {c:?} is not one of the clients this zone's parent account is limited to"),
+                )),
+                None if admin_must_name => Err(Error::api(
+                    ErrorCode::InvalidField,
+                    "client_id: required (the client that will own the instance)",
+                )),
+                asked => Ok(asked),
+            }
+        }
         Role::Admin => {
             if admin_must_name && asked.is_none() {
                 return Err(Error::api(
@@ -87,8 +101,11 @@ fn new_instance_id(caller: &Caller, headers: &HeaderMap) -> ApiResult<String> {
     let Some(value) = headers.get(INSTANCE_ID_HEADER) else {
         return Ok(Uuid::new_v4().to_string());
     };
-    if !caller.account_is_admin {
-        return Err(Error::api(ErrorCode::Forbidden, format!("{INSTANCE_ID_HEADER}: only admin accounts choose ids")));
+    if !caller.account_forwards {
+        return Err(Error::api(
+            ErrorCode::Forbidden,
+            format!("{INSTANCE_ID_HEADER}: only admin and parent accounts choose ids"),
+        ));
     }
     let id = value
         .to_str()

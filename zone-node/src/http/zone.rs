@@ -18,7 +18,7 @@ use api::{
 
 use crate::cluster::call_owner;
 use crate::error::Error;
-use crate::http::auth::{Admin, Caller};
+use crate::http::auth::{Admin, AdminOrParent, Caller};
 use crate::http::error::{ApiResult, Json};
 use crate::http::AppState;
 use crate::services::probe::MAX_HOLD_MS;
@@ -104,11 +104,12 @@ pub async fn get_zone(
     params: Result<axum::extract::Query<ZoneParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
     let axum::extract::Query(params) = params.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;
-    // A live subtree asks every zone below this one: not something any member may set off.
-    if params.subtree == Some(api::SubtreeView::Live) && caller.role != api::Role::Admin {
+    // A live subtree asks every zone below this one: not something any member may set off. A
+    // parent zone asks it once, when it adds this zone.
+    if params.subtree == Some(api::SubtreeView::Live) && caller.role == api::Role::Member {
         return Err(Error::api(
             ErrorCode::Forbidden,
-            "subtree=live needs the admin role; subtree=true answers from the last polls",
+            "subtree=live needs the admin or parent role; subtree=true answers from the last polls",
         ));
     }
     let zone_id = state.zone.id.to_string();
@@ -159,7 +160,7 @@ pub struct WatchParams {
     timeout_ms: Option<u64>,
 }
 
-/// Waits for this zone's next change (admin; what parents hold on each child): answers as soon
+/// Waits for this zone's next change (admin or parent; what parents hold on each child): answers as soon
 /// as the generation is above `since`, else after `timeout_ms` with `changed: false`. Waiting
 /// reads nothing: it wakes on this node's own changes and on its peers' `zone.generation_changed`
 /// events. Cost: two reads of the generation and, on answering, one of the aggregates.
@@ -170,7 +171,7 @@ pub struct WatchParams {
     security(("bearer" = [])))]
 pub async fn watch_zone(
     State(state): State<AppState>,
-    Admin(caller): Admin,
+    AdminOrParent(caller): AdminOrParent,
     params: Result<axum::extract::Query<WatchParams>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<ZoneWatch>> {
     let axum::extract::Query(params) = params.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;

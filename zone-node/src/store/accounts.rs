@@ -7,7 +7,7 @@
 
 use super::{assembled, is_unique_violation, AccountRow, Result, Store, StoreError, TokenRow};
 
-const ACCOUNT_COLUMNS: &str = "username, password_hash, role, client_id, created_at_ms";
+const ACCOUNT_COLUMNS: &str = "username, password_hash, role, client_id, client_ids, created_at_ms";
 
 #[derive(sqlx::FromRow)]
 struct RawAccount {
@@ -15,12 +15,26 @@ struct RawAccount {
     password_hash: String,
     role: String,
     client_id: Option<String>,
+    client_ids: Option<String>,
     created_at_ms: i64,
+}
+
+/// A `client_ids` column as a scope. Only the API writes it, after parsing; a value that no
+/// longer parses (written by hand) is the empty scope: the account sees nothing rather than
+/// more than it should.
+fn scope_of(column: Option<String>, username: &str) -> Option<api::ClientScope> {
+    column.map(|text| {
+        api::ClientScope::from_header(&text).unwrap_or_else(|e| {
+            tracing::error!(username, error = %e, "an account's client_ids do not parse; it sees no client");
+            api::ClientScope::default()
+        })
+    })
 }
 
 impl From<RawAccount> for AccountRow {
     fn from(r: RawAccount) -> Self {
         AccountRow {
+            client_ids: scope_of(r.client_ids, &r.username),
             username: r.username,
             password_hash: r.password_hash,
             role: r.role,
@@ -35,6 +49,7 @@ struct RawToken {
     username: String,
     role: String,
     client_id: Option<String>,
+    client_ids: Option<String>,
     expires_at_ms: i64,
     expired: i64,
 }
@@ -48,7 +63,7 @@ impl Store {
     pub async fn account_create(&self, row: &AccountRow) -> Result<AccountRow> {
         let sql = format!(
             "INSERT INTO accounts ({ACCOUNT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, (SELECT now_ms FROM db_clock)) RETURNING {ACCOUNT_COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, (SELECT now_ms FROM db_clock)) RETURNING {ACCOUNT_COLUMNS}"
         );
         let res: Result<RawAccount, sqlx::Error> = with_pool!(self, |pool| {
             sqlx::query_as(assembled(&sql))
@@ -56,6 +71,7 @@ impl Store {
                 .bind(&row.password_hash)
                 .bind(&row.role)
                 .bind(&row.client_id)
+                .bind(row.client_ids.as_ref().map(api::ClientScope::header_value))
                 .fetch_one(pool)
                 .await
         });
@@ -71,7 +87,7 @@ impl Store {
     pub async fn account_create_if_absent(&self, row: &AccountRow) -> Result<bool> {
         let sql = format!(
             "INSERT INTO accounts ({ACCOUNT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, (SELECT now_ms FROM db_clock)) ON CONFLICT (username) DO NOTHING"
+             VALUES ($1, $2, $3, $4, $5, (SELECT now_ms FROM db_clock)) ON CONFLICT (username) DO NOTHING"
         );
         let done = with_pool!(self, |pool| {
             sqlx::query(assembled(&sql))
@@ -79,6 +95,7 @@ impl Store {
                 .bind(&row.password_hash)
                 .bind(&row.role)
                 .bind(&row.client_id)
+                .bind(row.client_ids.as_ref().map(api::ClientScope::header_value))
                 .execute(pool)
                 .await
                 .map(|r| r.rows_affected())
@@ -139,12 +156,13 @@ impl Store {
     /// Expired tokens are still returned (with `expired` set) until purged.
     #[tracing::instrument(level = "debug", skip(self, token_hash))]
     pub async fn token_lookup(&self, token_hash: &str) -> Result<Option<TokenRow>> {
-        const SQL: &str = "SELECT a.username, a.role, a.client_id, t.expires_at_ms, \
+        const SQL: &str = "SELECT a.username, a.role, a.client_id, a.client_ids, t.expires_at_ms, \
              CAST(CASE WHEN t.expires_at_ms <= (SELECT now_ms FROM db_clock) THEN 1 ELSE 0 END AS BIGINT) AS expired \
              FROM tokens t JOIN accounts a ON a.username = t.username WHERE t.hash = $1";
         let raw: Option<RawToken> =
             with_pool!(self, |pool| { sqlx::query_as(SQL).bind(token_hash).fetch_optional(pool).await })?;
         Ok(raw.map(|r| TokenRow {
+            client_ids: scope_of(r.client_ids, &r.username),
             username: r.username,
             role: r.role,
             client_id: r.client_id,

@@ -11,7 +11,7 @@
 //! same transaction, and removing or moving an instance gives its capacity back in that
 //! transaction too, so a crash can never leave a reservation without its instance.
 
-use api::{Requirement, Resources};
+use api::{ClientPattern, ClientScope, Requirement, Resources};
 use uuid::Uuid;
 
 use super::{assembled, parse_uuid, Result, Store, StoreError, BUMP_GENERATION};
@@ -147,23 +147,45 @@ macro_rules! release_in {
 }
 
 /// The statement of one page of [`Store::instances_page`]: with or without a client, with or
-/// without a marker, its parameters in that order (client, marker, limit).
+/// without a parent's client patterns, with or without a marker, its parameters in that order
+/// (client, one per pattern, marker, limit).
 ///
 /// One statement per shape, never `($1 IS NULL OR client_id = $1) AND ($2 IS NULL OR id > $2)`:
 /// such a statement has one plan for every value, which can use no index for either filter, so
 /// PostgreSQL's cached generic plan walked the whole primary key (2 s for a late page of
 /// 1,000,000 instances) and SQLite always did. Each shape below is a range of one index walked in
 /// id order (the primary key, or `instances_client_id_id`, migration 0007) and stopped after
-/// `limit` rows.
-fn page_sql(client: bool, marker: bool) -> String {
-    let filter = match (client, marker) {
-        (false, false) => String::new(),
-        (false, true) => "WHERE i.id > $1".to_owned(),
-        (true, false) => "WHERE i.client_id = $1".to_owned(),
-        (true, true) => "WHERE i.client_id = $1 AND i.id > $2".to_owned(),
+/// `limit` rows. Patterns are a filter on that walk (a limited parent's list without a client:
+/// O(rows skipped) when few instances match; `substr`, not `LIKE`, which SQLite folds to any case
+/// and which would read `_` in a client id as a wildcard).
+fn page_sql(client: bool, patterns: &[ClientPattern], marker: bool) -> String {
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
     };
-    let limit = 1 + usize::from(client) + usize::from(marker);
-    format!("SELECT {COLUMNS} {FROM} {filter} ORDER BY i.id LIMIT ${limit}")
+    let mut filters = Vec::new();
+    if client {
+        filters.push(format!("i.client_id = ${}", next()));
+    }
+    if !patterns.is_empty() {
+        let any: Vec<String> = patterns
+            .iter()
+            .map(|p| match p {
+                ClientPattern::Exact(_) => format!("i.client_id = ${}", next()),
+                ClientPattern::Prefix(_) => {
+                    let k = next();
+                    format!("substr(i.client_id, 1, length(${k})) = ${k}")
+                }
+            })
+            .collect();
+        filters.push(format!("({})", any.join(" OR ")));
+    }
+    if marker {
+        filters.push(format!("i.id > ${}", next()));
+    }
+    let filter = if filters.is_empty() { String::new() } else { format!("WHERE {}", filters.join(" AND ")) };
+    format!("SELECT {COLUMNS} {FROM} {filter} ORDER BY i.id LIMIT ${}", next())
 }
 
 impl Store {
@@ -267,7 +289,8 @@ impl Store {
         raw.map(RawInstance::into_row).transpose()
     }
 
-    /// One page of instances by id: those after `marker`, of `client_id` when given.
+    /// One page of instances by id: those after `marker`, of `client_id` when given, and of the
+    /// clients `scope` matches when given (a limited parent's view; an empty scope sees nothing).
     ///
     /// Cost: O(limit) at any depth (an index range walked in order, then stopped), whatever the
     /// zone holds; see [`page_sql`].
@@ -275,14 +298,27 @@ impl Store {
     pub async fn instances_page(
         &self,
         client_id: Option<&str>,
+        scope: Option<&ClientScope>,
         marker: Option<&str>,
         limit: i64,
     ) -> Result<Vec<InstanceRow>> {
-        let sql = page_sql(client_id.is_some(), marker.is_some());
+        let patterns = scope.map(ClientScope::patterns).unwrap_or_default();
+        if scope.is_some_and(ClientScope::is_empty) || client_id.is_some_and(|c| scope.is_some_and(|s| !s.matches(c))) {
+            return Ok(Vec::new());
+        }
+        // A named client already in the scope needs no pattern filter.
+        let patterns = if client_id.is_some() { &[][..] } else { patterns };
+        let sql = page_sql(client_id.is_some(), patterns, marker.is_some());
         let raws: Vec<RawInstance> = with_pool!(self, |pool| {
             let mut q = sqlx::query_as(assembled(&sql));
             if let Some(c) = client_id {
                 q = q.bind(c);
+            }
+            for p in patterns {
+                q = q.bind(match p {
+                    ClientPattern::Exact(id) => id.as_str(),
+                    ClientPattern::Prefix(prefix) => prefix.as_str(),
+                });
             }
             if let Some(m) = marker {
                 q = q.bind(m);
@@ -451,10 +487,10 @@ fn hot_reads() -> Vec<(&'static str, String, Vec<Sample>)> {
     const LIMIT: Sample = Sample::Int(101);
     vec![
         ("get", format!("SELECT {COLUMNS} {FROM} WHERE i.id = $1"), vec![ID]),
-        ("first_page", page_sql(false, false), vec![LIMIT]),
-        ("later_page", page_sql(false, true), vec![ID, LIMIT]),
-        ("client_first_page", page_sql(true, false), vec![CLIENT, LIMIT]),
-        ("client_later_page", page_sql(true, true), vec![CLIENT, ID, LIMIT]),
+        ("first_page", page_sql(false, &[], false), vec![LIMIT]),
+        ("later_page", page_sql(false, &[], true), vec![ID, LIMIT]),
+        ("client_first_page", page_sql(true, &[], false), vec![CLIENT, LIMIT]),
+        ("client_later_page", page_sql(true, &[], true), vec![CLIENT, ID, LIMIT]),
         ("client_has", CLIENT_HAS.to_owned(), vec![CLIENT]),
         ("in_task", IN_TASK.to_owned(), vec![]),
     ]

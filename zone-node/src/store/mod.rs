@@ -214,9 +214,12 @@ pub struct ZoneRow {
 pub struct AccountRow {
     pub username: String,
     pub password_hash: String,
-    /// `admin` or `member`.
+    /// `admin`, `member` or `parent`.
     pub role: String,
     pub client_id: Option<String>,
+    /// A `parent` account's clients (column `client_ids`, migration 0011, in the form of
+    /// [`api::ClientScope::header_value`]).
+    pub client_ids: Option<api::ClientScope>,
     pub created_at_ms: i64,
 }
 
@@ -228,6 +231,7 @@ impl std::fmt::Debug for AccountRow {
             .field("password_hash", &"<redacted>")
             .field("role", &self.role)
             .field("client_id", &self.client_id)
+            .field("client_ids", &self.client_ids)
             .field("created_at_ms", &self.created_at_ms)
             .finish()
     }
@@ -239,6 +243,7 @@ pub struct TokenRow {
     pub username: String,
     pub role: String,
     pub client_id: Option<String>,
+    pub client_ids: Option<api::ClientScope>,
     pub expires_at_ms: i64,
     /// True when `expires_at_ms` is at or before the database clock.
     pub expired: bool,

@@ -157,3 +157,49 @@ impl Drop for TestApp {
         self.stop.cancel();
     }
 }
+
+/// A zone of one node with `hosts` simulated hosts (the `agent-sim` crate) of `profile` (uniform: 32 vcpus, 128 GiB;
+/// big: 256 vcpus, 512 GiB).
+pub struct Zone {
+    pub app: TestApp,
+    pub admin: api::Client,
+    _hosts: Option<agent_sim::SimHandle>,
+    /// Stops the simulated hosts when the zone is dropped.
+    _stop_hosts: tokio_util::sync::DropGuard,
+}
+
+pub async fn zone(hosts: usize, profile: agent_sim::profile::Profile) -> Zone {
+    let app = spawn_app().await;
+    let admin = app.client().await;
+    let stop_hosts = CancellationToken::new();
+    let sim = if hosts == 0 {
+        None
+    } else {
+        let config = agent_sim::SimConfig {
+            zone_url: app.url.clone(),
+            credentials: agent_sim::Credentials::Password {
+                username: app.admin_username.clone(),
+                password: secrecy::SecretString::from(app.admin_password.clone()),
+            },
+            hosts,
+            latency: std::time::Duration::from_millis(5),
+            fail_rate: 0.0,
+            profile,
+            name_prefix: "h".into(),
+            report_interval: std::time::Duration::from_secs(1),
+            register_concurrency: agent_sim::register::DEFAULT_REGISTER_CONCURRENCY,
+            control_token: None,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            advertise_url: None,
+            capabilities: BTreeMap::new(),
+        };
+        Some(agent_sim::run(config, stop_hosts.clone()).await.expect("the simulated hosts start"))
+    };
+    Zone { app, admin, _hosts: sim, _stop_hosts: stop_hosts.drop_guard() }
+}
+
+impl Zone {
+    pub async fn stop(self) {
+        self.app.stop().await;
+    }
+}

@@ -110,6 +110,7 @@ async fn a_live_subtree_and_the_node_list_are_for_admins_only() {
             password: "tenant-password-1".into(),
             role: api::Role::Member,
             client_id: Some("client-a".into()),
+            client_ids: None,
         })
         .await
         .expect("a member account");

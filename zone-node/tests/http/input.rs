@@ -69,6 +69,7 @@ async fn bad_input_gets_a_coded_4xx_and_writes_nothing() {
             password: "member-password".into(),
             role: api::Role::Member,
             client_id: Some("acme".into()),
+            client_ids: None,
         })
         .await
         .expect("member");

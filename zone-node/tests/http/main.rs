@@ -18,6 +18,7 @@
 //! - `embedded`: one node on the embedded defaults serves the API, the ring and the OpenAPI document
 //! - `multi_create`: `count` above 1, with simulated hosts (the `agent-sim` crate), and through a
 //!   parent zone
+//! - `parent_role`: a child's `parent` account limited to some clients, used by a parent zone
 //! - `zone_update`: a new `api_url` needs the child's password again; the stored one never goes
 //!   to a new URL
 //! - `watch`: `GET /v1/zone/watch` and the conditional `GET /v1/zone` that parents hold and poll
@@ -30,6 +31,7 @@ mod identity;
 mod input;
 mod login;
 mod multi_create;
+mod parent_role;
 mod server;
 mod tls;
 mod watch;

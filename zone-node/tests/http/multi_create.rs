@@ -6,60 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use agent_sim::profile::Profile;
-use agent_sim::{Credentials, SimConfig, SimHandle};
 use api::federation::INSTANCE_ID_HEADER;
 use api::{Client, ClientError, ErrorCode, Instance, InstanceCreate, Resources, ZoneCreate};
-use secrecy::SecretString;
 use serde_json::{json, Value};
-use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::app::{spawn_app, TestApp};
-
-/// A zone of one node with `hosts` simulated hosts of `profile` (uniform: 32 vcpus, 128 GiB;
-/// big: 256 vcpus, 512 GiB).
-struct Zone {
-    app: TestApp,
-    admin: Client,
-    _hosts: Option<SimHandle>,
-    /// Stops the simulated hosts when the zone is dropped.
-    _stop_hosts: DropGuard,
-}
-
-async fn zone(hosts: usize, profile: Profile) -> Zone {
-    let app = spawn_app().await;
-    let admin = app.client().await;
-    let stop_hosts = CancellationToken::new();
-    let sim = if hosts == 0 {
-        None
-    } else {
-        let config = SimConfig {
-            zone_url: app.url.clone(),
-            credentials: Credentials::Password {
-                username: app.admin_username.clone(),
-                password: SecretString::from(app.admin_password.clone()),
-            },
-            hosts,
-            latency: Duration::from_millis(5),
-            fail_rate: 0.0,
-            profile,
-            name_prefix: "h".into(),
-            report_interval: Duration::from_secs(1),
-            register_concurrency: agent_sim::register::DEFAULT_REGISTER_CONCURRENCY,
-            control_token: None,
-            listen: "127.0.0.1:0".parse().unwrap(),
-            advertise_url: None,
-            capabilities: BTreeMap::new(),
-        };
-        Some(agent_sim::run(config, stop_hosts.clone()).await.expect("the simulated hosts start"))
-    };
-    Zone { app, admin, _hosts: sim, _stop_hosts: stop_hosts.drop_guard() }
-}
-
-impl Zone {
-    async fn stop(self) {
-        self.app.stop().await;
-    }
-}
+use crate::app::{zone, Zone};
 
 fn batch(name: &str, count: u32, vcpus: i64) -> InstanceCreate {
     InstanceCreate {

@@ -55,6 +55,7 @@ async fn a_watch_answers_on_the_next_change_and_polls_are_conditional() {
             password: "member-password".into(),
             role: api::Role::Member,
             client_id: Some("acme".into()),
+            client_ids: None,
         })
         .await
         .expect("member");

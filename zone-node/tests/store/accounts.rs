@@ -12,6 +12,7 @@ fn account(username: &str, role: &str, client_id: Option<&str>) -> AccountRow {
         password_hash: format!("$argon2id$v=19$fake-hash-of-{username}"),
         role: role.into(),
         client_id: client_id.map(Into::into),
+        client_ids: None,
         created_at_ms: 0,
     }
 }
@@ -28,6 +29,14 @@ async fn accounts_crud(db: &TestDb) {
 
     let bob = store.account_create(&account("bob", "member", Some("client-1"))).await.unwrap();
     assert_eq!(bob.client_id.as_deref(), Some("client-1"));
+
+    // A parent account keeps its clients, and its tokens carry them.
+    let scope = api::ClientScope::parse(&["acme-*", "bob"]).unwrap();
+    let parent = AccountRow { client_ids: Some(scope.clone()), ..account("up", "parent", None) };
+    assert_eq!(store.account_create(&parent).await.unwrap().client_ids, Some(scope.clone()));
+    store.token_insert("hash-up", "up", 60_000).await.unwrap();
+    assert_eq!(store.token_lookup("hash-up").await.unwrap().unwrap().client_ids, Some(scope));
+    assert!(store.account_delete("up").await.unwrap());
 
     match store.account_create(&account("alice", "member", None)).await {
         Err(StoreError::Conflict(what)) => assert_eq!(what, "account alice"),
@@ -86,6 +95,7 @@ async fn tokens_expire_by_the_database_clock(db: &TestDb) {
             username: "alice".into(),
             role: "member".into(),
             client_id: Some("c1".into()),
+            client_ids: None,
             expires_at_ms: expires,
             expired: false,
         })

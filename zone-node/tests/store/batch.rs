@@ -327,6 +327,6 @@ async fn a_batch_of_rows_is_inserted_in_one_transaction(db: &TestDb) {
     for new in &clash[..2] {
         assert!(store.instance_get(new.id).await.unwrap().is_none(), "{} was inserted", new.name);
     }
-    assert_eq!(store.instances_page(None, None, 100).await.unwrap().len(), 3);
+    assert_eq!(store.instances_page(None, None, None, 100).await.unwrap().len(), 3);
     assert_eq!(store.generation().await.unwrap(), g0 + 1, "nor was the generation bumped");
 }

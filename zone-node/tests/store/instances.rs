@@ -63,13 +63,13 @@ async fn instances_insert_update_remove_keep_capacity_and_generation(db: &TestDb
 
     // Pages by id, filtered by client.
     let j = placed_instance(&store, "c2", r).await;
-    let all = store.instances_page(None, None, 10).await.unwrap();
+    let all = store.instances_page(None, None, None, 10).await.unwrap();
     let mut ids = vec![i.id, j.id];
     ids.sort();
     assert_eq!(all.iter().map(|x| x.id).collect::<Vec<_>>(), ids);
-    let c2 = store.instances_page(Some("c2"), None, 10).await.unwrap();
+    let c2 = store.instances_page(Some("c2"), None, None, 10).await.unwrap();
     assert_eq!(c2.iter().map(|x| x.id).collect::<Vec<_>>(), vec![j.id]);
-    let after_first = store.instances_page(None, Some(&ids[0].to_string()), 10).await.unwrap();
+    let after_first = store.instances_page(None, None, Some(&ids[0].to_string()), 10).await.unwrap();
     assert_eq!(after_first.iter().map(|x| x.id).collect::<Vec<_>>(), vec![ids[1]]);
 
     // Remove gives everything back and bumps the generation; a stale remove does nothing.
@@ -111,7 +111,7 @@ async fn walk(store: &Store, client: Option<&str>, limit: i64) -> Vec<Uuid> {
     let mut ids = Vec::new();
     let mut marker: Option<String> = None;
     loop {
-        let page = store.instances_page(client, marker.as_deref(), limit).await.unwrap();
+        let page = store.instances_page(client, None, marker.as_deref(), limit).await.unwrap();
         assert!(page.len() as i64 <= limit, "a page holds at most limit rows");
         if let Some(c) = client {
             assert!(page.iter().all(|r| r.client_id == c), "only {c}'s instances");
@@ -147,13 +147,52 @@ async fn pages_by_marker_list_every_instance_once_with_or_without_a_client(db: &
     }
     // A marker past the end, or of no instance at all, pages on from where it would be.
     let last = all.last().unwrap().to_string();
-    assert!(store.instances_page(None, Some(&last), 10).await.unwrap().is_empty());
-    assert!(store.instances_page(Some("c1"), Some(&last), 10).await.unwrap().is_empty());
+    assert!(store.instances_page(None, None, Some(&last), 10).await.unwrap().is_empty());
+    assert!(store.instances_page(Some("c1"), None, Some(&last), 10).await.unwrap().is_empty());
     let before_all = "00000000-0000-0000-0000-000000000000";
-    assert_eq!(store.instances_page(Some("c2"), Some(before_all), 100).await.unwrap().len(), by_client["c2"].len());
-    assert!(store.instances_page(Some("nobody"), None, 10).await.unwrap().is_empty());
+    assert_eq!(
+        store.instances_page(Some("c2"), None, Some(before_all), 100).await.unwrap().len(),
+        by_client["c2"].len()
+    );
+    assert!(store.instances_page(Some("nobody"), None, None, 10).await.unwrap().is_empty());
     assert!(!store.client_has_instances("nobody").await.unwrap());
     assert!(store.client_has_instances("c3").await.unwrap());
+
+    // A limited parent's pages: the clients its patterns match, and no others. `_` is no
+    // wildcard and case counts (SQLite's LIKE would get both wrong).
+    for client in ["a_1", "a_1", "aX1", "A_1"] {
+        let i = placed_instance(&store, client, res(1, 1, 1)).await;
+        by_client.entry(client).or_default().push(i.id);
+    }
+    let expect = |clients: &[&str]| {
+        let mut ids: Vec<Uuid> = clients.iter().flat_map(|c| by_client[c].clone()).collect();
+        ids.sort();
+        ids
+    };
+    let scope = |p: &[&str]| api::ClientScope::parse(p).unwrap();
+    for limit in [1, 3, 100] {
+        assert_eq!(walk_scoped(&store, None, &scope(&["a_*"]), limit).await, expect(&["a_1"]), "a_*, pages of {limit}");
+        assert_eq!(walk_scoped(&store, None, &scope(&["c1", "c3"]), limit).await, expect(&["c1", "c3"]));
+        assert_eq!(walk_scoped(&store, None, &scope(&["c*", "A_1"]), limit).await, expect(&["c1", "c2", "c3", "A_1"]));
+    }
+    assert_eq!(walk_scoped(&store, Some("c2"), &scope(&["c*"]), 5).await, expect(&["c2"]), "a named client in scope");
+    assert!(walk_scoped(&store, Some("c2"), &scope(&["a*"]), 5).await.is_empty(), "a named client out of scope");
+    assert!(walk_scoped(&store, None, &api::ClientScope::default(), 5).await.is_empty(), "the empty scope");
+}
+
+/// [`walk`] for a limited parent: the pages of `scope`'s clients.
+async fn walk_scoped(store: &Store, client: Option<&str>, scope: &api::ClientScope, limit: i64) -> Vec<Uuid> {
+    let mut ids = Vec::new();
+    let mut marker: Option<String> = None;
+    loop {
+        let page = store.instances_page(client, Some(scope), marker.as_deref(), limit).await.unwrap();
+        assert!(page.iter().all(|r| scope.matches(&r.client_id)), "only the scope's clients");
+        ids.extend(page.iter().map(|r| r.id));
+        match page.last() {
+            Some(last) if page.len() as i64 == limit => marker = Some(last.id.to_string()),
+            _ => return ids,
+        }
+    }
 }
 
 /// The reads behind `GET /v1/instances[/{id}]` and the lowest-zone lookup, and the list of tasks
