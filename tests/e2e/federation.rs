@@ -422,7 +422,7 @@ async fn zone_add_refuses_bad_input_and_loops_and_so_does_every_hop() {
             api::ZoneCreate { username: "tenant".into(), password: "tenant-password-1".into(), ..good(c) },
             400,
             ErrorCode::ZoneAuthFailed,
-            "not an admin",
+            "neither an admin nor a parent",
         ),
         (api::ZoneCreate { name: Some("zb".into()), ..good(c) }, 409, ErrorCode::Conflict, "zb"),
         (api::ZoneCreate { name: Some("again".into()), ..good(b) }, 409, ErrorCode::Conflict, "already a child"),
