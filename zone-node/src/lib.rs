@@ -60,8 +60,10 @@ pub use error::{Error, Result};
 pub use redact::redact_url;
 pub use scheduler::{validate_host, validate_requirements, validate_resources, Filter};
 pub use secrets::SecretKey;
+pub use services::instance::to_api as instance_to_api;
 pub use store::{
     AccountRow, BatchPlacement, ChildSnapshot, ChildZoneEdit, ChildZoneRow, HostRow, InstanceChange, InstanceRow,
-    NewChildZone, NewHost, NewInstance, PollOutcome, PollRecord, Store, StoreError, TokenRow,
+    JsonPage, NewChildZone, NewHost, NewInstance, PageZone, PollOutcome, PollRecord, Store, StoreError, TokenRow,
+    ZoneRow,
 };
 pub use time::local_now_ms;

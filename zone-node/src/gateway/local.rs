@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use api::{
-    CodedError, ErrorCode, Host, HostList, Instance, InstanceAction, InstanceActionKind, InstanceCreate, InstanceList,
-    Placement, PlacementRequest,
+    ClientScope, CodedError, ErrorCode, Host, HostList, Instance, InstanceAction, InstanceActionKind, InstanceCreate,
+    InstanceList, Placement, PlacementRequest,
 };
 use federation::{Changed, FedError, ListQuery, LocalZone, Principal, Route};
 use uuid::Uuid;
@@ -41,6 +41,14 @@ pub fn fed(e: impl Into<crate::error::Error>) -> FedError {
         tracing::error!(error = %e, "local zone call failed");
     }
     FedError::api(e.code(), e.public_message())
+}
+
+/// The clients a list of `caller`'s may show: a member's own (the HTTP edge has already scoped
+/// its query to it), the one an admin or parent names, and a parent's patterns.
+pub fn visible_clients<'a>(caller: &'a Principal, query: &'a ListQuery) -> (Option<&'a str>, Option<&'a ClientScope>) {
+    let client =
+        if caller.role == api::Role::Member { caller.client_id.as_deref() } else { query.client_id.as_deref() };
+    (client, caller.clients.as_ref().filter(|_| caller.role == api::Role::Parent))
 }
 
 impl NodeZone {
@@ -162,16 +170,10 @@ impl LocalZone for NodeZone {
     }
 
     async fn instances(&self, caller: &Principal, query: &ListQuery) -> Result<InstanceList, FedError> {
-        // The HTTP edge has already scoped a member's query to its client; a parent's is scoped
-        // to its clients here.
-        let client = if caller.role == api::Role::Member { caller.client_id.clone() } else { query.client_id.clone() };
-        let scope = caller.clients.as_ref().filter(|_| caller.role == api::Role::Parent);
+        let (client, scope) = visible_clients(caller, query);
         let limit = query.limit.max(1) as i64;
-        let mut rows = self
-            .store
-            .instances_page(client.as_deref(), scope, query.marker.as_deref(), limit + 1)
-            .await
-            .map_err(fed)?;
+        let mut rows =
+            self.store.instances_page(client, scope, query.marker.as_deref(), limit + 1).await.map_err(fed)?;
         let next_marker = if rows.len() as i64 > limit {
             rows.truncate(limit as usize);
             rows.last().map(|r| r.id.to_string())

@@ -12,6 +12,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde::Deserialize;
@@ -209,13 +210,44 @@ pub async fn list_instances(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<axum::Json<InstanceList>> {
+) -> ApiResult<Response> {
     let Query(query) = query.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;
     let client_id = client_for(&caller, query.client_id, false)?;
     let limit = input::limit(query.limit)? as usize;
     let marker = input::marker(query.marker)?;
-    let list = state.gateway.instances(&caller.context(), &ListQuery { client_id, limit, marker }).await?;
-    Ok(axum::Json(list))
+    let query = ListQuery { client_id, limit, marker };
+    if state.gateway.registry().is_empty() {
+        // A zone without children lists its own rows: as JSON written by the database, the
+        // same objects the gateway would give (see `store::instance_json`), a parent's most
+        // frequent question answered without decoding and encoding every row.
+        return own_instances_json(&state, &caller.principal(), &query).await;
+    }
+    Ok(axum::Json(state.gateway.instances(&caller.context(), &query).await?).into_response())
+}
+
+/// This zone's own page of instances, as the body of an [`InstanceList`].
+async fn own_instances_json(
+    state: &AppState,
+    caller: &federation::Principal,
+    query: &ListQuery,
+) -> ApiResult<Response> {
+    let (client, scope) = crate::gateway::local::visible_clients(caller, query);
+    let zone_id = state.zone.id.to_string();
+    let zone = crate::store::PageZone { id: &zone_id, name: &state.zone.name };
+    let page = state
+        .store
+        .instances_page_json(client, scope, query.marker.as_deref(), query.limit.max(1) as i64, &zone)
+        .await?;
+    let mut body = String::with_capacity(page.instances.len() + 80);
+    body.push_str("{\"instances\":");
+    body.push_str(&page.instances);
+    body.push_str(",\"unreachable_zones\":[]");
+    if let Some(marker) = page.next_marker {
+        // An instance id: a UUID, nothing to escape.
+        body.push_str(&format!(",\"next_marker\":\"{marker}\""));
+    }
+    body.push('}');
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 /// Show an instance, wherever it is below this zone.

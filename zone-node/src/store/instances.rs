@@ -158,7 +158,7 @@ macro_rules! release_in {
 /// `limit` rows. Patterns are a filter on that walk (a limited parent's list without a client:
 /// O(rows skipped) when few instances match; `substr`, not `LIKE`, which SQLite folds to any case
 /// and which would read `_` in a client id as a wildcard).
-fn page_sql(client: bool, patterns: &[ClientPattern], marker: bool) -> String {
+pub(super) fn page_sql(client: bool, patterns: &[ClientPattern], marker: bool) -> String {
     let mut n = 0;
     let mut next = || {
         n += 1;

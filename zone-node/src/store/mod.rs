@@ -58,6 +58,7 @@ mod batch;
 pub mod enrollment;
 mod generation;
 pub mod hosts;
+pub mod instance_json;
 pub mod instances;
 pub mod nodes;
 mod placement;
@@ -66,6 +67,7 @@ pub mod zones;
 
 pub use batch::BatchPlacement;
 pub use hosts::{HostRow, NewHost};
+pub use instance_json::{JsonPage, PageZone};
 pub use instances::{InstanceChange, InstanceRow, NewInstance};
 pub use placement::{Filter, Test};
 pub use zones::{ChildSnapshot, ChildZoneEdit, ChildZoneRow, NewChildZone, PollOutcome, PollRecord};

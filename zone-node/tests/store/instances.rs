@@ -5,11 +5,13 @@ use uuid::Uuid;
 use zone_node::Store;
 
 use crate::{exec_raw, new_host, res, TestDb};
+use serde_json::{json, Value};
 
 store_test_suite!(
     instances_insert_update_remove_keep_capacity_and_generation,
     stale_instance_writes_are_detected,
     pages_by_marker_list_every_instance_once_with_or_without_a_client,
+    json_pages_are_the_typed_pages,
     hot_instance_reads_are_index_ranges_whatever_the_zone_holds,
 );
 
@@ -239,4 +241,88 @@ async fn hot_instance_reads_are_index_ranges_whatever_the_zone_holds(db: &TestDb
             assert!(!plan.contains(never), "{} {name}: the plan holds {never:?}:\n{plan}", db.backend);
         }
     }
+}
+
+/// The JSON pages the database writes (`instances_page_json`, what a zone without children
+/// answers a list with) must parse to exactly what the typed pages give through `to_api`: the
+/// same objects, the same order, the same next marker, on every shape of query.
+async fn json_pages_are_the_typed_pages(db: &TestDb) {
+    use zone_node::{InstanceChange, NewInstance, PageZone, ZoneRow};
+    let store = db.connect().await;
+    let up = store.host_create(&new_host("up", json!({"hypervisor": "kvm"}), res(64, 65536, 1000))).await.unwrap();
+    let down = store.host_create(&new_host("down", json!({"hypervisor": "kvm"}), res(64, 65536, 1000))).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..9i64 {
+        let new = NewInstance {
+            id: Uuid::new_v4(),
+            name: format!("vm-{n}"),
+            client_id: ["c1", "c2", "c_3"][n as usize % 3].into(),
+            host_id: if n % 2 == 0 { up.id } else { down.id },
+            resources: res(1 + n, 256 * (n + 1), 5),
+            requirements: vec![
+                api::Requirement { key: "hypervisor".into(), op: api::Op::Exists, value: None },
+                api::Requirement {
+                    key: "gpu".into(),
+                    op: api::Op::Eq,
+                    value: Some(json!({"model": "a100", "n": [1, 2.5, -3], "ok": true, "none": null})),
+                },
+            ],
+            task_node: Uuid::new_v4(),
+        };
+        ids.push(store.instance_insert(&new).await.unwrap());
+    }
+    // A failed one, with a reason full of what JSON must escape; a running one.
+    let failed = InstanceChange {
+        state: "error".into(),
+        error_reason: Some("agent said \"no\"\n\t\\ é ☃ \u{1} </script>".into()),
+        ..Default::default()
+    };
+    store.instance_update(ids[0].id, ids[0].version, &failed).await.unwrap().expect("updated");
+    let running = InstanceChange { state: "running".into(), ..Default::default() };
+    store.instance_update(ids[1].id, ids[1].version, &running).await.unwrap().expect("updated");
+    // The down host's instances show `unknown`.
+    exec_raw(db, &format!("UPDATE hosts SET state = 'down' WHERE id = '{}'", down.id)).await;
+
+    let zone = ZoneRow { id: Uuid::new_v4(), name: "dc-json".into(), created_at_ms: 0 };
+    let zone_id = zone.id.to_string();
+    let page_zone = PageZone { id: &zone_id, name: &zone.name };
+    let scope = |p: &[&str]| api::ClientScope::parse(p).unwrap();
+    let (c2, cs, nobody) = (scope(&["c2"]), scope(&["c_*", "c1"]), api::ClientScope::default());
+    let shapes: Vec<(Option<&str>, Option<&api::ClientScope>, i64)> = vec![
+        (None, None, 1),
+        (None, None, 4),
+        (None, None, 100),
+        (Some("c1"), None, 2),
+        (Some("c2"), Some(&c2), 2),
+        (Some("c1"), Some(&c2), 2),
+        (None, Some(&cs), 2),
+        (None, Some(&nobody), 2),
+    ];
+    let mut seen_unknown = false;
+    let mut seen_error = false;
+    for (client, scope, limit) in shapes {
+        let mut marker: Option<String> = None;
+        loop {
+            let mut rows = store.instances_page(client, scope, marker.as_deref(), limit + 1).await.unwrap();
+            let typed_next = if rows.len() as i64 > limit {
+                rows.truncate(limit as usize);
+                rows.last().map(|r| r.id.to_string())
+            } else {
+                None
+            };
+            let typed: Vec<api::Instance> = rows.iter().map(|r| zone_node::instance_to_api(r, &zone)).collect();
+            let page = store.instances_page_json(client, scope, marker.as_deref(), limit, &page_zone).await.unwrap();
+            let from_db: Value =
+                serde_json::from_str(&page.instances).unwrap_or_else(|e| panic!("not JSON ({e}): {}", page.instances));
+            assert_eq!(from_db, serde_json::to_value(&typed).unwrap(), "{client:?} {scope:?} limit {limit}");
+            assert_eq!(page.next_marker, typed_next, "{client:?} {scope:?} limit {limit}");
+            seen_unknown |= typed.iter().any(|i| i.state == "unknown");
+            seen_error |= typed.iter().any(|i| i.error_reason.is_some());
+            match typed_next {
+                Some(m) => marker = Some(m),
+                None => break,
+            }
+        }
+    }
+    assert!(seen_unknown && seen_error, "the pages held a down host's instance and a failed one");
 }
