@@ -64,6 +64,19 @@ pub struct SourcePage<T> {
 /// Merges pages by id into one page of at most `limit` items, and its next marker (`None` on the
 /// last page). Items with the same id (a zone reachable two ways) appear once.
 pub fn merge<T>(pages: Vec<SourcePage<T>>, limit: usize, id: impl Fn(&T) -> &str) -> (Vec<T>, Option<String>) {
+    let (items, next, _) = merge_keeping_rest(pages, limit, id);
+    (items, next)
+}
+
+/// [`merge`], also answering what each source sent beyond the page (its items after the next
+/// marker, in order, and whether it has more after them), in the sources' order: what a gateway
+/// keeps to serve the next page without asking that source again. On the last page every rest
+/// is empty.
+pub fn merge_keeping_rest<T>(
+    pages: Vec<SourcePage<T>>,
+    limit: usize,
+    id: impl Fn(&T) -> &str,
+) -> (Vec<T>, Option<String>, Vec<SourcePage<T>>) {
     // Complete up to the smallest last id among sources that have more.
     let mut bound: Option<String> = None;
     let mut any_more = false;
@@ -81,14 +94,38 @@ pub fn merge<T>(pages: Vec<SourcePage<T>>, limit: usize, id: impl Fn(&T) -> &str
             }
         }
     }
-    let mut all: Vec<T> =
-        pages.into_iter().flat_map(|p| p.items).filter(|t| bound.as_deref().is_none_or(|b| id(t) <= b)).collect();
-    all.sort_by(|a, b| id(a).cmp(id(b)));
-    all.dedup_by(|a, b| id(a) == id(b));
+    let mut rests: Vec<SourcePage<T>> = Vec::with_capacity(pages.len());
+    let mut all: Vec<(usize, T)> = Vec::new();
+    for (source, page) in pages.into_iter().enumerate() {
+        let mut rest = Vec::new();
+        for t in page.items {
+            if bound.as_deref().is_none_or(|b| id(&t) <= b) {
+                all.push((source, t));
+            } else {
+                rest.push(t);
+            }
+        }
+        rests.push(SourcePage { items: rest, more: page.more });
+    }
+    all.sort_by(|a, b| id(&a.1).cmp(id(&b.1)));
+    all.dedup_by(|a, b| id(&a.1) == id(&b.1));
     let truncated = all.len() > limit;
-    all.truncate(limit);
-    let next = if truncated || any_more { all.last().map(|t| id(t).to_owned()) } else { None };
-    (all, next)
+    // What the page cannot hold goes back to its source, before what lay beyond the bound.
+    let cut = if truncated { all.split_off(limit) } else { Vec::new() };
+    let next = if truncated || any_more { all.last().map(|(_, t)| id(t).to_owned()) } else { None };
+    if next.is_none() {
+        rests.iter_mut().for_each(|r| *r = SourcePage { items: Vec::new(), more: false });
+    } else {
+        let mut back: Vec<Vec<T>> = rests.iter().map(|_| Vec::new()).collect();
+        for (source, t) in cut {
+            back[source].push(t);
+        }
+        for (rest, mut back) in rests.iter_mut().zip(back) {
+            back.append(&mut rest.items);
+            rest.items = back;
+        }
+    }
+    (all.into_iter().map(|(_, t)| t).collect(), next, rests)
 }
 
 #[cfg(test)]
@@ -142,6 +179,71 @@ mod tests {
             let full_pages = expected.len().div_ceil(limit);
             assert!(pages <= full_pages * 2 + 1, "{pages} pages for {} items of {limit}", expected.len());
         }
+    }
+
+    /// Pages through `sources` as a gateway with read-ahead does: a source's rest serves the next
+    /// page while it holds at least `per` items (or all the source has); otherwise the source is
+    /// asked again from the marker for `ahead` items.
+    fn page_through_reading_ahead(sources: &[Vec<String>], limit: usize, ahead: usize) -> (Vec<String>, usize) {
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        let mut rests: Vec<Option<SourcePage<String>>> = vec![None; sources.len()];
+        let mut asked = 0;
+        loop {
+            let per = per_source_limit(limit, sources.len());
+            let answers: Vec<SourcePage<String>> = sources
+                .iter()
+                .zip(rests.iter_mut())
+                .map(|(s, rest)| match rest.take() {
+                    Some(r) if r.items.len() >= per || !r.more => r,
+                    _ => {
+                        asked += 1;
+                        let after: Vec<String> =
+                            s.iter().filter(|i| marker.as_ref().is_none_or(|m| *i > m)).cloned().collect();
+                        let n = if marker.is_some() { ahead } else { per };
+                        SourcePage { more: after.len() > n, items: after.into_iter().take(n).collect() }
+                    }
+                })
+                .collect();
+            let (items, next, rest) = merge_keeping_rest(answers, limit, |s| s.as_str());
+            assert!(items.len() <= limit);
+            assert!(!items.is_empty() || next.is_none(), "an empty page must be the last");
+            for r in &rest {
+                assert!(r.items.iter().all(|i| Some(i) > next.as_ref()), "a rest lies after the page");
+            }
+            out.extend(items);
+            marker = next;
+            rests = rest.into_iter().map(Some).collect();
+            if marker.is_none() {
+                return (out, asked);
+            }
+        }
+    }
+
+    #[test]
+    fn reading_ahead_pages_every_item_once_and_asks_less() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for (n_sources, per_source, limit) in [(1, 50, 7), (3, 100, 10), (11, 1000, 100), (4, 0, 5), (2, 3, 1000)] {
+            let sources: Vec<Vec<String>> = (0..n_sources)
+                .map(|_| {
+                    let mut v: Vec<String> = (0..per_source).map(|_| format!("{:016x}", rng.gen::<u64>())).collect();
+                    v.sort();
+                    v
+                })
+                .collect();
+            let mut expected: Vec<String> = sources.iter().flatten().cloned().collect();
+            expected.sort();
+            let (got, asked) = page_through_reading_ahead(&sources, limit, limit);
+            assert_eq!(got, expected, "{n_sources} sources × {per_source}, limit {limit}");
+            let (_, pages) = page_through(&sources, limit);
+            if per_source >= 10 * limit / n_sources {
+                assert!(asked * 2 < pages * n_sources, "asked {asked} times for {pages} pages of {n_sources} sources");
+            }
+        }
+        // Duplicates across sources (a diamond) still appear once.
+        let a: Vec<String> = (0..40).map(|i| format!("{i:03}")).collect();
+        let (got, _) = page_through_reading_ahead(&[a.clone(), a.clone()], 7, 7);
+        assert_eq!(got, a);
     }
 
     #[test]

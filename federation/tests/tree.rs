@@ -782,6 +782,81 @@ async fn instances_by_id_anywhere_and_lists_across_the_tree() {
     assert!(g.instance(&admin(), b_id).await.is_ok(), "the refused delete changed nothing");
 }
 
+/// Walks every page of the admin list at `zone`, `limit` at a time, calling `between` after each
+/// page with the marker of the next; returns the ids listed and the number of pages.
+async fn walk(t: &Tree, zone: &str, limit: usize, mut between: impl AsyncFnMut(&str)) -> (Vec<String>, usize) {
+    let g = t.gw(zone);
+    let (mut seen, mut pages, mut marker) = (Vec::new(), 0, None);
+    loop {
+        let page = g.instances(&admin(), &ListQuery { client_id: None, limit, marker: marker.clone() }).await.unwrap();
+        assert!(page.unreachable_zones.is_empty());
+        pages += 1;
+        seen.extend(page.instances.into_iter().map(|i| i.id));
+        marker = page.next_marker;
+        match &marker {
+            Some(m) => between(m).await,
+            None => return (seen, pages),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_list_walk_reads_ahead_and_still_shows_changes_made_between_pages() {
+    let t = Tree::build().await;
+    let g = t.gw("global");
+    let mut ids = Vec::new();
+    for i in 0..240 {
+        let id = new_id();
+        g.create(&admin(), &id, &create("a", vec![hv(["kvm", "hyperv", "xen"][i % 3])])).await.unwrap();
+        ids.push(id);
+    }
+    ids.sort();
+    // Unchanged below: every instance once, and the children asked far less than once a page.
+    let before = t.transport.count("region1", "list") + t.transport.count("region2", "list");
+    let (seen, pages) = walk(&t, "global", 10, async |_| {}).await;
+    assert_eq!(seen, ids);
+    let asked = t.transport.count("region1", "list") + t.transport.count("region2", "list") - before;
+    // Without reading ahead: one list per child per page. With it, a child's page of `limit`
+    // serves about `limit / share` pages (here 10 / 5, with three sources at global).
+    assert!(asked * 4 < pages * 2 * 3, "{asked} child lists for {pages} pages of 2 children");
+
+    // Changed below between pages: after the second page, one instance further on is deleted and
+    // one is made further on, each directly at a data centre (the parents learn of it at their
+    // next poll, as they would from their watches). The walk shows the new one and not the old.
+    let mut expected = ids.clone();
+    let mut page = 0;
+    let (seen, _) = walk(&t, "global", 10, async |marker: &str| {
+        page += 1;
+        if page != 2 {
+            return;
+        }
+        // The next page's first instance: one a child read ahead and keeps.
+        let gone = ids.iter().find(|id| id.as_str() > marker).expect("an instance after the page").clone();
+        let holder = ["dc1", "dc2", "dc3", "region1"]
+            .into_iter()
+            .find(|dc| t.fake(dc).instances.lock().unwrap().contains_key(&gone))
+            .expect("a zone holds it");
+        t.gw(holder).delete(&admin(), &gone).await.unwrap();
+        expected.retain(|id| *id != gone);
+        // Right after the marker (its last hex digit one up), before anything kept: a kept page
+        // that was not dropped would miss it.
+        let made = match marker.chars().last().and_then(|c| c.to_digit(16)).filter(|d| *d < 15) {
+            Some(d) => format!("{}{:x}", &marker[..marker.len() - 1], d + 1),
+            None => std::iter::repeat_with(new_id).find(|id| id.as_str() > marker).unwrap(),
+        };
+        t.gw("dc2").create(&admin(), &made, &create("a", vec![])).await.unwrap();
+        expected.push(made);
+        expected.sort();
+        // Three rounds: each level learns of the change below it one round after that level.
+        for _ in 0..3 {
+            t.poll_all().await;
+        }
+        assert_ne!(t.gw("global").registry().get(&t.fake("region1").id).map(|c| c.generation), Some(0));
+    })
+    .await;
+    assert_eq!(seen, expected, "the walk shows what changed below after its first pages");
+}
+
 #[tokio::test]
 async fn an_offline_child_is_avoided_and_named_in_lists() {
     let t = Tree::build().await;

@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use api::{HostList, Instance, InstanceList};
 
-use super::{Gateway, RequestContext};
+use super::{Gateway, ReadAhead, ReadAheadKey, RequestContext};
 use crate::error::FedError;
 use crate::registry::Child;
-use crate::scatter::{gather, merge, per_source_limit, SourcePage};
+use crate::scatter::{gather, merge, merge_keeping_rest, per_source_limit, SourcePage};
 use crate::transport::ListQuery;
 
 impl Gateway {
@@ -33,33 +33,76 @@ impl Gateway {
     }
 
     /// A page of instances across this zone and its subtree, sorted by id.
+    ///
+    /// Read-ahead: from the second page of a walk on, each child is asked for a whole `limit`
+    /// after the marker instead of its share, and what the page could not hold is kept
+    /// ([`ReadAhead`]) for the pages that follow, while the child's generation stays the same. A
+    /// walk of n pages over c children then costs about c × n × share / limit child requests
+    /// instead of c × n: measured, a child's fixed cost per request (HTTP, the token, a read
+    /// transaction after the last report batch) outweighed its cost per instance.
     pub async fn instances(&self, ctx: &RequestContext, query: &ListQuery) -> Result<InstanceList, FedError> {
         if self.registry.is_empty() {
             return self.local.instances(&ctx.caller, query).await;
         }
         let (children, mut unreachable) = self.list_sources(ctx, query.client_id.as_deref()).await;
-        let per = ListQuery { limit: per_source_limit(query.limit, children.len() + 1), ..query.clone() };
+        let share = per_source_limit(query.limit, children.len() + 1);
+        let per = ListQuery { limit: share, ..query.clone() };
+        // The first page of a walk asks for shares only: a caller who wants one page pays for one.
+        let ahead = ListQuery { limit: query.limit.max(share), ..query.clone() };
         let path = ctx.path.through(&self.me.id);
+        let visibility = ctx.caller.visibility_key();
+        let key = |child: &Child, marker: Option<&str>| ReadAheadKey {
+            child: child.id.clone(),
+            visibility: visibility.clone(),
+            client: query.client_id.clone(),
+            marker: marker.map(str::to_owned),
+        };
+        // Children whose kept items serve this page, and the rest to ask.
+        let mut kept: Vec<Option<ReadAhead>> = Vec::with_capacity(children.len());
+        for child in &children {
+            let held = query
+                .marker
+                .as_deref()
+                .and_then(|m| self.read_ahead.remove(&key(child, Some(m))))
+                .and_then(|r| r.lock().ok().and_then(|mut r| r.take()));
+            kept.push(held.filter(|r| r.serves(child.generation, share)));
+        }
+        let to_ask: Vec<Arc<Child>> =
+            children.iter().zip(&kept).filter(|(_, k)| k.is_none()).map(|(c, _)| c.clone()).collect();
         let (own, answers) = tokio::join!(
             self.local.instances(&ctx.caller, &per),
-            gather(&children, self.settings.scatter_deadline, |child| {
-                let (path, per) = (&path, &per);
+            gather(&to_ask, self.settings.scatter_deadline, |child| {
+                let (path, q) = (&path, if query.marker.is_some() { &ahead } else { &per });
                 async move {
                     let hop = self.hop(&ctx.caller, path, self.settings.scatter_deadline);
-                    self.transport.instances(&child, &hop, per).await
+                    self.transport.instances(&child, &hop, q).await
                 }
             })
         );
         let own = own?;
+        let mut answers = answers.into_iter();
         let mut pages = vec![SourcePage { more: own.next_marker.is_some(), items: own.instances }];
-        for (child, answer) in answers {
+        // The child (and its generation when its page was read) of each page after the first.
+        let mut sources: Vec<(Arc<Child>, i64, Vec<String>)> = Vec::with_capacity(children.len());
+        for (child, held) in children.iter().zip(kept) {
+            if let Some(held) = held {
+                unreachable.extend(held.unreachable.iter().cloned());
+                pages.push(held.page);
+                sources.push((child.clone(), held.generation, held.unreachable));
+                continue;
+            }
+            let (asked, answer) = answers.next().expect("one answer per child asked");
+            debug_assert_eq!(asked.id, child.id);
             match answer {
                 Ok(mut list) => {
                     for i in &mut list.instances {
                         self.prefix(&mut i.zone_path);
                     }
-                    unreachable.extend(list.unreachable_zones.iter().map(|z| format!("{}/{z}", child.name)));
+                    let below: Vec<String> =
+                        list.unreachable_zones.iter().map(|z| format!("{}/{z}", child.name)).collect();
+                    unreachable.extend(below.iter().cloned());
                     pages.push(SourcePage { more: list.next_marker.is_some(), items: list.instances });
+                    sources.push((child.clone(), asked.generation, below));
                 }
                 Err(e) => {
                     tracing::warn!(child = %child.name, error = %e, "child zone did not answer a list");
@@ -67,7 +110,17 @@ impl Gateway {
                 }
             }
         }
-        let (instances, next_marker) = merge(pages, query.limit, |i: &Instance| i.id.as_str());
+        let (instances, next_marker, rests) = merge_keeping_rest(pages, query.limit, |i: &Instance| i.id.as_str());
+        if let Some(next) = &next_marker {
+            // rests[0] is this zone's own: cheap to read again.
+            for ((child, generation, below), rest) in sources.into_iter().zip(rests.into_iter().skip(1)) {
+                if rest.items.is_empty() && rest.more {
+                    continue;
+                }
+                let held = ReadAhead { generation, page: rest, unreachable: below };
+                self.read_ahead.insert(key(&child, Some(next)), Arc::new(std::sync::Mutex::new(Some(held))));
+            }
+        }
         unreachable.sort();
         unreachable.dedup();
         Ok(InstanceList { instances, unreachable_zones: unreachable, next_marker })
@@ -112,5 +165,42 @@ impl Gateway {
         unreachable.sort();
         unreachable.dedup();
         Ok(HostList { hosts, unreachable_zones: unreachable, next_marker })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(generation: i64, items: usize, more: bool) -> ReadAhead {
+        let instance = |n: usize| Instance {
+            id: format!("{n:04}"),
+            name: "vm".into(),
+            client_id: "a".into(),
+            state: "running".into(),
+            host_id: None,
+            zone_id: "z".into(),
+            zone_path: vec!["z".into()],
+            resources: api::Resources { vcpus: 1, memory_mb: 1, disk_gb: 1 },
+            requirements: vec![],
+            error_reason: None,
+            version: 1,
+            created_at: String::new(),
+            updated_at: String::new(),
+        };
+        ReadAhead {
+            generation,
+            page: SourcePage { items: (0..items).map(instance).collect(), more },
+            unreachable: vec![],
+        }
+    }
+
+    #[test]
+    fn kept_items_serve_only_an_unchanged_child_and_only_when_they_fill_its_share() {
+        assert!(held(7, 12, true).serves(7, 12));
+        assert!(!held(7, 12, true).serves(8, 12), "the child changed since: read it again");
+        assert!(!held(7, 11, true).serves(7, 12), "too few to fill the share, and more to come");
+        assert!(held(7, 3, false).serves(7, 12), "all the child has");
+        assert!(held(7, 0, false).serves(7, 12), "the child is done");
     }
 }

@@ -176,6 +176,41 @@ pub enum PollOutcome {
 /// How many instance-search misses are remembered, and for how long at most (a child's new
 /// generation ends one sooner).
 const MISS_CACHE_CAPACITY: u64 = 100_000;
+/// Instances kept for the next pages of list walks (see [`Gateway::instances`]), across walks:
+/// about 40 MB at most.
+const READ_AHEAD_CAPACITY: u64 = 100_000;
+/// How long a walk's next page may take to be asked for before its kept items are dropped.
+const READ_AHEAD_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whose kept list items these are: the child, what the caller may see, the list's client
+/// filter, and the marker of the page they follow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ReadAheadKey {
+    pub child: String,
+    pub visibility: String,
+    pub client: Option<String>,
+    pub marker: Option<String>,
+}
+
+/// A child's list items beyond the page they were read for, valid while the child's generation
+/// is the one they were read at (any create, delete or move below it moves the generation, and
+/// the parent hears of it within milliseconds through its watch).
+#[derive(Debug, Clone)]
+pub(crate) struct ReadAhead {
+    pub generation: i64,
+    pub page: crate::scatter::SourcePage<api::Instance>,
+    /// The zones below the child that did not answer it then.
+    pub unreachable: Vec<String>,
+}
+
+impl ReadAhead {
+    /// Whether these items may serve the next page of a child now at `generation`, whose share of
+    /// a page is `share`: nothing changed below the child since they were read, and they fill the
+    /// share (or are all the child has). Fewer would cut the page short at their last id.
+    pub fn serves(&self, generation: i64, share: usize) -> bool {
+        self.generation == generation && (self.page.items.len() >= share || !self.page.more)
+    }
+}
 const MISS_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The gateway of this zone: its children as last polled, the caches, and the way to them and
@@ -191,6 +226,9 @@ pub struct Gateway {
     /// Instance searches a child answered "not there": (child, instance id, who asked) → the
     /// child's generation then. See [`routes`].
     misses: moka::sync::Cache<(String, String, String), i64>,
+    /// Kept list items per child for the next page of a walk (see [`Gateway::instances`]). Taken
+    /// out of the mutex when used, so a page of items changes hands without being copied.
+    read_ahead: moka::sync::Cache<ReadAheadKey, Arc<Mutex<Option<ReadAhead>>>>,
     // A std mutex: held to clone or swap, never across an await.
     own_aggregate: Mutex<Option<(Instant, Aggregate)>>,
 }
@@ -206,6 +244,14 @@ impl Gateway {
             lookups: LookupCache::new(settings.lookup_cache_capacity),
             routes: moka::sync::Cache::new(settings.route_cache_capacity),
             misses: moka::sync::Cache::builder().max_capacity(MISS_CACHE_CAPACITY).time_to_live(MISS_CACHE_TTL).build(),
+            read_ahead: moka::sync::Cache::builder()
+                .max_capacity(READ_AHEAD_CAPACITY)
+                .weigher(|_, r: &Arc<Mutex<Option<ReadAhead>>>| {
+                    let len = r.lock().map(|r| r.as_ref().map_or(0, |r| r.page.items.len())).unwrap_or(0);
+                    len.max(1).try_into().unwrap_or(u32::MAX)
+                })
+                .time_to_live(READ_AHEAD_TTL)
+                .build(),
             me,
             settings,
             registry: Registry::new(),
