@@ -382,6 +382,15 @@ impl Client {
         }
     }
 
+    /// [`Client::instances`] with each instance kept as JSON text (what a gateway merges).
+    pub async fn instances_raw(&self, query: &str) -> Result<crate::RawInstanceList, ClientError> {
+        if query.is_empty() {
+            self.get("/v1/instances").await
+        } else {
+            self.get(&format!("/v1/instances?{query}")).await
+        }
+    }
+
     pub async fn instance(&self, id: &str) -> Result<Instance, ClientError> {
         self.get(&format!("/v1/instances/{id}")).await
     }

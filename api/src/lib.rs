@@ -11,6 +11,7 @@
 //! - [`http`]: where every HTTP client is built (the TLS provider is installed there)
 //! - [`bus`]: the bus protocol: every message and event kind with its body and reply types
 //! - [`agent`]: the host-agent protocol (zone → agent tasks, agent → zone callbacks and reports)
+//! - [`raw`]: instances passed through gateways as JSON text
 //! - [`scope`]: the client-id patterns that limit a `parent` account
 //! - [`federation`]: child zones, the lowest-zone answer, and the headers of forwarded requests
 
@@ -20,6 +21,7 @@ pub mod client;
 pub mod error;
 pub mod federation;
 pub mod http;
+pub mod raw;
 pub mod scope;
 pub mod types;
 pub mod validate;
@@ -30,5 +32,6 @@ pub use federation::{
     ChildSummary, ChildZone, LowestZone, SubtreeEntry, SubtreeView, ZoneCreate, ZoneList, ZoneStatus, ZoneUpdate,
     ZoneWatch,
 };
+pub use raw::{RawInstance, RawInstanceList};
 pub use scope::{ClientPattern, ClientScope};
 pub use types::*;

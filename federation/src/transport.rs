@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use api::federation::{INSTANCE_ID_HEADER, ZONE_PATH_HEADER};
 use api::{
-    Answer, ClientError, Conditional, ErrorCode, HostList, Instance, InstanceAction, InstanceCreate, InstanceList,
-    LowestZone, Placement, PlacementRequest, Role, SubtreeView, ZoneInfo, ZoneWatch,
+    Answer, ClientError, Conditional, ErrorCode, HostList, Instance, InstanceAction, InstanceCreate, LowestZone,
+    Placement, PlacementRequest, RawInstanceList, Role, SubtreeView, ZoneInfo, ZoneWatch,
 };
 
 use crate::error::FedError;
@@ -101,7 +101,8 @@ pub trait ChildTransport: Send + Sync + 'static {
         action: &InstanceAction,
     ) -> Result<Answer<Instance>, FedError>;
     async fn delete(&self, child: &Child, hop: &Hop<'_>, id: &str) -> Result<Answer<()>, FedError>;
-    async fn instances(&self, child: &Child, hop: &Hop<'_>, query: &ListQuery) -> Result<InstanceList, FedError>;
+    /// A page of the child's instances, each kept as JSON text ([`api::RawInstance`]).
+    async fn instances(&self, child: &Child, hop: &Hop<'_>, query: &ListQuery) -> Result<RawInstanceList, FedError>;
     async fn hosts(&self, child: &Child, hop: &Hop<'_>, query: &ListQuery) -> Result<HostList, FedError>;
     /// The child's lowest zone for a client (`None`: it manages none of the client's instances).
     async fn lowest_zone(
@@ -287,11 +288,11 @@ impl ChildTransport for RestTransport {
         self.with_child(child, hop, "delete", |c| async move { c.instance_delete_answer(id).await }).await
     }
 
-    async fn instances(&self, child: &Child, hop: &Hop<'_>, query: &ListQuery) -> Result<InstanceList, FedError> {
+    async fn instances(&self, child: &Child, hop: &Hop<'_>, query: &ListQuery) -> Result<RawInstanceList, FedError> {
         let q = query.to_query();
         self.with_child(child, hop, "list_instances", |c| {
             let q = q.clone();
-            async move { c.instances(&q).await }
+            async move { c.instances_raw(&q).await }
         })
         .await
     }

@@ -416,7 +416,7 @@ impl ChildTransport for InProcess {
         let r = gw.delete(&ctx, id).await.map_err(wire)?;
         Ok(Answer { value: (), generation: r.generation, lowest: r.lowest })
     }
-    async fn instances(&self, child: &Child, hop: &Hop<'_>, q: &ListQuery) -> Result<InstanceList, FedError> {
+    async fn instances(&self, child: &Child, hop: &Hop<'_>, q: &ListQuery) -> Result<api::RawInstanceList, FedError> {
         let (gw, ctx) = self.enter(child, hop, "list")?;
         gw.instances(&ctx, q).await.map_err(wire)
     }
@@ -759,7 +759,7 @@ async fn instances_by_id_anywhere_and_lists_across_the_tree() {
         let page =
             g.instances(&admin(), &ListQuery { client_id: None, limit: 4, marker: marker.clone() }).await.unwrap();
         assert!(page.unreachable_zones.is_empty());
-        seen.extend(page.instances.into_iter().map(|i| i.id));
+        seen.extend(page.instances.iter().map(|i| i.id().to_owned()));
         marker = page.next_marker;
         if marker.is_none() {
             break;
@@ -770,8 +770,12 @@ async fn instances_by_id_anywhere_and_lists_across_the_tree() {
     assert_eq!(seen, expected);
     // A member sees only its client, and only children holding it are asked.
     let before = t.transport.count("region2", "list");
-    let a_list =
-        g.instances(&member("a"), &ListQuery { client_id: Some("a".into()), limit: 100, marker: None }).await.unwrap();
+    let a_list = g
+        .instances(&member("a"), &ListQuery { client_id: Some("a".into()), limit: 100, marker: None })
+        .await
+        .unwrap()
+        .decode()
+        .unwrap();
     assert_eq!(a_list.instances.len(), 10);
     assert!(a_list.instances.iter().all(|i| i.client_id == "a"));
     assert_eq!(t.transport.count("region2", "list"), before, "client a is all in region1: region2 is not asked");
@@ -791,7 +795,7 @@ async fn walk(t: &Tree, zone: &str, limit: usize, mut between: impl AsyncFnMut(&
         let page = g.instances(&admin(), &ListQuery { client_id: None, limit, marker: marker.clone() }).await.unwrap();
         assert!(page.unreachable_zones.is_empty());
         pages += 1;
-        seen.extend(page.instances.into_iter().map(|i| i.id));
+        seen.extend(page.instances.iter().map(|i| i.id().to_owned()));
         marker = page.next_marker;
         match &marker {
             Some(m) => between(m).await,

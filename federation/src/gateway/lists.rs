@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use api::{HostList, Instance, InstanceList};
+use api::{HostList, RawInstance, RawInstanceList};
 
 use super::{Gateway, ReadAhead, ReadAheadKey, RequestContext};
 use crate::error::FedError;
@@ -40,9 +40,10 @@ impl Gateway {
     /// walk of n pages over c children then costs about c × n × share / limit child requests
     /// instead of c × n: measured, a child's fixed cost per request (HTTP, the token, a read
     /// transaction after the last report batch) outweighed its cost per instance.
-    pub async fn instances(&self, ctx: &RequestContext, query: &ListQuery) -> Result<InstanceList, FedError> {
+    /// The instances are passed on as JSON text ([`api::RawInstance`]): a gateway decodes none.
+    pub async fn instances(&self, ctx: &RequestContext, query: &ListQuery) -> Result<RawInstanceList, FedError> {
         if self.registry.is_empty() {
-            return self.local.instances(&ctx.caller, query).await;
+            return raw(&self.local.instances(&ctx.caller, query).await?);
         }
         let (children, mut unreachable) = self.list_sources(ctx, query.client_id.as_deref()).await;
         let share = per_source_limit(query.limit, children.len() + 1);
@@ -79,7 +80,7 @@ impl Gateway {
                 }
             })
         );
-        let own = own?;
+        let own = raw(&own?)?;
         let mut answers = answers.into_iter();
         let mut pages = vec![SourcePage { more: own.next_marker.is_some(), items: own.instances }];
         // The child (and its generation when its page was read) of each page after the first.
@@ -96,7 +97,9 @@ impl Gateway {
             match answer {
                 Ok(mut list) => {
                     for i in &mut list.instances {
-                        self.prefix(&mut i.zone_path);
+                        if !i.prefix_zone_path(&self.me.name) {
+                            tracing::warn!(child = %child.name, id = i.id(), "a child listed an instance without a zone_path");
+                        }
                     }
                     let below: Vec<String> =
                         list.unreachable_zones.iter().map(|z| format!("{}/{z}", child.name)).collect();
@@ -110,7 +113,7 @@ impl Gateway {
                 }
             }
         }
-        let (instances, next_marker, rests) = merge_keeping_rest(pages, query.limit, |i: &Instance| i.id.as_str());
+        let (instances, next_marker, rests) = merge_keeping_rest(pages, query.limit, RawInstance::id);
         if let Some(next) = &next_marker {
             // rests[0] is this zone's own: cheap to read again.
             for ((child, generation, below), rest) in sources.into_iter().zip(rests.into_iter().skip(1)) {
@@ -123,7 +126,7 @@ impl Gateway {
         }
         unreachable.sort();
         unreachable.dedup();
-        Ok(InstanceList { instances, unreachable_zones: unreachable, next_marker })
+        Ok(RawInstanceList { instances, unreachable_zones: unreachable, next_marker })
     }
 
     /// A page of hosts across this zone and its subtree, sorted by id.
@@ -168,12 +171,17 @@ impl Gateway {
     }
 }
 
+/// This zone's own page as JSON text.
+fn raw(list: &api::InstanceList) -> Result<RawInstanceList, FedError> {
+    RawInstanceList::from_list(list).map_err(|e| FedError::internal(format!("cannot encode an instance: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn held(generation: i64, items: usize, more: bool) -> ReadAhead {
-        let instance = |n: usize| Instance {
+        let instance = |n: usize| api::Instance {
             id: format!("{n:04}"),
             name: "vm".into(),
             client_id: "a".into(),
@@ -190,7 +198,10 @@ mod tests {
         };
         ReadAhead {
             generation,
-            page: SourcePage { items: (0..items).map(instance).collect(), more },
+            page: SourcePage {
+                items: (0..items).map(|n| RawInstance::from_instance(&instance(n)).unwrap()).collect(),
+                more,
+            },
             unreachable: vec![],
         }
     }

@@ -198,7 +198,7 @@ pub(crate) struct ReadAheadKey {
 #[derive(Debug, Clone)]
 pub(crate) struct ReadAhead {
     pub generation: i64,
-    pub page: crate::scatter::SourcePage<api::Instance>,
+    pub page: crate::scatter::SourcePage<api::RawInstance>,
     /// The zones below the child that did not answer it then.
     pub unreachable: Vec<String>,
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use api::federation::WATCH_MAX_TIMEOUT_MS;
 use api::{
     Aggregate, Answer, ChildSummary, Conditional, ErrorCode, HostList, Instance, InstanceAction, InstanceCreate,
-    InstanceList, LowestZone, Placement, PlacementRequest, SubtreeEntry, SubtreeView, ZoneInfo, ZoneWatch,
+    LowestZone, Placement, PlacementRequest, SubtreeEntry, SubtreeView, ZoneInfo, ZoneWatch,
 };
 use federation::identity::{effective, Stated};
 use federation::{Child, ChildTransport, Credentials, FedError, Gateway, Hop, ListQuery, Principal, RequestContext};
@@ -331,7 +331,12 @@ impl ChildTransport for InProcess {
         Err(not_modelled("a delete"))
     }
 
-    async fn instances(&self, _child: &Child, _hop: &Hop<'_>, _query: &ListQuery) -> Result<InstanceList, FedError> {
+    async fn instances(
+        &self,
+        _child: &Child,
+        _hop: &Hop<'_>,
+        _query: &ListQuery,
+    ) -> Result<api::RawInstanceList, FedError> {
         Err(not_modelled("an instance list"))
     }
 
