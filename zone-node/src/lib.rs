@@ -58,7 +58,7 @@ pub use cli::{run_operator, Cli, Command};
 pub use config::Config;
 pub use error::{Error, Result};
 pub use redact::redact_url;
-pub use scheduler::{validate_host, validate_requirements, validate_resources, Filter};
+pub use scheduler::{validate_host, validate_requirements, validate_resources, Filter, ValidationError};
 pub use secrets::SecretKey;
 pub use services::instance::to_api as instance_to_api;
 pub use store::{
