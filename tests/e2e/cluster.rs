@@ -204,6 +204,60 @@ async fn fourth_node_takes_a_quarter_and_no_resource_runs_twice() {
     }
 }
 
+/// A node that leaves on SIGTERM while probes run on its resources through the other two: it exits
+/// 0, every probe succeeds (what it held is finished, and what reaches it afterwards is forwarded
+/// to the new owners), and no resource ever runs twice at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_leaving_under_load_loses_no_call_and_runs_nothing_twice() {
+    let zone = Cluster::start(3, ClusterOptions::default()).await;
+    let resources = random_resources(48);
+    let stop = tokio_util_stop();
+    let mut workers = Vec::new();
+    for (w, resource) in resources.iter().enumerate() {
+        // Through the nodes that stay.
+        let client = zone.node(w % 2).client().await;
+        let resource = resource.clone();
+        let stop = stop.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match client.probe(&resource, 20).await {
+                    Ok(r) => {
+                        assert_eq!(r.active, 1, "two handlers on {resource} at once");
+                        ok += 1;
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (resource, ok, failed)
+        }));
+    }
+    // Probes of the leaving node's own resources are running when it is told to go.
+    let leaving = zone.node(2).node_id();
+    zone.wait_until(Duration::from_secs(20), "a probe running on the node that will leave", || async {
+        zone.probe_stats().await.iter().any(|s| s.active > 0 && s.completed > 0).then_some(())
+    })
+    .await;
+    let status = zone.node(2).terminate().await.expect("the node exits on SIGTERM");
+    assert!(status.success(), "{}", zone.node(2).failure(&format!("the leaving node exited with {status}")));
+    zone.wait_for_alive(2, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let mut calls = 0;
+    for worker in workers {
+        let (resource, ok, failed) = worker.await.expect("worker");
+        assert!(failed.is_empty(), "probes on {resource} failed while {leaving} left: {failed:?}");
+        calls += ok;
+    }
+    let stats = zone.probe_stats().await;
+    let total: i64 = stats.iter().map(|s| s.completed).sum();
+    assert_eq!(total as u64, calls, "completed probes in the database differ from successful calls");
+    for s in &stats {
+        assert_eq!(s.max_active, 1, "resource {} had {} concurrent handlers", s.resource_id, s.max_active);
+    }
+}
+
 fn tokio_util_stop() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
 }

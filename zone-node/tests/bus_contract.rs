@@ -86,6 +86,7 @@ bus_contract_suite!(
     remote_error_code_is_preserved,
     call_to_a_node_without_queue_is_unroutable_at_once,
     fail_calls_to_ends_a_pending_call_at_once,
+    refuse_calls_to_lets_a_pending_call_finish,
     call_times_out_at_its_deadline,
     expired_message_is_answered_with_timeout,
     close_fails_pending_calls_and_later_calls,
@@ -248,6 +249,36 @@ async fn call_to_a_node_without_queue_is_unroutable_at_once(zone: &Zone) {
     client.close().await;
 }
 
+/// What membership does for a node that left on its own: later calls to it fail at once (nothing
+/// sent), while a call already with it still gets its answer.
+async fn refuse_calls_to_lets_a_pending_call_finish(zone: &Zone) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let server = zone.node().await;
+    let client = zone.node().await;
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let running = Arc::new(AtomicUsize::new(0));
+    let handler = Gated { gate: gate.clone(), running: running.clone(), most: Arc::new(AtomicUsize::new(0)) };
+    server.serve("gated", Arc::new(handler)).await.unwrap();
+    let dest = to(&server, "gated");
+    let pending = tokio::spawn({
+        let (client, dest) = (client.clone(), dest.clone());
+        async move { client.call(dest, Message::new("gated", vec![]), LONG).await }
+    });
+    let started = Instant::now();
+    while running.load(SeqCst) == 0 {
+        assert!(started.elapsed() < LONG, "the handler never started");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    client.refuse_calls_to(server.node_id());
+    let later = client.call(dest.clone(), Message::new("gated", vec![]), LONG).await;
+    assert!(matches!(later, Err(BusError::NodeGone(n)) if n == server.node_id()), "{later:?}");
+    gate.add_permits(1);
+    let answer = tokio::time::timeout(LONG, pending).await.expect("the pending call ended").unwrap();
+    assert!(answer.is_ok(), "the pending call was failed: {answer:?}");
+    client.close().await;
+    server.close().await;
+}
+
 async fn fail_calls_to_ends_a_pending_call_at_once(zone: &Zone) {
     let server = zone.node().await;
     let client = zone.node().await;
@@ -269,11 +300,13 @@ async fn fail_calls_to_ends_a_pending_call_at_once(zone: &Zone) {
     assert!(took < Duration::from_secs(2), "{took:?}");
     // Later calls and sends to it fail at once too, until it is seen again.
     let started = Instant::now();
+    // (`NodeGone`: nothing was sent, so a caller may send again elsewhere.)
     let later = client.call(dest.clone(), Message::new("slow", vec![]), LONG).await;
-    assert!(matches!(later, Err(BusError::NodeUnavailable(_))), "{later:?}");
+    assert!(matches!(later, Err(BusError::NodeGone(_))), "{later:?}");
+    assert_eq!(later.unwrap_err().code(), ErrorCode::NodeUnavailable);
     assert!(started.elapsed() < Duration::from_secs(1));
     let sent = client.send(dest.clone(), Message::new("slow", vec![])).await;
-    assert!(matches!(sent, Err(BusError::NodeUnavailable(_))), "{sent:?}");
+    assert!(matches!(sent, Err(BusError::NodeGone(_))), "{sent:?}");
     client.node_available(server.node_id());
     let err = client.call(dest, Message::new("slow", vec![]), Duration::from_millis(300)).await.unwrap_err();
     assert!(matches!(err, BusError::Timeout(_)), "the call went through again: {err:?}");

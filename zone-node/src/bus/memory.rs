@@ -224,7 +224,7 @@ impl Transport for MemoryTransport {
     async fn send(&self, to: Destination, msg: Message) -> Result<(), BusError> {
         self.check_open()?;
         if let Some(node) = to.node().filter(|n| self.is_failed(Some(*n))) {
-            return Err(BusError::NodeUnavailable(node));
+            return Err(BusError::NodeGone(node));
         }
         let queue = to.queue_name(&self.prefix);
         self.broker.deliver(&queue, Delivery { msg, reply: ReplySink::none() }).map_err(|_| BusError::Unroutable(queue))
@@ -237,7 +237,7 @@ impl Transport for MemoryTransport {
         // this call or this call sees its node in the set.
         let (_guard, cancelled) = self.register(node);
         if let Some(node) = node.filter(|n| self.is_failed(Some(*n))) {
-            return Err(BusError::NodeUnavailable(node));
+            return Err(BusError::NodeGone(node));
         }
         let deadline = call_deadline(&mut msg, timeout);
         let (tx, rx) = oneshot::channel();
@@ -268,7 +268,7 @@ impl Transport for MemoryTransport {
         let refused = if let Err(err) = self.check_open() {
             Some(err)
         } else {
-            to.node().filter(|n| self.is_failed(Some(*n))).map(BusError::NodeUnavailable)
+            to.node().filter(|n| self.is_failed(Some(*n))).map(BusError::NodeGone)
         };
         if let Some(err) = refused {
             delivery.reply(Err(err.to_body())).await;
@@ -305,6 +305,10 @@ impl Transport for MemoryTransport {
                 let _ = call.cancel.send(BusError::NodeUnavailable(node));
             }
         }
+    }
+
+    fn refuse_calls_to(&self, node: Uuid) {
+        self.failed.write().unwrap_or_else(PoisonError::into_inner).insert(node);
     }
 
     fn node_available(&self, node: Uuid) {

@@ -118,8 +118,14 @@ pub trait Handler: Send + Sync + 'static {
 pub enum BusError {
     #[error("no reply within {0:?}")]
     Timeout(Duration),
+    /// A call pending on the node was failed: it left or was evicted, so the message may or may
+    /// not have been handled.
     #[error("node {0} is not available (it left the zone or was evicted)")]
     NodeUnavailable(Uuid),
+    /// The node was known to be gone before the message was sent, so nothing was sent: safe to
+    /// send again to the owner of a newer view.
+    #[error("node {0} is not available (it left the zone or was evicted); nothing was sent")]
+    NodeGone(Uuid),
     #[error("no queue takes messages for {0}")]
     Unroutable(String),
     #[error("the message bus is unavailable: {0}")]
@@ -138,7 +144,7 @@ impl api::CodedError for BusError {
     fn code(&self) -> ErrorCode {
         match self {
             BusError::Timeout(_) => ErrorCode::Timeout,
-            BusError::NodeUnavailable(_) => ErrorCode::NodeUnavailable,
+            BusError::NodeUnavailable(_) | BusError::NodeGone(_) => ErrorCode::NodeUnavailable,
             BusError::Unroutable(_) => ErrorCode::Unroutable,
             BusError::Unavailable(_) => ErrorCode::BusUnavailable,
             BusError::Remote { code, .. } => *code,
@@ -151,7 +157,9 @@ impl api::CodedError for BusError {
     fn public_message(&self) -> String {
         match self {
             BusError::Remote { message, .. } => message.clone(),
-            BusError::Timeout(_) | BusError::NodeUnavailable(_) | BusError::Unroutable(_) => self.to_string(),
+            BusError::Timeout(_) | BusError::NodeUnavailable(_) | BusError::NodeGone(_) | BusError::Unroutable(_) => {
+                self.to_string()
+            }
             BusError::Unavailable(_) => "the zone's message bus is unavailable; try again".into(),
             BusError::InvalidUrl(_) | BusError::BadReply(_) => "internal error; the node's log has the details".into(),
         }
@@ -178,6 +186,8 @@ pub trait Transport: Send + Sync + 'static {
     async fn publish(&self, event: Event) -> Result<(), BusError>;
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event>;
     fn fail_calls_to(&self, node: Uuid);
+    /// Fails every later call to `node` at once, leaving the pending ones to their answers.
+    fn refuse_calls_to(&self, node: Uuid);
     /// Undoes [`Transport::fail_calls_to`] for `node` (it was seen again).
     fn node_available(&self, node: Uuid) {
         let _ = node;
@@ -268,6 +278,13 @@ impl Bus {
     /// evicted.
     pub fn fail_calls_to(&self, node: Uuid) {
         self.inner.fail_calls_to(node)
+    }
+
+    /// Fails every later call to `node` at once with `NodeUnavailable`, as [`Bus::fail_calls_to`]
+    /// does, but lets the calls pending on it wait for their answers: membership calls this for a
+    /// node that left on its own, which forwards what it still receives to the new owners.
+    pub fn refuse_calls_to(&self, node: Uuid) {
+        self.inner.refuse_calls_to(node)
     }
 
     /// Lets calls to `node` through again after [`Bus::fail_calls_to`] (membership calls this

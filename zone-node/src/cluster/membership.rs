@@ -38,6 +38,16 @@ use crate::workqueue::WorkQueues;
 const PURGE_AFTER: Duration = Duration::from_secs(3600);
 /// Purge old rows every this many ticks.
 const PURGE_EVERY_TICKS: u64 = 60;
+/// How long a node that left keeps its bus open with no message arriving before it closes.
+const LEAVE_QUIET: Duration = Duration::from_millis(300);
+
+/// The longest a node that left keeps forwarding what still arrives.
+const LEFT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long calls pending on a node that left on its own may still be answered (by the new owners
+/// it forwarded them to) before they fail.
+const LEFT_GRACE: Duration = Duration::from_secs(10);
+
 /// The longest a graceful leave waits for in-flight work before leaving anyway.
 const LEAVE_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -441,10 +451,29 @@ impl Cluster {
     }
 
     fn apply(&self, old: Arc<View>, new: Arc<View>) {
-        // Calls still waiting on nodes that are gone fail now rather than at their deadline.
+        // The new view first: from here on no task picks a node that is gone, so a call or
+        // forward refused below for such a node can only come from a decision made on the old
+        // view (and `call_owner` sends it again on this one).
+        let epoch = new.epoch;
+        *self.inner.view.write().expect("view lock poisoned") = new.clone();
+        // Calls still waiting on nodes that are gone fail now rather than at their deadline;
+        // except on a node that left on its own: it forwards what it still receives to the new
+        // owners, whose answers come straight back to the callers, so its calls are failed only
+        // if still waiting a grace period later (a message lost with its queue).
         for node in old.nodes.iter().filter(|n| NodeState::parse(&n.state).is_live()) {
-            let gone = !new.state_of(node.id).map(NodeState::is_live).unwrap_or(false);
-            if gone && node.id != self.inner.me {
+            let now = new.state_of(node.id);
+            let gone = !now.map(NodeState::is_live).unwrap_or(false);
+            if !gone || node.id == self.inner.me {
+                continue;
+            }
+            if now == Some(NodeState::Left) {
+                self.inner.bus.refuse_calls_to(node.id);
+                let (bus, node) = (self.inner.bus.clone(), node.id);
+                tokio::spawn(async move {
+                    tokio::time::sleep(LEFT_GRACE).await;
+                    bus.fail_calls_to(node);
+                });
+            } else {
                 self.inner.bus.fail_calls_to(node.id);
             }
         }
@@ -455,8 +484,6 @@ impl Cluster {
             running = new.running.nodes().len(),
             "applied membership view"
         );
-        let epoch = new.epoch;
-        *self.inner.view.write().expect("view lock poisoned") = new;
         self.inner.applied.send_replace(epoch);
     }
 
@@ -564,6 +591,23 @@ impl Cluster {
             Err(error) => tracing::warn!(%error, "marking this node left failed; peers will evict it"),
         }
         self.publish(NodeEventKind::Left).await;
+        // Messages sent to this node before its peers saw it go may still arrive (in the queue,
+        // or in the consumer's buffer). Each is forwarded to its new owner (`admit`: this node
+        // owns nothing now), and the peers wait for those answers (`apply`), so keep the bus
+        // open until nothing has arrived for a moment.
+        let drained = async {
+            loop {
+                let seen = inner.work.submitted();
+                inner.work.wait_idle(|_| true).await;
+                tokio::time::sleep(LEAVE_QUIET).await;
+                if inner.work.submitted() == seen {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(LEFT_DRAIN_TIMEOUT, drained).await.is_err() {
+            tracing::warn!(node = %inner.me, "messages kept arriving after leaving; closing anyway");
+        }
     }
 
     async fn publish(&self, kind: NodeEventKind) {

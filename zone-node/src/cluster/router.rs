@@ -57,9 +57,10 @@ pub async fn call_owner<R: Rpc>(
             // Unroutable, here or at a node that forwarded it: no queue took the message, so
             // nothing was done. The owner a view named has just left (its queue is gone before
             // every view moved on): try again on the owner of the newer view, a few times,
-            // within the deadline.
+            // within the deadline. The same for a node this node already knows is gone (the
+            // view named it a moment before it was applied): nothing was sent.
             Err(e)
-                if e.code() == ErrorCode::Unroutable
+                if (e.code() == ErrorCode::Unroutable || matches!(e, crate::bus::BusError::NodeGone(_)))
                     && attempt < UNROUTABLE_RETRIES
                     && left > UNROUTABLE_PAUSE * (attempt + 2) =>
             {
@@ -141,6 +142,7 @@ async fn run_owned<H: ResourceHandler>(
     handler: Arc<H>,
     delivery: Delivery,
 ) {
+    let mut settled = false;
     loop {
         if expired(&delivery.msg) {
             // Nobody waits for the answer any more; doing the work now could surprise the caller.
@@ -165,8 +167,12 @@ async fn run_owned<H: ResourceHandler>(
                     delivery.reply(Err(error)).await;
                     return;
                 }
-                if delivery.msg.hops >= SETTLE_AFTER_HOPS {
+                if delivery.msg.hops >= SETTLE_AFTER_HOPS && !settled {
+                    // Bounced between nodes whose views differ: let the views settle, then decide
+                    // again on the newer one (the owner named before the pause may be gone).
                     tokio::time::sleep(SETTLE_DELAY).await;
+                    settled = true;
+                    continue;
                 }
                 // The bus counts the hop (`x-hops`) as it forwards.
                 tracing::debug!(service, resource = key, to = %owner, hops = delivery.msg.hops, "forwarding to the ring owner");

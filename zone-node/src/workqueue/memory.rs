@@ -18,6 +18,9 @@ struct Queue {
 #[derive(Default)]
 struct State {
     queues: HashMap<String, Queue>,
+    /// Tasks submitted since the queues were made: a node leaving watches it to know when
+    /// messages have stopped arriving.
+    submitted: u64,
 }
 
 struct Inner {
@@ -79,6 +82,7 @@ impl WorkQueues {
         });
         let start = {
             let mut state = self.inner.state.lock().expect("work queue mutex poisoned");
+            state.submitted += 1;
             let queue = state
                 .queues
                 .entry(key.to_owned())
@@ -116,6 +120,11 @@ impl WorkQueues {
             self.spawn(key.to_owned(), task);
         }
         self.inner.finished.notify_waiters();
+    }
+
+    /// How many tasks were ever submitted.
+    pub fn submitted(&self) -> u64 {
+        self.inner.state.lock().expect("work queue mutex poisoned").submitted
     }
 
     /// Keys with at least one running task.

@@ -225,7 +225,7 @@ impl Transport for AmqpTransport {
 
     async fn send(&self, to: Destination, msg: Message) -> Result<(), BusError> {
         if let Some(node) = to.node().filter(|n| self.shared.is_failed(*n)) {
-            return Err(BusError::NodeUnavailable(node));
+            return Err(BusError::NodeGone(node));
         }
         let link = self.shared.current()?;
         let queue = to.queue_name(&self.shared.prefix);
@@ -245,7 +245,7 @@ impl Transport for AmqpTransport {
         // this call or this call sees its node in the set.
         let (id, _guard, reply) = self.register(node);
         if let Some(node) = node.filter(|n| self.shared.is_failed(*n)) {
-            return Err(BusError::NodeUnavailable(node));
+            return Err(BusError::NodeGone(node));
         }
         if remaining == 0 {
             return Err(BusError::Timeout(timeout));
@@ -287,7 +287,7 @@ impl Transport for AmqpTransport {
                     return Err(err);
                 };
                 let sent = match to.node().filter(|n| self.shared.is_failed(*n)) {
-                    Some(node) => Err(BusError::NodeUnavailable(node)),
+                    Some(node) => Err(BusError::NodeGone(node)),
                     None => match self.shared.current() {
                         Ok(link) => {
                             let props = request_properties(
@@ -355,6 +355,10 @@ impl Transport for AmqpTransport {
         for call in failed {
             let _ = call.tx.send(Err(BusError::NodeUnavailable(node)));
         }
+    }
+
+    fn refuse_calls_to(&self, node: Uuid) {
+        self.shared.failed.write().unwrap_or_else(PoisonError::into_inner).insert(node);
     }
 
     fn node_available(&self, node: Uuid) {
