@@ -13,9 +13,9 @@
 //! milliseconds. The store suite checks that both backends' pages parse to exactly what
 //! `to_api` gives for the same rows.
 
-use api::{ClientPattern, ClientScope};
+use api::ClientScope;
 
-use super::instances::page_sql;
+use super::instances::PageFilter;
 use super::{assembled, Result, Store};
 
 /// One page: its instances as a JSON array, and the marker of the next page (`None` on the last).
@@ -70,12 +70,13 @@ const POSTGRES: Dialect = Dialect {
     },
 };
 
-/// The statement: the rows of [`page_sql`] (one more than the page, to know whether another
+/// The statement: the rows of [`PageFilter::sql`] (one more than the page, to know whether another
 /// follows), the first `limit` of them as one JSON array, how many rows there were, and the last
-/// id kept. Its parameters are [`page_sql`]'s, then the page size, the zone id and the zone name.
-fn json_page_sql(d: &Dialect, client: bool, patterns: &[ClientPattern], marker: bool) -> String {
-    let rows = page_sql(client, patterns, marker);
-    let n = 1 + usize::from(client) + patterns.len() + usize::from(marker);
+/// id kept. Its parameters are the filter's and its limit, then the page size, the zone id and the
+/// zone name.
+fn json_page_sql(d: &Dialect, filter: &PageFilter<'_>) -> String {
+    let rows = filter.sql();
+    let n = 1 + filter.args().len();
     let (size, zone_id, zone_name) = (n + 1, n + 2, n + 3);
     let object = |with_error: bool| {
         let error = if with_error { "'error_reason', error_reason, " } else { "" };
@@ -120,30 +121,18 @@ impl Store {
         zone: &PageZone<'_>,
     ) -> Result<JsonPage> {
         let limit = limit.max(1);
-        let empty = JsonPage { instances: "[]".to_owned(), next_marker: None };
-        if scope.is_some_and(ClientScope::is_empty) || client_id.is_some_and(|c| scope.is_some_and(|s| !s.matches(c))) {
-            return Ok(empty);
-        }
-        // A named client already in the scope needs no pattern filter (as in `instances_page`).
-        let patterns = if client_id.is_some() { &[][..] } else { scope.map(ClientScope::patterns).unwrap_or_default() };
+        let Some(filter) = PageFilter::new(client_id, scope, marker) else {
+            return Ok(JsonPage { instances: "[]".to_owned(), next_marker: None });
+        };
         let dialect = match &self.backend {
             super::Backend::Sqlite(_) => &SQLITE,
             super::Backend::Postgres(_) => &POSTGRES,
         };
-        let sql = json_page_sql(dialect, client_id.is_some(), patterns, marker.is_some());
+        let sql = json_page_sql(dialect, &filter);
         let (instances, fetched, last_id): (String, i64, Option<String>) = with_pool!(self, |pool| {
             let mut q = sqlx::query_as(assembled(&sql));
-            if let Some(c) = client_id {
-                q = q.bind(c);
-            }
-            for p in patterns {
-                q = q.bind(match p {
-                    ClientPattern::Exact(id) => id.as_str(),
-                    ClientPattern::Prefix(prefix) => prefix.as_str(),
-                });
-            }
-            if let Some(m) = marker {
-                q = q.bind(m);
+            for arg in filter.args() {
+                q = q.bind(arg);
             }
             q.bind(limit + 1).bind(limit).bind(zone.id).bind(zone.name).fetch_one(pool).await
         })?;

@@ -146,6 +146,43 @@ macro_rules! release_in {
     }};
 }
 
+/// What a page of instances is filtered by: a client, a parent's patterns, a marker.
+pub(super) struct PageFilter<'a> {
+    client: Option<&'a str>,
+    patterns: &'a [ClientPattern],
+    marker: Option<&'a str>,
+}
+
+impl<'a> PageFilter<'a> {
+    /// `None` when no instance can match (an empty scope, or a named client outside the scope).
+    pub(super) fn new(
+        client: Option<&'a str>,
+        scope: Option<&'a ClientScope>,
+        marker: Option<&'a str>,
+    ) -> Option<PageFilter<'a>> {
+        if scope.is_some_and(ClientScope::is_empty) || client.is_some_and(|c| scope.is_some_and(|s| !s.matches(c))) {
+            return None;
+        }
+        // A named client already in the scope needs no pattern filter.
+        let patterns = if client.is_some() { &[][..] } else { scope.map(ClientScope::patterns).unwrap_or_default() };
+        Some(PageFilter { client, patterns, marker })
+    }
+
+    /// The page's statement ([`page_sql`]); its parameters are [`PageFilter::args`], then the limit.
+    pub(super) fn sql(&self) -> String {
+        page_sql(self.client.is_some(), self.patterns, self.marker.is_some())
+    }
+
+    /// The statement's leading parameters, in order: client, one per pattern, marker.
+    pub(super) fn args(&self) -> Vec<&'a str> {
+        let patterns = self.patterns.iter().map(|p| match p {
+            ClientPattern::Exact(id) => id.as_str(),
+            ClientPattern::Prefix(prefix) => prefix.as_str(),
+        });
+        self.client.into_iter().chain(patterns).chain(self.marker).collect()
+    }
+}
+
 /// The statement of one page of [`Store::instances_page`]: with or without a client, with or
 /// without a parent's client patterns, with or without a marker, its parameters in that order
 /// (client, one per pattern, marker, limit).
@@ -158,7 +195,7 @@ macro_rules! release_in {
 /// `limit` rows. Patterns are a filter on that walk (a limited parent's list without a client:
 /// O(rows skipped) when few instances match; `substr`, not `LIKE`, which SQLite folds to any case
 /// and which would read `_` in a client id as a wildcard).
-pub(super) fn page_sql(client: bool, patterns: &[ClientPattern], marker: bool) -> String {
+fn page_sql(client: bool, patterns: &[ClientPattern], marker: bool) -> String {
     let mut n = 0;
     let mut next = || {
         n += 1;
@@ -302,26 +339,12 @@ impl Store {
         marker: Option<&str>,
         limit: i64,
     ) -> Result<Vec<InstanceRow>> {
-        let patterns = scope.map(ClientScope::patterns).unwrap_or_default();
-        if scope.is_some_and(ClientScope::is_empty) || client_id.is_some_and(|c| scope.is_some_and(|s| !s.matches(c))) {
-            return Ok(Vec::new());
-        }
-        // A named client already in the scope needs no pattern filter.
-        let patterns = if client_id.is_some() { &[][..] } else { patterns };
-        let sql = page_sql(client_id.is_some(), patterns, marker.is_some());
+        let Some(filter) = PageFilter::new(client_id, scope, marker) else { return Ok(Vec::new()) };
+        let sql = filter.sql();
         let raws: Vec<RawInstance> = with_pool!(self, |pool| {
             let mut q = sqlx::query_as(assembled(&sql));
-            if let Some(c) = client_id {
-                q = q.bind(c);
-            }
-            for p in patterns {
-                q = q.bind(match p {
-                    ClientPattern::Exact(id) => id.as_str(),
-                    ClientPattern::Prefix(prefix) => prefix.as_str(),
-                });
-            }
-            if let Some(m) = marker {
-                q = q.bind(m);
+            for arg in filter.args() {
+                q = q.bind(arg);
             }
             q.bind(limit.max(0)).fetch_all(pool).await
         })?;
