@@ -805,6 +805,30 @@ pub fn batch_member_name(name: &str, index: u32) -> String {
     format!("{name}-{index:04}")
 }
 
+/// The id of instance `index` (1-based) of the multi-create `batch`: SHA-256(the batch id's 16
+/// bytes, the index as 4 big-endian bytes) as a version 8 (custom) UUID. Derived, not random, and
+/// part of the contract: a batch sent twice with the same id (a forwarding parent's
+/// `x-zone-instance-id`) makes the same ids, so the second insert conflicts instead of making the
+/// batch twice; and the zone that sent a batch knows its instances' ids without an answer, so it
+/// can find them after a child stopped answering mid-create.
+pub fn batch_member_id(batch: uuid::Uuid, index: u32) -> uuid::Uuid {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(batch.as_bytes());
+    hash.update(index.to_be_bytes());
+    let digest = hash.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// The ids of the `count` instances of the batch `batch_id` ([`batch_member_id`]), in order;
+/// `None` when `batch_id` is not a UUID.
+pub fn batch_member_ids(batch_id: &str, count: u32) -> Option<Vec<String>> {
+    let batch = uuid::Uuid::parse_str(batch_id).ok()?;
+    Some((1..=count).map(|k| batch_member_id(batch, k).to_string()).collect())
+}
+
 /// `POST /v1/instances` with `count` above 1: every instance made, in name order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InstanceBatch {

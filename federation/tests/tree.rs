@@ -168,11 +168,13 @@ impl LocalZone for FakeZone {
             drop(free);
             taken.push(host);
         }
+        let ids = api::batch_member_ids(batch_id, req.count()).expect("a UUID batch id");
         let made: Vec<Instance> = taken
             .iter()
             .zip(1..)
-            .map(|(host, k)| Instance {
-                id: format!("{batch_id}.{k:04}"),
+            .zip(ids)
+            .map(|((host, k), id)| Instance {
+                id,
                 name: api::batch_member_name(&req.name, k),
                 client_id: client.clone(),
                 state: "running".into(),
@@ -278,6 +280,8 @@ struct InProcess {
     down: Mutex<HashSet<String>>,
     /// Zones that take a create and never answer (a frozen process that still accepts connections).
     frozen: Mutex<HashSet<String>>,
+    /// Children that carry a batch out and then never answer.
+    answer_lost: Mutex<HashSet<String>>,
     /// The id of the last create sent to a child.
     last_create_id: Mutex<Option<String>>,
     /// Requests per (child name, operation).
@@ -390,6 +394,10 @@ impl ChildTransport for InProcess {
     ) -> Result<Answer<Vec<Instance>>, FedError> {
         let (gw, ctx) = self.enter(child, hop, "create_batch")?;
         let r = gw.create_batch(&ctx, batch_id, req).await.map_err(wire)?;
+        if self.answer_lost.lock().unwrap().contains(&child.id) {
+            // Made below, and then the child stops answering.
+            return std::future::pending().await;
+        }
         Ok(Answer { value: r.value, generation: r.generation, lowest: r.lowest })
     }
     async fn instance(&self, child: &Child, hop: &Hop<'_>, id: &str) -> Result<Option<Instance>, FedError> {
@@ -922,6 +930,48 @@ async fn a_create_with_a_child_that_freezes_ends_when_the_child_goes_offline() {
     assert_eq!(gone.code(), ErrorCode::NotFound);
     assert_eq!(t.transport.count("region1", "show"), r1, "the route sent it straight to region2");
     assert_eq!(t.transport.count("region2", "show"), r2 + 1);
+}
+
+/// A batch cut off at a child that made it and then stopped answering: the parent derives the
+/// batch's instance ids from the batch id it chose, keeps their routes, and once the child is back
+/// finds each of them there at once, made once.
+#[tokio::test]
+async fn a_batch_cut_off_at_a_child_is_found_again_by_its_derived_ids() {
+    let t = Tree::build().await;
+    let g = t.gw("global");
+    let region2 = t.gw("region2").me().id.clone();
+    t.transport.answer_lost.lock().unwrap().insert(region2.clone());
+    let batch = new_id();
+    let req = InstanceCreate { count: Some(3), ..create("cut", vec![hv("hyperv")]) };
+    let pending = tokio::spawn({
+        let (g, batch, req) = (g.clone(), batch.clone(), req.clone());
+        async move { g.create_batch(&admin(), &batch, &req).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if pending.is_finished() {
+        panic!("the child answered: {:?}", pending.await.unwrap().map(|r| r.value.len()));
+    }
+    t.transport.down.lock().unwrap().insert(region2.clone());
+    t.poll_all().await;
+    let err = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("cut off once the child went offline")
+        .expect("the task")
+        .expect_err("a batch whose answer was lost");
+    assert_eq!(err.code(), ErrorCode::ZoneUnavailable, "{err}");
+    t.transport.answer_lost.lock().unwrap().clear();
+    t.transport.down.lock().unwrap().clear();
+    t.poll_all().await;
+    let ids = api::batch_member_ids(&batch, 3).expect("a UUID batch id");
+    let searches = t.transport.count("region1", "show");
+    for id in &ids {
+        let found = g.instance(&admin(), id).await.expect("made below, and found by its derived id");
+        assert_eq!(found.zone_path, ["global", "region2", "dc3"]);
+    }
+    assert_eq!(t.transport.count("region1", "show"), searches, "the kept routes sent each straight to region2");
+    let listed =
+        g.instances(&admin(), &ListQuery { client_id: Some("cut".into()), limit: 100, marker: None }).await.unwrap();
+    assert_eq!(listed.instances.len(), 3, "made once");
 }
 
 #[tokio::test]

@@ -170,19 +170,20 @@ impl Gateway {
                     // Reconciliation: this zone chose the id, so it keeps the route. Once the
                     // child is back, GET /v1/instances/{id} here finds the instance there (it was
                     // made, once: the child refuses a second create of that id) or answers 404
-                    // and forgets the route (it was not). Never twice, never unknown.
-                    if !req.is_batch() {
-                        self.remember_route(id, &Route { child_id: child.id.clone(), client_id: client.clone() }).await;
-                    }
+                    // and forgets the route (it was not). Never twice, never unknown. A batch's
+                    // instances have ids derived from the batch's (`api::batch_member_ids`): the
+                    // same holds for each of them.
+                    self.remember_cut_off(id, req, &Route { child_id: child.id.clone(), client_id: client.clone() })
+                        .await;
                     return Err(FedError::WentOffline { zone });
                 }
                 Err(FedError::Timeout { zone, after_ms }) => {
-                    if !req.is_batch() {
-                        self.remember_route(id, &Route { child_id: child.id.clone(), client_id: client.clone() }).await;
-                    }
+                    self.remember_cut_off(id, req, &Route { child_id: child.id.clone(), client_id: client.clone() })
+                        .await;
                     let what = if req.is_batch() {
                         format!(
-                            "the {} instances named {}-0001 and up may exist there (GET /v1/instances tells)",
+                            "the {} instances of batch {id} (named {}-0001 and up) may exist there \
+                             (GET /v1/instances/{{id}} of each tells; their ids derive from the batch's)",
                             req.count(),
                             req.name
                         )

@@ -45,6 +45,18 @@ impl Gateway {
         }
     }
 
+    /// Keeps the route of a create cut off at a child (it may or may not have been made there):
+    /// of its id, or of every instance of a batch, whose ids derive from the batch's.
+    pub(super) async fn remember_cut_off(&self, id: &str, req: &api::InstanceCreate, route: &Route) {
+        if !req.is_batch() {
+            return self.remember_route(id, route).await;
+        }
+        match api::batch_member_ids(id, req.count()) {
+            Some(ids) => self.remember_routes(&ids, route).await,
+            None => tracing::warn!(batch = id, "a batch id that is not a UUID: its instances cannot be found again"),
+        }
+    }
+
     pub(super) async fn forget_route(&self, id: &str) {
         self.routes.invalidate(id);
         if let Err(e) = self.local.route_delete(id).await {

@@ -33,7 +33,6 @@ use std::time::Duration;
 use api::bus::{InstanceCreated, InstanceRecover, Recovered};
 use api::{batch_member_name, CodedError, ErrorCode, Requirement, Resources, MAX_CREATE_COUNT};
 use futures::StreamExt;
-use sha2::Digest;
 use uuid::Uuid;
 
 use crate::bus::Bus;
@@ -71,17 +70,10 @@ pub struct Batch {
 }
 
 /// The id of instance `index` (1-based) of batch `batch`: the first 16 bytes of
-/// SHA-256(batch id, index) as a version 8 (custom) UUID. Derived, not random: a batch sent twice
-/// with the same id (a forwarding parent's `x-zone-instance-id`) makes the same ids, so the second
-/// insert conflicts instead of making the batch twice.
+/// The id of instance `index` of batch `batch`: derived, the same at every zone
+/// ([`api::batch_member_id`]).
 pub fn member_id(batch: Uuid, index: u32) -> Uuid {
-    let mut hash = sha2::Sha256::new();
-    hash.update(batch.as_bytes());
-    hash.update(index.to_be_bytes());
-    let digest = hash.finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    api::batch_member_id(batch, index)
 }
 
 /// Runs multi-creates on this node. Cheap to clone.
