@@ -195,10 +195,10 @@ mod tests {
             created_at: "2026-12-03T09:00:00.000Z".into(),
             updated_at: "2026-12-03T09:00:00.001Z".into(),
         };
-        let mut r = RawInstance::from_instance(&instance).unwrap();
+        let mut r = RawInstance::from_instance(&instance).expect("an instance encodes");
         assert_eq!(r.id(), instance.id);
         assert!(r.prefix_zone_path("region1"));
-        let back = r.decode().unwrap();
+        let back = r.decode().expect("the edited text is still an instance");
         assert_eq!(back.zone_path, ["region1", "dc1"]);
         assert_eq!(Instance { zone_path: instance.zone_path.clone(), ..back }, instance);
         assert!(serde_json::from_str::<RawInstance>(r#"{"name":"no id"}"#).is_err());

@@ -229,28 +229,33 @@ mod tests {
         h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
     }
 
+    /// What a zone whose account is `account` makes of `caller` forwarded by a zone named `origin`.
+    fn forwarded(account: &Principal, caller: &Principal, origin: &str) -> Principal {
+        let stated = stated(&pairs(&caller.headers(origin))).expect("a forwarded caller's headers parse");
+        effective(account.clone(), stated).expect("an admin or parent account may state a caller")
+    }
+
     #[test]
     fn a_parent_account_stays_within_its_clients() {
         let account = Principal::parent("global-parent", scope(&["acme-*"]));
         // The parent's admin: a parent of the account's clients, never an admin.
-        let s = stated(&[(CALLER_ROLE_HEADER, "admin"), (CALLER_USER_HEADER, "root@global")]).unwrap();
-        let p = effective(account.clone(), s).unwrap();
+        let s =
+            stated(&[(CALLER_ROLE_HEADER, "admin"), (CALLER_USER_HEADER, "root@global")]).expect("a valid statement");
+        let p = effective(account.clone(), s).expect("a parent account may state an admin");
         assert_eq!(p, Principal::parent("root@global", scope(&["acme-*"])));
         assert!(p.may_see("acme-1") && !p.may_see("bob") && !p.is_admin());
         // A member of one of its clients: that member.
-        let m = effective(account.clone(), stated(&pairs(&Principal::member("al", "acme-1").headers("g"))).unwrap())
-            .unwrap();
+        let m = forwarded(&account, &Principal::member("al", "acme-1"), "g");
         assert_eq!(m, Principal::member("al@g", "acme-1"));
         // A member of another client: sees nothing.
-        let other =
-            effective(account.clone(), stated(&pairs(&Principal::member("b", "bob").headers("g"))).unwrap()).unwrap();
+        let other = forwarded(&account, &Principal::member("b", "bob"), "g");
         assert!(!other.may_see("bob") && !other.may_see("acme-1"));
         // A wider parent stated through it: narrowed to both.
         let wide = Principal::parent("p", scope(&["*"]));
-        let narrowed = effective(account.clone(), stated(&pairs(&wide.headers("g"))).unwrap()).unwrap();
+        let narrowed = forwarded(&account, &wide, "g");
         assert_eq!(narrowed.clients, Some(scope(&["acme-*"])));
         // Its statement survives the next hop unchanged (an admin account below honours it).
-        let below = effective(Principal::admin("b"), stated(&pairs(&narrowed.headers("x"))).unwrap()).unwrap();
+        let below = forwarded(&Principal::admin("b"), &narrowed, "x");
         assert_eq!(below.clients, Some(scope(&["acme-*"])));
         assert_eq!(below.role, Role::Parent);
     }

@@ -134,61 +134,21 @@ mod tests {
     use api::CodedError;
     use rand::{Rng, SeedableRng};
 
-    /// Pages through `sources` (each a sorted list of ids) the way a gateway does.
-    fn page_through(sources: &[Vec<String>], limit: usize) -> (Vec<String>, usize) {
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        let mut pages = 0;
-        loop {
-            let per = per_source_limit(limit, sources.len());
-            let answers: Vec<SourcePage<String>> = sources
-                .iter()
-                .map(|s| {
-                    let after: Vec<String> =
-                        s.iter().filter(|i| marker.as_ref().is_none_or(|m| *i > m)).cloned().collect();
-                    SourcePage { more: after.len() > per, items: after.into_iter().take(per).collect() }
-                })
-                .collect();
-            let (items, next) = merge(answers, limit, |s| s.as_str());
-            pages += 1;
-            assert!(items.len() <= limit);
-            assert!(!items.is_empty() || next.is_none(), "an empty page must be the last");
-            out.extend(items);
-            marker = next;
-            if marker.is_none() {
-                return (out, pages);
-            }
-        }
+    /// What a walk through every page gave: the items in order, the pages, the source asks.
+    struct Walk {
+        items: Vec<String>,
+        pages: usize,
+        asked: usize,
     }
 
-    #[test]
-    fn every_item_once_in_order_across_pages() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        for (n_sources, per_source, limit) in [(1, 50, 7), (3, 100, 10), (10, 1000, 100), (4, 0, 5), (2, 3, 1000)] {
-            let sources: Vec<Vec<String>> = (0..n_sources)
-                .map(|_| {
-                    let mut v: Vec<String> = (0..per_source).map(|_| format!("{:016x}", rng.gen::<u64>())).collect();
-                    v.sort();
-                    v
-                })
-                .collect();
-            let mut expected: Vec<String> = sources.iter().flatten().cloned().collect();
-            expected.sort();
-            let (got, pages) = page_through(&sources, limit);
-            assert_eq!(got, expected, "{n_sources} sources × {per_source}, limit {limit}");
-            let full_pages = expected.len().div_ceil(limit);
-            assert!(pages <= full_pages * 2 + 1, "{pages} pages for {} items of {limit}", expected.len());
-        }
-    }
-
-    /// Pages through `sources` as a gateway with read-ahead does: a source's rest serves the next
-    /// page while it holds at least `per` items (or all the source has); otherwise the source is
-    /// asked again from the marker for `ahead` items.
-    fn page_through_reading_ahead(sources: &[Vec<String>], limit: usize, ahead: usize) -> (Vec<String>, usize) {
-        let mut out = Vec::new();
+    /// Pages through `sources` (each a sorted list of ids) the way a gateway does. With `ahead`,
+    /// as a gateway reading ahead: after the first page a source asked is asked for `ahead`
+    /// items, and its rest serves the next page while it holds its share (or all it has).
+    /// Without, every source is asked for its share on every page.
+    fn walk(sources: &[Vec<String>], limit: usize, ahead: Option<usize>) -> Walk {
+        let mut walk = Walk { items: Vec::new(), pages: 0, asked: 0 };
         let mut marker: Option<String> = None;
         let mut rests: Vec<Option<SourcePage<String>>> = vec![None; sources.len()];
-        let mut asked = 0;
         loop {
             let per = per_source_limit(limit, sources.len());
             let answers: Vec<SourcePage<String>> = sources
@@ -197,26 +157,58 @@ mod tests {
                 .map(|(s, rest)| match rest.take() {
                     Some(r) if r.items.len() >= per || !r.more => r,
                     _ => {
-                        asked += 1;
+                        walk.asked += 1;
                         let after: Vec<String> =
                             s.iter().filter(|i| marker.as_ref().is_none_or(|m| *i > m)).cloned().collect();
-                        let n = if marker.is_some() { ahead } else { per };
+                        let n = match (ahead, &marker) {
+                            (Some(ahead), Some(_)) => ahead,
+                            _ => per,
+                        };
                         SourcePage { more: after.len() > n, items: after.into_iter().take(n).collect() }
                     }
                 })
                 .collect();
             let (items, next, rest) = merge_keeping_rest(answers, limit, |s| s.as_str());
+            walk.pages += 1;
             assert!(items.len() <= limit);
             assert!(!items.is_empty() || next.is_none(), "an empty page must be the last");
             for r in &rest {
                 assert!(r.items.iter().all(|i| Some(i) > next.as_ref()), "a rest lies after the page");
             }
-            out.extend(items);
+            walk.items.extend(items);
             marker = next;
-            rests = rest.into_iter().map(Some).collect();
-            if marker.is_none() {
-                return (out, asked);
+            if ahead.is_some() {
+                rests = rest.into_iter().map(Some).collect();
             }
+            if marker.is_none() {
+                return walk;
+            }
+        }
+    }
+
+    /// `n` sources of `per_source` random ids each, sorted, and all their ids in order.
+    fn random_sources(rng: &mut rand::rngs::StdRng, n: usize, per_source: usize) -> (Vec<Vec<String>>, Vec<String>) {
+        let sources: Vec<Vec<String>> = (0..n)
+            .map(|_| {
+                let mut v: Vec<String> = (0..per_source).map(|_| format!("{:016x}", rng.gen::<u64>())).collect();
+                v.sort();
+                v
+            })
+            .collect();
+        let mut all: Vec<String> = sources.iter().flatten().cloned().collect();
+        all.sort();
+        (sources, all)
+    }
+
+    #[test]
+    fn every_item_once_in_order_across_pages() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for (n_sources, per_source, limit) in [(1, 50, 7), (3, 100, 10), (10, 1000, 100), (4, 0, 5), (2, 3, 1000)] {
+            let (sources, expected) = random_sources(&mut rng, n_sources, per_source);
+            let w = walk(&sources, limit, None);
+            assert_eq!(w.items, expected, "{n_sources} sources × {per_source}, limit {limit}");
+            let full_pages = expected.len().div_ceil(limit);
+            assert!(w.pages <= full_pages * 2 + 1, "{} pages for {} items of {limit}", w.pages, expected.len());
         }
     }
 
@@ -224,26 +216,19 @@ mod tests {
     fn reading_ahead_pages_every_item_once_and_asks_less() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         for (n_sources, per_source, limit) in [(1, 50, 7), (3, 100, 10), (11, 1000, 100), (4, 0, 5), (2, 3, 1000)] {
-            let sources: Vec<Vec<String>> = (0..n_sources)
-                .map(|_| {
-                    let mut v: Vec<String> = (0..per_source).map(|_| format!("{:016x}", rng.gen::<u64>())).collect();
-                    v.sort();
-                    v
-                })
-                .collect();
-            let mut expected: Vec<String> = sources.iter().flatten().cloned().collect();
-            expected.sort();
-            let (got, asked) = page_through_reading_ahead(&sources, limit, limit);
-            assert_eq!(got, expected, "{n_sources} sources × {per_source}, limit {limit}");
-            let (_, pages) = page_through(&sources, limit);
+            let (sources, expected) = random_sources(&mut rng, n_sources, per_source);
+            let ahead = walk(&sources, limit, Some(limit));
+            assert_eq!(ahead.items, expected, "{n_sources} sources × {per_source}, limit {limit}");
+            let plain = walk(&sources, limit, None);
+            assert_eq!(plain.asked, plain.pages * n_sources, "without reading ahead: every source, every page");
             if per_source >= 10 * limit / n_sources {
+                let (asked, pages) = (ahead.asked, plain.pages);
                 assert!(asked * 2 < pages * n_sources, "asked {asked} times for {pages} pages of {n_sources} sources");
             }
         }
         // Duplicates across sources (a diamond) still appear once.
         let a: Vec<String> = (0..40).map(|i| format!("{i:03}")).collect();
-        let (got, _) = page_through_reading_ahead(&[a.clone(), a.clone()], 7, 7);
-        assert_eq!(got, a);
+        assert_eq!(walk(&[a.clone(), a.clone()], 7, Some(7)).items, a);
     }
 
     #[test]
@@ -251,7 +236,7 @@ mod tests {
         // All of one source's ids sort before all of the other's.
         let a: Vec<String> = (0..50).map(|i| format!("a{i:03}")).collect();
         let b: Vec<String> = (0..50).map(|i| format!("b{i:03}")).collect();
-        let (got, _) = page_through(&[b.clone(), a.clone()], 10);
+        let got = walk(&[b.clone(), a.clone()], 10, None).items;
         let expected: Vec<String> = a.into_iter().chain(b).collect();
         assert_eq!(got, expected);
     }

@@ -893,6 +893,37 @@ async fn an_offline_child_is_avoided_and_named_in_lists() {
 /// A create forwarded to a child that takes it and never answers is cut off the moment the
 /// child is marked offline (503 `zone_unavailable`, not the 60 s forward timeout), and it is not
 /// tried on another child: it may have been made there.
+/// Waits until `pending` (a create forwarded to `child`, which does not answer) is cut off when
+/// the polls find `child` silent; answers the error, checked to be 503 `zone_unavailable`.
+async fn cut_off<T: std::fmt::Debug + Send + 'static>(
+    t: &Tree,
+    child: &str,
+    pending: tokio::task::JoinHandle<Result<T, FedError>>,
+) -> FedError {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if pending.is_finished() {
+        panic!("the child answered: {:?}", pending.await.expect("the create task"));
+    }
+    // The polls that find it silent mark it offline.
+    t.transport.down.lock().unwrap().insert(child.to_owned());
+    t.poll_all().await;
+    let err = tokio::time::timeout(Duration::from_secs(5), pending)
+        .await
+        .expect("cut off once the child went offline")
+        .expect("the create task")
+        .expect_err("a create at a child that does not answer");
+    assert_eq!(err.code(), ErrorCode::ZoneUnavailable, "{err}");
+    err
+}
+
+/// Every child answers again, and the parents have polled them.
+async fn bring_back(t: &Tree) {
+    t.transport.frozen.lock().unwrap().clear();
+    t.transport.answer_lost.lock().unwrap().clear();
+    t.transport.down.lock().unwrap().clear();
+    t.poll_all().await;
+}
+
 #[tokio::test]
 async fn a_create_with_a_child_that_freezes_ends_when_the_child_goes_offline() {
     let t = Tree::build().await;
@@ -904,26 +935,14 @@ async fn a_create_with_a_child_that_freezes_ends_when_the_child_goes_offline() {
         let g = g.clone();
         async move { g.create(&admin(), &new_id(), &create("frozen", vec![hv("hyperv")])).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!pending.is_finished(), "the frozen child answered");
     let started = std::time::Instant::now();
-    // The polls that find it silent mark it offline.
-    t.transport.down.lock().unwrap().insert(region2.clone());
-    t.poll_all().await;
-    let err = tokio::time::timeout(Duration::from_secs(5), pending)
-        .await
-        .expect("cut off once the child went offline")
-        .expect("the task")
-        .expect_err("a create on a frozen child");
-    assert_eq!(err.code(), ErrorCode::ZoneUnavailable, "{err}");
+    let err = cut_off(&t, &region2, pending).await;
     assert!(err.to_string().contains("may or may not"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(6));
     // Reconciled: global kept the route of the id it chose. Back online, region2 is asked about it
     // directly (no search of every child) and, as the create never got through, global answers
     // 404 and forgets the route.
-    t.transport.frozen.lock().unwrap().clear();
-    t.transport.down.lock().unwrap().clear();
-    t.poll_all().await;
+    bring_back(&t).await;
     let cut_id = t.transport.last_create_id.lock().unwrap().clone().expect("the cut create's id");
     let (r1, r2) = (t.transport.count("region1", "show"), t.transport.count("region2", "show"));
     let gone = g.instance(&admin(), &cut_id).await.expect_err("never made");
@@ -947,21 +966,8 @@ async fn a_batch_cut_off_at_a_child_is_found_again_by_its_derived_ids() {
         let (g, batch, req) = (g.clone(), batch.clone(), req.clone());
         async move { g.create_batch(&admin(), &batch, &req).await }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    if pending.is_finished() {
-        panic!("the child answered: {:?}", pending.await.unwrap().map(|r| r.value.len()));
-    }
-    t.transport.down.lock().unwrap().insert(region2.clone());
-    t.poll_all().await;
-    let err = tokio::time::timeout(Duration::from_secs(5), pending)
-        .await
-        .expect("cut off once the child went offline")
-        .expect("the task")
-        .expect_err("a batch whose answer was lost");
-    assert_eq!(err.code(), ErrorCode::ZoneUnavailable, "{err}");
-    t.transport.answer_lost.lock().unwrap().clear();
-    t.transport.down.lock().unwrap().clear();
-    t.poll_all().await;
+    cut_off(&t, &region2, pending).await;
+    bring_back(&t).await;
     let ids = api::batch_member_ids(&batch, 3).expect("a UUID batch id");
     let searches = t.transport.count("region1", "show");
     for id in &ids {

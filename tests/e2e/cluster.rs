@@ -139,47 +139,13 @@ async fn fourth_node_takes_a_quarter_and_no_resource_runs_twice() {
 
     // Keep probes running on 64 resources through all three APIs while the fourth node joins.
     let hot: Vec<String> = resources[..64].to_vec();
-    let stop = tokio_util_stop();
-    let mut workers = Vec::new();
-    for (w, resource) in hot.iter().enumerate() {
-        let client = zone.node(w % 3).client().await;
-        let resource = resource.clone();
-        let stop = stop.clone();
-        workers.push(tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u64, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                match client.probe(&resource, 20).await {
-                    Ok(r) => {
-                        assert_eq!(r.active, 1, "two handlers on {resource} at once");
-                        ok += 1;
-                    }
-                    Err(e) => failed.push(e.to_string()),
-                }
-            }
-            (resource, ok, failed)
-        }));
-    }
+    let probes = ProbeLoops::start(&zone, &hot, 3).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let fourth = zone.add_node().await.node_id();
     zone.wait_for_alive(4, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-
-    let mut calls = 0;
-    for worker in workers {
-        let (resource, ok, failed) = worker.await.expect("worker");
-        assert!(failed.is_empty(), "probes on {resource} failed during the join: {failed:?}");
-        calls += ok;
-    }
+    let calls = probes.stop_and_check(&zone, "during the join").await;
     assert!(calls > 64, "too few probes ran ({calls})");
-
-    // The database's own count: no probe ever saw another one running on its resource.
-    let stats = zone.probe_stats().await;
-    let total: i64 = stats.iter().map(|s| s.completed).sum();
-    assert_eq!(total as u64, calls, "completed probes in the database differ from successful calls");
-    for s in &stats {
-        assert_eq!(s.max_active, 1, "resource {} had {} concurrent handlers", s.resource_id, s.max_active);
-    }
 
     let after = agreed_owners(&zone, &resources).await;
     let moved = before.iter().zip(&after).filter(|(b, a)| b != a).count();
@@ -211,27 +177,8 @@ async fn fourth_node_takes_a_quarter_and_no_resource_runs_twice() {
 async fn a_node_leaving_under_load_loses_no_call_and_runs_nothing_twice() {
     let zone = Cluster::start(3, ClusterOptions::default()).await;
     let resources = random_resources(48);
-    let stop = tokio_util_stop();
-    let mut workers = Vec::new();
-    for (w, resource) in resources.iter().enumerate() {
-        // Through the nodes that stay.
-        let client = zone.node(w % 2).client().await;
-        let resource = resource.clone();
-        let stop = stop.clone();
-        workers.push(tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u64, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                match client.probe(&resource, 20).await {
-                    Ok(r) => {
-                        assert_eq!(r.active, 1, "two handlers on {resource} at once");
-                        ok += 1;
-                    }
-                    Err(e) => failed.push(e.to_string()),
-                }
-            }
-            (resource, ok, failed)
-        }));
-    }
+    // Through the nodes that stay (0 and 1).
+    let probes = ProbeLoops::start(&zone, &resources, 2).await;
     // Probes of the leaving node's own resources are running when it is told to go.
     let leaving = zone.node(2).node_id();
     zone.wait_until(Duration::from_secs(20), "a probe running on the node that will leave", || async {
@@ -242,24 +189,60 @@ async fn a_node_leaving_under_load_loses_no_call_and_runs_nothing_twice() {
     assert!(status.success(), "{}", zone.node(2).failure(&format!("the leaving node exited with {status}")));
     zone.wait_for_alive(2, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-
-    let mut calls = 0;
-    for worker in workers {
-        let (resource, ok, failed) = worker.await.expect("worker");
-        assert!(failed.is_empty(), "probes on {resource} failed while {leaving} left: {failed:?}");
-        calls += ok;
-    }
-    let stats = zone.probe_stats().await;
-    let total: i64 = stats.iter().map(|s| s.completed).sum();
-    assert_eq!(total as u64, calls, "completed probes in the database differ from successful calls");
-    for s in &stats {
-        assert_eq!(s.max_active, 1, "resource {} had {} concurrent handlers", s.resource_id, s.max_active);
-    }
+    let calls = probes.stop_and_check(&zone, &format!("while {leaving} left")).await;
+    assert!(calls > 48, "too few probes ran ({calls})");
 }
 
-fn tokio_util_stop() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false))
+/// One loop per resource probing it (20 ms holds) through nodes `0..through`, round robin, until
+/// stopped; each checks that it never saw another handler on its resource.
+struct ProbeLoops {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<(String, u64, Vec<String>)>>,
+}
+
+impl ProbeLoops {
+    async fn start(zone: &Cluster, resources: &[String], through: usize) -> ProbeLoops {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for (w, resource) in resources.iter().enumerate() {
+            let client = zone.node(w % through).client().await;
+            let (resource, stop) = (resource.clone(), stop.clone());
+            workers.push(tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    match client.probe(&resource, 20).await {
+                        Ok(r) => {
+                            assert_eq!(r.active, 1, "two handlers on {resource} at once");
+                            ok += 1;
+                        }
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (resource, ok, failed)
+            }));
+        }
+        ProbeLoops { stop, workers }
+    }
+
+    /// Stops the loops and checks that no probe failed (`when` says during what) and, by the
+    /// database's own count, that every successful probe completed once and no resource ever had
+    /// two handlers at once. Answers how many probes succeeded.
+    async fn stop_and_check(self, zone: &Cluster, when: &str) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut calls = 0;
+        for worker in self.workers {
+            let (resource, ok, failed) = worker.await.expect("a probe loop panicked");
+            assert!(failed.is_empty(), "probes on {resource} failed {when}: {failed:?}");
+            calls += ok;
+        }
+        let stats = zone.probe_stats().await;
+        let total: i64 = stats.iter().map(|s| s.completed).sum();
+        assert_eq!(total as u64, calls, "completed probes in the database differ from successful calls");
+        for s in &stats {
+            assert_eq!(s.max_active, 1, "resource {} had {} concurrent handlers", s.resource_id, s.max_active);
+        }
+        calls
+    }
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`) to process `pid`.

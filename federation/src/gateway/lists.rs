@@ -199,7 +199,9 @@ mod tests {
         ReadAhead {
             generation,
             page: SourcePage {
-                items: (0..items).map(|n| RawInstance::from_instance(&instance(n)).unwrap()).collect(),
+                items: (0..items)
+                    .map(|n| RawInstance::from_instance(&instance(n)).expect("an instance encodes"))
+                    .collect(),
                 more,
             },
             unreachable: vec![],
