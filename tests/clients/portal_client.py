@@ -35,6 +35,12 @@ def main() -> int:
     parser.add_argument("--resource", help="x-resource-id header")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
     parser.add_argument("--bus-version", type=int, default=BUS_VERSION, help="x-bus-version to send (tests)")
+    parser.add_argument(
+        "--message-id",
+        default=None,
+        help="the message id (a UUID; default a new one): sending a request again with the same id "
+        "gets the first run's reply without running it again",
+    )
     args = parser.parse_args()
 
     connection = pika.BlockingConnection(pika.URLParameters(args.url))
@@ -71,7 +77,7 @@ def main() -> int:
         headers["x-resource-id"] = args.resource
     properties = pika.BasicProperties(
         content_type="application/json",
-        message_id=str(uuid.uuid4()),
+        message_id=args.message_id or str(uuid.uuid4()),
         correlation_id=correlation_id,
         reply_to=DIRECT_REPLY_TO,
         type=args.kind,

@@ -5,7 +5,9 @@
 //! `RabbitInstance`, `poll_until`. HTTP tests that need no process live in `zone-node/tests/http/`.
 //! Run them with `scripts/test` (which starts the services and builds the node first).
 
+mod broker_cluster;
 mod broker_restart;
+mod chaos;
 mod cluster;
 mod db_outage;
 mod demo;

@@ -7,11 +7,24 @@ use std::path::PathBuf;
 use e2e::{Cluster, ClusterOptions};
 
 async fn portal(zone: &Cluster, kind: &str, body: &str, resource: Option<&str>) -> serde_json::Value {
+    portal_with_id(zone, kind, body, resource, None).await
+}
+
+async fn portal_with_id(
+    zone: &Cluster,
+    kind: &str,
+    body: &str,
+    resource: Option<&str>,
+    message_id: Option<&str>,
+) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/portal_client.py");
     let mut cmd = tokio::process::Command::new("python3");
     cmd.arg(&script).args(["--url", zone.bus_url(), "--prefix", zone.bus_prefix(), "--kind", kind, "--body", body]);
     if let Some(r) = resource {
         cmd.args(["--resource", r]);
+    }
+    if let Some(id) = message_id {
+        cmd.args(["--message-id", id]);
     }
     let out = cmd.output().await.expect("run python3");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -43,6 +56,18 @@ async fn python_client_talks_to_a_real_zone_through_the_portal() {
         assert_eq!(reply["body"]["node_id"], owner.as_str(), "{resource} not run by its owner: {reply}");
         assert_eq!(reply["body"]["active"], 1);
     }
+
+    // A request sent again with the same message id (a client that lost its reply) gets the first
+    // run's reply and does not run again; a new id runs again.
+    let resource = format!("again-{}", uuid::Uuid::new_v4());
+    let id = uuid::Uuid::new_v4().to_string();
+    let first = portal_with_id(&zone, "probe.run", r#"{"hold_ms":0}"#, Some(&resource), Some(&id)).await;
+    assert_eq!(first["status"], "ok", "{first}");
+    assert_eq!(first["body"]["completed"], 1, "{first}");
+    let again = portal_with_id(&zone, "probe.run", r#"{"hold_ms":0}"#, Some(&resource), Some(&id)).await;
+    assert_eq!(again["body"], first["body"], "the same message ran again");
+    let next = portal(&zone, "probe.run", r#"{"hold_ms":0}"#, Some(&resource)).await;
+    assert_eq!(next["body"]["completed"], 2, "{next}");
 
     // Errors come back as the documented error body.
     let reply = portal(&zone, "no.such", "{}", None).await;

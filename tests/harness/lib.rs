@@ -28,7 +28,8 @@
 //!   ([`poll_until`]), [`net`] ([`free_port`], [`unique_prefix`]) and [`db`] ([`TestDb`])
 //! - [`node`]: [`NodeSpec`] and [`NodeProcess`], one real `zone-node` process
 //! - [`cluster`]: [`Cluster`], one zone of several nodes on a shared database and bus
-//! - [`rabbit`]: [`RabbitInstance`], an extra RabbitMQ node a test may stop and start
+//! - [`rabbit`]: [`RabbitInstance`], an extra RabbitMQ node a test may stop and start, and
+//!   [`RabbitCluster`], several joined into one cluster
 //! - [`procfs`]: CPU time and resident memory of a process, for the benchmarks
 //! - [`sim`]: [`SimSpec`] and [`SimProcess`], `zone-node agent-sim` playing a zone's hosts
 //! - [`federation`]: zones linked into trees ([`federation::zone_add`]) with fast polling
@@ -44,7 +45,7 @@ pub use test_support::{db, net, poll, services};
 
 pub use cluster::{Cluster, ClusterOptions, ProbeStat};
 pub use node::{NodeProcess, NodeSpec, RunOutput};
-pub use rabbit::{RabbitInstance, RabbitNode};
+pub use rabbit::{RabbitCluster, RabbitInstance, RabbitNode};
 pub use sim::{SimProcess, SimSpec};
 pub use test_support::{
     amqp_url, free_port, pg_admin_url, poll_until, poll_until_detailed, require_postgres, require_rabbitmq,

@@ -16,19 +16,35 @@
 //! ```
 //!
 //! `RabbitInstance::start()` makes a new node; the instance dereferences to its [`RabbitNode`], whose
-//! `start`/`stop` methods restart and stop that node.
+//! `start`/`stop`/`kill` methods restart, stop and crash that node.
+//!
+//! [`RabbitCluster`] is several such nodes joined into one RabbitMQ cluster (`scripts/rabbitmq-node
+//! join`), for tests that lose one node of the broker while the others go on. Its
+//! [`urls`](RabbitCluster::urls) are a `ZONE_BUS_URL` naming every node:
+//!
+//! ```no_run
+//! # async fn f() {
+//! let mut rabbit = e2e::rabbit::RabbitCluster::start(3).await; // node 0, and nodes 1 and 2 joined to it
+//! let bus_url = rabbit.urls(); // amqp://…:P0/%2f,amqp://…:P1/%2f,amqp://…:P2/%2f
+//! rabbit.kill(0).await; // kill -9: nodes 1 and 2 go on without it
+//! rabbit.node_mut(0).start().await; // it comes back into the cluster
+//! # }
+//! ```
 
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::net::{free_port_where, port_bindable};
 
 /// How long `scripts/rabbitmq-node start` may take (an Erlang VM boot on a loaded machine).
 pub const RABBIT_START_TIMEOUT: Duration = Duration::from_secs(180);
-/// How long `scripts/rabbitmq-node stop` may take.
+/// How long `scripts/rabbitmq-node stop` (or `kill`) may take.
 pub const RABBIT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long `scripts/rabbitmq-node join` may take: four rabbitmqctl calls, each an Erlang VM boot, and
+/// the node's application started again.
+pub const RABBIT_JOIN_TIMEOUT: Duration = Duration::from_secs(180);
 /// RabbitMQ's distribution listener is on the AMQP port plus this.
 const DIST_PORT_OFFSET: u16 = 20_000;
 
@@ -39,7 +55,8 @@ pub struct RabbitInstance {
     node: RabbitNode,
 }
 
-/// The node of a [`RabbitInstance`]: its address, and stopping and starting it.
+/// The node of a [`RabbitInstance`] or one of a [`RabbitCluster`]: its address, and stopping, killing
+/// and starting it.
 #[derive(Debug)]
 pub struct RabbitNode {
     name: String,
@@ -51,10 +68,87 @@ impl RabbitInstance {
     /// Starts a new node with a unique name on a free port (whose distribution port, 20000 above, is
     /// free too), and returns once it accepts AMQP connections.
     pub async fn start() -> RabbitInstance {
-        let port = free_port_where(|p| p.checked_add(DIST_PORT_OFFSET).is_some_and(port_bindable));
-        let mut node = RabbitNode { name: format!("zt_{}", crate::net::short_id()), port, running: false };
+        let mut node =
+            RabbitNode { name: format!("zt_{}", crate::net::short_id()), port: free_rabbit_port(), running: false };
         node.start().await;
         RabbitInstance { node }
+    }
+}
+
+/// A free AMQP port whose distribution port, 20000 above, is free too.
+fn free_rabbit_port() -> u16 {
+    free_port_where(|p| p.checked_add(DIST_PORT_OFFSET).is_some_and(port_bindable))
+}
+
+/// RabbitMQ nodes of one test joined into one cluster: created running by [`RabbitCluster::start`],
+/// every node stopped and its directory removed when dropped. Nodes are numbered from 0; node 0 is the
+/// one the others joined.
+#[derive(Debug)]
+pub struct RabbitCluster {
+    nodes: Vec<RabbitNode>,
+}
+
+impl RabbitCluster {
+    /// Starts `n` new nodes with unique names on free ports (as [`RabbitInstance::start`] picks them),
+    /// joins nodes 1..n to node 0, and returns once every node accepts AMQP connections and is in the
+    /// cluster. Nodes 1..n start with node 0's erlang cookie: nodes of one cluster, and the rabbitmqctl
+    /// calls that reach them, must share it.
+    pub async fn start(n: usize) -> RabbitCluster {
+        assert!(n >= 1, "a RabbitMQ cluster needs at least one node");
+        let id = crate::net::short_id();
+        let nodes = (0..n)
+            .map(|i| RabbitNode { name: format!("zt_{id}_{i}"), port: free_rabbit_port(), running: false })
+            .collect();
+        // Made before any node starts, so that a failure half-way drops it and stops what did start.
+        let mut cluster = RabbitCluster { nodes };
+        let (seed, others) = cluster.nodes.split_first_mut().expect("the cluster has at least one node");
+        seed.start().await;
+        // The others boot side by side (each is seconds of Erlang VM start) but join one at a time, as
+        // RabbitMQ's clustering guide does: a join changes the membership every node keeps, and joins
+        // side by side were never tried here.
+        futures::future::join_all(others.iter_mut().map(|node| node.start_with(Some(&seed.name)))).await;
+        for node in others.iter() {
+            node.run(&["join", &node.name, &seed.name], RABBIT_JOIN_TIMEOUT).await;
+        }
+        cluster
+    }
+
+    /// How many nodes the cluster has (running or not).
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Never true: [`RabbitCluster::start`] makes at least one node.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Node `i`. Panics when there is no such node.
+    pub fn node(&self, i: usize) -> &RabbitNode {
+        let n = self.nodes.len();
+        self.nodes.get(i).unwrap_or_else(|| panic!("the RabbitMQ cluster has no node {i} (it has {n})"))
+    }
+
+    /// Node `i`, to stop, kill or start it. Panics when there is no such node.
+    pub fn node_mut(&mut self, i: usize) -> &mut RabbitNode {
+        let n = self.nodes.len();
+        self.nodes.get_mut(i).unwrap_or_else(|| panic!("the RabbitMQ cluster has no node {i} (it has {n})"))
+    }
+
+    /// Every node, in order.
+    pub fn nodes(&self) -> &[RabbitNode] {
+        &self.nodes
+    }
+
+    /// The AMQP URLs of all nodes, running or not, joined with `,`: a `ZONE_BUS_URL` that lets a client
+    /// move to another node when its own is gone.
+    pub fn urls(&self) -> String {
+        self.nodes.iter().map(RabbitNode::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Kills node `i` with SIGKILL (see [`RabbitNode::kill`]); the others go on as a cluster without it.
+    pub async fn kill(&mut self, i: usize) {
+        self.node_mut(i).kill().await;
     }
 }
 
@@ -96,11 +190,21 @@ impl RabbitNode {
         self.running
     }
 
-    /// Starts the node (again) and returns once it accepts AMQP connections. Panics with the script's
-    /// output when it fails.
+    /// Starts the node (again) and returns once it accepts AMQP connections. A node of a
+    /// [`RabbitCluster`] comes back into its cluster, provided another node of it runs (a cluster
+    /// stopped whole wants the node stopped last started first). Panics with the script's output when it
+    /// fails.
     pub async fn start(&mut self) {
+        self.start_with(None).await;
+    }
+
+    /// Starts the node, the first time with the erlang cookie of node `cookie_from` when given (the
+    /// script keeps the cookie in the node's directory, so later starts need not say it again).
+    async fn start_with(&mut self, cookie_from: Option<&str>) {
         let port = self.port.to_string();
-        self.run(&["start", &self.name, &port], RABBIT_START_TIMEOUT).await;
+        let mut args = vec!["start", &self.name, &port];
+        args.extend(cookie_from);
+        self.run(&args, RABBIT_START_TIMEOUT).await;
         self.running = true;
     }
 
@@ -110,18 +214,22 @@ impl RabbitNode {
         self.running = false;
     }
 
+    /// Kills the node's Erlang VM with SIGKILL, as a crash would, and returns once it is gone: no
+    /// goodbye to its clients or to the other nodes of its cluster. Its data stays, so
+    /// [`start`](Self::start) brings it back. Panics with the script's output when it fails.
+    pub async fn kill(&mut self) {
+        self.run(&["kill", &self.name], RABBIT_STOP_TIMEOUT).await;
+        self.running = false;
+    }
+
     async fn run(&self, args: &[&str], timeout: Duration) {
         let script = script_path();
         assert!(
             script.is_file(),
-            "{} is missing: RabbitInstance needs it to run an extra broker node",
+            "{} is missing: RabbitInstance and RabbitCluster need it to run extra broker nodes",
             script.display()
         );
-        let child = tokio::process::Command::new(&script)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output();
+        let child = tokio::process::Command::new(&script).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
         let command = format!("{} {}", script.display(), args.join(" "));
         match tokio::time::timeout(timeout, child).await {
             Ok(Ok(output)) if output.status.success() => {}
@@ -139,11 +247,30 @@ impl Drop for RabbitInstance {
     }
 }
 
+impl Drop for RabbitCluster {
+    fn drop(&mut self) {
+        // Every node, whatever `running` says: one whose start failed half-way may still be booting,
+        // and the script's stop is a no-op for a node that is down. All at once, since each stop is an
+        // Erlang VM shutting down and they do not wait for each other.
+        let stops: Vec<_> = self.nodes.iter().map(|node| (node, node.spawn_stop())).collect();
+        for (node, stop) in stops {
+            if node.finish_stop(stop) {
+                node.remove_data_dir();
+            }
+        }
+    }
+}
+
 impl RabbitNode {
     fn drop_node(&self) {
         if self.is_running() && !self.stop_blocking() {
             return;
         }
+        self.remove_data_dir();
+    }
+
+    /// Removes the node's directory, or keeps it (and says where) when the test is failing.
+    fn remove_data_dir(&self) {
         let dir = self.data_dir();
         if std::thread::panicking() {
             eprintln!("RabbitMQ node {}: data and logs kept at {}", self.name, dir.display());
@@ -156,8 +283,24 @@ impl RabbitNode {
 
     /// Stops the node from a destructor; false (with a warning) when that failed.
     fn stop_blocking(&self) -> bool {
-        // Synchronous on purpose: the test process may end right after this.
-        match Command::new(script_path()).args(["stop", &self.name]).stdin(std::process::Stdio::null()).output() {
+        self.finish_stop(self.spawn_stop())
+    }
+
+    /// Starts `scripts/rabbitmq-node stop` for the node without waiting for it (see
+    /// [`finish_stop`](Self::finish_stop)).
+    fn spawn_stop(&self) -> std::io::Result<Child> {
+        Command::new(script_path())
+            .args(["stop", &self.name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+    }
+
+    /// Waits for a stop from [`spawn_stop`](Self::spawn_stop); false (with a warning) when it failed.
+    fn finish_stop(&self, stop: std::io::Result<Child>) -> bool {
+        // Synchronous on purpose: called from destructors, and the test process may end right after.
+        match stop.and_then(Child::wait_with_output) {
             Ok(output) if output.status.success() => true,
             Ok(output) => {
                 eprintln!(

@@ -13,6 +13,7 @@ use api::bus::Rpc;
 use api::{CodedError, ErrorBody, ErrorCode};
 
 use crate::bus::{Bus, Delivery, Destination, Handler, Message};
+use crate::cluster::answered::Answered;
 use crate::cluster::membership::{Admission, Cluster};
 use crate::error::{Error, Result};
 use crate::workqueue::WorkQueues;
@@ -99,18 +100,26 @@ pub fn into_reply(service: &str, outcome: Result<Vec<u8>>) -> std::result::Resul
 }
 
 /// Adapts a [`ResourceHandler`] to the bus: queueing per resource, ownership checks, forwarding,
-/// fencing.
+/// fencing, and answering a message delivered twice from its first run ([`Answered`]).
 pub struct ResourceService<H> {
     service: String,
     cluster: Cluster,
     bus: Bus,
     work: WorkQueues,
     handler: Arc<H>,
+    answered: Arc<Answered>,
 }
 
 impl<H: ResourceHandler> ResourceService<H> {
     pub fn new(service: &str, cluster: Cluster, bus: Bus, work: WorkQueues, handler: H) -> Self {
-        ResourceService { service: service.to_owned(), cluster, bus, work, handler: Arc::new(handler) }
+        ResourceService {
+            service: service.to_owned(),
+            cluster,
+            bus,
+            work,
+            handler: Arc::new(handler),
+            answered: Arc::new(Answered::new()),
+        }
     }
 }
 
@@ -125,10 +134,10 @@ impl<H: ResourceHandler> Handler for ResourceService<H> {
             delivery.reply(Err(error)).await;
             return;
         };
-        let (service, cluster, bus, handler) =
-            (self.service.clone(), self.cluster.clone(), self.bus.clone(), self.handler.clone());
+        let (service, cluster, bus, handler, answered) =
+            (self.service.clone(), self.cluster.clone(), self.bus.clone(), self.handler.clone(), self.answered.clone());
         self.work.submit(&key.clone(), move || async move {
-            run_owned(&service, &key, cluster, bus, handler, delivery).await;
+            run_owned(&service, &key, cluster, bus, handler, &answered, delivery).await;
         });
     }
 }
@@ -140,6 +149,7 @@ async fn run_owned<H: ResourceHandler>(
     cluster: Cluster,
     bus: Bus,
     handler: Arc<H>,
+    answered: &Answered,
     delivery: Delivery,
 ) {
     let mut settled = false;
@@ -153,12 +163,23 @@ async fn run_owned<H: ResourceHandler>(
         }
         match cluster.admit(key) {
             Admission::Run => {
+                if let Some(reply) = answered.get(&delivery.msg.id) {
+                    tracing::debug!(service, resource = key, id = %delivery.msg.id, "delivered again; answered from its first run");
+                    delivery.reply(Ok(reply)).await;
+                    return;
+                }
                 let outcome = tokio::select! {
                     outcome = handler.handle(&delivery.msg) => outcome,
                     // Fenced mid-task: peers may take this resource over, so stop touching it.
                     _ = cluster.stopped_serving() => Err(Error::api(ErrorCode::NodeFenced, "the node stopped serving while the task ran")),
                 };
-                delivery.reply(into_reply(service, outcome)).await;
+                let reply = into_reply(service, outcome);
+                // Only what was done is remembered: an error changed nothing (or says to retry),
+                // so the message may run again.
+                if let Ok(body) = &reply {
+                    answered.remember(delivery.msg.id, body.clone());
+                }
+                delivery.reply(reply).await;
                 return;
             }
             Admission::Forward(owner) => {
