@@ -248,7 +248,7 @@ impl Store {
              disk_gb, requirements, task, task_node, created_at_ms, updated_at_ms) \
              VALUES ($1, $2, $3, 'building', $4, $5, $6, $7, $8, 'create', $9, \
              (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock)) \
-             RETURNING version, created_at_ms";
+             RETURNING version, created_at_ms, updated_at_ms";
         if new.is_empty() {
             return Ok(Vec::new());
         }
@@ -264,7 +264,8 @@ impl Store {
             for (n, reqs) in new.iter().zip(&requirements) {
                 let id = n.id.to_string();
                 conflict = Some(id.clone());
-                let (version, created_at_ms): (i64, i64) = sqlx::query_as(INSERT)
+                // Both stamps as stored: each reads the clock, which may tick between them.
+                let stamps: (i64, i64, i64) = sqlx::query_as(INSERT)
                     .bind(&id)
                     .bind(&n.name)
                     .bind(&n.client_id)
@@ -276,7 +277,7 @@ impl Store {
                     .bind(n.task_node.to_string())
                     .fetch_one(&mut *tx)
                     .await?;
-                stamped.push((version, created_at_ms));
+                stamped.push(stamps);
             }
             sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
             tx.commit().await?;
@@ -296,7 +297,7 @@ impl Store {
         Ok(new
             .iter()
             .zip(stamped)
-            .map(|(n, (version, created_at_ms))| InstanceRow {
+            .map(|(n, (version, created_at_ms, updated_at_ms))| InstanceRow {
                 id: n.id,
                 name: n.name.clone(),
                 client_id: n.client_id.clone(),
@@ -311,7 +312,7 @@ impl Store {
                 task_node: Some(n.task_node),
                 task_target: None,
                 created_at_ms,
-                updated_at_ms: created_at_ms,
+                updated_at_ms,
             })
             .collect())
     }
