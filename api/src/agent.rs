@@ -95,7 +95,7 @@ pub struct AgentResult {
 #[serde(deny_unknown_fields)]
 pub struct HostReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::contract::optional_capabilities)]
     pub capabilities: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 

@@ -128,7 +128,9 @@ impl ErrorCode {
             MissingToken | InvalidToken | TokenExpired | InvalidCredentials => 401,
             Forbidden => 403,
             NotFound | NoSuchRoute | NoSuchService => 404,
-            ZoneUnreachable | ZoneAuthFailed => 400,
+            // The request was valid; the zone it names did not answer (a gateway error).
+            ZoneUnreachable => 502,
+            ZoneAuthFailed => 400,
             Conflict | InvalidState | NoValidHost | ZoneLoop | HopLimitExceeded => 409,
             BodyTooLarge => 413,
             TooManyRequests => 429,

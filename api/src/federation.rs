@@ -63,17 +63,22 @@ pub const DEFAULT_HOP_LIMIT: usize = 8;
 pub struct ZoneCreate {
     /// Unique among this zone's children; 1 to 63 of `[A-Za-z0-9_-]`. Default: the child's own name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::contract::optional_zone_name)]
     pub name: Option<String>,
     /// The child's public API root, `http://` or `https://`.
+    #[schema(schema_with = crate::contract::zone_url)]
     pub api_url: String,
     /// An admin account of the child zone.
+    #[schema(schema_with = crate::contract::username)]
     pub username: String,
+    #[schema(schema_with = crate::contract::zone_password)]
     pub password: String,
     /// Routing rank of the child: `weight_offset + weight_scale × score` (default 0).
     #[serde(default)]
     pub weight_offset: f64,
     /// Default 1. Must be at least 0.
     #[serde(default = "one")]
+    #[schema(minimum = 0)]
     pub weight_scale: f64,
     /// A disabled child is polled and listed, but new placements skip it.
     #[serde(default)]
@@ -94,16 +99,21 @@ fn one() -> f64 {
 #[serde(deny_unknown_fields)]
 pub struct ZoneUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::contract::optional_zone_name)]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::contract::optional_zone_url)]
     pub api_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::contract::optional_username)]
     pub username: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::contract::optional_zone_password)]
     pub password: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_offset: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub weight_scale: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,

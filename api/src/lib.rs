@@ -18,9 +18,11 @@
 pub mod agent;
 pub mod bus;
 pub mod client;
+pub mod contract;
 pub mod error;
 pub mod federation;
 pub mod http;
+pub mod integer;
 pub mod raw;
 pub mod scope;
 pub mod types;

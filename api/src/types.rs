@@ -100,8 +100,8 @@ impl Role {
 // ---------------------------------------------------------------------------------------------
 // accounts
 
-/// `POST /v1/accounts`
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// `POST /v1/accounts`. Its schema in the document is [`crate::contract::account_create`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AccountCreate {
     /// 1 to 64 characters from `[A-Za-z0-9_.@-]`.
@@ -115,9 +115,16 @@ pub struct AccountCreate {
     /// The clients a `parent` account is limited to: 1 to 64 patterns, each a client id or a
     /// client-id prefix ending in `*` (`acme-*`). Required for `parent`, refused for the others.
     #[serde(default)]
-    #[schema(value_type = Option<Vec<String>>)]
     pub client_ids: Option<Vec<String>>,
 }
+
+impl utoipa::PartialSchema for AccountCreate {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::contract::account_create()
+    }
+}
+
+impl utoipa::ToSchema for AccountCreate {}
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 pub struct Account {
@@ -203,7 +210,8 @@ pub struct OwnersResponse {
 #[serde(deny_unknown_fields)]
 pub struct ProbeRequest {
     /// How long the task holds the resource, 0 to 10,000 ms.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::integer::exact")]
+    #[schema(minimum = 0, maximum = 10000)]
     pub hold_ms: u64,
 }
 
@@ -297,8 +305,14 @@ impl From<CapabilityValue> for Capability {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
+    #[serde(deserialize_with = "crate::integer::exact")]
+    #[schema(minimum = 0, maximum = 1048576)]
     pub vcpus: i64,
+    #[serde(deserialize_with = "crate::integer::exact")]
+    #[schema(minimum = 0, maximum = 1099511627776_i64)]
     pub memory_mb: i64,
+    #[serde(deserialize_with = "crate::integer::exact")]
+    #[schema(minimum = 0, maximum = 1099511627776_i64)]
     pub disk_gb: i64,
 }
 
@@ -307,18 +321,21 @@ pub struct Resources {
 #[serde(deny_unknown_fields)]
 pub struct HostRegister {
     /// Unique in the zone; same rules as capability keys.
+    #[schema(schema_with = crate::contract::key)]
     pub name: String,
     /// Where the zone reaches the host's agent.
+    #[schema(schema_with = crate::contract::agent_url)]
     pub agent_url: String,
     /// Key → JSON number, boolean or string. Keys match `[A-Za-z0-9_.:-]{1,64}`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = crate::contract::capabilities)]
     pub capabilities: std::collections::BTreeMap<String, serde_json::Value>,
     /// The host's capacity. Absent means none: such a host is never chosen for placements.
     #[serde(default)]
     pub resources: Resources,
     /// The bearer token the zone presents to the agent. Stored, never returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::contract::optional_agent_token)]
     pub agent_token: Option<String>,
 }
 
@@ -328,10 +345,12 @@ pub struct HostRegister {
 #[serde(deny_unknown_fields)]
 pub struct EnrollmentTokenCreate {
     /// How long the token may be used: 60 s to 30 days, default 1 hour.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::integer::optional")]
+    #[schema(minimum = 60, maximum = 2592000)]
     pub expires_in_secs: Option<u64>,
     /// How many hosts may register with it: 1 to 1,000,000, default 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::integer::optional")]
+    #[schema(minimum = 1, maximum = 1000000)]
     pub max_uses: Option<i64>,
 }
 
@@ -354,14 +373,17 @@ pub struct EnrollmentToken {
 #[serde(deny_unknown_fields)]
 pub struct HostEnroll {
     pub enrollment_token: String,
+    #[schema(schema_with = crate::contract::key)]
     pub name: String,
+    #[schema(schema_with = crate::contract::agent_url)]
     pub agent_url: String,
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = crate::contract::capabilities)]
     pub capabilities: std::collections::BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     pub resources: Resources,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::contract::optional_agent_token)]
     pub agent_token: Option<String>,
 }
 
@@ -393,11 +415,13 @@ pub struct HostEnrolled {
 #[serde(deny_unknown_fields)]
 pub struct HostUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::contract::optional_agent_url)]
     pub agent_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::contract::optional_agent_token)]
     pub agent_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::contract::optional_capabilities)]
     pub capabilities: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
@@ -472,8 +496,9 @@ impl Op {
     }
 }
 
-/// A capability filter: `{"key":"free-disk","op":"ge","value":100}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// A capability filter: `{"key":"free-disk","op":"ge","value":100}`. Its schema in the document
+/// is [`crate::contract::requirement`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Requirement {
     pub key: String,
@@ -481,17 +506,28 @@ pub struct Requirement {
     /// Checked against `op` by the zone: a number for lt/le/gt/ge, a non-empty array of scalars of
     /// one type for `in`, nothing (or null) for `exists`, a scalar otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Object)]
     pub value: Option<serde_json::Value>,
 }
+
+impl utoipa::PartialSchema for Requirement {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::contract::requirement()
+    }
+}
+
+impl utoipa::ToSchema for Requirement {}
 
 /// `POST /v1/placements`: where would these requirements land (a dry run).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlacementRequest {
+    /// At most 64; null or absent: none.
     #[serde(default)]
+    #[schema(nullable, max_items = 64)]
     pub requirements: Vec<Requirement>,
+    /// Null or absent: none.
     #[serde(default)]
+    #[schema(nullable)]
     pub resources: Resources,
 }
 
@@ -767,20 +803,27 @@ mod resource_tests {
 #[serde(deny_unknown_fields)]
 pub struct InstanceCreate {
     /// 1 to 64 characters of `[A-Za-z0-9_.:-]`; need not be unique.
+    #[schema(schema_with = crate::contract::key)]
     pub name: String,
     /// The client that owns the instance. Members may leave it out (their own client is used) and
     /// may not name another; admins must give it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::contract::optional_client_id)]
     pub client_id: Option<String>,
+    /// At most 64; null or absent: none.
     #[serde(default)]
+    #[schema(nullable, max_items = 64)]
     pub requirements: Vec<Requirement>,
+    /// Null or absent: none.
     #[serde(default)]
+    #[schema(nullable)]
     pub resources: Resources,
     /// How many instances to create, 1 to [`MAX_CREATE_COUNT`] (absent: 1), as Nova's
     /// `min_count`/`max_count` with both equal. More than one: they are named `<name>-0001`,
     /// `<name>-0002`, … ([`batch_member_name`]), placed all or nothing in one zone, and the answer
     /// is an [`InstanceBatch`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "crate::integer::optional")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub count: Option<u32>,
 }
 
@@ -933,10 +976,19 @@ impl InstanceActionKind {
 
 /// `POST /v1/instances/{id}/action`: `{"action":"stop"}`, or `{"action":"migrate","host_id":…}`
 /// (without `host_id` the scheduler picks another host that meets the instance's requirements).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// Its schema in the document is [`crate::contract::instance_action`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceAction {
     pub action: InstanceActionKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_id: Option<String>,
 }
+
+impl utoipa::PartialSchema for InstanceAction {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        crate::contract::instance_action()
+    }
+}
+
+impl utoipa::ToSchema for InstanceAction {}

@@ -36,8 +36,8 @@ pub fn check_password_policy(password: &str) -> Result<(), &'static str> {
     if n < 8 {
         return Err("must be at least 8 characters");
     }
-    if password.len() > 1024 {
-        return Err("must be at most 1024 bytes");
+    if n > 1024 {
+        return Err("must be at most 1024 characters");
     }
     Ok(())
 }

@@ -413,7 +413,7 @@ async fn zone_add_refuses_bad_input_and_loops_and_so_does_every_hop() {
     let cases: Vec<(api::ZoneCreate, u16, ErrorCode, &str)> = vec![
         (
             api::ZoneCreate { api_url: "http://127.0.0.1:1".into(), ..good(c) },
-            400,
+            502,
             ErrorCode::ZoneUnreachable,
             "cannot",
         ),

@@ -22,7 +22,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The lowest zone managing all of the client's instances.
-#[utoipa::path(get, path = "/v1/clients/{client_id}/zone", tag = "clients", params(("client_id" = String, Path)),
+#[utoipa::path(get, path = "/v1/clients/{client_id}/zone", tag = "clients", params(("client_id" = String, Path, pattern = "^[A-Za-z0-9_.:-]{1,128}$")),
     responses((status = 200, body = LowestZone), (status = 404, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn lowest_zone(
     State(state): State<AppState>,

@@ -152,7 +152,7 @@ pub struct HostListParams {
 
 /// List hosts by id, a page at a time, across this zone and every zone below it (admin).
 #[utoipa::path(get, path = "/v1/hosts", tag = "hosts",
-    params(("limit" = Option<i64>, Query), ("marker" = Option<String>, Query)),
+    params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000), ("marker" = Option<String>, Query, format = Uuid)),
     responses((status = 200, body = HostList)), security(("bearer" = [])))]
 pub async fn list_hosts(
     State(state): State<AppState>,

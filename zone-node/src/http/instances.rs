@@ -127,10 +127,13 @@ fn create_count(body: &mut serde_json::Map<String, serde_json::Value>) -> ApiRes
     };
     match body.remove("count") {
         None | Some(serde_json::Value::Null) => Ok(1),
-        Some(serde_json::Value::Number(n)) => match n.as_u64() {
-            Some(c) if (1..=u64::from(MAX_CREATE_COUNT)).contains(&c) => Ok(c as u32),
-            _ => Err(bad(n.to_string())),
-        },
+        // `165.0` is the integer 165 to JSON Schema, as the document's `integer` says.
+        Some(serde_json::Value::Number(n)) => {
+            match n.as_u64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as u64)) {
+                Some(c) if (1..=u64::from(MAX_CREATE_COUNT)).contains(&c) => Ok(c as u32),
+                _ => Err(bad(n.to_string())),
+            }
+        }
         Some(other) => Err(bad(other.to_string())),
     }
 }
@@ -204,7 +207,8 @@ pub struct ListParams {
 /// List instances by id, a page at a time (`limit`, `marker`), across this zone and every zone
 /// below it; members see their client's only.
 #[utoipa::path(get, path = "/v1/instances", tag = "instances",
-    params(("client_id" = Option<String>, Query), ("limit" = Option<i64>, Query), ("marker" = Option<String>, Query)),
+    params(("client_id" = Option<String>, Query, pattern = "^[A-Za-z0-9_.:-]{1,128}$"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000),
+        ("marker" = Option<String>, Query, format = Uuid)),
     responses((status = 200, body = InstanceList), (status = 400, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn list_instances(
     State(state): State<AppState>,

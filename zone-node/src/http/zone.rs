@@ -92,7 +92,7 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
 /// This zone: identity, management nodes, aggregate, children and generation. Answers an
 /// `ETag` over what a parent records of it; with `If-None-Match` naming it, `304` and no body
 /// (what parents' polls send, so an unchanged child costs a few bytes and no database write).
-#[utoipa::path(get, path = "/v1/zone", tag = "zone", params(("subtree" = Option<String>, Query, description = "true (as polled) or live"),
+#[utoipa::path(get, path = "/v1/zone", tag = "zone", params(("subtree" = Option<String>, Query, pattern = "^(true|cached|live)$", description = "true (as polled) or live"),
         ("If-None-Match" = Option<String>, Header, description = "an ETag of an earlier answer: 304 when it still holds")),
     responses((status = 200, body = ZoneInfo, headers(("ETag" = String))), (status = 304, description = "unchanged since the ETag given"),
         (status = 403, body = api::ErrorBody, description = "subtree=live by a member")),
@@ -166,7 +166,7 @@ pub struct WatchParams {
 /// events. Cost: two reads of the generation and, on answering, one of the aggregates.
 #[utoipa::path(get, path = "/v1/zone/watch", tag = "zone",
     params(("since" = i64, Query, description = "the generation the caller knows"),
-        ("timeout_ms" = Option<u64>, Query, description = "how long to wait; default 25000, at most 30000")),
+        ("timeout_ms" = Option<u64>, Query, minimum = 0, description = "how long to wait; default 25000, at most 30000 (more waits 30000)")),
     responses((status = 200, body = ZoneWatch), (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn watch_zone(
@@ -240,7 +240,7 @@ pub async fn owners(
 
 /// Run a probe task on the resource's ring owner (admin, diagnostic).
 #[utoipa::path(post, path = "/v1/zone/probe/{resource_id}", tag = "zone", request_body = ProbeRequest,
-    params(("resource_id" = String, Path)),
+    params(("resource_id" = String, Path, min_length = 1, max_length = 128)),
     responses((status = 200, body = ProbeResponse), (status = 503, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn probe(
     State(state): State<AppState>,
@@ -248,7 +248,7 @@ pub async fn probe(
     Path(resource_id): Path<String>,
     Json(req): Json<ProbeRequest>,
 ) -> ApiResult<axum::Json<ProbeResponse>> {
-    if resource_id.is_empty() || resource_id.len() > 128 {
+    if resource_id.is_empty() || resource_id.chars().count() > 128 {
         return Err(Error::api(ErrorCode::InvalidField, "resource_id: 1 to 128 characters"));
     }
     if req.hold_ms > MAX_HOLD_MS {

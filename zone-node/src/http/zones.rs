@@ -88,8 +88,8 @@ fn check_username(name: &str) -> ApiResult<()> {
 }
 
 fn check_password(password: &str) -> ApiResult<()> {
-    if password.is_empty() || password.len() > 1024 {
-        return Err(invalid("password", "must be 1 to 1024 bytes"));
+    if password.is_empty() || password.chars().count() > 1024 {
+        return Err(invalid("password", "must be 1 to 1024 characters"));
     }
     Ok(())
 }
@@ -141,7 +141,7 @@ fn sealing_failed(e: impl std::fmt::Display) -> Error {
 /// Register a child zone (zone-add).
 #[utoipa::path(post, path = "/v1/zones", tag = "zones", request_body = ZoneCreate,
     responses((status = 201, body = ChildZone), (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody),
-        (status = 409, body = api::ErrorBody)),
+        (status = 409, body = api::ErrorBody), (status = 502, body = api::ErrorBody, description = "zone_unreachable: no zone API answered at api_url")),
     security(("bearer" = [])))]
 pub async fn add_zone(
     State(state): State<AppState>,
@@ -231,7 +231,7 @@ pub async fn show_zone_detail(
 /// to a new URL).
 #[utoipa::path(put, path = "/v1/zones/{id}", tag = "zones", params(("id" = String, Path)), request_body = ZoneUpdate,
     responses((status = 200, body = ChildZone), (status = 400, body = api::ErrorBody), (status = 404, body = api::ErrorBody),
-        (status = 409, body = api::ErrorBody)),
+        (status = 409, body = api::ErrorBody), (status = 502, body = api::ErrorBody, description = "zone_unreachable: no zone API answered at api_url")),
     security(("bearer" = [])))]
 pub async fn update_zone(
     State(state): State<AppState>,

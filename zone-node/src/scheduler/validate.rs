@@ -73,8 +73,9 @@ fn scalar(value: &serde_json::Value) -> Result<CapabilityValue, String> {
             Some(f) if f.is_finite() => Ok(CapabilityValue::Float(f)),
             _ => Err(format!("number {n} is out of range")),
         },
-        serde_json::Value::String(s) if s.len() > MAX_STRING_LEN => {
-            Err(format!("string value is {} bytes long, at most {MAX_STRING_LEN}", s.len()))
+        // Characters, as the document's maxLength counts them.
+        serde_json::Value::String(s) if s.chars().count() > MAX_STRING_LEN => {
+            Err(format!("string value is {} characters long, at most {MAX_STRING_LEN}", s.chars().count()))
         }
         serde_json::Value::String(s) => Ok(CapabilityValue::String(s.clone())),
         serde_json::Value::Null => Err("value is null".into()),

@@ -75,7 +75,7 @@ async fn zone_add_says_the_same_for_a_closed_port_and_an_open_one() {
             .zone_create(&ZoneCreate { api_url: url.clone(), password: "some-password-1".into(), ..parent.as_child() })
             .await
             .expect_err("no zone there");
-        assert_eq!((err.status(), err.code()), (Some(400), Some(ErrorCode::ZoneUnreachable)), "{err}");
+        assert_eq!((err.status(), err.code()), (Some(502), Some(ErrorCode::ZoneUnreachable)), "{err}");
         texts.push(err.to_string().replace(&url, "URL"));
     }
     assert_eq!(texts[0], texts[1], "a closed and an open port are told apart");
