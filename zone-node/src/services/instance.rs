@@ -151,7 +151,18 @@ impl InstanceService {
         let filters = validate_requirements(&task.requirements)?;
         validate_resources(&task.resources)?;
         let r = task.resources;
-        let host = self.store.place(&filters, &r).await?.ok_or_else(|| {
+        let new = NewInstance {
+            id,
+            name: task.name,
+            client_id: task.client_id,
+            host_id: Uuid::nil(), // chosen by the placement
+            resources: r,
+            requirements: task.requirements,
+            task_node: self.me(),
+        };
+        // The reservation and the row in one transaction: nothing stays reserved for an instance
+        // that does not exist, even when this node dies in between.
+        let row = self.store.instance_place_and_insert(&filters, &new).await?.ok_or_else(|| {
             Error::api(
                 ErrorCode::NoValidHost,
                 format!(
@@ -160,25 +171,6 @@ impl InstanceService {
                 ),
             )
         })?;
-        let new = NewInstance {
-            id,
-            name: task.name,
-            client_id: task.client_id,
-            host_id: host,
-            resources: r,
-            requirements: task.requirements,
-            task_node: self.me(),
-        };
-        let row = match self.store.instance_insert(&new).await {
-            Ok(row) => row,
-            Err(e) => {
-                // Nothing may stay reserved for an instance that does not exist.
-                if let Err(release) = self.store.release(host, &r).await {
-                    tracing::error!(host = %host, error = %release, "could not release a reservation after a failed insert");
-                }
-                return Err(e.into());
-            }
-        };
         let event = InstanceCreated {
             id: row.id,
             client_id: row.client_id.clone(),

@@ -16,7 +16,8 @@ use uuid::Uuid;
 
 use super::{assembled, parse_uuid, Result, Store, StoreError, BUMP_GENERATION};
 
-/// An instance to insert: its host already reserved by [`Store::place`].
+/// An instance to insert: its host reserved by [`Store::place`] (or, for a single create, in
+/// the same transaction by [`Store::instance_place_and_insert`]).
 #[derive(Debug, Clone)]
 pub struct NewInstance {
     pub id: Uuid,
@@ -230,7 +231,7 @@ impl Store {
     /// in one transaction.
     #[tracing::instrument(skip(self, new), fields(id = %new.id))]
     pub async fn instance_insert(&self, new: &NewInstance) -> Result<InstanceRow> {
-        let mut rows = self.insert_all(std::slice::from_ref(new)).await?;
+        let mut rows = self.insert_all(std::slice::from_ref(new), false).await?.unwrap_or_default();
         rows.pop().ok_or_else(|| StoreError::Other("an insert returned no row".into()))
     }
 
@@ -240,17 +241,21 @@ impl Store {
     /// commits.
     #[tracing::instrument(skip(self, new), fields(count = new.len()))]
     pub async fn instances_insert_batch(&self, new: &[NewInstance]) -> Result<Vec<InstanceRow>> {
-        self.insert_all(new).await
+        Ok(self.insert_all(new, false).await?.unwrap_or_default())
     }
 
-    async fn insert_all(&self, new: &[NewInstance]) -> Result<Vec<InstanceRow>> {
+    /// Inserts `new` in one transaction. With `reserve`, each row's resources are first reserved
+    /// on its host in the same transaction (`None`, nothing written, when a host has no room):
+    /// a reservation then exists exactly when its instance row does, whatever happens to the
+    /// node in between.
+    pub(super) async fn insert_all(&self, new: &[NewInstance], reserve: bool) -> Result<Option<Vec<InstanceRow>>> {
         const INSERT: &str = "INSERT INTO instances (id, name, client_id, state, host_id, vcpus, memory_mb, \
              disk_gb, requirements, task, task_node, created_at_ms, updated_at_ms) \
              VALUES ($1, $2, $3, 'building', $4, $5, $6, $7, $8, 'create', $9, \
              (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock)) \
              RETURNING version, created_at_ms, updated_at_ms";
         if new.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let requirements = new
             .iter()
@@ -264,6 +269,20 @@ impl Store {
             for (n, reqs) in new.iter().zip(&requirements) {
                 let id = n.id.to_string();
                 conflict = Some(id.clone());
+                if reserve {
+                    let reserved = sqlx::query(super::placement::RESERVE)
+                        .bind(n.host_id.to_string())
+                        .bind(n.resources.vcpus)
+                        .bind(n.resources.memory_mb)
+                        .bind(n.resources.disk_gb)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if reserved == 0 {
+                        // Dropping the transaction rolls back what it did.
+                        return Ok(None);
+                    }
+                }
                 // Both stamps as stored: each reads the clock, which may tick between them.
                 let stamps: (i64, i64, i64) = sqlx::query_as(INSERT)
                     .bind(&id)
@@ -281,7 +300,7 @@ impl Store {
             }
             sqlx::query(BUMP_GENERATION).execute(&mut *tx).await?;
             tx.commit().await?;
-            Ok(stamped)
+            Ok(Some(stamped))
         }
         .await);
         let stamped = outcome.map_err(|e: sqlx::Error| {
@@ -291,30 +310,32 @@ impl Store {
                 e.into()
             }
         })?;
+        let Some(stamped) = stamped else { return Ok(None) };
         self.generation_moved();
         // The rows as inserted, without reading them back: their hosts were up when their
         // capacity was reserved a moment ago (what a later read joins in as `host_state`).
-        Ok(new
-            .iter()
-            .zip(stamped)
-            .map(|(n, (version, created_at_ms, updated_at_ms))| InstanceRow {
-                id: n.id,
-                name: n.name.clone(),
-                client_id: n.client_id.clone(),
-                state: "building".into(),
-                host_id: Some(n.host_id),
-                host_state: Some("up".into()),
-                resources: n.resources,
-                requirements: n.requirements.clone(),
-                error_reason: None,
-                version,
-                task: Some("create".into()),
-                task_node: Some(n.task_node),
-                task_target: None,
-                created_at_ms,
-                updated_at_ms,
-            })
-            .collect())
+        Ok(Some(
+            new.iter()
+                .zip(stamped)
+                .map(|(n, (version, created_at_ms, updated_at_ms))| InstanceRow {
+                    id: n.id,
+                    name: n.name.clone(),
+                    client_id: n.client_id.clone(),
+                    state: "building".into(),
+                    host_id: Some(n.host_id),
+                    host_state: Some("up".into()),
+                    resources: n.resources,
+                    requirements: n.requirements.clone(),
+                    error_reason: None,
+                    version,
+                    task: Some("create".into()),
+                    task_node: Some(n.task_node),
+                    task_target: None,
+                    created_at_ms,
+                    updated_at_ms,
+                })
+                .collect(),
+        ))
     }
 
     /// The instance with this id. Cost: two primary-key probes (the instance, its host).

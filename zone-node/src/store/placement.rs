@@ -246,7 +246,7 @@ fn sample_query(filters: &[Filter], resources: &Resources, start: &str, limit: i
 }
 
 /// The conditional reservation of [`Store::reserve`]: `$1` the host, `$2..$4` vcpus, memory, disk.
-const RESERVE: &str = "UPDATE hosts SET vcpus_used = vcpus_used + $2, \
+pub(super) const RESERVE: &str = "UPDATE hosts SET vcpus_used = vcpus_used + $2, \
      memory_mb_used = memory_mb_used + $3, disk_gb_used = disk_gb_used + $4, \
      version = version + 1 \
      WHERE id = $1 AND state = 'up' \
@@ -415,6 +415,33 @@ impl Store {
     /// reservation and must [`Store::release`] it if the instance is not created.
     pub async fn place(&self, filters: &[Filter], resources: &Resources) -> Result<Option<Uuid>> {
         self.place_except(filters, resources, None).await
+    }
+
+    /// Places a new instance and inserts it: for each candidate host in turn, ONE transaction that
+    /// reserves the capacity and inserts the row (and bumps the generation), so a reservation
+    /// exists exactly when its instance does. With [`Store::place`] and then
+    /// [`Store::instance_insert`], a node killed between the two leaked the reservation (the
+    /// chaos test found it). `new.host_id` is ignored. `None` when no host fits.
+    #[tracing::instrument(skip(self, new), fields(id = %new.id))]
+    pub async fn instance_place_and_insert(
+        &self,
+        filters: &[Filter],
+        new: &super::NewInstance,
+    ) -> Result<Option<super::InstanceRow>> {
+        for _ in 0..PLACE_ROUNDS {
+            let candidates = self.candidates(filters, &new.resources, DEFAULT_CANDIDATES + 1).await?;
+            if candidates.is_empty() {
+                return Ok(None);
+            }
+            for host in candidates {
+                let one = super::NewInstance { host_id: host, ..new.clone() };
+                if let Some(mut rows) = self.insert_all(std::slice::from_ref(&one), true).await? {
+                    return Ok(rows.pop());
+                }
+            }
+        }
+        tracing::warn!(rounds = PLACE_ROUNDS, "placement lost every candidate to concurrent placements");
+        Ok(None)
     }
 
     /// [`Store::place`], never choosing `except` (a migration's source host).

@@ -15,6 +15,7 @@ store_test_suite!(
     capability_filters_select_the_right_hosts,
     invalid_requirements_are_refused_and_change_nothing,
     concurrent_placements_never_overcommit,
+    a_placed_instance_and_its_reservation_are_written_together,
 );
 
 fn random_requirement(rng: &mut impl rand::Rng) -> serde_json::Value {
@@ -283,4 +284,37 @@ async fn concurrent_placements_never_overcommit(db: &TestDb) {
     for s in &stores {
         s.close().await;
     }
+}
+
+/// `instance_place_and_insert`: the host's reservation exists exactly when the instance row does.
+/// A create that fails (the id is taken, or no host has room) leaves every host's `used` as it was.
+async fn a_placed_instance_and_its_reservation_are_written_together(db: &TestDb) {
+    let store = db.connect().await;
+    let host = store.host_create(&new_host("only", serde_json::json!({}), res(4, 4096, 100))).await.unwrap();
+    let new = |id: Uuid, vcpus: i64| zone_node::NewInstance {
+        id,
+        name: "vm".into(),
+        client_id: "acme".into(),
+        host_id: Uuid::nil(),
+        resources: res(vcpus, 1024, 10),
+        requirements: vec![],
+        task_node: Uuid::new_v4(),
+    };
+    let used = || async { store.host_get(host.id).await.unwrap().expect("the host").used };
+
+    let id = Uuid::new_v4();
+    let row = store.instance_place_and_insert(&[], &new(id, 3)).await.unwrap().expect("room for 3 vcpus");
+    assert_eq!((row.id, row.host_id), (id, Some(host.id)));
+    assert_eq!(store.instance_get(id).await.unwrap().as_ref(), Some(&row));
+    assert_eq!(used().await, res(3, 1024, 10));
+
+    // The same id again: the insert fails, and its reservation goes with it.
+    let again = store.instance_place_and_insert(&[], &new(id, 1)).await;
+    assert!(matches!(again, Err(zone_node::StoreError::Conflict(_))), "{again:?}");
+    assert_eq!(used().await, res(3, 1024, 10), "a failed insert left a reservation");
+
+    // No room: nothing written.
+    let full = store.instance_place_and_insert(&[], &new(Uuid::new_v4(), 2)).await.unwrap();
+    assert!(full.is_none());
+    assert_eq!(used().await, res(3, 1024, 10));
 }
