@@ -23,6 +23,7 @@
 //! - [`gateway`]: [`Gateway`], which puts it all together for each REST call
 //! - [`poll`]: the polling loop (conditional polls: the liveness check)
 //! - [`watch`]: one watch per child, re-read at once when its generation moves
+//! - [`reconcile`]: creates cut off at a child, settled once it is back
 
 pub mod error;
 pub mod etag;
@@ -32,6 +33,7 @@ pub mod lookup;
 pub mod matching;
 pub mod path;
 pub mod poll;
+pub mod reconcile;
 pub mod registry;
 pub mod route;
 pub mod scatter;

@@ -199,6 +199,11 @@ impl Registry {
         removed
     }
 
+    /// A receiver that sees every replacement of the view (a poll recorded, a child added...).
+    pub fn replacements(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.replaced.subscribe()
+    }
+
     /// Resolves once child `id` is offline or gone from the registry (never, while it is online).
     pub async fn went_offline(&self, id: &str) {
         let mut replaced = self.replaced.subscribe();

@@ -951,6 +951,56 @@ async fn a_create_with_a_child_that_freezes_ends_when_the_child_goes_offline() {
     assert_eq!(t.transport.count("region2", "show"), r2 + 1);
 }
 
+/// Creates cut off at a child are reconciled once it is back, without anyone reading them: one
+/// the child never got is forgotten (its route goes), one it made stays known (its route stays,
+/// and a read goes straight to the child); a child still offline keeps its entries for later.
+#[tokio::test]
+async fn cut_off_creates_are_reconciled_when_the_child_returns_without_a_read() {
+    let t = Tree::build().await;
+    let g = t.gw("global");
+    let region2 = t.gw("region2").me().id.clone();
+    let fake = t.fake("global");
+
+    // One create the child never got (frozen), and one batch it made but whose answer was lost.
+    t.transport.frozen.lock().unwrap().insert(region2.clone());
+    let lost = tokio::spawn({
+        let g = g.clone();
+        async move { g.create(&admin(), &new_id(), &create("lost", vec![hv("hyperv")])).await }
+    });
+    cut_off(&t, &region2, lost).await;
+    let lost_id = t.transport.last_create_id.lock().unwrap().clone().expect("the frozen create's id");
+    bring_back(&t).await;
+    t.transport.answer_lost.lock().unwrap().insert(region2.clone());
+    let batch = new_id();
+    let made = tokio::spawn({
+        let (g, batch) = (g.clone(), batch.clone());
+        async move {
+            g.create_batch(&admin(), &batch, &InstanceCreate { count: Some(2), ..create("made", vec![hv("hyperv")]) })
+                .await
+        }
+    });
+    cut_off(&t, &region2, made).await;
+    let made_ids = api::batch_member_ids(&batch, 2).expect("a UUID batch id");
+    assert!(fake.route_get(&lost_id).await.unwrap().is_some(), "the route of the cut-off create is kept");
+
+    // Still offline: nothing is settled, and nothing is forgotten.
+    assert_eq!(g.reconcile_cut_offs(Duration::ZERO).await, 0);
+    assert!(g.has_cut_offs());
+
+    // Back: all three settled by asking region2 once each, with no read by anyone.
+    bring_back(&t).await;
+    let shows = t.transport.count("region2", "show");
+    assert_eq!(g.reconcile_cut_offs(Duration::ZERO).await, 3);
+    assert!(!g.has_cut_offs());
+    assert_eq!(t.transport.count("region2", "show"), shows + 3);
+    assert!(fake.route_get(&lost_id).await.unwrap().is_none(), "a create never made is forgotten");
+    for id in &made_ids {
+        let route = fake.route_get(id).await.unwrap().expect("a create made below stays known");
+        assert_eq!(route.child_id, region2);
+    }
+    assert_eq!(g.instance(&admin(), &made_ids[0]).await.expect("made").zone_path, ["global", "region2", "dc3"]);
+}
+
 /// A batch cut off at a child that made it and then stopped answering: the parent derives the
 /// batch's instance ids from the batch id it chose, keeps their routes, and once the child is back
 /// finds each of them there at once, made once.

@@ -231,6 +231,9 @@ pub struct Gateway {
     read_ahead: moka::sync::Cache<ReadAheadKey, Arc<Mutex<Option<ReadAhead>>>>,
     // A std mutex: held to clone or swap, never across an await.
     own_aggregate: Mutex<Option<(Instant, Aggregate)>>,
+    /// Creates cut off at a child, to reconcile once it is back ([`Gateway::reconcile_cut_offs`]).
+    // A std mutex: held to push or take, never across an await.
+    cut_offs: Mutex<Vec<routes::CutOff>>,
 }
 
 impl Gateway {
@@ -252,6 +255,7 @@ impl Gateway {
                 })
                 .time_to_live(READ_AHEAD_TTL)
                 .build(),
+            cut_offs: Mutex::new(Vec::new()),
             me,
             settings,
             registry: Registry::new(),

@@ -11,13 +11,27 @@
 //! member's client), since a member is told "not found" for another client's instance.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use api::{ErrorCode, Instance};
 
 use super::{Gateway, RequestContext, Route};
 use crate::error::FedError;
+use crate::identity::Principal;
+use crate::path::ZonePath;
 use crate::registry::Child;
 use crate::scatter::gather;
+
+/// At most this many cut-off creates wait to be reconciled at once (each holds up to a batch's
+/// ids); beyond it a create is reconciled at its next read only.
+const MAX_CUT_OFFS: usize = 10_000;
+
+/// A create cut off at a child: the ids it may have made there, and when.
+pub(super) struct CutOff {
+    child_id: String,
+    ids: Vec<String>,
+    at: Instant,
+}
 
 /// Where an instance is.
 pub(super) enum Located {
@@ -46,15 +60,87 @@ impl Gateway {
     }
 
     /// Keeps the route of a create cut off at a child (it may or may not have been made there):
-    /// of its id, or of every instance of a batch, whose ids derive from the batch's.
+    /// of its id, or of every instance of a batch, whose ids derive from the batch's. And notes it
+    /// to be reconciled once the child is back ([`Gateway::reconcile_cut_offs`]).
     pub(super) async fn remember_cut_off(&self, id: &str, req: &api::InstanceCreate, route: &Route) {
-        if !req.is_batch() {
-            return self.remember_route(id, route).await;
+        let ids = if !req.is_batch() {
+            self.remember_route(id, route).await;
+            vec![id.to_owned()]
+        } else {
+            match api::batch_member_ids(id, req.count()) {
+                Some(ids) => {
+                    self.remember_routes(&ids, route).await;
+                    ids
+                }
+                None => {
+                    tracing::warn!(batch = id, "a batch id that is not a UUID: its instances cannot be found again");
+                    return;
+                }
+            }
+        };
+        let mut cut_offs = self.cut_offs.lock().unwrap_or_else(|e| e.into_inner());
+        if cut_offs.len() < MAX_CUT_OFFS {
+            cut_offs.push(CutOff { child_id: route.child_id.clone(), ids, at: Instant::now() });
+        } else {
+            // Far more creates cut off than ever reconcile at once: the routes stay, and a read
+            // of each reconciles it as before.
+            tracing::warn!(instance = id, "too many cut-off creates waiting; this one is reconciled at its next read");
         }
-        match api::batch_member_ids(id, req.count()) {
-            Some(ids) => self.remember_routes(&ids, route).await,
-            None => tracing::warn!(batch = id, "a batch id that is not a UUID: its instances cannot be found again"),
+    }
+
+    /// Whether creates cut off at a child wait to be reconciled.
+    pub fn has_cut_offs(&self) -> bool {
+        !self.cut_offs.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    /// Reconciles the creates cut off at children that are online again, without waiting for a
+    /// read: each such child is asked for each id, on this zone's own account. Made there: the
+    /// kept route stays, and the instance is known, once. Not made (the child does not have it):
+    /// the route goes, and the instance is nowhere. A child still offline, or that does not
+    /// answer now, keeps its entries for the next call. Answers how many ids were settled.
+    ///
+    /// Only entries older than `settle` are asked about: a child that was frozen mid-create
+    /// finishes that create when it resumes, so "not there" is believed only once it had time to.
+    pub async fn reconcile_cut_offs(&self, settle: std::time::Duration) -> usize {
+        let ready: Vec<CutOff> = {
+            let mut cut_offs = self.cut_offs.lock().unwrap_or_else(|e| e.into_inner());
+            let online = |c: &CutOff| self.registry.get(&c.child_id).is_some_and(|child| child.online);
+            let (ready, waiting) = cut_offs.drain(..).partition(|c| online(c) && c.at.elapsed() >= settle);
+            *cut_offs = waiting;
+            ready
+        };
+        let caller = Principal::admin(format!("zone:{}", self.me.name));
+        let path = ZonePath::empty().through(&self.me.id);
+        let mut settled = 0;
+        for mut cut in ready {
+            let Some(child) = self.registry.get(&cut.child_id) else {
+                continue; // the child was deleted: its routes went with it
+            };
+            let mut unsettled = Vec::new();
+            for id in cut.ids.drain(..) {
+                let hop = self.hop(&caller, &path, self.settings.scatter_deadline);
+                match self.transport.instance(&child, &hop, &id).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(instance = %id, child = %child.name, "a create cut off at a child was made there");
+                        settled += 1;
+                    }
+                    Ok(None) => {
+                        tracing::info!(instance = %id, child = %child.name, "a create cut off at a child was not made there");
+                        self.forget_route(&id).await;
+                        settled += 1;
+                    }
+                    Err(e) => {
+                        tracing::debug!(instance = %id, child = %child.name, error = %e, "cannot reconcile a cut-off create yet");
+                        unsettled.push(id);
+                    }
+                }
+            }
+            if !unsettled.is_empty() {
+                cut.ids = unsettled;
+                self.cut_offs.lock().unwrap_or_else(|e| e.into_inner()).push(cut);
+            }
         }
+        settled
     }
 
     pub(super) async fn forget_route(&self, id: &str) {

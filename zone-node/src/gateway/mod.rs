@@ -61,7 +61,9 @@ pub fn build(
     (gateway, sync)
 }
 
-/// Starts the registry refresh, the generation watch, the poller and the watches of the children.
+/// Starts the registry refresh, the generation watch, the poller and the watches of the children,
+/// and the reconciliation of creates cut off at children (after the forward timeout: a child frozen
+/// mid-create finishes it when it resumes).
 pub fn spawn(
     config: &Config,
     sync: RegistrySync,
@@ -77,9 +79,11 @@ pub fn spawn(
     let watch = WatchSettings { wait: config.federation.watch_wait(), retry: config.federation.watch_retry() };
     let sink = sync::Sink { sync: sync.clone(), cluster, failure_threshold: config.federation.failure_threshold };
     let poller = Arc::new(Poller::new(sync.gateway.clone(), Arc::new(sink), poll.timeout));
+    let gateway = sync.gateway.clone();
     vec![
         tokio::spawn(generation::run(sync.store.clone(), sync.bus.clone(), sync.generation.clone(), stop.clone())),
         tokio::spawn(sync::run_refresh(sync, config.federation.poll_interval(), stop.clone())),
+        tokio::spawn(federation::reconcile::run(gateway, config.federation.forward_timeout(), stop.clone())),
         tokio::spawn(federation::poll::run(poller.clone(), poll, stop.clone())),
         tokio::spawn(federation::watch::run(poller, watch, stop)),
     ]
