@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use api::{
@@ -26,7 +26,7 @@ use federation::matching::{may_meet, FREE_DISK_GB, FREE_MEMORY_MB, FREE_VCPUS};
 use federation::poll::{PollSink, Poller};
 use federation::{
     Changed, Child, ChildTransport, Credentials, FedError, Gateway, Hop, Identity, ListQuery, LocalZone, PollOutcome,
-    Principal, RequestContext, Route, Settings, ZonePath,
+    Principal, RequestContext, Route, Routed, Settings, ZonePath,
 };
 
 struct FakeHost {
@@ -38,7 +38,7 @@ struct FakeHost {
 impl FakeHost {
     fn aggregate(&self) -> Aggregate {
         let mut a: Aggregate = self.caps.iter().map(|(k, v)| (k.clone(), AggregateEntry::of(v))).collect();
-        let free = *self.free.lock().unwrap();
+        let free = *locked(&self.free);
         for (k, v) in [(FREE_VCPUS, free.vcpus), (FREE_MEMORY_MB, free.memory_mb), (FREE_DISK_GB, free.disk_gb)] {
             a.insert(k.into(), AggregateEntry::of(&CapabilityValue::Float(v as f64)));
         }
@@ -129,7 +129,7 @@ impl LocalZone for FakeZone {
             created_at: String::new(),
             updated_at: String::new(),
         };
-        self.instances.lock().unwrap().insert(id.into(), instance.clone());
+        locked(&self.instances).insert(id.into(), instance.clone());
         let g = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(Changed { value: instance, generation: Some(g) })
     }
@@ -153,7 +153,7 @@ impl LocalZone for FakeZone {
             });
             let Some(host) = fit else {
                 for h in taken {
-                    let mut free = h.free.lock().unwrap();
+                    let mut free = locked(&h.free);
                     (free.vcpus, free.memory_mb, free.disk_gb) =
                         (free.vcpus + r.vcpus, free.memory_mb + r.memory_mb, free.disk_gb + r.disk_gb);
                 }
@@ -162,7 +162,7 @@ impl LocalZone for FakeZone {
                     format!("not all of them fit in zone {}", self.name),
                 ));
             };
-            let mut free = host.free.lock().unwrap();
+            let mut free = locked(&host.free);
             (free.vcpus, free.memory_mb, free.disk_gb) =
                 (free.vcpus - r.vcpus, free.memory_mb - r.memory_mb, free.disk_gb - r.disk_gb);
             drop(free);
@@ -189,7 +189,7 @@ impl LocalZone for FakeZone {
                 updated_at: String::new(),
             })
             .collect();
-        let mut all = self.instances.lock().unwrap();
+        let mut all = locked(&self.instances);
         for i in &made {
             all.insert(i.id.clone(), i.clone());
         }
@@ -198,7 +198,7 @@ impl LocalZone for FakeZone {
     }
 
     async fn instance(&self, caller: &Principal, id: &str) -> Result<Option<Instance>, FedError> {
-        Ok(self.instances.lock().unwrap().get(id).filter(|i| visible(caller, i)).cloned())
+        Ok(locked(&self.instances).get(id).filter(|i| visible(caller, i)).cloned())
     }
 
     async fn action(
@@ -207,7 +207,7 @@ impl LocalZone for FakeZone {
         id: &str,
         action: &InstanceAction,
     ) -> Result<Changed<Instance>, FedError> {
-        let mut all = self.instances.lock().unwrap();
+        let mut all = locked(&self.instances);
         let i = all.get_mut(id).filter(|i| visible(caller, i)).ok_or_else(|| FedError::not_found(id))?;
         i.state = match action.action {
             InstanceActionKind::Stop => "stopped".into(),
@@ -218,7 +218,7 @@ impl LocalZone for FakeZone {
     }
 
     async fn delete(&self, caller: &Principal, id: &str) -> Result<Changed<String>, FedError> {
-        let mut all = self.instances.lock().unwrap();
+        let mut all = locked(&self.instances);
         if !all.get(id).is_some_and(|i| visible(caller, i)) {
             return Err(FedError::not_found(id));
         }
@@ -228,7 +228,7 @@ impl LocalZone for FakeZone {
     }
 
     async fn instances(&self, caller: &Principal, q: &ListQuery) -> Result<InstanceList, FedError> {
-        let all = self.instances.lock().unwrap();
+        let all = locked(&self.instances);
         let mut page: Vec<Instance> = all
             .values()
             .filter(|i| visible(caller, i))
@@ -248,7 +248,7 @@ impl LocalZone for FakeZone {
     }
 
     async fn has_client(&self, client_id: &str) -> Result<bool, FedError> {
-        Ok(self.instances.lock().unwrap().values().any(|i| i.client_id == client_id))
+        Ok(locked(&self.instances).values().any(|i| i.client_id == client_id))
     }
 
     async fn bump_generation(&self) -> Result<i64, FedError> {
@@ -256,22 +256,28 @@ impl LocalZone for FakeZone {
     }
 
     async fn route_get(&self, instance_id: &str) -> Result<Option<Route>, FedError> {
-        Ok(self.routes.lock().unwrap().get(instance_id).cloned())
+        Ok(locked(&self.routes).get(instance_id).cloned())
     }
 
     async fn route_put(&self, instance_id: &str, route: &Route) -> Result<(), FedError> {
-        self.routes.lock().unwrap().insert(instance_id.into(), route.clone());
+        locked(&self.routes).insert(instance_id.into(), route.clone());
         Ok(())
     }
 
     async fn route_delete(&self, instance_id: &str) -> Result<(), FedError> {
-        self.routes.lock().unwrap().remove(instance_id);
+        locked(&self.routes).remove(instance_id);
         Ok(())
     }
 }
 
 /// A zone of the tree: its gateway and its own hosts.
 type Zone = (Arc<Gateway>, Arc<FakeZone>);
+
+/// The data behind one of the fakes' locks. A panic while it was held already fails the test, so
+/// the data is used as that panic left it rather than panicking again over the poison.
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Reaches a child's gateway directly, doing what its HTTP edge would.
 #[derive(Default)]
@@ -296,12 +302,12 @@ impl InProcess {
         hop: &Hop<'_>,
         op: &'static str,
     ) -> Result<(Arc<Gateway>, RequestContext), FedError> {
-        *self.calls.lock().unwrap().entry((child.name.clone(), op)).or_default() += 1;
+        *locked(&self.calls).entry((child.name.clone(), op)).or_default() += 1;
         self.total.fetch_add(1, Ordering::SeqCst);
-        if self.down.lock().unwrap().contains(&child.id) {
+        if locked(&self.down).contains(&child.id) {
             return Err(FedError::Unavailable { zone: child.name.clone(), reason: "connection refused".into() });
         }
-        let (gw, _) = self.zones.get().unwrap().get(&child.id).expect("a known zone").clone();
+        let (gw, _) = self.zones.get().expect("the tree is built").get(&child.id).expect("a known zone").clone();
         let headers = hop.caller.headers(hop.origin);
         let stated = Stated::from_headers(|n| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))?;
         let account = Principal::admin("parent");
@@ -310,8 +316,35 @@ impl InProcess {
         Ok((gw, ctx))
     }
 
+    /// The child `id` takes creates from now on and never answers them.
+    fn freeze(&self, id: &str) {
+        locked(&self.frozen).insert(id.to_owned());
+    }
+
+    /// The child `id` carries creates out from now on, and its answers are lost.
+    fn lose_answers(&self, id: &str) {
+        locked(&self.answer_lost).insert(id.to_owned());
+    }
+
+    /// The child `id` refuses connections from now on.
+    fn take_down(&self, id: &str) {
+        locked(&self.down).insert(id.to_owned());
+    }
+
+    /// Every child answers again.
+    fn heal(&self) {
+        locked(&self.frozen).clear();
+        locked(&self.answer_lost).clear();
+        locked(&self.down).clear();
+    }
+
+    /// The id of the last create sent to a child (panics when none was).
+    fn last_create_id(&self) -> String {
+        locked(&self.last_create_id).clone().expect("a create was sent to a child")
+    }
+
     fn count(&self, child: &str, op: &'static str) -> usize {
-        self.calls.lock().unwrap().get(&(child.to_owned(), op)).copied().unwrap_or(0)
+        locked(&self.calls).get(&(child.to_owned(), op)).copied().unwrap_or(0)
     }
 }
 
@@ -329,7 +362,7 @@ impl ChildTransport for InProcess {
         subtree: Option<api::SubtreeView>,
     ) -> Result<ZoneInfo, FedError> {
         let (gw, ctx) = self.enter(child, hop, "zone")?;
-        let (_, fz) = self.zones.get().unwrap().get(&child.id).unwrap().clone();
+        let (_, fz) = self.zones.get().expect("the tree is built").get(&child.id).unwrap().clone();
         Ok(ZoneInfo {
             id: gw.me().id.clone(),
             name: gw.me().name.clone(),
@@ -379,7 +412,7 @@ impl ChildTransport for InProcess {
     ) -> Result<Answer<Instance>, FedError> {
         let (gw, ctx) = self.enter(child, hop, "create")?;
         *self.last_create_id.lock().expect("no test thread panicked holding the lock") = Some(id.to_owned());
-        if self.frozen.lock().unwrap().contains(&child.id) {
+        if locked(&self.frozen).contains(&child.id) {
             return std::future::pending().await;
         }
         let r = gw.create(&ctx, id, req).await.map_err(wire)?;
@@ -394,7 +427,7 @@ impl ChildTransport for InProcess {
     ) -> Result<Answer<Vec<Instance>>, FedError> {
         let (gw, ctx) = self.enter(child, hop, "create_batch")?;
         let r = gw.create_batch(&ctx, batch_id, req).await.map_err(wire)?;
-        if self.answer_lost.lock().unwrap().contains(&child.id) {
+        if locked(&self.answer_lost).contains(&child.id) {
             // Made below, and then the child stops answering.
             return std::future::pending().await;
         }
@@ -439,7 +472,7 @@ impl ChildTransport for InProcess {
         client: &str,
     ) -> Result<Answer<Option<LowestZone>>, FedError> {
         let (gw, ctx) = self.enter(child, hop, "lookup")?;
-        let (_, fz) = self.zones.get().unwrap().get(&child.id).unwrap().clone();
+        let (_, fz) = self.zones.get().expect("the tree is built").get(&child.id).unwrap().clone();
         let generation = fz.generation.load(Ordering::SeqCst);
         let l = gw.lowest_zone(&ctx, client).await.map_err(wire)?;
         Ok(Answer { value: l.answer, generation: Some(generation), lowest: None })
@@ -626,7 +659,7 @@ async fn a_batch_goes_whole_to_one_child_and_a_child_that_cannot_place_all_of_it
     let g = t.gw("global");
     // dc1: two kvm hosts of 64 vcpus (128 free in all, the most memory, so ranked first); dc2: one
     // kvm host, made to have 128 vcpus free.
-    t.fake("dc2").hosts[0].free.lock().unwrap().vcpus = 128;
+    locked(&t.fake("dc2").hosts[0].free).vcpus = 128;
     t.poll_all().await;
     let batch = |count: u32, vcpus: i64| InstanceCreate {
         name: "web".into(),
@@ -663,16 +696,15 @@ async fn a_batch_goes_whole_to_one_child_and_a_child_that_cannot_place_all_of_it
         assert_eq!(i.zone_path, ["global", "region1", "dc2"], "{}", i.name);
     }
     assert_eq!(t.transport.count("dc1", "create_batch"), 2, "dc1 was asked first");
-    assert_eq!(t.fake("dc1").instances.lock().unwrap().len(), 3, "dc1 kept nothing of the refused batch");
+    assert_eq!(locked(&t.fake("dc1").instances).len(), 3, "dc1 kept nothing of the refused batch");
     assert_eq!(t.fake("dc1").aggregate().await.unwrap(), dc1_free, "and reserved nothing");
 
     // Five of 40: more than any zone's free vcpus: refused, nothing made anywhere.
     t.poll_all().await;
-    let before: usize =
-        ["dc1", "dc2", "dc3", "region1"].iter().map(|z| t.fake(z).instances.lock().unwrap().len()).sum();
+    let before: usize = ["dc1", "dc2", "dc3", "region1"].iter().map(|z| locked(&t.fake(z).instances).len()).sum();
     let e = g.create_batch(&admin(), &new_id(), &batch(5, 40)).await.unwrap_err();
     assert_eq!(e.code(), ErrorCode::NoValidHost, "{e}");
-    let after: usize = ["dc1", "dc2", "dc3", "region1"].iter().map(|z| t.fake(z).instances.lock().unwrap().len()).sum();
+    let after: usize = ["dc1", "dc2", "dc3", "region1"].iter().map(|z| locked(&t.fake(z).instances).len()).sum();
     assert_eq!(before, after);
     // A single create still answers one instance.
     let one = g.create(&admin(), &new_id(), &create("acme", vec![hv("kvm")])).await.unwrap();
@@ -694,7 +726,7 @@ async fn the_lowest_zone_follows_the_seed_rule_and_is_served_from_the_cache() {
     let id2 = new_id();
     let bsd = Requirement { key: "os".into(), op: Op::Eq, value: Some("bsd".into()) };
     g.create(&admin(), &id2, &create("acme", vec![bsd])).await.unwrap_or_else(|e| panic!("{e}"));
-    let (a, b) = (t.fake("dc1").instances.lock().unwrap().len(), t.fake("dc2").instances.lock().unwrap().len());
+    let (a, b) = (locked(&t.fake("dc1").instances).len(), locked(&t.fake("dc2").instances).len());
     assert_eq!((a, b), (1, 1), "only dc2 runs bsd");
     let asked = t.transport.count("region1", "lookup") + t.transport.count("region2", "lookup");
     assert_eq!(lowest(&t, "global", "acme").await.as_deref(), Some("region1"));
@@ -846,7 +878,7 @@ async fn a_list_walk_reads_ahead_and_still_shows_changes_made_between_pages() {
         let gone = ids.iter().find(|id| id.as_str() > marker).expect("an instance after the page").clone();
         let holder = ["dc1", "dc2", "dc3", "region1"]
             .into_iter()
-            .find(|dc| t.fake(dc).instances.lock().unwrap().contains_key(&gone))
+            .find(|dc| locked(&t.fake(dc).instances).contains_key(&gone))
             .expect("a zone holds it");
         t.gw(holder).delete(&admin(), &gone).await.unwrap();
         expected.retain(|id| *id != gone);
@@ -876,7 +908,7 @@ async fn an_offline_child_is_avoided_and_named_in_lists() {
     g.create(&admin(), &new_id(), &create("a", vec![hv("hyperv")])).await.unwrap();
     g.create(&admin(), &new_id(), &create("a", vec![hv("kvm")])).await.unwrap();
     let region2 = t.gw("region2");
-    t.transport.down.lock().unwrap().insert(region2.me().id.clone());
+    locked(&t.transport.down).insert(region2.me().id.clone());
     t.poll_all().await;
     assert!(!g.registry().get(&region2.me().id).unwrap().online);
     let e = g.create(&admin(), &new_id(), &create("a", vec![hv("hyperv")])).await.unwrap_err();
@@ -884,7 +916,7 @@ async fn an_offline_child_is_avoided_and_named_in_lists() {
     let list = g.instances(&admin(), &ListQuery { client_id: None, limit: 100, marker: None }).await.unwrap();
     assert_eq!(list.instances.len(), 1);
     assert_eq!(list.unreachable_zones, ["region2"]);
-    t.transport.down.lock().unwrap().clear();
+    locked(&t.transport.down).clear();
     t.poll_all().await;
     let list = g.instances(&admin(), &ListQuery { client_id: None, limit: 100, marker: None }).await.unwrap();
     assert_eq!((list.instances.len(), list.unreachable_zones.len()), (2, 0), "back online");
@@ -905,7 +937,7 @@ async fn cut_off<T: std::fmt::Debug + Send + 'static>(
         panic!("the child answered: {:?}", pending.await.expect("the create task"));
     }
     // The polls that find it silent mark it offline.
-    t.transport.down.lock().unwrap().insert(child.to_owned());
+    t.transport.take_down(child);
     t.poll_all().await;
     let err = tokio::time::timeout(Duration::from_secs(5), pending)
         .await
@@ -917,10 +949,27 @@ async fn cut_off<T: std::fmt::Debug + Send + 'static>(
 }
 
 /// Every child answers again, and the parents have polled them.
+/// A create at `g` for `client`, of one instance on a hyperv host (only below region2), running
+/// in its own task so the test can cut it off.
+fn spawn_create(g: &Arc<Gateway>, client: &str) -> tokio::task::JoinHandle<Result<Routed<Instance>, FedError>> {
+    let (g, req) = (g.clone(), create(client, vec![hv("hyperv")]));
+    tokio::spawn(async move { g.create(&admin(), &new_id(), &req).await })
+}
+
+/// [`spawn_create`] of a batch of `count` with the id `batch`.
+fn spawn_batch(
+    g: &Arc<Gateway>,
+    batch: &str,
+    client: &str,
+    count: u32,
+) -> tokio::task::JoinHandle<Result<Routed<Vec<Instance>>, FedError>> {
+    let (g, batch) = (g.clone(), batch.to_owned());
+    let req = InstanceCreate { count: Some(count), ..create(client, vec![hv("hyperv")]) };
+    tokio::spawn(async move { g.create_batch(&admin(), &batch, &req).await })
+}
+
 async fn bring_back(t: &Tree) {
-    t.transport.frozen.lock().unwrap().clear();
-    t.transport.answer_lost.lock().unwrap().clear();
-    t.transport.down.lock().unwrap().clear();
+    t.transport.heal();
     t.poll_all().await;
 }
 
@@ -929,12 +978,9 @@ async fn a_create_with_a_child_that_freezes_ends_when_the_child_goes_offline() {
     let t = Tree::build().await;
     let g = t.gw("global");
     let region2 = t.gw("region2").me().id.clone();
-    t.transport.frozen.lock().unwrap().insert(region2.clone());
+    t.transport.freeze(&region2);
     // hyperv hosts are only below region2: the create can go nowhere else.
-    let pending = tokio::spawn({
-        let g = g.clone();
-        async move { g.create(&admin(), &new_id(), &create("frozen", vec![hv("hyperv")])).await }
-    });
+    let pending = spawn_create(&g, "frozen");
     let started = std::time::Instant::now();
     let err = cut_off(&t, &region2, pending).await;
     assert!(err.to_string().contains("may or may not"), "{err}");
@@ -943,7 +989,7 @@ async fn a_create_with_a_child_that_freezes_ends_when_the_child_goes_offline() {
     // directly (no search of every child) and, as the create never got through, global answers
     // 404 and forgets the route.
     bring_back(&t).await;
-    let cut_id = t.transport.last_create_id.lock().unwrap().clone().expect("the cut create's id");
+    let cut_id = t.transport.last_create_id();
     let (r1, r2) = (t.transport.count("region1", "show"), t.transport.count("region2", "show"));
     let gone = g.instance(&admin(), &cut_id).await.expect_err("never made");
     assert_eq!(gone.code(), ErrorCode::NotFound);
@@ -962,23 +1008,14 @@ async fn cut_off_creates_are_reconciled_when_the_child_returns_without_a_read() 
     let fake = t.fake("global");
 
     // One create the child never got (frozen), and one batch it made but whose answer was lost.
-    t.transport.frozen.lock().unwrap().insert(region2.clone());
-    let lost = tokio::spawn({
-        let g = g.clone();
-        async move { g.create(&admin(), &new_id(), &create("lost", vec![hv("hyperv")])).await }
-    });
+    t.transport.freeze(&region2);
+    let lost = spawn_create(&g, "lost");
     cut_off(&t, &region2, lost).await;
-    let lost_id = t.transport.last_create_id.lock().unwrap().clone().expect("the frozen create's id");
+    let lost_id = t.transport.last_create_id();
     bring_back(&t).await;
-    t.transport.answer_lost.lock().unwrap().insert(region2.clone());
+    t.transport.lose_answers(&region2);
     let batch = new_id();
-    let made = tokio::spawn({
-        let (g, batch) = (g.clone(), batch.clone());
-        async move {
-            g.create_batch(&admin(), &batch, &InstanceCreate { count: Some(2), ..create("made", vec![hv("hyperv")]) })
-                .await
-        }
-    });
+    let made = spawn_batch(&g, &batch, "made", 2);
     cut_off(&t, &region2, made).await;
     let made_ids = api::batch_member_ids(&batch, 2).expect("a UUID batch id");
     assert!(fake.route_get(&lost_id).await.unwrap().is_some(), "the route of the cut-off create is kept");
@@ -1009,13 +1046,9 @@ async fn a_batch_cut_off_at_a_child_is_found_again_by_its_derived_ids() {
     let t = Tree::build().await;
     let g = t.gw("global");
     let region2 = t.gw("region2").me().id.clone();
-    t.transport.answer_lost.lock().unwrap().insert(region2.clone());
+    t.transport.lose_answers(&region2);
     let batch = new_id();
-    let req = InstanceCreate { count: Some(3), ..create("cut", vec![hv("hyperv")]) };
-    let pending = tokio::spawn({
-        let (g, batch, req) = (g.clone(), batch.clone(), req.clone());
-        async move { g.create_batch(&admin(), &batch, &req).await }
-    });
+    let pending = spawn_batch(&g, &batch, "cut", 3);
     cut_off(&t, &region2, pending).await;
     bring_back(&t).await;
     let ids = api::batch_member_ids(&batch, 3).expect("a UUID batch id");

@@ -19,11 +19,45 @@ try:
     import pika
     import pika.exceptions
 except ImportError:
-    print("portal_client.py: pika is not installed: python3 -m pip install pika", file=sys.stderr)
+    print("pika is not installed: python3 -m pip install pika", file=sys.stderr)
     sys.exit(2)
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 BUS_VERSION = 1
+
+
+def request_properties(kind, resource, message_id, correlation_id, timeout_s, bus_version=BUS_VERSION):
+    """The properties of a request (docs/wire-format.md §3): a reply on direct reply-to, a deadline."""
+    timeout_ms = int(timeout_s * 1000)
+    headers = {
+        "x-bus-version": bus_version,
+        "x-deadline": int(time.time() * 1000) + timeout_ms,
+        "x-hops": 0,
+    }
+    if resource:
+        headers["x-resource-id"] = resource
+    return pika.BasicProperties(
+        content_type="application/json",
+        message_id=message_id,
+        correlation_id=correlation_id,
+        reply_to=DIRECT_REPLY_TO,
+        type=kind,
+        expiration=str(timeout_ms),
+        headers=headers,
+    )
+
+
+def parse_reply(properties, body):
+    """A reply as {"status": "ok" | "error", "body": <the JSON body, or its text>}."""
+    headers = properties.headers or {}
+    status = headers.get("x-status", "ok")
+    if isinstance(status, bytes):
+        status = status.decode()
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = body.decode("utf-8", "replace")
+    return {"status": status, "body": parsed}
 
 
 def main() -> int:
@@ -54,35 +88,14 @@ def main() -> int:
     def on_reply(_channel, _method, properties, body):
         if properties.correlation_id != correlation_id:
             return  # a late reply to some earlier request: not ours
-        headers = properties.headers or {}
-        status = headers.get("x-status", "ok")
-        if isinstance(status, bytes):
-            status = status.decode()
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = body.decode("utf-8", "replace")
-        reply.update(status=status, body=parsed, correlation_id=correlation_id)
+        reply.update(parse_reply(properties, body), correlation_id=correlation_id)
 
     # Direct reply-to: consume the pseudo-queue (no_ack) on the channel that publishes, first.
     channel.basic_consume(queue=DIRECT_REPLY_TO, on_message_callback=on_reply, auto_ack=True)
 
-    timeout_ms = int(args.timeout * 1000)
-    headers = {
-        "x-bus-version": args.bus_version,
-        "x-deadline": int(time.time() * 1000) + timeout_ms,
-        "x-hops": 0,
-    }
-    if args.resource:
-        headers["x-resource-id"] = args.resource
-    properties = pika.BasicProperties(
-        content_type="application/json",
-        message_id=args.message_id or str(uuid.uuid4()),
-        correlation_id=correlation_id,
-        reply_to=DIRECT_REPLY_TO,
-        type=args.kind,
-        expiration=str(timeout_ms),
-        headers=headers,
+    message_id = args.message_id or str(uuid.uuid4())
+    properties = request_properties(
+        args.kind, args.resource, message_id, correlation_id, args.timeout, args.bus_version
     )
     try:
         channel.basic_publish(

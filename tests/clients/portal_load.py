@@ -22,15 +22,8 @@ import threading
 import time
 import uuid
 
-try:
-    import pika
-    import pika.exceptions
-except ImportError:
-    print("portal_load.py: pika is not installed: python3 -m pip install pika", file=sys.stderr)
-    sys.exit(2)
-
-DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-BUS_VERSION = 1
+# The wire format as the one-request client writes it (it exits 2 when pika is missing).
+from portal_client import DIRECT_REPLY_TO, parse_reply, pika, request_properties
 
 
 class Link:
@@ -65,34 +58,12 @@ class Link:
         self.connection = None
 
     def on_reply(self, _channel, _method, properties, body):
-        headers = properties.headers or {}
-        status = headers.get("x-status", "ok")
-        if isinstance(status, bytes):
-            status = status.decode()
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = body.decode("utf-8", "replace")
-        self.replies[properties.correlation_id] = {"status": status, "body": parsed}
+        self.replies[properties.correlation_id] = parse_reply(properties, body)
 
     def call(self, prefix, resource, message_id, timeout):
         """One attempt: the reply, or None when none came (any failure on the way)."""
         correlation_id = uuid.uuid4().hex
-        timeout_ms = int(timeout * 1000)
-        properties = pika.BasicProperties(
-            content_type="application/json",
-            message_id=message_id,
-            correlation_id=correlation_id,
-            reply_to=DIRECT_REPLY_TO,
-            type="probe.run",
-            expiration=str(timeout_ms),
-            headers={
-                "x-bus-version": BUS_VERSION,
-                "x-deadline": int(time.time() * 1000) + timeout_ms,
-                "x-hops": 0,
-                "x-resource-id": resource,
-            },
-        )
+        properties = request_properties("probe.run", resource, message_id, correlation_id, timeout)
         try:
             self.ensure()
             self.channel.basic_publish(
