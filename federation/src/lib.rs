@@ -24,6 +24,7 @@
 //! - [`poll`]: the polling loop (conditional polls: the liveness check)
 //! - [`watch`]: one watch per child, re-read at once when its generation moves
 //! - [`reconcile`]: creates cut off at a child, settled once it is back
+//! - [`ticks`]: one grid of ticks for a process's periodic loops, so they wake together
 
 pub mod error;
 pub mod etag;
@@ -37,6 +38,7 @@ pub mod reconcile;
 pub mod registry;
 pub mod route;
 pub mod scatter;
+pub mod ticks;
 pub mod transport;
 pub mod watch;
 

@@ -55,7 +55,7 @@ pub async fn run(poller: Arc<Poller>, settings: WatchSettings, stop: Cancellatio
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(RECONCILE_EVERY) => {}
+            _ = crate::ticks::next(RECONCILE_EVERY) => {}
         }
     }
     for (_, (token, task)) in watches {

@@ -38,6 +38,8 @@ use crate::workqueue::WorkQueues;
 const PURGE_AFTER: Duration = Duration::from_secs(3600);
 /// Purge old rows every this many ticks.
 const PURGE_EVERY_TICKS: u64 = 60;
+/// How often a node alone in its view reads the membership rows when nothing says they changed.
+const SOLO_READ_EVERY_TICKS: u64 = 10;
 /// How long a node that left keeps its bus open with no message arriving before it closes.
 const LEAVE_QUIET: Duration = Duration::from_millis(300);
 
@@ -344,7 +346,8 @@ impl Cluster {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.inner.settings.heartbeat_interval) => {}
+                // On the process's tick grid, so the node's periodic loops wake together.
+                _ = federation::ticks::next(self.inner.settings.heartbeat_interval) => {}
                 _ = self.inner.poke.notified() => {}
             }
         }
@@ -363,8 +366,8 @@ impl Cluster {
             Ok(result) => result,
             Err(_) => Err(crate::store::StoreError::Unavailable(format!("no answer within {bound:?}"))),
         };
-        match heartbeat {
-            Ok(true) => {
+        let epoch = match heartbeat {
+            Ok(Some(epoch)) => {
                 *inner.last_heartbeat_ok.lock().expect("heartbeat lock poisoned") = Instant::now();
                 let mut evict_from = inner.evict_from.lock().expect("eviction lock poisoned");
                 if evict_from.is_none() {
@@ -372,8 +375,9 @@ impl Cluster {
                         "heartbeats written again; evicting nobody until they have been for the eviction timeout");
                     *evict_from = Some(Instant::now() + inner.settings.dead_after);
                 }
+                epoch
             }
-            Ok(false) => {
+            Ok(None) => {
                 tracing::error!(node = %inner.me, "this node was evicted by its peers; stopping");
                 inner.serving.send_replace(false);
                 inner.evicted.cancel();
@@ -389,38 +393,74 @@ impl Cluster {
                 }
                 return;
             }
-        }
-        // 2. Evict peers that stopped heartbeating, unless this node itself was cut off lately.
-        let evict_from = *inner.evict_from.lock().expect("eviction lock poisoned");
-        if may_evict(evict_from, Instant::now()) {
-            match inner.store.nodes_evict_stale(inner.settings.dead_after.as_millis() as i64).await {
-                Ok(evicted) => {
-                    for node in evicted {
-                        tracing::warn!(node = %node, "evicted a node that stopped heartbeating");
-                        inner.bus.fail_calls_to(node);
-                        self.publish_about(NodeEventKind::Evicted, node).await;
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "eviction check failed"),
-            }
-        }
-        // 3. Reconcile the view with the database: the safety net under the events.
-        let membership = match self.refresh().await {
-            Ok(membership) => membership,
-            Err(error) => {
-                tracing::warn!(%error, "membership read failed");
-                return;
-            }
         };
-        // 4. A joining node becomes alive once every other live node has applied its join.
-        if self.my_state() == NodeState::Joining && !inner.leaving.load(Ordering::SeqCst) {
-            self.try_become_alive(&membership).await;
+        // 2–4. Reconcile the view with the database, evict, join. A node alone in its view whose
+        //    epoch has not moved has nothing to learn from the rows: no peer to evict (a joiner's
+        //    row moves the epoch), no join of its own to finish. It reads them only every
+        //    `SOLO_READ_EVERY_TICKS`, as the safety net, which makes its tick one statement.
+        if !self.alone_and_unchanged(epoch) || ticks % SOLO_READ_EVERY_TICKS == 0 {
+            self.reconcile().await;
         }
         // 5. Forget long-gone nodes.
         if ticks % PURGE_EVERY_TICKS == PURGE_EVERY_TICKS - 1 {
             if let Err(error) = inner.store.nodes_purge(PURGE_AFTER.as_millis() as i64).await {
                 tracing::warn!(%error, "purging old node rows failed");
             }
+        }
+    }
+
+    /// Whether this node serves alone (no other live node in its view), alive, and `epoch` (the
+    /// database's, as its heartbeat read it) is the one of its view.
+    fn alone_and_unchanged(&self, epoch: i64) -> bool {
+        let view = self.view();
+        let me = self.inner.me;
+        view.epoch == epoch
+            && *self.inner.serving.borrow()
+            && view.state_of(me) == Some(NodeState::Alive)
+            && view.nodes.iter().all(|n| n.id == me || !NodeState::parse(&n.state).is_live())
+    }
+
+    /// Steps 2–4 of a tick: read the membership and apply it, evict stale peers, finish a join.
+    async fn reconcile(&self) {
+        let inner = &self.inner;
+        // 2. Reconcile the view with the database: the safety net under the events.
+        let mut membership = match self.refresh().await {
+            Ok(membership) => membership,
+            Err(error) => {
+                tracing::warn!(%error, "membership read failed");
+                return;
+            }
+        };
+        // 3. Evict peers that stopped heartbeating, unless this node itself was cut off lately.
+        //    The rows just read carry the database clock, so they say whether anyone is stale:
+        //    the eviction (a locking transaction that checks again) runs only then, and the view
+        //    is read again to apply it.
+        let dead_after_ms = inner.settings.dead_after.as_millis() as i64;
+        let evict_from = *inner.evict_from.lock().expect("eviction lock poisoned");
+        if may_evict(evict_from, Instant::now()) && any_stale(&membership, dead_after_ms) {
+            match inner.store.nodes_evict_stale(dead_after_ms).await {
+                Ok(evicted) => {
+                    for node in &evicted {
+                        tracing::warn!(node = %node, "evicted a node that stopped heartbeating");
+                        inner.bus.fail_calls_to(*node);
+                        self.publish_about(NodeEventKind::Evicted, *node).await;
+                    }
+                    if !evicted.is_empty() {
+                        match self.refresh().await {
+                            Ok(fresh) => membership = fresh,
+                            Err(error) => {
+                                tracing::warn!(%error, "membership read failed");
+                                return;
+                            }
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "eviction check failed"),
+            }
+        }
+        // 4. A joining node becomes alive once every other live node has applied its join.
+        if self.my_state() == NodeState::Joining && !inner.leaving.load(Ordering::SeqCst) {
+            self.try_become_alive(&membership).await;
         }
     }
 
@@ -635,6 +675,15 @@ fn may_evict(evict_from: Option<Instant>, now: Instant) -> bool {
     evict_from.is_some_and(|from| now >= from)
 }
 
+/// Whether a live node's heartbeat is older than `dead_after_ms` by the clock of the same read
+/// (the test `nodes_evict_stale` makes before it locks anything).
+fn any_stale(membership: &Membership, dead_after_ms: i64) -> bool {
+    membership
+        .nodes
+        .iter()
+        .any(|n| NodeState::parse(&n.state).is_live() && n.heartbeat_ms < membership.now_ms - dead_after_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,6 +696,24 @@ mod tests {
         let recovered = Some(now + Duration::from_secs(5));
         assert!(!may_evict(recovered, now + Duration::from_secs(4)), "nor within dead_after of recovering");
         assert!(may_evict(recovered, now + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn only_a_live_node_past_the_timeout_by_the_database_clock_is_stale() {
+        let row = |state: &str, heartbeat_ms: i64| NodeRow {
+            id: Uuid::new_v4(),
+            api_url: String::new(),
+            state: state.into(),
+            joined_at_ms: 0,
+            heartbeat_ms,
+            applied_epoch: 0,
+        };
+        let at = |nodes: Vec<NodeRow>| Membership { epoch: 1, now_ms: 10_000, nodes };
+        assert!(!any_stale(&at(vec![row("alive", 5_000)]), 5_000), "exactly dead_after old is not stale yet");
+        assert!(any_stale(&at(vec![row("alive", 5_000), row("joining", 4_999)]), 5_000));
+        assert!(any_stale(&at(vec![row("leaving", 1)]), 5_000));
+        assert!(!any_stale(&at(vec![row("dead", 1), row("left", 1)]), 5_000), "gone nodes are not evicted again");
+        assert!(!any_stale(&at(vec![]), 5_000));
     }
 
     #[test]

@@ -112,7 +112,7 @@ pub async fn run_refresh(sync: RegistrySync, poll: Duration, stop: CancellationT
         };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = federation::ticks::next(every) => {}
             _ = wake => {}
         }
     }

@@ -157,7 +157,7 @@ pub async fn sweep_silent_hosts(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = federation::ticks::next(interval) => {}
         }
         if !cluster.is_serving() {
             continue;

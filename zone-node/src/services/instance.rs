@@ -455,8 +455,16 @@ impl ResourceHandler for InstanceService {
     }
 }
 
+/// How many heartbeat intervals may pass between two scans for orphaned tasks while the view
+/// stands still.
+const ORPHAN_SCAN_FALLBACK: u32 = 5;
+
 /// Finds tasks whose node is no longer live and asks this node's instance service to finish the
-/// ones whose instance it owns. Runs every heartbeat interval on every node.
+/// ones whose instance it owns. A task is orphaned by its node leaving the view, so every node
+/// scans when its view changes or it starts serving again; and every [`ORPHAN_SCAN_FALLBACK`]
+/// heartbeat intervals for the builds of a multi-create that nobody holds (their hand-out was
+/// lost) and for a task written by a node after its peers had evicted it. Scanning every
+/// interval was a read a second on every idle node.
 pub async fn recover_orphans(
     store: Store,
     bus: Bus,
@@ -468,14 +476,24 @@ pub async fn recover_orphans(
     // Recently asked, so a slow recovery is not queued again every tick.
     let mut asked: HashMap<Uuid, tokio::time::Instant> = HashMap::new();
     let resend_after = Duration::from_secs(60);
+    let fallback = every.saturating_mul(ORPHAN_SCAN_FALLBACK);
+    // The view epoch of the last scan, and when it ran.
+    let mut scanned: Option<(i64, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
+            _ = federation::ticks::next(every) => {}
         }
         if !cluster.is_serving() {
+            // Serving again is a reason to look: tasks may have been orphaned meanwhile.
+            scanned = None;
             continue;
         }
+        let epoch = cluster.view().epoch;
+        if scanned.is_some_and(|(e, at)| e == epoch && at.elapsed() < fallback) {
+            continue;
+        }
+        scanned = Some((epoch, tokio::time::Instant::now()));
         let tasks = match store.instances_in_task().await {
             Ok(t) => t,
             Err(error) => {

@@ -273,6 +273,8 @@ pub struct Store {
     backend: Backend,
     /// Counts this process's committed generation bumps (see [`Store::generation_moves`]).
     moved: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// The last aggregate read by [`Store::aggregate_at`], with the generation read before it.
+    aggregate_at: std::sync::Arc<std::sync::Mutex<Option<(i64, api::Aggregate)>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -306,7 +308,11 @@ async fn lock_file(database: std::path::PathBuf) -> Result<std::fs::File> {
 
 impl Store {
     fn over(backend: Backend) -> Store {
-        Store { backend, moved: std::sync::Arc::new(tokio::sync::watch::channel(0).0) }
+        Store {
+            backend,
+            moved: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            aggregate_at: std::sync::Arc::default(),
+        }
     }
 
     /// Ticks after every change this process committed that bumped the zone generation (or may
@@ -361,7 +367,10 @@ impl Store {
             .busy_timeout(SQLITE_BUSY_TIMEOUT)
             .foreign_keys(true);
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
-        let mut pool = SqlitePoolOptions::new().acquire_timeout(SQLITE_ACQUIRE_TIMEOUT);
+        // No ping before each acquire (sqlx's default): the database is a file in this process,
+        // so the ping checks nothing, and it cost a round trip to the connection's worker thread
+        // per query, half the hand-offs of an idle zone's periodic reads.
+        let mut pool = SqlitePoolOptions::new().acquire_timeout(SQLITE_ACQUIRE_TIMEOUT).test_before_acquire(false);
         if in_memory {
             // Each connection to `:memory:` would see its own database, and the shared cache sqlx
             // uses instead reports table locks without waiting: keep one connection, forever.

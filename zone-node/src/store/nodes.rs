@@ -56,21 +56,20 @@ impl Store {
         Ok(epoch)
     }
 
-    /// Stamps the heartbeat with the database clock. Returns false when the row is missing or in a
-    /// state that means this node must stop (`dead`, `left`): it was evicted.
+    /// Stamps the heartbeat with the database clock and returns the membership epoch, read in the
+    /// same statement (so a node alone in its view can tell that nothing changed without reading
+    /// the membership). `None` when the row is missing or in a state that means this node must
+    /// stop (`dead`, `left`): it was evicted.
     #[tracing::instrument(level = "debug", skip(self, id), fields(node = %id))]
-    pub async fn node_heartbeat(&self, id: Uuid) -> Result<bool> {
+    pub async fn node_heartbeat(&self, id: Uuid) -> Result<Option<i64>> {
         let sql = format!(
             "UPDATE nodes SET heartbeat_ms = (SELECT now_ms FROM db_clock) \
-             WHERE id = $1 AND state IN {LIVE_STATES}"
+             WHERE id = $1 AND state IN {LIVE_STATES} RETURNING (SELECT epoch FROM cluster WHERE one = 1)"
         );
         let id = id.to_string();
-        let done = with_pool!(self, |pool| sqlx::query(assembled(&sql))
-            .bind(&id)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()))?;
-        Ok(done > 0)
+        let epoch: Option<i64> =
+            with_pool!(self, |pool| sqlx::query_scalar(assembled(&sql)).bind(&id).fetch_optional(pool).await)?;
+        Ok(epoch)
     }
 
     /// Moves the node from one of `from` to `to`, bumping the epoch. False if it was in none of them.

@@ -23,9 +23,9 @@ async fn membership_join_heartbeat_transition(db: &TestDb) {
     assert!(node_a.heartbeat_ms <= m.now_ms && node_b.heartbeat_ms <= m.now_ms);
     assert_eq!(node_a.applied_epoch, 0);
 
-    // Heartbeats do not change membership, so they do not bump the epoch.
-    assert!(store.node_heartbeat(a).await.unwrap());
-    assert!(!store.node_heartbeat(Uuid::new_v4()).await.unwrap());
+    // Heartbeats do not change membership, so they do not bump the epoch; they report it.
+    assert_eq!(store.node_heartbeat(a).await.unwrap(), Some(2));
+    assert!(store.node_heartbeat(Uuid::new_v4()).await.unwrap().is_none());
     let m2 = store.membership().await.unwrap();
     assert_eq!(m2.epoch, 2);
     let beat = m2.nodes.iter().find(|n| n.id == a).unwrap().heartbeat_ms;
@@ -46,9 +46,9 @@ async fn membership_join_heartbeat_transition(db: &TestDb) {
 
     // Leaving nodes still heartbeat; once left, the heartbeat says stop.
     assert!(store.node_transition(b, &["joining", "alive"], "leaving").await.unwrap());
-    assert!(store.node_heartbeat(b).await.unwrap());
+    assert_eq!(store.node_heartbeat(b).await.unwrap(), Some(4), "the epoch the transition moved to");
     assert!(store.node_transition(b, &["leaving"], "left").await.unwrap());
-    assert!(!store.node_heartbeat(b).await.unwrap());
+    assert!(store.node_heartbeat(b).await.unwrap().is_none());
     assert_eq!(store.membership().await.unwrap().epoch, 5);
 
     // An unknown state is refused by the schema and changes nothing.
@@ -69,7 +69,7 @@ async fn stale_nodes_are_evicted(db: &TestDb) {
     // a stops beating; b keeps going. Generous margins: a is 1.5 s stale, b fresh.
     let joined = store.now_ms().await.unwrap();
     wait_for_db_clock(&store, joined + 1_500).await;
-    assert!(store.node_heartbeat(b).await.unwrap());
+    assert!(store.node_heartbeat(b).await.unwrap().is_some());
     assert_eq!(store.nodes_evict_stale(1_000).await.unwrap(), vec![a]);
 
     let m = store.membership().await.unwrap();
@@ -82,7 +82,7 @@ async fn stale_nodes_are_evicted(db: &TestDb) {
     assert_eq!(store.membership().await.unwrap().epoch, 3);
 
     // The evicted node learns it from its heartbeat, and the heartbeat does not revive it.
-    assert!(!store.node_heartbeat(a).await.unwrap());
+    assert!(store.node_heartbeat(a).await.unwrap().is_none());
     let m = store.membership().await.unwrap();
     assert_eq!(m.nodes.iter().find(|n| n.id == a).unwrap().state, "dead");
 
