@@ -82,9 +82,13 @@ impl Gateway {
     /// This zone's own hosts' aggregate and its whole aggregate (what `GET /v1/zone` reports as
     /// `own_capabilities` and `capabilities`), with one local read.
     pub async fn aggregates(&self) -> Result<(Aggregate, Aggregate), FedError> {
-        let own = self.local.aggregate().await?;
+        Ok(self.with_children(self.local.aggregate().await?))
+    }
+
+    /// `own` (this zone's hosts' aggregate, read by the caller) and it merged with the children's.
+    pub fn with_children(&self, own: Aggregate) -> (Aggregate, Aggregate) {
         let mut agg = own.clone();
         api::merge_aggregates(&mut agg, &self.registry.merged());
-        Ok((own, agg))
+        (own, agg)
     }
 }

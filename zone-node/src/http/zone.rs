@@ -58,7 +58,7 @@ impl ParentView {
     async fn read(state: &AppState, caller: &Caller, view: Option<api::SubtreeView>) -> ApiResult<ParentView> {
         // The generation first: an answer is never newer than the generation it reports.
         let generation = state.store.generation().await?;
-        let (own, capabilities) = state.gateway.aggregates().await?;
+        let (own, capabilities) = state.gateway.with_children(state.store.aggregate_at(generation).await?);
         let subtree = match view {
             None => None,
             Some(api::SubtreeView::Cached) => Some(state.gateway.subtree()),

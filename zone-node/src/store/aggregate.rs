@@ -25,6 +25,25 @@ use super::{assembled, Result, Store, StoreError};
 const CAPACITY: &str = "capacity";
 
 impl Store {
+    /// [`Store::aggregate`] for a caller that has just read `generation`: the aggregate kept from
+    /// the last call with the same generation, else a fresh read (then kept).
+    ///
+    /// Sound because every change to the aggregate bumps the generation in its own transaction
+    /// (hosts registered, deleted, up or down or with new capabilities; capacity taken or given
+    /// back), and the aggregate is read *after* the generation, so what is kept is never older
+    /// than the generation it is kept under. What parents' polls ask every second: at rest this
+    /// makes a poll answered `304` one read (the generation) instead of two or three.
+    pub async fn aggregate_at(&self, generation: i64) -> Result<Aggregate> {
+        if let Some((g, aggregate)) = self.aggregate_at.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if *g == generation {
+                return Ok(aggregate.clone());
+            }
+        }
+        let aggregate = self.aggregate().await?;
+        *self.aggregate_at.lock().unwrap_or_else(|e| e.into_inner()) = Some((generation, aggregate.clone()));
+        Ok(aggregate)
+    }
+
     /// The zone's aggregate over its up hosts: capabilities (floats as min/max/sum/count, bools as
     /// any/all/count, strings as their sorted distinct values, at most [`AGGREGATE_MAX_VALUES`],
     /// and count) plus free capacity under the reserved `capacity.*` keys. Down hosts are left out:
