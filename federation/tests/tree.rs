@@ -290,6 +290,8 @@ struct InProcess {
     answer_lost: Mutex<HashSet<String>>,
     /// The id of the last create sent to a child.
     last_create_id: Mutex<Option<String>>,
+    /// Children whose next zone answers wait, once read, until released ([`InProcess::hold_answers`]).
+    held: Mutex<HashMap<String, Arc<Hold>>>,
     /// Requests per (child name, operation).
     calls: Mutex<HashMap<(String, &'static str), usize>>,
     total: AtomicUsize,
@@ -326,6 +328,12 @@ impl InProcess {
         locked(&self.answer_lost).insert(id.to_owned());
     }
 
+    /// The child `id`'s zone answers, once read, wait for [`Hold::release`] (an answer slow on the
+    /// way back). Until [`InProcess::heal`].
+    fn hold_answers(&self, id: &str) -> Arc<Hold> {
+        locked(&self.held).entry(id.to_owned()).or_default().clone()
+    }
+
     /// The child `id` refuses connections from now on.
     fn take_down(&self, id: &str) {
         locked(&self.down).insert(id.to_owned());
@@ -336,6 +344,7 @@ impl InProcess {
         locked(&self.frozen).clear();
         locked(&self.answer_lost).clear();
         locked(&self.down).clear();
+        locked(&self.held).clear();
     }
 
     /// The id of the last create sent to a child (panics when none was).
@@ -346,6 +355,14 @@ impl InProcess {
     fn count(&self, child: &str, op: &'static str) -> usize {
         locked(&self.calls).get(&(child.to_owned(), op)).copied().unwrap_or(0)
     }
+}
+
+/// An answer held on its way back: `read` is signalled once the child's state is read, and the
+/// answer goes when `release` is.
+#[derive(Default)]
+struct Hold {
+    read: tokio::sync::Notify,
+    release: tokio::sync::Notify,
 }
 
 /// An error as it crosses HTTP: its code and message.
@@ -363,7 +380,7 @@ impl ChildTransport for InProcess {
     ) -> Result<ZoneInfo, FedError> {
         let (gw, ctx) = self.enter(child, hop, "zone")?;
         let (_, fz) = self.zones.get().expect("the tree is built").get(&child.id).unwrap().clone();
-        Ok(ZoneInfo {
+        let info = ZoneInfo {
             id: gw.me().id.clone(),
             name: gw.me().name.clone(),
             api_url: gw.me().api_url.clone(),
@@ -379,7 +396,13 @@ impl ChildTransport for InProcess {
                 Some(api::SubtreeView::Cached) => Some(gw.subtree()),
                 Some(api::SubtreeView::Live) => Some(gw.live_subtree(&ctx).await),
             },
-        })
+        };
+        let hold = locked(&self.held).get(&child.id).cloned();
+        if let Some(hold) = hold {
+            hold.read.notify_one();
+            hold.release.notified().await;
+        }
+        Ok(info)
     }
     async fn zone_if_changed(
         &self,
@@ -1202,6 +1225,59 @@ impl PollSink for CountingSink {
         self.records.fetch_add(1, Ordering::SeqCst);
         true
     }
+}
+
+/// Keeps the generation of the last answer recorded.
+#[derive(Default)]
+struct LastGenerationSink {
+    generation: AtomicI64,
+}
+
+#[async_trait::async_trait]
+impl PollSink for LastGenerationSink {
+    fn owns(&self, _child_id: &str) -> bool {
+        true
+    }
+    async fn record(&self, _child: &Child, outcome: PollOutcome) -> bool {
+        if let PollOutcome::Answered(info) = outcome {
+            self.generation.store(info.generation, Ordering::SeqCst);
+        }
+        true
+    }
+}
+
+/// The poll loop and a watch may poll one child at once. An answer read before a change and
+/// recorded after the answer read after it would put the old state back until the next poll.
+#[tokio::test]
+async fn polls_of_one_child_are_recorded_in_the_order_they_were_asked() {
+    let t = Tree::build().await;
+    let sink = Arc::new(LastGenerationSink::default());
+    let poller = Arc::new(Poller::new(t.gw("region2"), sink.clone(), std::time::Duration::from_secs(5)));
+    // Offline in this copy, so every poll reads the child in full and records what it read.
+    let dc3 = Arc::new(Child { online: false, ..(*t.gw("region2").registry().get("id-dc3").unwrap()).clone() });
+    let poll = |poller: &Arc<Poller>, child: &Arc<Child>| {
+        let (poller, child) = (poller.clone(), child.clone());
+        tokio::spawn(async move { poller.poll(&child).await })
+    };
+
+    let hold = t.transport.hold_answers("id-dc3");
+    let first = poll(&poller, &dc3);
+    hold.read.notified().await; // the first poll has read dc3 as it was
+    t.transport.heal(); // later answers come back at once
+    t.gw("dc3").create(&admin(), &new_id(), &create("acme", vec![])).await.unwrap();
+    let changed = t.fake("dc3").generation.load(Ordering::SeqCst);
+    assert!(changed > 0, "the create moved dc3's generation");
+    let mut second = poll(&poller, &dc3);
+    // One at a time: the second poll waits for the first. (Were they not, it would finish here
+    // and the first, released below, would record the older answer last.)
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(200), &mut second).await.is_err(),
+        "the second poll of a child waits for the first to be recorded"
+    );
+    hold.release.notify_one();
+    first.await.unwrap();
+    second.await.unwrap();
+    assert_eq!(sink.generation.load(Ordering::SeqCst), changed, "the newer answer is recorded last");
 }
 
 #[tokio::test]
