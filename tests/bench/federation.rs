@@ -18,7 +18,7 @@
 //! bench-federation hop [--duration 10] [--repeat 3]
 //! bench-federation lookup [--regions 4] [--dcs 4] [--huddles 3] [--clients 60] [--duration 10]
 //! bench-federation list [--children 10] [--per-child 10000] [--hosts 40]
-//! bench-federation tree [--fanout 4,4,5] [--changes 40] [--idle-secs 30]
+//! bench-federation tree [--fanout 4,4,5] [--changes 40] [--idle-secs 30] [--zone-env K=V,K=V]
 //! ```
 //! Run with `scripts/bench/federation.sh`, which builds the release binaries and runs the nginx
 //! peer in the same session.
@@ -28,7 +28,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use api::{InstanceCreate, Op, Requirement, Resources};
-use e2e::federation::{sim_for, start_default_zones, zone_add};
+use e2e::federation::{sim_for, start_default_zones, start_default_zones_with_env, zone_add};
 use e2e::procfs::{cpu_seconds, rss_mib};
 use e2e::{NodeProcess, SimProcess, SimSpec};
 use futures::StreamExt;
@@ -375,7 +375,13 @@ async fn tree(args: &[String]) {
     let leaves = frontier;
     let started = Instant::now();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let zones = start_default_zones(&refs).await;
+    // `--zone-env K=V,K=V`: settings changed from the defaults for every zone (none by default).
+    let zone_env: Vec<(String, String)> = arg(args, "--zone-env", String::new())
+        .split(',')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).expect("--zone-env K=V,K=V"))
+        .collect();
+    let zones = start_default_zones_with_env(&refs, &zone_env).await;
     // One host per leaf, reporting at the zone's default interval (1 s); agents answer at once.
     let sims = futures::future::join_all(
         leaves.iter().map(|l| SimProcess::start(sim(&zones[l], 1, "uniform", vec![("site".into(), json!(l))]))),
@@ -453,9 +459,30 @@ async fn tree(args: &[String]) {
     let pids: Vec<u32> = zones.values().filter_map(NodeProcess::pid).collect();
     let sim_pids: Vec<u32> = sims.iter().filter_map(|s| s.process().pid()).collect();
     let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    // Per level too (the root is level 0, the leaves the last), to say where the time goes.
+    let level_of = |name: &str| name.matches('-').count();
+    let by_level = |name_pids: &[(usize, u32)]| {
+        let mut cpu = vec![0.0; fanout.len() + 1];
+        for (level, pid) in name_pids {
+            cpu[*level] += cpu_seconds(*pid);
+        }
+        cpu
+    };
+    let level_pids: Vec<(usize, u32)> =
+        zones.iter().filter_map(|(name, z)| z.pid().map(|p| (level_of(name), p))).collect();
+    let levels0 = by_level(&level_pids);
     let (zones0, sims0, t0) = (cpu(&pids), cpu(&sim_pids), Instant::now());
     tokio::time::sleep(Duration::from_secs(idle_secs)).await;
     let secs = t0.elapsed().as_secs_f64();
+    let levels: Vec<String> = by_level(&level_pids)
+        .iter()
+        .zip(&levels0)
+        .enumerate()
+        .map(|(level, (after, before))| {
+            let n = level_pids.iter().filter(|(l, _)| *l == level).count().max(1);
+            format!("level {level}: {:.2} %", (after - before) / secs * 100.0 / n as f64)
+        })
+        .collect();
     let zones_cpu = (cpu(&pids) - zones0) / secs * 100.0;
     let sims_cpu = (cpu(&sim_pids) - sims0) / secs * 100.0;
     let mut rss: Vec<f64> = pids.iter().map(|p| rss_mib(*p)).collect();
@@ -472,6 +499,7 @@ async fn tree(args: &[String]) {
     );
     println!("| all zones at rest, CPU ({idle_secs} s) | {zones_cpu:.1} % of one core |");
     println!("| agent simulators at rest, CPU | {sims_cpu:.1} % of one core |");
+    println!("| at rest, CPU per zone by level (root first) | {} |", levels.join(", "));
     println!(
         "| RSS per zone at rest, median / max | {:.0} / {:.0} MiB (total {:.0} MiB) |",
         rss[rss.len() / 2],

@@ -47,6 +47,12 @@ pub async fn start_default_zones(names: &[&str]) -> BTreeMap<String, NodeProcess
     start_zones_with(names, |name| NodeSpec { label: name.to_owned(), ..NodeSpec::new(name) }).await
 }
 
+/// [`start_default_zones`] with more environment variables for every zone (what a benchmark
+/// changes from the defaults, e.g. `ZONE_POLL_INTERVAL_MS`).
+pub async fn start_default_zones_with_env(names: &[&str], env: &[(String, String)]) -> BTreeMap<String, NodeProcess> {
+    start_zones_with(names, |name| NodeSpec { label: name.to_owned(), env: env.to_vec(), ..NodeSpec::new(name) }).await
+}
+
 async fn start_zones_with(names: &[&str], spec: impl Fn(&str) -> NodeSpec) -> BTreeMap<String, NodeProcess> {
     let nodes: Vec<NodeProcess> = names.iter().map(|n| NodeProcess::spawn(spec(n))).collect();
     futures::future::join_all(nodes.iter().map(|n| n.wait_ready(crate::node::DEFAULT_READY_TIMEOUT))).await;
