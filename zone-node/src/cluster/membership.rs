@@ -398,7 +398,7 @@ impl Cluster {
         //    epoch has not moved has nothing to learn from the rows: no peer to evict (a joiner's
         //    row moves the epoch), no join of its own to finish. It reads them only every
         //    `SOLO_READ_EVERY_TICKS`, as the safety net, which makes its tick one statement.
-        if !self.alone_and_unchanged(epoch) || ticks % SOLO_READ_EVERY_TICKS == 0 {
+        if !self.alone_and_unchanged(epoch) || ticks.is_multiple_of(SOLO_READ_EVERY_TICKS) {
             self.reconcile().await;
         }
         // 5. Forget long-gone nodes.
