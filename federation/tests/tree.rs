@@ -309,13 +309,18 @@ impl InProcess {
         if locked(&self.down).contains(&child.id) {
             return Err(FedError::Unavailable { zone: child.name.clone(), reason: "connection refused".into() });
         }
-        let (gw, _) = self.zones.get().expect("the tree is built").get(&child.id).expect("a known zone").clone();
+        let (gw, _) = self.zone(&child.id);
         let headers = hop.caller.headers(hop.origin);
         let stated = Stated::from_headers(|n| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))?;
         let account = Principal::admin("parent");
         let ctx = RequestContext { caller: effective(account, stated)?, path: hop.path.clone() };
         gw.admit(&ctx.path).map_err(wire)?;
         Ok((gw, ctx))
+    }
+
+    /// The gateway and fake of the zone `id`: every child a test names was built with the tree.
+    fn zone(&self, id: &str) -> Zone {
+        self.zones.get().expect("the tree is built").get(id).expect("a zone of the tree").clone()
     }
 
     /// The child `id` takes creates from now on and never answers them.
@@ -379,7 +384,7 @@ impl ChildTransport for InProcess {
         subtree: Option<api::SubtreeView>,
     ) -> Result<ZoneInfo, FedError> {
         let (gw, ctx) = self.enter(child, hop, "zone")?;
-        let (_, fz) = self.zones.get().expect("the tree is built").get(&child.id).unwrap().clone();
+        let (_, fz) = self.zone(&child.id);
         let info = ZoneInfo {
             id: gw.me().id.clone(),
             name: gw.me().name.clone(),
@@ -495,7 +500,7 @@ impl ChildTransport for InProcess {
         client: &str,
     ) -> Result<Answer<Option<LowestZone>>, FedError> {
         let (gw, ctx) = self.enter(child, hop, "lookup")?;
-        let (_, fz) = self.zones.get().expect("the tree is built").get(&child.id).unwrap().clone();
+        let (_, fz) = self.zone(&child.id);
         let generation = fz.generation.load(Ordering::SeqCst);
         let l = gw.lowest_zone(&ctx, client).await.map_err(wire)?;
         Ok(Answer { value: l.answer, generation: Some(generation), lowest: None })
@@ -1041,7 +1046,10 @@ async fn cut_off_creates_are_reconciled_when_the_child_returns_without_a_read() 
     let made = spawn_batch(&g, &batch, "made", 2);
     cut_off(&t, &region2, made).await;
     let made_ids = api::batch_member_ids(&batch, 2).expect("a UUID batch id");
-    assert!(fake.route_get(&lost_id).await.unwrap().is_some(), "the route of the cut-off create is kept");
+    assert!(
+        fake.route_get(&lost_id).await.expect("the fake's route table answers").is_some(),
+        "the route of the cut-off create is kept"
+    );
 
     // Still offline: nothing is settled, and nothing is forgotten.
     assert_eq!(g.reconcile_cut_offs(Duration::ZERO).await, 0);
@@ -1053,9 +1061,13 @@ async fn cut_off_creates_are_reconciled_when_the_child_returns_without_a_read() 
     assert_eq!(g.reconcile_cut_offs(Duration::ZERO).await, 3);
     assert!(!g.has_cut_offs());
     assert_eq!(t.transport.count("region2", "show"), shows + 3);
-    assert!(fake.route_get(&lost_id).await.unwrap().is_none(), "a create never made is forgotten");
+    assert!(
+        fake.route_get(&lost_id).await.expect("the fake's route table answers").is_none(),
+        "a create never made is forgotten"
+    );
     for id in &made_ids {
-        let route = fake.route_get(id).await.unwrap().expect("a create made below stays known");
+        let route =
+            fake.route_get(id).await.expect("the fake's route table answers").expect("a create made below stays known");
         assert_eq!(route.child_id, region2);
     }
     assert_eq!(g.instance(&admin(), &made_ids[0]).await.expect("made").zone_path, ["global", "region2", "dc3"]);
@@ -1209,39 +1221,24 @@ async fn an_unknown_instance_id_asks_each_child_once_per_generation() {
     assert_eq!(g.instance(&admin(), &made.id).await.expect("found below region2").id, made.id);
 }
 
-/// Counts what the poller records.
+/// What the poller records: how many answers and failures, and the last answer's generation.
 #[derive(Default)]
-struct CountingSink {
+struct RecordingSink {
     records: AtomicUsize,
+    generation: AtomicI64,
 }
 
 #[async_trait::async_trait]
-impl PollSink for CountingSink {
+impl PollSink for RecordingSink {
     fn owns(&self, _child_id: &str) -> bool {
         true
     }
     async fn record(&self, _child: &Child, outcome: PollOutcome) -> bool {
         assert!(!matches!(outcome, PollOutcome::Unchanged), "nothing to record is never recorded");
-        self.records.fetch_add(1, Ordering::SeqCst);
-        true
-    }
-}
-
-/// Keeps the generation of the last answer recorded.
-#[derive(Default)]
-struct LastGenerationSink {
-    generation: AtomicI64,
-}
-
-#[async_trait::async_trait]
-impl PollSink for LastGenerationSink {
-    fn owns(&self, _child_id: &str) -> bool {
-        true
-    }
-    async fn record(&self, _child: &Child, outcome: PollOutcome) -> bool {
-        if let PollOutcome::Answered(info) = outcome {
+        if let PollOutcome::Answered(info) = &outcome {
             self.generation.store(info.generation, Ordering::SeqCst);
         }
+        self.records.fetch_add(1, Ordering::SeqCst);
         true
     }
 }
@@ -1251,10 +1248,13 @@ impl PollSink for LastGenerationSink {
 #[tokio::test]
 async fn polls_of_one_child_are_recorded_in_the_order_they_were_asked() {
     let t = Tree::build().await;
-    let sink = Arc::new(LastGenerationSink::default());
+    let sink = Arc::new(RecordingSink::default());
     let poller = Arc::new(Poller::new(t.gw("region2"), sink.clone(), std::time::Duration::from_secs(5)));
     // Offline in this copy, so every poll reads the child in full and records what it read.
-    let dc3 = Arc::new(Child { online: false, ..(*t.gw("region2").registry().get("id-dc3").unwrap()).clone() });
+    let dc3 = Arc::new(Child {
+        online: false,
+        ..(*t.gw("region2").registry().get("id-dc3").expect("dc3 is region2's child")).clone()
+    });
     let poll = |poller: &Arc<Poller>, child: &Arc<Child>| {
         let (poller, child) = (poller.clone(), child.clone());
         tokio::spawn(async move { poller.poll(&child).await })
@@ -1264,7 +1264,7 @@ async fn polls_of_one_child_are_recorded_in_the_order_they_were_asked() {
     let first = poll(&poller, &dc3);
     hold.read.notified().await; // the first poll has read dc3 as it was
     t.transport.heal(); // later answers come back at once
-    t.gw("dc3").create(&admin(), &new_id(), &create("acme", vec![])).await.unwrap();
+    t.gw("dc3").create(&admin(), &new_id(), &create("acme", vec![])).await.expect("dc3 has room for acme");
     let changed = t.fake("dc3").generation.load(Ordering::SeqCst);
     assert!(changed > 0, "the create moved dc3's generation");
     let mut second = poll(&poller, &dc3);
@@ -1275,17 +1275,17 @@ async fn polls_of_one_child_are_recorded_in_the_order_they_were_asked() {
         "the second poll of a child waits for the first to be recorded"
     );
     hold.release.notify_one();
-    first.await.unwrap();
-    second.await.unwrap();
+    first.await.expect("the first poll ends once released");
+    second.await.expect("the second poll ends after the first");
     assert_eq!(sink.generation.load(Ordering::SeqCst), changed, "the newer answer is recorded last");
 }
 
 #[tokio::test]
 async fn an_unchanged_child_costs_a_conditional_request_and_records_nothing() {
     let t = Tree::build().await;
-    let sink = Arc::new(CountingSink::default());
+    let sink = Arc::new(RecordingSink::default());
     let poller = Poller::new(t.gw("region2"), sink.clone(), std::time::Duration::from_secs(1));
-    let dc3 = t.gw("region2").registry().get("id-dc3").unwrap();
+    let dc3 = t.gw("region2").registry().get("id-dc3").expect("dc3 is region2's child");
     let records = || sink.records.load(Ordering::SeqCst);
     poller.poll(&dc3).await;
     assert_eq!(records(), 1, "the first answer is recorded");
@@ -1293,7 +1293,7 @@ async fn an_unchanged_child_costs_a_conditional_request_and_records_nothing() {
         poller.poll(&dc3).await;
     }
     assert_eq!(records(), 1, "unchanged (304): nothing recorded");
-    t.gw("dc3").create(&admin(), &new_id(), &create("acme", vec![])).await.unwrap();
+    t.gw("dc3").create(&admin(), &new_id(), &create("acme", vec![])).await.expect("dc3 has room for acme");
     poller.poll(&dc3).await;
     assert_eq!(records(), 2, "a change is read and recorded");
     poller.poll(&dc3).await;
