@@ -453,3 +453,65 @@ async fn a_bus_moves_to_the_next_broker_when_its_broker_dies() {
     first.stop().await;
     second.stop().await;
 }
+
+/// The pid of the broker connection a bus of `node` holds on the local broker (its connection name
+/// carries the node id), from `rabbitmqctl list_connections`.
+fn connection_pid(node: Uuid) -> String {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_connections", "pid", "client_properties"])
+        .output()
+        .expect("run rabbitmqctl");
+    assert!(out.status.success(), "rabbitmqctl list_connections failed: {}", String::from_utf8_lossy(&out.stderr));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.contains(&node.to_string()))
+        .unwrap_or_else(|| panic!("no connection of node {node} in:\n{listing}"));
+    line.split_whitespace().next().expect("a pid column").to_owned()
+}
+
+/// A node that reconnects starts consuming its queues one by one before the new connection
+/// becomes its current one. A request taken in that window is answered on the connection it came
+/// on; it was answered on "the current connection", found none, and dropped the reply, so its
+/// caller waited out its whole timeout (seen as a 30 s stall in the broker-cluster e2e test).
+/// Many served queues make the window long; every call meanwhile must end well before its
+/// timeout, with a reply or an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_taken_while_a_node_reconnects_are_answered() {
+    init_logs();
+    let p = prefix();
+    let server = node(&p).await;
+    let client = node(&p).await;
+    server.serve("echo", Arc::new(Echo)).await.expect("serve echo");
+    // Declared again on every reconnection, in no particular order: echo's consumer usually
+    // starts well before the last of them.
+    for i in 0..300 {
+        server.serve(&format!("filler-{i}"), Arc::new(Echo)).await.expect("serve a filler");
+    }
+    let dest = to(&server, "echo");
+    assert_eq!(client.call(dest.clone(), Message::new("echo", b"0".to_vec()), LONG).await.unwrap(), b"0");
+
+    rabbitmqctl(&["close_connection", &connection_pid(server.node_id()), "test: reconnect"]);
+    let closed = Instant::now();
+    // Calls through the reconnection, each with a timeout far above a round trip here.
+    let timeout = Duration::from_secs(3);
+    let (mut replies, mut errors) = (0, Vec::new());
+    while closed.elapsed() < Duration::from_secs(6) {
+        let started = Instant::now();
+        match client.call(dest.clone(), Message::new("echo", b"1".to_vec()), timeout).await {
+            Ok(reply) => {
+                assert_eq!(reply, b"1");
+                replies += 1;
+            }
+            Err(BusError::Timeout(_)) => {
+                panic!("a call {:?} after the server's connection closed got no answer", started - closed)
+            }
+            Err(err) => errors.push(err),
+        }
+    }
+    eprintln!("through the reconnection: {replies} replies, {} errors ({:?})", errors.len(), errors.first());
+    assert!(server.is_connected(), "the server did not reconnect");
+    assert!(replies > 0, "no call was answered after the reconnection: {errors:?}");
+    client.close().await;
+    server.close().await;
+}

@@ -87,7 +87,7 @@ pub(super) async fn request_loop(
             None => None,
         };
         let acker = (permit.is_none()).then(|| raw.acker.clone());
-        match decode(&shared, raw) {
+        match decode(&shared, &link, raw) {
             Ok(delivery) => {
                 let handler = slot.read().unwrap_or_else(PoisonError::into_inner).clone();
                 tokio::spawn(async move {
@@ -145,12 +145,13 @@ pub(super) async fn event_loop(shared: Arc<Shared>, link: Arc<Link>, mut consume
 }
 
 /// Turns a broker delivery into a [`Delivery`], or says why it is malformed and where to say so.
-fn decode(shared: &Arc<Shared>, raw: AmqpDelivery) -> Result<Delivery, (String, ReplySink)> {
+fn decode(shared: &Arc<Shared>, link: &Arc<Link>, raw: AmqpDelivery) -> Result<Delivery, (String, ReplySink)> {
     let props = &raw.properties;
     let message_id = codec::prop(props.message_id()).unwrap_or_default();
     let sink = match codec::prop(props.reply_to()).filter(|r| !r.is_empty()) {
         Some(reply_to) => ReplySink::remote(Box::new(AmqpReplyTo {
             shared: shared.clone(),
+            link: link.clone(),
             reply_to,
             correlation_id: codec::prop(props.correlation_id()),
             message_id: message_id.clone(),

@@ -288,7 +288,9 @@ impl Transport for AmqpTransport {
                 };
                 let sent = match to.node().filter(|n| self.shared.is_failed(*n)) {
                     Some(node) => Err(BusError::NodeGone(node)),
-                    None => match self.shared.current() {
+                    // On the connection the message came on while it lives, as a reply would
+                    // be (see `reply`): during a reconnection it is not current yet.
+                    None => match origin.link() {
                         Ok(link) => {
                             let props = request_properties(
                                 &delivery.msg,
