@@ -4,7 +4,10 @@ with the same message id until it gets a reply, across broker nodes that may die
 
 Written from docs/wire-format.md ("Retrying"): a client that lost its reply (its broker node died,
 or the portal queue went with it) sends the same message, with the same message_id, again; the
-resource's owner answers a message it already ran with the first run's reply.
+resource's owner answers a message it already ran with the first run's reply. An error reply whose
+code says to try again (docs/api.md: the owner is away or reconnecting, so nothing was done) is
+retried the same way: for a moment after a broker node dies, a node whose connection moved has not
+declared its queues yet, and a request forwarded to it is answered `unroutable`.
 
 One thread per resource, each with its own connection, sends --count requests to its resource one
 after the other. A thread starts on broker --urls[i % n] and moves to the next address whenever its
@@ -24,6 +27,18 @@ import uuid
 
 # The wire format as the one-request client writes it (it exits 2 when pika is missing).
 from portal_client import DIRECT_REPLY_TO, parse_reply, pika, request_properties
+
+
+# Error codes that say the request was not carried out and may be sent again (docs/api.md).
+RETRY_CODES = {"unroutable", "node_unavailable", "bus_unavailable", "ring_unstable", "node_fenced"}
+
+
+def says_retry(reply):
+    """True for an error reply whose code says to send the request again."""
+    if reply is None or reply.get("status") != "error" or not isinstance(reply.get("body"), dict):
+        return False
+    error = reply["body"].get("error")
+    return isinstance(error, dict) and error.get("code") in RETRY_CODES
 
 
 class Link:
@@ -99,10 +114,10 @@ def run_resource(args, urls, index, resource):
         started = time.monotonic()
         attempts = 0
         reply = None
-        while reply is None and time.monotonic() - started < args.give_up:
+        while (reply is None or says_retry(reply)) and time.monotonic() - started < args.give_up:
             attempts += 1
             reply = link.call(args.prefix, resource, message_id, args.timeout)
-            if reply is None:
+            if reply is None or says_retry(reply):
                 time.sleep(0.1)
         entry = {
             "resource": resource,
