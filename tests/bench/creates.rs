@@ -20,6 +20,9 @@ use e2e::procfs::peak_rss_mib;
 use e2e::{Cluster, ClusterOptions, NodeProcess, NodeSpec, SimProcess, SimSpec};
 use futures::StreamExt;
 
+const USAGE: &str = "usage: bench-creates [--creates N] [--hosts N] [--concurrency N] [--latency-ms MS] \
+     [--setups sqlite,pg1,pg3]";
+
 struct Args {
     creates: usize,
     hosts: usize,
@@ -41,12 +44,19 @@ fn args() -> Args {
     while i < argv.len() {
         let value = argv.get(i + 1).cloned().unwrap_or_default();
         match argv[i].as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             "--creates" => a.creates = value.parse().expect("--creates N"),
             "--hosts" => a.hosts = value.parse().expect("--hosts N"),
             "--concurrency" => a.concurrency = value.parse().expect("--concurrency N"),
             "--latency-ms" => a.latency_ms = value.parse().expect("--latency-ms MS"),
             "--setups" => a.setups = value.split(',').map(str::to_owned).collect(),
-            other => panic!("unknown argument {other}"),
+            other => {
+                eprintln!("bench-creates: unknown argument {other}\n{USAGE}");
+                std::process::exit(2);
+            }
         }
         i += 2;
     }

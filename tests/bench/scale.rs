@@ -33,6 +33,10 @@
 
 use std::time::{Duration, Instant};
 
+const USAGE: &str = "usage: bench-scale [--hosts 1000,10000,100000] [--instances 10000,100000,1000000] \
+     [--setups embedded,pg1,pg3] [--creates 1000] [--samples 200] [--idle-secs 30] [--report-interval-ms MS] \
+     [--register-concurrency N]";
+
 use api::{Op, PlacementRequest, Requirement, Resources};
 use e2e::procfs::{cpu_seconds, rss_mib};
 use e2e::{Cluster, ClusterOptions, NodeProcess, NodeSpec, SimProcess, SimSpec};
@@ -70,6 +74,10 @@ fn args() -> Args {
     let mut i = 0;
     while i < argv.len() {
         let flag = argv[i].as_str();
+        if flag == "-h" || flag == "--help" {
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
         let value = argv.get(i + 1).cloned().unwrap_or_else(|| panic!("{flag} needs a value"));
         match flag {
             "--hosts" => a.hosts = list(&value, flag),
@@ -80,7 +88,10 @@ fn args() -> Args {
             "--idle-secs" => a.idle = Duration::from_secs(value.parse().expect("--idle-secs S")),
             "--report-interval-ms" => a.report_interval_ms = Some(value.parse().expect("--report-interval-ms MS")),
             "--register-concurrency" => a.register_concurrency = Some(value.parse().expect("--register-concurrency N")),
-            other => panic!("unknown argument {other} (see tests/bench/scale.rs)"),
+            other => {
+                eprintln!("bench-scale: unknown argument {other}\n{USAGE}");
+                std::process::exit(2);
+            }
         }
         i += 2;
     }
