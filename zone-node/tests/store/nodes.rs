@@ -1,10 +1,17 @@
 //! Membership rows: join, heartbeat, state transitions and eviction.
 
 use uuid::Uuid;
+use zone_node::Store;
 
 use crate::{wait_for_db_clock, TestDb};
 
 store_test_suite!(membership_join_heartbeat_transition, stale_nodes_are_evicted,);
+
+/// One heartbeat of `node`: the ring epoch, or `None` when the node is not (or no longer) a member.
+/// The statement itself must succeed: a store error here is a failed test, with its message.
+async fn heartbeat(store: &Store, node: Uuid) -> Option<i64> {
+    store.node_heartbeat(node).await.unwrap_or_else(|e| panic!("heartbeat of {node}: {e}"))
+}
 
 async fn membership_join_heartbeat_transition(db: &TestDb) {
     let store = db.connect().await;
@@ -24,8 +31,8 @@ async fn membership_join_heartbeat_transition(db: &TestDb) {
     assert_eq!(node_a.applied_epoch, 0);
 
     // Heartbeats do not change membership, so they do not bump the epoch; they report it.
-    assert_eq!(store.node_heartbeat(a).await.unwrap(), Some(2));
-    assert!(store.node_heartbeat(Uuid::new_v4()).await.unwrap().is_none());
+    assert_eq!(heartbeat(&store, a).await, Some(2));
+    assert!(heartbeat(&store, Uuid::new_v4()).await.is_none());
     let m2 = store.membership().await.unwrap();
     assert_eq!(m2.epoch, 2);
     let beat = m2.nodes.iter().find(|n| n.id == a).unwrap().heartbeat_ms;
@@ -46,9 +53,9 @@ async fn membership_join_heartbeat_transition(db: &TestDb) {
 
     // Leaving nodes still heartbeat; once left, the heartbeat says stop.
     assert!(store.node_transition(b, &["joining", "alive"], "leaving").await.unwrap());
-    assert_eq!(store.node_heartbeat(b).await.unwrap(), Some(4), "the epoch the transition moved to");
+    assert_eq!(heartbeat(&store, b).await, Some(4), "the epoch the transition moved to");
     assert!(store.node_transition(b, &["leaving"], "left").await.unwrap());
-    assert!(store.node_heartbeat(b).await.unwrap().is_none());
+    assert!(heartbeat(&store, b).await.is_none());
     assert_eq!(store.membership().await.unwrap().epoch, 5);
 
     // An unknown state is refused by the schema and changes nothing.
@@ -69,7 +76,7 @@ async fn stale_nodes_are_evicted(db: &TestDb) {
     // a stops beating; b keeps going. Generous margins: a is 1.5 s stale, b fresh.
     let joined = store.now_ms().await.unwrap();
     wait_for_db_clock(&store, joined + 1_500).await;
-    assert!(store.node_heartbeat(b).await.unwrap().is_some());
+    assert!(heartbeat(&store, b).await.is_some());
     assert_eq!(store.nodes_evict_stale(1_000).await.unwrap(), vec![a]);
 
     let m = store.membership().await.unwrap();
@@ -82,7 +89,7 @@ async fn stale_nodes_are_evicted(db: &TestDb) {
     assert_eq!(store.membership().await.unwrap().epoch, 3);
 
     // The evicted node learns it from its heartbeat, and the heartbeat does not revive it.
-    assert!(store.node_heartbeat(a).await.unwrap().is_none());
+    assert!(heartbeat(&store, a).await.is_none());
     let m = store.membership().await.unwrap();
     assert_eq!(m.nodes.iter().find(|n| n.id == a).unwrap().state, "dead");
 
