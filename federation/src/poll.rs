@@ -11,10 +11,17 @@
 //! no write ([`PollOutcome::Unchanged`]). A tree at rest costs each parent one small request
 //! per child per interval and no database write.
 //!
+//! Noticing a dead child does not wait for the interval. A child whose poll failed while it is
+//! still online is polled again after [`REPOLL_FAILING`] (or the interval, if shorter) until it
+//! answers or reaches the failure threshold; and a watch that breaks (a dead child closes it at
+//! once) polls the child there and then ([`crate::watch`]). So the interval (5 s by default) sets
+//! what a tree at rest costs and how soon a child that hangs without closing its connections is
+//! first suspected, not how soon a dead child is offline: about 2 s, whatever the interval.
+//!
 //! The first polls run at once when the node starts, in the background: start-up never waits on
 //! a child, and a child that does not answer costs one poll timeout, not a hung node.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::gateway::{Gateway, PollOutcome};
 use crate::registry::Child;
+
+/// How soon a child whose last poll failed is polled again while it is still online: three
+/// failures (the default threshold) take about two of these plus three poll timeouts.
+pub const REPOLL_FAILING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct PollSettings {
@@ -54,11 +65,20 @@ pub struct Poller {
     etags: Mutex<HashMap<String, String>>,
     /// One lock per child, held for a whole poll (request and record): see [`Poller::poll`].
     polling: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The children whose last poll by this node failed: polled again soon ([`REPOLL_FAILING`]).
+    failing: Mutex<HashSet<String>>,
 }
 
 impl Poller {
     pub fn new(gateway: Arc<Gateway>, sink: Arc<dyn PollSink>, timeout: Duration) -> Poller {
-        Poller { gateway, sink, timeout, etags: Mutex::new(HashMap::new()), polling: Mutex::new(HashMap::new()) }
+        Poller {
+            gateway,
+            sink,
+            timeout,
+            etags: Mutex::new(HashMap::new()),
+            polling: Mutex::new(HashMap::new()),
+            failing: Mutex::new(HashSet::new()),
+        }
     }
 
     pub fn gateway(&self) -> &Arc<Gateway> {
@@ -89,6 +109,14 @@ impl Poller {
         let _one_at_a_time = lock.lock().await;
         let etag = if child.online { self.etags().get(&child.id).cloned() } else { None };
         let (outcome, new_etag) = self.gateway.poll_if_changed(child, self.timeout, etag.as_deref()).await;
+        {
+            let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(outcome, PollOutcome::Failed(_)) {
+                failing.insert(child.id.clone());
+            } else {
+                failing.remove(&child.id);
+            }
+        }
         match outcome {
             PollOutcome::Unchanged => {}
             PollOutcome::Failed(reason) => {
@@ -106,10 +134,16 @@ impl Poller {
         }
     }
 
+    /// Whether this node's last poll of `child_id` failed.
+    pub fn failing(&self, child_id: &str) -> bool {
+        self.failing.lock().unwrap_or_else(|e| e.into_inner()).contains(child_id)
+    }
+
     /// Forgets the `ETag`s of children this node no longer polls.
     fn retain(&self, keep: &dyn Fn(&str) -> bool) {
         self.etags().retain(|id, _| keep(id));
         self.polling().retain(|id, _| keep(id));
+        self.failing.lock().unwrap_or_else(|e| e.into_inner()).retain(|id| keep(id));
     }
 
     fn polling(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<()>>>> {
@@ -124,13 +158,17 @@ impl Poller {
 /// Polls this node's children until `stop`.
 pub async fn run(poller: Arc<Poller>, settings: PollSettings, stop: CancellationToken) {
     let mut first = true;
+    // Whether a child of the last round failed its poll and is still online: the next round
+    // comes sooner, to reach the failure threshold in seconds whatever the interval.
+    let mut suspect = false;
     loop {
         if !first {
             let jitter_ms = settings.jitter.as_millis() as u64;
             let extra = if jitter_ms > 0 { rand::thread_rng().gen_range(0..=jitter_ms) } else { 0 };
+            let wait = if suspect { settings.interval.min(REPOLL_FAILING) } else { settings.interval };
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(settings.interval + Duration::from_millis(extra)) => {}
+                _ = tokio::time::sleep(wait + Duration::from_millis(extra)) => {}
             }
         }
         first = false;
@@ -138,13 +176,18 @@ pub async fn run(poller: Arc<Poller>, settings: PollSettings, stop: Cancellation
         let mine: Vec<Arc<Child>> =
             poller.gateway().registry().children().iter().filter(|c| sink.owns(&c.id)).cloned().collect();
         poller.retain(&|id| mine.iter().any(|c| c.id == id));
-        let round = futures::stream::iter(mine).for_each_concurrent(settings.max_concurrent.max(1), |child| {
-            let poller = &poller;
-            async move { poller.poll(&child).await }
-        });
+        let round =
+            futures::stream::iter(mine.iter().cloned()).for_each_concurrent(settings.max_concurrent.max(1), |child| {
+                let poller = &poller;
+                async move { poller.poll(&child).await }
+            });
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = round => {}
         }
+        // The registry after the round: a child that just reached the threshold is offline and
+        // goes back to the normal interval.
+        let registry = poller.gateway().registry();
+        suspect = mine.iter().any(|c| poller.failing(&c.id) && registry.get(&c.id).is_some_and(|now| now.online));
     }
 }

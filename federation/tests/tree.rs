@@ -23,7 +23,8 @@ use api::{
 };
 use federation::identity::{effective, Stated};
 use federation::matching::{may_meet, FREE_DISK_GB, FREE_MEMORY_MB, FREE_VCPUS};
-use federation::poll::{PollSink, Poller};
+use federation::poll::{PollSettings, PollSink, Poller, REPOLL_FAILING};
+use federation::watch::WatchSettings;
 use federation::{
     Changed, Child, ChildTransport, Credentials, FedError, Gateway, Hop, Identity, ListQuery, LocalZone, PollOutcome,
     Principal, RequestContext, Route, Routed, Settings, ZonePath,
@@ -1225,6 +1226,7 @@ async fn an_unknown_instance_id_asks_each_child_once_per_generation() {
 #[derive(Default)]
 struct RecordingSink {
     records: AtomicUsize,
+    failures: AtomicUsize,
     generation: AtomicI64,
 }
 
@@ -1235,12 +1237,76 @@ impl PollSink for RecordingSink {
     }
     async fn record(&self, _child: &Child, outcome: PollOutcome) -> bool {
         assert!(!matches!(outcome, PollOutcome::Unchanged), "nothing to record is never recorded");
-        if let PollOutcome::Answered(info) = &outcome {
-            self.generation.store(info.generation, Ordering::SeqCst);
+        match &outcome {
+            PollOutcome::Answered(info) => self.generation.store(info.generation, Ordering::SeqCst),
+            PollOutcome::Failed(_) => {
+                self.failures.fetch_add(1, Ordering::SeqCst);
+            }
+            PollOutcome::Unchanged => {}
         }
         self.records.fetch_add(1, Ordering::SeqCst);
         true
     }
+}
+
+/// Waits up to `within` for `sink` to have recorded `failures` failed polls; how long it took.
+async fn failures_within(sink: &RecordingSink, failures: usize, within: Duration) -> Option<Duration> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if sink.failures.load(Ordering::SeqCst) >= failures {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// The interval sets the cost at rest, not how soon a dead child is offline: a child whose poll
+/// failed while it is online is polled again within `REPOLL_FAILING`, so the failure threshold
+/// (3 by default) is reached in seconds with an interval of a minute.
+#[tokio::test]
+async fn a_failing_child_is_polled_again_within_a_second_whatever_the_interval() {
+    let t = Tree::build().await;
+    let sink = Arc::new(RecordingSink::default());
+    let poller = Arc::new(Poller::new(t.gw("region2"), sink.clone(), Duration::from_secs(1)));
+    t.transport.take_down("id-dc3");
+    let settings = PollSettings {
+        interval: Duration::from_secs(60),
+        timeout: Duration::from_secs(1),
+        jitter: Duration::ZERO,
+        max_concurrent: 4,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(federation::poll::run(poller, settings, stop.clone()));
+    // The first round at once, then one every REPOLL_FAILING: three failures in about 2 s.
+    let took = failures_within(&sink, 3, REPOLL_FAILING * 10).await;
+    stop.cancel();
+    run.await.expect("the poll loop stops");
+    let took = took.expect("three failed polls of a dead child, with a 60 s interval, within 10 s");
+    assert!(took >= REPOLL_FAILING, "the re-polls are spaced, not back to back: three failures in {took:?}");
+}
+
+/// A watch that breaks polls its child at once: a dead child's refused connection counts
+/// toward the failure threshold without waiting for the poll loop.
+#[tokio::test]
+async fn a_broken_watch_polls_the_child() {
+    let t = Tree::build().await;
+    let sink = Arc::new(RecordingSink::default());
+    let poller = Arc::new(Poller::new(t.gw("region2"), sink.clone(), Duration::from_secs(1)));
+    t.transport.take_down("id-dc3");
+    let settings = WatchSettings { wait: Duration::from_secs(25), retry: Duration::from_millis(100) };
+    let stop = tokio_util::sync::CancellationToken::new();
+    // No poll loop: every failure recorded comes from the watch.
+    let run = tokio::spawn(federation::watch::run(poller, settings, stop.clone()));
+    let took = failures_within(&sink, 2, Duration::from_secs(10)).await;
+    stop.cancel();
+    run.await.expect("the watches stop");
+    assert!(
+        took.is_some(),
+        "each broken watch of dc3 polled it (failures recorded: {})",
+        sink.failures.load(Ordering::SeqCst)
+    );
+    assert!(t.transport.count("dc3", "zone") >= 2, "the polls reached dc3's transport");
 }
 
 /// The poll loop and a watch may poll one child at once. An answer read before a change and

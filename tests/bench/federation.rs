@@ -357,6 +357,7 @@ async fn tree(args: &[String]) {
         arg(args, "--fanout", "4,4,5".to_string()).split(',').map(|f| f.parse().expect("--fanout N,N,…")).collect();
     assert!(!fanout.is_empty() && fanout.iter().all(|f| *f > 0), "--fanout takes positive numbers, e.g. 4,4,5");
     let changes = arg(args, "--changes", 40usize);
+    assert!(changes > 0, "--changes takes at least 1: the staleness figures are percentiles of them");
     let idle_secs = arg(args, "--idle-secs", 30u64);
     // Level by level from the root: `frontier` is the deepest level built so far (the leaves at
     // the end), `names` every zone.

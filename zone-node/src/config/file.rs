@@ -209,7 +209,7 @@ impl Default for HostsConfig {
 impl Default for FederationConfig {
     fn default() -> Self {
         FederationConfig {
-            poll_interval_ms: 1000,
+            poll_interval_ms: 5000,
             poll_timeout_ms: 1000,
             failure_threshold: 3,
             poll_jitter_ms: 100,
