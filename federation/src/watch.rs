@@ -26,7 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::poll::Poller;
 
-/// How often the set of watched children is compared with the registry and the ring.
+/// How often the set of watched children is compared with the registry and the ring, besides
+/// at once whenever the registry is replaced (a child added or removed: a new child is watched
+/// from its zone-add, not up to a period later, or a change made at it meanwhile would wait for
+/// the next poll).
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
@@ -40,7 +43,9 @@ pub struct WatchSettings {
 /// Holds one watch per child this node polls, until `stop`.
 pub async fn run(poller: Arc<Poller>, settings: WatchSettings, stop: CancellationToken) {
     let mut watches: HashMap<String, (CancellationToken, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut replaced = poller.gateway().registry().replacements();
     loop {
+        replaced.borrow_and_update();
         let children = poller.gateway().registry().children();
         let mine: Vec<&str> = children.iter().filter(|c| poller.sink().owns(&c.id)).map(|c| c.id.as_str()).collect();
         watches.retain(|id, (token, task)| {
@@ -60,6 +65,8 @@ pub async fn run(poller: Arc<Poller>, settings: WatchSettings, stop: Cancellatio
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = crate::ticks::next(RECONCILE_EVERY) => {}
+            // (Ring changes, which move what this node owns, wait for the tick.)
+            Ok(()) = replaced.changed() => {}
         }
     }
     for (_, (token, task)) in watches {

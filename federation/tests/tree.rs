@@ -1286,6 +1286,46 @@ async fn a_failing_child_is_polled_again_within_a_second_whatever_the_interval()
     assert!(took >= REPOLL_FAILING, "the re-polls are spaced, not back to back: three failures in {took:?}");
 }
 
+/// A child added to the registry (zone-add) is watched at once, not at the next reconcile tick:
+/// a change made at it in between would otherwise wait for the next poll.
+#[tokio::test]
+async fn a_new_child_is_watched_at_once() {
+    let t = Tree::build().await;
+    let region2 = t.gw("region2");
+    let sink = Arc::new(RecordingSink::default());
+    let poller = Arc::new(Poller::new(region2.clone(), sink, Duration::from_secs(1)));
+    let settings = WatchSettings { wait: Duration::from_secs(25), retry: Duration::from_secs(60) };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(federation::watch::run(poller, settings, stop.clone()));
+    // Just past a reconcile tick (a second apart, on the process's grid), so waiting for the
+    // next one would take most of a second.
+    federation::ticks::next(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // dc1 joins region2's children. This transport serves no watches, so dc1's watch fails at
+    // once and polls it: the poll shows when the watch started.
+    let mut children: Vec<Child> = region2.registry().children().iter().map(|c| (**c).clone()).collect();
+    children.push(child_record("dc1"));
+    let before = t.transport.count("dc1", "zone"); // region1 polled dc1 when the tree was built
+    region2.registry().replace(children);
+    let added = std::time::Instant::now();
+    let started = came_true_within(Duration::from_millis(600), || t.transport.count("dc1", "zone") > before).await;
+    stop.cancel();
+    run.await.expect("the watches stop");
+    assert!(started, "dc1 watched within 600 ms of joining the registry (waited {:?})", added.elapsed());
+}
+
+/// Waits up to `within` for `done`; whether it came true.
+async fn came_true_within(within: Duration, done: impl Fn() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < within {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    done()
+}
+
 /// A watch that breaks polls its child at once: a dead child's refused connection counts
 /// toward the failure threshold without waiting for the poll loop.
 #[tokio::test]
