@@ -11,12 +11,12 @@
 //! no write ([`PollOutcome::Unchanged`]). A tree at rest costs each parent one small request
 //! per child per interval and no database write.
 //!
-//! Noticing a dead child does not wait for the interval. A child whose poll failed while it is
-//! still online is polled again after [`REPOLL_FAILING`] (or the interval, if shorter) until it
-//! answers or reaches the failure threshold; and a watch that breaks (a dead child closes it at
-//! once) polls the child there and then ([`crate::watch`]). So the interval (5 s by default) sets
-//! what a tree at rest costs and how soon a child that hangs without closing its connections is
-//! first suspected, not how soon a dead child is offline: about 2 s, whatever the interval.
+//! Noticing a dead child does not wait for the interval. A child whose last poll failed, or that
+//! is offline, is polled again every [`REPOLL_FAILING`] (alone, not with its siblings) until it
+//! answers; and a watch that breaks (a dead child closes it at once) polls the child there and
+//! then ([`crate::watch`]). So the interval (5 s by default) sets what a tree at rest costs and
+//! how soon a child that hangs without closing its connections is first suspected, not how soon
+//! a dead child is offline (about 2 s) or a child that answers again is back (about 1 s).
 //!
 //! The first polls run at once when the node starts, in the background: start-up never waits on
 //! a child, and a child that does not answer costs one poll timeout, not a hung node.
@@ -32,8 +32,8 @@ use tokio_util::sync::CancellationToken;
 use crate::gateway::{Gateway, PollOutcome};
 use crate::registry::Child;
 
-/// How soon a child whose last poll failed is polled again while it is still online: three
-/// failures (the default threshold) take about two of these plus three poll timeouts.
+/// How soon a child whose last poll failed, or that is offline, is polled again: three failures
+/// (the default threshold) take about two of these plus three poll timeouts.
 pub const REPOLL_FAILING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
@@ -155,39 +155,45 @@ impl Poller {
     }
 }
 
-/// Polls this node's children until `stop`.
+/// Polls this node's children until `stop`: all of them every interval (plus jitter), and in
+/// between, every [`REPOLL_FAILING`], the ones in doubt (see [`in_doubt`]).
 pub async fn run(poller: Arc<Poller>, settings: PollSettings, stop: CancellationToken) {
-    let mut first = true;
-    // Whether a child of the last round failed its poll and is still online: the next round
-    // comes sooner, to reach the failure threshold in seconds whatever the interval.
-    let mut suspect = false;
+    // When the next round of every child is due; the first runs at once.
+    let mut full_due = tokio::time::Instant::now();
     loop {
-        if !first {
-            let jitter_ms = settings.jitter.as_millis() as u64;
-            let extra = if jitter_ms > 0 { rand::thread_rng().gen_range(0..=jitter_ms) } else { 0 };
-            let wait = if suspect { settings.interval.min(REPOLL_FAILING) } else { settings.interval };
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(wait + Duration::from_millis(extra)) => {}
-            }
-        }
-        first = false;
         let sink = poller.sink().clone();
         let mine: Vec<Arc<Child>> =
             poller.gateway().registry().children().iter().filter(|c| sink.owns(&c.id)).cloned().collect();
         poller.retain(&|id| mine.iter().any(|c| c.id == id));
-        let round =
-            futures::stream::iter(mine.iter().cloned()).for_each_concurrent(settings.max_concurrent.max(1), |child| {
-                let poller = &poller;
-                async move { poller.poll(&child).await }
-            });
+        let full = tokio::time::Instant::now() >= full_due;
+        if full {
+            let jitter_ms = settings.jitter.as_millis() as u64;
+            let extra = if jitter_ms > 0 { rand::thread_rng().gen_range(0..=jitter_ms) } else { 0 };
+            full_due = tokio::time::Instant::now() + settings.interval + Duration::from_millis(extra);
+        }
+        let due: Vec<Arc<Child>> = mine.iter().filter(|c| full || in_doubt(&poller, c)).cloned().collect();
+        let round = futures::stream::iter(due).for_each_concurrent(settings.max_concurrent.max(1), |child| {
+            let poller = &poller;
+            async move { poller.poll(&child).await }
+        });
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = round => {}
         }
-        // The registry after the round: a child that just reached the threshold is offline and
-        // goes back to the normal interval.
-        let registry = poller.gateway().registry();
-        suspect = mine.iter().any(|c| poller.failing(&c.id) && registry.get(&c.id).is_some_and(|now| now.online));
+        // The registry after the round: whether a child is offline now.
+        let doubt = mine.iter().any(|c| poller.gateway().registry().get(&c.id).is_some_and(|c| in_doubt(&poller, &c)));
+        let wake = if doubt { full_due.min(tokio::time::Instant::now() + REPOLL_FAILING) } else { full_due };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep_until(wake) => {}
+        }
     }
+}
+
+/// A child polled again within [`REPOLL_FAILING`] rather than at the next interval: one whose
+/// last poll failed (to reach the failure threshold in seconds), or one offline (to bring it back
+/// within a second of answering again, as a watch does for a child that restarted; a child that
+/// hung and resumes answers no watch until one ends).
+fn in_doubt(poller: &Poller, child: &Child) -> bool {
+    !child.online || poller.failing(&child.id)
 }

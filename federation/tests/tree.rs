@@ -1286,6 +1286,41 @@ async fn a_failing_child_is_polled_again_within_a_second_whatever_the_interval()
     assert!(took >= REPOLL_FAILING, "the re-polls are spaced, not back to back: three failures in {took:?}");
 }
 
+/// Between intervals only the children in doubt are polled, each second: one offline (to bring it
+/// back soon once it answers) and one whose last poll failed. Their healthy siblings wait for the
+/// interval.
+#[tokio::test]
+async fn only_the_children_in_doubt_are_polled_between_intervals() {
+    let t = Tree::build().await;
+    let global = t.gw("global");
+    // region1 answers but is offline in global's registry; region2 is healthy.
+    let children: Vec<Child> =
+        global.registry().children().iter().map(|c| Child { online: c.name != "region1", ..(**c).clone() }).collect();
+    global.registry().replace(children);
+    let sink = Arc::new(RecordingSink::default());
+    let poller = Arc::new(Poller::new(global, sink, Duration::from_secs(1)));
+    let settings = PollSettings {
+        interval: Duration::from_secs(60),
+        timeout: Duration::from_secs(1),
+        jitter: Duration::ZERO,
+        max_concurrent: 4,
+    };
+    let (region1, region2) = (t.transport.count("region1", "zone"), t.transport.count("region2", "zone"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(federation::poll::run(poller, settings, stop.clone()));
+    // The first round polls both; then region1 alone, every REPOLL_FAILING.
+    let polled_again =
+        came_true_within(REPOLL_FAILING * 5, || t.transport.count("region1", "zone") >= region1 + 3).await;
+    stop.cancel();
+    run.await.expect("the poll loop stops");
+    assert!(polled_again, "the offline region1 was polled three times within 5 s with a 60 s interval");
+    assert_eq!(
+        t.transport.count("region2", "zone"),
+        region2 + 1,
+        "the healthy region2 was polled once, in the first round"
+    );
+}
+
 /// A child added to the registry (zone-add) is watched at once, not at the next reconcile tick:
 /// a change made at it in between would otherwise wait for the next poll.
 #[tokio::test]
