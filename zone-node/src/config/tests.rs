@@ -25,7 +25,7 @@ fn embedded_defaults() {
     assert_eq!(c.heartbeat_interval(), Duration::from_secs(1));
     assert_eq!(c.dead_after(), Duration::from_secs(5));
     let f = &c.federation;
-    assert_eq!((f.poll_interval(), f.poll_timeout(), f.failure_threshold), (ms(1000), ms(1000), 3));
+    assert_eq!((f.poll_interval(), f.poll_timeout(), f.failure_threshold), (ms(5000), ms(1000), 3));
     assert_eq!((f.poll_jitter(), f.max_concurrent_polls, f.hop_limit), (ms(100), 32, 8));
     assert_eq!((f.forward_timeout(), f.scatter_deadline()), (ms(60_000), ms(5000)));
     assert_eq!(f.lookup_cache_capacity, 1_000_000);
