@@ -1249,16 +1249,14 @@ impl PollSink for RecordingSink {
     }
 }
 
-/// Waits up to `within` for `sink` to have recorded `failures` failed polls; how long it took.
-async fn failures_within(sink: &RecordingSink, failures: usize, within: Duration) -> Option<Duration> {
-    let started = std::time::Instant::now();
-    while started.elapsed() < within {
-        if sink.failures.load(Ordering::SeqCst) >= failures {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
+/// The tree with dc3 refusing connections, and a poller of region2's children recording into a
+/// fresh sink.
+async fn region2_with_dc3_down() -> (Tree, Arc<RecordingSink>, Arc<Poller>) {
+    let t = Tree::build().await;
+    let sink = Arc::new(RecordingSink::default());
+    let poller = Arc::new(Poller::new(t.gw("region2"), sink.clone(), Duration::from_secs(1)));
+    t.transport.take_down("id-dc3");
+    (t, sink, poller)
 }
 
 /// The interval sets the cost at rest, not how soon a dead child is offline: a child whose poll
@@ -1266,10 +1264,7 @@ async fn failures_within(sink: &RecordingSink, failures: usize, within: Duration
 /// (3 by default) is reached in seconds with an interval of a minute.
 #[tokio::test]
 async fn a_failing_child_is_polled_again_within_a_second_whatever_the_interval() {
-    let t = Tree::build().await;
-    let sink = Arc::new(RecordingSink::default());
-    let poller = Arc::new(Poller::new(t.gw("region2"), sink.clone(), Duration::from_secs(1)));
-    t.transport.take_down("id-dc3");
+    let (_t, sink, poller) = region2_with_dc3_down().await;
     let settings = PollSettings {
         interval: Duration::from_secs(60),
         timeout: Duration::from_secs(1),
@@ -1279,10 +1274,12 @@ async fn a_failing_child_is_polled_again_within_a_second_whatever_the_interval()
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(federation::poll::run(poller, settings, stop.clone()));
     // The first round at once, then one every REPOLL_FAILING: three failures in about 2 s.
-    let took = failures_within(&sink, 3, REPOLL_FAILING * 10).await;
+    let started = std::time::Instant::now();
+    let failed = came_true_within(REPOLL_FAILING * 10, || sink.failures.load(Ordering::SeqCst) >= 3).await;
+    let took = started.elapsed();
     stop.cancel();
     run.await.expect("the poll loop stops");
-    let took = took.expect("three failed polls of a dead child, with a 60 s interval, within 10 s");
+    assert!(failed, "three failed polls of a dead child, with a 60 s interval, within 10 s");
     assert!(took >= REPOLL_FAILING, "the re-polls are spaced, not back to back: three failures in {took:?}");
 }
 
@@ -1365,22 +1362,15 @@ async fn came_true_within(within: Duration, done: impl Fn() -> bool) -> bool {
 /// toward the failure threshold without waiting for the poll loop.
 #[tokio::test]
 async fn a_broken_watch_polls_the_child() {
-    let t = Tree::build().await;
-    let sink = Arc::new(RecordingSink::default());
-    let poller = Arc::new(Poller::new(t.gw("region2"), sink.clone(), Duration::from_secs(1)));
-    t.transport.take_down("id-dc3");
+    let (t, sink, poller) = region2_with_dc3_down().await;
     let settings = WatchSettings { wait: Duration::from_secs(25), retry: Duration::from_millis(100) };
     let stop = tokio_util::sync::CancellationToken::new();
     // No poll loop: every failure recorded comes from the watch.
     let run = tokio::spawn(federation::watch::run(poller, settings, stop.clone()));
-    let took = failures_within(&sink, 2, Duration::from_secs(10)).await;
+    let failed = came_true_within(Duration::from_secs(10), || sink.failures.load(Ordering::SeqCst) >= 2).await;
     stop.cancel();
     run.await.expect("the watches stop");
-    assert!(
-        took.is_some(),
-        "each broken watch of dc3 polled it (failures recorded: {})",
-        sink.failures.load(Ordering::SeqCst)
-    );
+    assert!(failed, "each broken watch of dc3 polled it (failures recorded: {})", sink.failures.load(Ordering::SeqCst));
     assert!(t.transport.count("dc3", "zone") >= 2, "the polls reached dc3's transport");
 }
 
