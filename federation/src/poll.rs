@@ -53,6 +53,12 @@ pub trait PollSink: Send + Sync + 'static {
     /// Records what a poll learnt; false when it could not be recorded. Never called with
     /// [`PollOutcome::Unchanged`]: there is nothing to record.
     async fn record(&self, child: &Child, outcome: PollOutcome) -> bool;
+    /// Resolves when what [`PollSink::owns`] answers may have changed (a node of the zone came
+    /// or went): the watches are re-divided then. By default never; they are also re-divided
+    /// every 10 s.
+    async fn ownership_changed(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// Polls children and records what changed: shared by the poll loop ([`run`]) and the watches

@@ -29,8 +29,9 @@ use crate::poll::Poller;
 /// How often the set of watched children is compared with the registry and the ring, besides
 /// at once whenever the registry is replaced (a child added or removed: a new child is watched
 /// from its zone-add, not up to a period later, or a change made at it meanwhile would wait for
-/// the next poll).
-const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+/// the next poll) and whenever the sink says what it owns may have changed. Only the safety net:
+/// once a second, it was a wake-up a second on every idle zone.
+const RECONCILE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct WatchSettings {
@@ -65,8 +66,8 @@ pub async fn run(poller: Arc<Poller>, settings: WatchSettings, stop: Cancellatio
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = crate::ticks::next(RECONCILE_EVERY) => {}
-            // (Ring changes, which move what this node owns, wait for the tick.)
             Ok(()) = replaced.changed() => {}
+            _ = poller.sink().ownership_changed() => {}
         }
     }
     for (_, (token, task)) in watches {

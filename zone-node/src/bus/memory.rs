@@ -115,6 +115,8 @@ type HandlerSlot = Arc<RwLock<Arc<dyn Handler>>>;
 
 /// One node's handle on an in-process broker.
 pub struct MemoryTransport {
+    /// `memory://` with no name: a broker nobody else can connect to.
+    private: bool,
     broker: Arc<Broker>,
     node: Uuid,
     prefix: String,
@@ -134,6 +136,7 @@ impl MemoryTransport {
         let broker = Broker::named(name);
         let events = broker.events(prefix);
         MemoryTransport {
+            private: name.is_empty(),
             broker,
             node,
             prefix: prefix.to_owned(),
@@ -313,6 +316,10 @@ impl Transport for MemoryTransport {
 
     fn node_available(&self, node: Uuid) {
         self.failed.write().unwrap_or_else(PoisonError::into_inner).remove(&node);
+    }
+
+    fn is_private(&self) -> bool {
+        self.private
     }
 
     fn is_connected(&self) -> bool {

@@ -193,6 +193,10 @@ pub trait Transport: Send + Sync + 'static {
         let _ = node;
     }
     fn is_connected(&self) -> bool;
+    /// True when no other node can reach this one: an in-process broker of its own (`memory://`).
+    fn is_private(&self) -> bool {
+        false
+    }
     async fn close(&self);
 }
 
@@ -296,6 +300,12 @@ impl Bus {
     /// Whether the transport is connected now (always true in-process).
     pub fn is_connected(&self) -> bool {
         self.inner.is_connected()
+    }
+
+    /// Whether this bus reaches no other node (`memory://`, the embedded default): the node is
+    /// alone in its zone by construction.
+    pub fn is_private(&self) -> bool {
+        self.inner.is_private()
     }
 
     pub async fn close(&self) {

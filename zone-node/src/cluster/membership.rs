@@ -40,6 +40,11 @@ const PURGE_AFTER: Duration = Duration::from_secs(3600);
 const PURGE_EVERY_TICKS: u64 = 60;
 /// How often a node alone in its view reads the membership rows when nothing says they changed.
 const SOLO_READ_EVERY_TICKS: u64 = 10;
+/// How many heartbeat intervals a node on a private bus (`memory://`, the embedded default) lets
+/// pass between ticks while it serves: no peer can reach it, so no peer reads its heartbeat to
+/// evict it, and the heartbeat only tells the node that its database still answers. (Its
+/// `SOLO_READ_EVERY_TICKS` and `PURGE_EVERY_TICKS` count these longer ticks.)
+const PRIVATE_TICK_EVERY: u32 = 5;
 /// How long a node that left keeps its bus open with no message arriving before it closes.
 const LEAVE_QUIET: Duration = Duration::from_millis(300);
 
@@ -347,7 +352,7 @@ impl Cluster {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 // On the process's tick grid, so the node's periodic loops wake together.
-                _ = federation::ticks::next(self.inner.settings.heartbeat_interval) => {}
+                _ = federation::ticks::next(self.tick_period()) => {}
                 _ = self.inner.poke.notified() => {}
             }
         }
@@ -355,6 +360,12 @@ impl Cluster {
 
     async fn tick(&self, ticks: u64) {
         let inner = &self.inner;
+        // 0. Forget long-gone nodes.
+        if ticks > 0 && ticks.is_multiple_of(PURGE_EVERY_TICKS) {
+            if let Err(error) = inner.store.nodes_purge(PURGE_AFTER.as_millis() as i64).await {
+                tracing::warn!(%error, "purging old node rows failed");
+            }
+        }
         // 1. Heartbeat. A node that cannot write it for half the eviction timeout stops serving
         //    before its peers (waiting the full timeout) could take over its resources.
         // Bounded below the pool's 5 s acquire timeout: with the database down every query waits
@@ -401,11 +412,18 @@ impl Cluster {
         if !self.alone_and_unchanged(epoch) || ticks.is_multiple_of(SOLO_READ_EVERY_TICKS) {
             self.reconcile().await;
         }
-        // 5. Forget long-gone nodes.
-        if ticks % PURGE_EVERY_TICKS == PURGE_EVERY_TICKS - 1 {
-            if let Err(error) = inner.store.nodes_purge(PURGE_AFTER.as_millis() as i64).await {
-                tracing::warn!(%error, "purging old node rows failed");
-            }
+    }
+
+    /// The time to the next tick: the heartbeat interval, or [`PRIVATE_TICK_EVERY`]
+    /// of them for a node on a private bus that serves alone, alive, with its last heartbeat
+    /// written (a tick after a failed one comes at the usual interval, to lift the fence soon).
+    /// An idle embedded zone wakes for its heartbeat every 5 s instead of every second.
+    fn tick_period(&self) -> Duration {
+        let interval = self.inner.settings.heartbeat_interval;
+        if self.inner.bus.is_private() && !self.database_lost() && self.alone_and_unchanged(self.view().epoch) {
+            interval.saturating_mul(PRIVATE_TICK_EVERY)
+        } else {
+            interval
         }
     }
 
@@ -725,6 +743,31 @@ mod tests {
             assert_eq!((NodeState::parse(state.as_str()), state.to_string()), (state, state.as_str().into()));
         }
         assert_eq!(NodeState::parse("from_a_newer_node"), NodeState::Dead);
+    }
+
+    #[tokio::test]
+    async fn a_node_on_a_private_bus_ticks_every_fifth_interval_while_it_serves_alone() {
+        let shared = format!("memory://shared-{}", Uuid::new_v4());
+        let second = Duration::from_secs(1);
+        for (url, settled) in [("memory://", 5 * second), (shared.as_str(), second)] {
+            let me = Uuid::new_v4();
+            let store = Store::connect("sqlite::memory:").await.unwrap();
+            let bus = Bus::connect(url, "t", me).await.unwrap();
+            let settings = ClusterSettings { heartbeat_interval: second, dead_after: 5 * second, virtual_nodes: 8 };
+            let cluster = Cluster::new(store, bus, WorkQueues::new(), settings, me, "http://127.0.0.1:1".into());
+            cluster.join().await.unwrap();
+            assert_eq!(cluster.tick_period(), second, "{url}: joining, the node ticks every interval");
+            let mut ticks = 0;
+            while !cluster.is_serving() && ticks < 10 {
+                cluster.tick(ticks).await;
+                ticks += 1;
+            }
+            assert!(cluster.is_serving(), "{url}: alone, the node is alive after a few ticks");
+            assert_eq!(cluster.tick_period(), settled, "{url}: serving alone");
+            // A failed heartbeat (the database lost): every interval again, to lift the fence soon.
+            *cluster.inner.evict_from.lock().unwrap() = None;
+            assert_eq!(cluster.tick_period(), second, "{url}: after a failed heartbeat");
+        }
     }
 
     #[tokio::test]

@@ -131,6 +131,10 @@ impl PollSink for Sink {
         self.cluster.is_serving() && self.cluster.route_owner(child_id) == Some(self.cluster.me())
     }
 
+    async fn ownership_changed(&self) {
+        self.cluster.changed().await
+    }
+
     async fn record(&self, child: &Child, outcome: PollOutcome) -> bool {
         let Ok(id) = uuid::Uuid::parse_str(&child.id) else { return false };
         // What routing and aggregation use changed: every node must see it soon.

@@ -480,6 +480,16 @@ pub async fn recover_orphans(
     // The view epoch of the last scan, and when it ran.
     let mut scanned: Option<(i64, tokio::time::Instant)> = None;
     loop {
+        // Between scans, sleep until the fallback or a view change (which may orphan tasks),
+        // then scan on the next tick of the grid: an idle node wakes every `fallback`, not every
+        // interval.
+        if let Some((_, at)) = scanned {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep_until(at + fallback) => {}
+                _ = cluster.changed() => {}
+            }
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = federation::ticks::next(every) => {}
