@@ -17,7 +17,7 @@ use crate::cluster::{Cluster, ClusterSettings, ResourceService};
 use crate::config::Config;
 use crate::http::{AppState, Shared};
 use crate::redact::redact_url;
-use crate::services::host::HostService;
+use crate::services::host::{HostService, Presence};
 use crate::services::instance::InstanceService;
 use crate::services::portal::Portal;
 use crate::services::probe::Probe;
@@ -127,12 +127,13 @@ impl Application {
             ),
         );
         bus.serve(service::INSTANCE, Arc::new(instances)).await.context("cannot serve the instance service")?;
+        let presence = Arc::new(Presence::new(config.host_report_interval(), config.hosts.max_missed_reports));
         let hosts = ResourceService::new(
             service::HOST,
             cluster.clone(),
             bus.clone(),
             work.clone(),
-            HostService::new(store.clone(), bus.clone()),
+            HostService::new(store.clone(), bus.clone(), presence.clone()),
         );
         bus.serve(service::HOST, Arc::new(hosts)).await.context("cannot serve the host service")?;
         cluster.join().await.context("cannot join the zone")?;
@@ -163,6 +164,7 @@ impl Application {
             sync,
             secrets,
             logins: crate::http::login_limit::LoginLimits::for_this_machine(),
+            presence,
         });
         Ok(Application { state, listener, tls, shutdown: CancellationToken::new() })
     }
@@ -198,6 +200,7 @@ impl Application {
             state.store.clone(),
             state.bus.clone(),
             state.cluster.clone(),
+            state.presence.clone(),
             state.config.host_report_interval(),
             state.config.hosts.max_missed_reports,
             tasks.clone(),

@@ -63,7 +63,7 @@ pub use secrets::SecretKey;
 pub use services::instance::to_api as instance_to_api;
 pub use store::{
     AccountRow, BatchPlacement, ChildSnapshot, ChildZoneEdit, ChildZoneRow, HostRow, InstanceChange, InstanceRow,
-    JsonPage, NewChildZone, NewHost, NewInstance, PageZone, PollOutcome, PollRecord, Store, StoreError, TokenRow,
-    ZoneRow,
+    JsonPage, NewChildZone, NewHost, NewInstance, PageZone, PollOutcome, PollRecord, StaleHosts, Store, StoreError,
+    TokenRow, ZoneRow,
 };
 pub use time::local_now_ms;

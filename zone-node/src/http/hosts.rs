@@ -22,6 +22,7 @@ use api::{
 };
 
 use crate::cluster::call_owner;
+use crate::cluster::membership::Admission;
 use crate::error::Error;
 use crate::http::auth::{Admin, Caller};
 use crate::http::error::{ApiResult, Json};
@@ -256,7 +257,13 @@ pub async fn report(
     if let Some(caps) = &req.capabilities {
         parse_capabilities(caps)?;
     }
-    call_owner(&state.cluster, &state.bus, &uuid.to_string(), &req, state.config.call_timeout()).await?;
+    let key = uuid.to_string();
+    // A steady report that reaches its owner within the hold is only noted (`Presence`): answer
+    // it here, without the bus hop to the host service, which would do just the same.
+    if req.capabilities.is_none() && state.cluster.admit(&key) == Admission::Run && state.presence.hold_back(uuid) {
+        return Ok(StatusCode::NO_CONTENT);
+    }
+    call_owner(&state.cluster, &state.bus, &key, &req, state.config.call_timeout()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

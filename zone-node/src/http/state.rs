@@ -56,4 +56,6 @@ pub struct Shared {
     pub secrets: Arc<crate::secrets::SecretKey>,
     /// Bounds on password checks (in flight, and failures per username and address).
     pub logins: crate::http::login_limit::LoginLimits,
+    /// Steady host reports answered from memory, for the sweep.
+    pub presence: Arc<crate::services::host::Presence>,
 }

@@ -13,11 +13,31 @@
 //! `(state, last_report_ms)` index, without reading every host.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use api::{CapabilityKind, CapabilityValue, Resources};
 use uuid::Uuid;
 
 use super::{assembled, is_unique_violation, parse_uuid, Result, Store, StoreError, BUMP_GENERATION};
+
+/// Stamps a report on the up hosts among `n` ids (`$1`…`$n`) and returns those it found.
+fn stamp_up_hosts(n: usize) -> String {
+    format!(
+        "UPDATE hosts SET missed_reports = 0, last_report_ms = (SELECT now_ms FROM db_clock) \
+         WHERE state = 'up' AND id IN ({}) RETURNING id",
+        placeholders(1, n)
+    )
+}
+
+/// What [`Store::hosts_stale`] found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StaleHosts {
+    /// Up hosts silent for the whole down-window, by id.
+    pub ids: Vec<Uuid>,
+    /// How long until the next up host will be (its oldest report ages into the window); `None`
+    /// when no other host is up.
+    pub next_in: Option<Duration>,
+}
 
 /// A host to insert, already validated (see [`crate::scheduler::validate_host`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -433,15 +453,29 @@ impl Store {
     }
 
     /// Up hosts whose last report is at least `interval_ms * max_missed` old by the database
-    /// clock: the candidates for [`Store::host_mark_down`].
+    /// clock (the candidates for [`Store::host_mark_down`]), and how soon the next up host will be,
+    /// so the sweep need not ask again before then.
     #[tracing::instrument(level = "debug", skip(self))]
-    pub async fn hosts_stale(&self, interval_ms: i64, max_missed: i64) -> Result<Vec<Uuid>> {
-        const SQL: &str = "SELECT id FROM hosts WHERE state = 'up' \
-             AND last_report_ms <= (SELECT now_ms FROM db_clock) - $1 * $2 ORDER BY id";
-        let ids: Vec<String> = with_pool!(self, |pool| {
-            sqlx::query_scalar(SQL).bind(interval_ms.max(1)).bind(max_missed.max(1)).fetch_all(pool).await
+    pub async fn hosts_stale(&self, interval_ms: i64, max_missed: i64) -> Result<StaleHosts> {
+        // One statement for both: the second row (no id) is the oldest report among the up hosts
+        // that are not stale yet, as milliseconds until it is; NULL when there is none.
+        const SQL: &str = "SELECT id, 0 AS due_in_ms FROM hosts WHERE state = 'up' \
+             AND last_report_ms <= (SELECT now_ms FROM db_clock) - $1 * $2 \
+             UNION ALL \
+             SELECT NULL, MIN(last_report_ms) - ((SELECT now_ms FROM db_clock) - $1 * $2) FROM hosts \
+             WHERE state = 'up' AND last_report_ms > (SELECT now_ms FROM db_clock) - $1 * $2";
+        let rows: Vec<(Option<String>, Option<i64>)> = with_pool!(self, |pool| {
+            sqlx::query_as(SQL).bind(interval_ms.max(1)).bind(max_missed.max(1)).fetch_all(pool).await
         })?;
-        ids.iter().map(|s| parse_uuid("host", s)).collect()
+        let mut stale = StaleHosts::default();
+        for (id, due_in_ms) in rows {
+            match id {
+                Some(id) => stale.ids.push(parse_uuid("host", &id)?),
+                None => stale.next_in = due_in_ms.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+            }
+        }
+        stale.ids.sort();
+        Ok(stale)
     }
 
     /// Marks one host down if it is still up and still stale (a report may have arrived since
@@ -496,17 +530,29 @@ impl Store {
         reports: &[(Uuid, Option<&BTreeMap<String, CapabilityValue>>)],
     ) -> Result<Vec<Option<bool>>> {
         let ids: Vec<String> = reports.iter().map(|(id, _)| id.to_string()).collect();
+        // The usual batch (no capabilities, every host up) is that one statement alone, without
+        // a transaction: one round trip to the database instead of three. Anything else (a host
+        // down or gone) takes the transaction below, which stamps the found ones again.
+        if ids.len() <= REPORT_CHUNK && reports.iter().all(|(_, caps)| caps.is_none()) {
+            let sql = stamp_up_hosts(ids.len());
+            let found: Vec<String> = with_pool!(self, |pool| {
+                let mut q = sqlx::query_scalar::<_, String>(assembled(&sql));
+                for id in &ids {
+                    q = q.bind(id);
+                }
+                q.fetch_all(pool).await
+            })?;
+            if found.len() == ids.len() {
+                return Ok(vec![Some(false); ids.len()]);
+            }
+        }
         let (stayed, came_up, changed): (Vec<String>, Vec<String>, bool) = with_pool!(self, |pool| async {
             let mut tx = pool.begin().await?;
             let mut stayed: Vec<String> = Vec::new();
             let mut came_up: Vec<String> = Vec::new();
             for chunk in ids.chunks(REPORT_CHUNK) {
-                let list = placeholders(1, chunk.len());
                 // The common case first, and a write first (see the store's SQLite notes).
-                let sql = format!(
-                    "UPDATE hosts SET missed_reports = 0, last_report_ms = (SELECT now_ms FROM db_clock) \
-                     WHERE state = 'up' AND id IN ({list}) RETURNING id"
-                );
+                let sql = stamp_up_hosts(chunk.len());
                 let mut q = sqlx::query_scalar::<_, String>(assembled(&sql));
                 for id in chunk {
                     q = q.bind(id);

@@ -66,7 +66,7 @@ pub mod probe;
 pub mod zones;
 
 pub use batch::BatchPlacement;
-pub use hosts::{HostRow, NewHost};
+pub use hosts::{HostRow, NewHost, StaleHosts};
 pub use instance_json::{JsonPage, PageZone};
 pub use instances::{InstanceChange, InstanceRow, NewInstance};
 pub use placement::{Filter, Test};

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use api::{AggregateEntry, CapabilityValue};
 use uuid::Uuid;
-use zone_node::StoreError;
+use zone_node::{StaleHosts, StoreError};
 
 use crate::{exec_raw, filters, new_host, res, wait_for_db_clock, TestDb, HYPERVISORS};
 
@@ -14,6 +15,7 @@ store_test_suite!(
     host_delete_refused_while_instances_remain,
     aggregate_matches_a_merge_in_rust,
     hosts_marked_down_by_missed_reports,
+    silent_hosts_and_when_to_look_again,
     generation_counts_up,
 );
 
@@ -248,6 +250,40 @@ async fn hosts_marked_down_by_missed_reports(db: &TestDb) {
     assert_eq!((q.state.as_str(), q.missed_reports), ("up", 0));
     assert!(q.last_report_ms > quiet.last_report_ms);
     assert!(store.reserve(quiet.id, &res(1, 1, 1)).await.unwrap());
+}
+
+/// What the sweep reads: the silent up hosts, and how long until the next up host is silent (so
+/// it need not look before then).
+async fn silent_hosts_and_when_to_look_again(db: &TestDb) {
+    const INTERVAL_MS: i64 = 500;
+    const MAX_MISSED: i64 = 2;
+    const WINDOW: Duration = Duration::from_millis((INTERVAL_MS * MAX_MISSED) as u64);
+    let store = db.connect().await;
+    // No host: nothing silent, nothing to wait for.
+    assert_eq!(store.hosts_stale(INTERVAL_MS, MAX_MISSED).await.unwrap(), StaleHosts::default());
+
+    let quiet =
+        store.host_create(&new_host("quiet", serde_json::json!({"hv": "kvm"}), res(4, 4096, 100))).await.unwrap();
+    let s = store.hosts_stale(INTERVAL_MS, MAX_MISSED).await.unwrap();
+    assert!(s.ids.is_empty(), "{s:?}");
+    assert!(s.next_in.is_some_and(|d| d <= WINDOW), "{s:?}");
+
+    // `quiet` ages past the window; `chatty` has just reported.
+    wait_for_db_clock(&store, quiet.last_report_ms + INTERVAL_MS * MAX_MISSED + 50).await;
+    let chatty =
+        store.host_create(&new_host("chatty", serde_json::json!({"hv": "kvm"}), res(4, 4096, 100))).await.unwrap();
+    let s = store.hosts_stale(INTERVAL_MS, MAX_MISSED).await.unwrap();
+    let after = store.now_ms().await.unwrap();
+    assert_eq!(s.ids, [quiet.id]);
+    // `chatty` falls silent one window after its report: no sooner than that, as of `after`.
+    let soonest = Duration::from_millis((chatty.last_report_ms + INTERVAL_MS * MAX_MISSED - after).max(0) as u64);
+    assert!(s.next_in.is_some_and(|d| d >= soonest && d <= WINDOW), "{s:?}, soonest {soonest:?}");
+
+    // Once both are down, no host is up: nothing to wait for.
+    wait_for_db_clock(&store, chatty.last_report_ms + INTERVAL_MS * MAX_MISSED + 50).await;
+    let down: BTreeSet<Uuid> = store.hosts_mark_down(INTERVAL_MS, MAX_MISSED).await.unwrap().into_iter().collect();
+    assert_eq!(down, BTreeSet::from([quiet.id, chatty.id]));
+    assert_eq!(store.hosts_stale(INTERVAL_MS, MAX_MISSED).await.unwrap(), StaleHosts::default());
 }
 
 async fn generation_counts_up(db: &TestDb) {
