@@ -123,6 +123,10 @@ const MAX_BATCH: usize = 2_000;
 /// How long a batch gathers reports after its first one: what a report's answer may wait, and
 /// what makes 1,000 reports a second some 40 transactions instead of 1,000.
 const BATCH_WINDOW: Duration = Duration::from_millis(25);
+/// A batch gathers only when the previous one began less than this ago: reports are coming
+/// often. A report that finds the writer idle after a quiet spell (a zone with few hosts) is
+/// written at once, without waiting out the window on a timer.
+const GATHER_WHEN_BUSY: Duration = Duration::from_millis(100);
 
 /// A report waiting for its batch, and where its outcome goes.
 struct PendingReport {
@@ -145,13 +149,17 @@ impl ReportBatcher {
         let (queue, mut rx) = mpsc::unbounded_channel::<PendingReport>();
         tokio::spawn(async move {
             let mut batch = Vec::new();
+            let mut last_began: Option<tokio::time::Instant> = None;
             // Ends when the service (the only sender) is dropped.
             while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
                 // Gather for one window after the first report: evenly spread reports (1,000 a
                 // second arrive 1 ms apart) would otherwise each find the writer idle and make a
                 // transaction of their own.
-                let window_ends = tokio::time::Instant::now() + BATCH_WINDOW;
-                while batch.len() < MAX_BATCH {
+                let began = tokio::time::Instant::now();
+                let busy = last_began.is_some_and(|last| began.duration_since(last) < GATHER_WHEN_BUSY);
+                last_began = Some(began);
+                let window_ends = began + BATCH_WINDOW;
+                while busy && batch.len() < MAX_BATCH {
                     let room = MAX_BATCH - batch.len();
                     match tokio::time::timeout_at(window_ends, rx.recv_many(&mut batch, room)).await {
                         Ok(0) | Err(_) => break,
