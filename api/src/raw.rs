@@ -62,7 +62,14 @@ impl RawInstance {
 
 /// The byte offset just after the `[` of the top-level object's `"zone_path": [`.
 fn zone_path_array_start(text: &str) -> Option<usize> {
-    const KEY: &str = "\"zone_path\"";
+    let at = top_level_value(text, "zone_path")?;
+    text[at..].starts_with('[').then_some(at + 1)
+}
+
+/// The byte offset of the value of the top-level object's `key`, found by a scan that skips
+/// strings and nested values: a key of the same text inside a string or a nested object is never
+/// taken for it. `text` is one JSON object, already checked to be JSON.
+fn top_level_value(text: &str, key: &str) -> Option<usize> {
     let b = text.as_bytes();
     let (mut i, mut depth, mut in_string) = (0, 0usize, false);
     while i < b.len() {
@@ -78,13 +85,10 @@ fn zone_path_array_start(text: &str) -> Option<usize> {
         }
         match c {
             b'"' => {
-                if depth == 1 && text[i..].starts_with(KEY) {
-                    let rest = text[i + KEY.len()..].trim_start();
-                    if let Some(value) = rest.strip_prefix(':') {
-                        let value = value.trim_start();
-                        if value.starts_with('[') {
-                            return Some(text.len() - value.len() + 1);
-                        }
+                let rest = &text[i + 1..];
+                if depth == 1 && rest.starts_with(key) && rest[key.len()..].starts_with('"') {
+                    if let Some(value) = rest[key.len() + 1..].trim_start().strip_prefix(':') {
+                        return Some(text.len() - value.trim_start().len());
                     }
                 }
                 in_string = true;
@@ -98,6 +102,14 @@ fn zone_path_array_start(text: &str) -> Option<usize> {
     None
 }
 
+/// The top-level `id` of an instance's JSON text: read where it stands (an instance's first key,
+/// as both databases and serde write it), not by parsing the whole object a second time.
+fn id_of(text: &str) -> Option<String> {
+    let at = top_level_value(text, "id")?;
+    let mut de = serde_json::Deserializer::from_str(&text[at..]);
+    Cow::<str>::deserialize(&mut de).ok().map(Cow::into_owned)
+}
+
 impl Serialize for RawInstance {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.json.serialize(s)
@@ -106,13 +118,8 @@ impl Serialize for RawInstance {
 
 impl<'de> Deserialize<'de> for RawInstance {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawInstance, D::Error> {
-        #[derive(Deserialize)]
-        struct Id<'a> {
-            #[serde(borrow)]
-            id: Cow<'a, str>,
-        }
         let json = Box::<RawValue>::deserialize(d)?;
-        let id = serde_json::from_str::<Id>(json.get()).map_err(serde::de::Error::custom)?.id.into_owned();
+        let id = id_of(json.get()).ok_or_else(|| serde::de::Error::custom("an instance without a string id"))?;
         Ok(RawInstance { id, json })
     }
 }
@@ -202,5 +209,17 @@ mod tests {
         assert_eq!(back.zone_path, ["region1", "dc1"]);
         assert_eq!(Instance { zone_path: instance.zone_path.clone(), ..back }, instance);
         assert!(serde_json::from_str::<RawInstance>(r#"{"name":"no id"}"#).is_err());
+    }
+
+    #[test]
+    fn the_id_is_the_top_level_one_wherever_it_stands() {
+        assert_eq!(raw(r#"{"id":"a1","name":"x"}"#).id(), "a1");
+        // Spaces as PostgreSQL writes them; an id inside a string and a nested object first.
+        let r = raw(r#"{ "name" : "say \"id\": \"no\"", "r" : {"id" : "nested"}, "id" : "a\u00e92" }"#);
+        assert_eq!(r.id(), "a\u{e9}2");
+        // A key that only begins with "id", and an id that is not a string.
+        assert_eq!(raw(r#"{"idx":"no","id":"a3"}"#).id(), "a3");
+        assert!(serde_json::from_str::<RawInstance>(r#"{"id":7}"#).is_err());
+        assert!(serde_json::from_str::<RawInstance>(r#"["id","a4"]"#).is_err());
     }
 }
