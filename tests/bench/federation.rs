@@ -3,7 +3,10 @@
 //!
 //! - `hop`: one gateway hop. `GET /v1/instances/{id}` at a parent, forwarded to the child that
 //!   holds the instance, against the same request at the child directly, with `wrk` at 1 and 32
-//!   connections (the nginx rows of `scripts/bench/federation.sh` are measured the same way);
+//!   connections (the nginx rows of `scripts/bench/federation.sh` are measured the same way).
+//!   A third row is the floor of the zone's own stack: the same request through `bare-proxy`, a
+//!   process with only the HTTP server and client a zone uses (axum, reqwest, tokio) and
+//!   nothing else (no token, no route lookup, no JSON);
 //! - `lookup`: the lowest-zone lookup through a 4-level tree (1 global, R regions, D data centres
 //!   per region, H huddles per data centre: 69 zones by default): every client's first lookup at
 //!   global (cold: nothing cached anywhere), then `wrk` at 32 connections on cached lookups;
@@ -16,6 +19,7 @@
 //!
 //! ```text
 //! bench-federation hop [--duration 10] [--repeat 3]
+//! bench-federation bare-proxy --to http://127.0.0.1:PORT   (prints its port; used by `hop`)
 //! bench-federation lookup [--regions 4] [--dcs 4] [--huddles 3] [--clients 60] [--duration 10]
 //! bench-federation list [--children 10] [--per-child 10000] [--hosts 40]
 //! bench-federation tree [--fanout 4,4,5] [--changes 40] [--idle-secs 30] [--zone-env K=V,K=V]
@@ -132,17 +136,100 @@ async fn hop(args: &[String]) {
     let (pt, ct) = (token(parent).await, token(child).await);
     let direct = format!("{}/v1/instances/{}", child.url(), instance.id);
     let via = format!("{}/v1/instances/{}", parent.url(), instance.id);
-    // Warm both paths (connections, token caches, the parent's route cache).
+    // The floor: processes of this binary forwarding to the child with nothing in between.
+    let (floor, port) = start_bare(&["--to", &child.url()]);
+    let bare = format!("http://127.0.0.1:{port}/v1/instances/{}", instance.id);
+    let (floor1, port) = start_bare(&["--to", &child.url(), "--current-thread"]);
+    let bare1 = format!("http://127.0.0.1:{port}/v1/instances/{}", instance.id);
+    // Warm every path (connections, token caches, the parent's route cache).
     wrk(&direct, &ct, 4, 1);
     wrk(&via, &pt, 4, 1);
+    wrk(&bare, &ct, 4, 1);
+    wrk(&bare1, &ct, 4, 1);
     println!("| path | connections | req/s (median [min–max] of {repeat}) | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|");
     for c in [1, 32] {
         let d = median((0..repeat).map(|_| wrk(&direct, &ct, c, seconds)).collect());
         let v = median((0..repeat).map(|_| wrk(&via, &pt, c, seconds)).collect());
+        let b = median((0..repeat).map(|_| wrk(&bare, &ct, c, seconds)).collect());
+        let b1 = median((0..repeat).map(|_| wrk(&bare1, &ct, c, seconds)).collect());
         print_row("child directly", c, d);
         print_row("through the parent (1 hop)", c, v);
+        print_row("through bare-proxy (axum + reqwest only)", c, b);
+        print_row("through bare-proxy on one thread", c, b1);
         println!("| added by the hop | c={c} | | {:+.3} | {:+.3} |", v.0.p50 - d.0.p50, v.0.p99 - d.0.p99);
+        println!("| added by bare-proxy | c={c} | | {:+.3} | {:+.3} |", b.0.p50 - d.0.p50, b.0.p99 - d.0.p99);
+        println!(
+            "| added by bare-proxy on one thread | c={c} | | {:+.3} | {:+.3} |",
+            b1.0.p50 - d.0.p50,
+            b1.0.p99 - d.0.p99
+        );
+    }
+    for mut f in [floor, floor1] {
+        let _ = f.kill();
+        let _ = f.wait();
+    }
+}
+
+/// The least a hop costs on the zone's own stack: an axum server whose one route forwards the
+/// request's path and `Authorization` header to `--to` through a reqwest client configured as a
+/// gateway's ([`api::client::default_http`]) and answers with the bytes it got. No token check,
+/// no route lookup, no decoding: what is left is the HTTP server, the HTTP client and the runtime.
+/// With `--answer BODY` it forwards nothing and answers every request with `BODY` (the floor of a
+/// server on the same stack). `--current-thread` runs it on one thread.
+async fn bare_proxy(args: &[String]) {
+    let to: String = arg(args, "--to", String::new());
+    let answer: String = arg(args, "--answer", String::new());
+    assert!(to.starts_with("http://127.0.0.1:") || !answer.is_empty(), "--to must be a loopback URL");
+    #[derive(Clone)]
+    struct Upstream {
+        to: String,
+        http: reqwest::Client,
+    }
+    async fn forward(
+        axum::extract::State(up): axum::extract::State<Upstream>,
+        uri: axum::http::Uri,
+        headers: axum::http::HeaderMap,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let mut req = up.http.get(format!("{}{}", up.to, uri.path()));
+        if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
+            req = req.header(axum::http::header::AUTHORIZATION, auth);
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp.bytes().await.unwrap_or_default();
+                (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+            }
+            Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+        }
+    }
+    let serve = async move {
+        let app = if answer.is_empty() {
+            axum::Router::new()
+                .route("/v1/instances/{id}", axum::routing::get(forward))
+                .with_state(Upstream { to, http: api::client::default_http() })
+        } else {
+            let answer = axum::body::Bytes::from(answer);
+            axum::Router::new().fallback(move || {
+                let answer = answer.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], answer) }
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        println!("{}", listener.local_addr().expect("bound").port());
+        axum::serve(listener, app).await.expect("serve");
+    };
+    if args.iter().any(|a| a == "--current-thread") {
+        // One thread doing everything, as nginx's worker does: no hand-off between workers.
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(serve)
+        })
+        .join()
+        .expect("bare-proxy thread");
+    } else {
+        serve.await;
     }
 }
 
@@ -243,7 +330,34 @@ async fn lookup(args: &[String]) {
             m.rps, m.p50, m.p99
         );
     }
+    // The floor at 32 connections: a process of the zone's own HTTP stack answering the same
+    // body from memory, under the same tree.
+    let body = api::client::default_http().get(&url).bearer_auth(&t).send().await.unwrap().text().await.unwrap();
+    let (mut floor, port) = start_bare(&["--answer", &body]);
+    let bare = format!("http://127.0.0.1:{port}/v1/clients/client-1/zone");
+    wrk(&bare, &t, 4, 1);
+    let (m, lo, hi) = median((0..3).map(|_| wrk(&bare, &t, 32, seconds)).collect());
+    println!(
+        "| bare axum answering the same body from memory, wrk c=32 ({:.0} req/s [{lo:.0}–{hi:.0}]) | {seconds} s × 3 | {:.3} | {:.3} | |",
+        m.rps, m.p50, m.p99
+    );
+    let _ = floor.kill();
+    let _ = floor.wait();
     drop(sims);
+}
+
+/// Starts `bare-proxy` with `args`; the process and the port it listens on.
+fn start_bare(args: &[&str]) -> (std::process::Child, u16) {
+    let mut child = Command::new(std::env::current_exe().expect("own path"))
+        .arg("bare-proxy")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start bare-proxy");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().expect("piped")), &mut line)
+        .expect("bare-proxy prints its port");
+    (child, line.trim().parse().expect("a port"))
 }
 
 async fn list(args: &[String]) {
@@ -525,6 +639,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("hop") => hop(&args).await,
+        Some("bare-proxy") => bare_proxy(&args).await,
         Some("lookup") => lookup(&args).await,
         Some("list") => list(&args).await,
         Some("tree") => tree(&args).await,
