@@ -141,11 +141,14 @@ async fn hop(args: &[String]) {
     let bare = format!("http://127.0.0.1:{port}/v1/instances/{}", instance.id);
     let (floor1, port) = start_bare(&["--to", &child.url(), "--current-thread"]);
     let bare1 = format!("http://127.0.0.1:{port}/v1/instances/{}", instance.id);
+    let (floor2, port) = start_bare(&["--to", &child.url(), "--hyper"]);
+    let bare2 = format!("http://127.0.0.1:{port}/v1/instances/{}", instance.id);
     // Warm every path (connections, token caches, the parent's route cache).
     wrk(&direct, &ct, 4, 1);
     wrk(&via, &pt, 4, 1);
     wrk(&bare, &ct, 4, 1);
     wrk(&bare1, &ct, 4, 1);
+    wrk(&bare2, &ct, 4, 1);
     println!("| path | connections | req/s (median [min–max] of {repeat}) | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|");
     for c in [1, 32] {
@@ -153,19 +156,22 @@ async fn hop(args: &[String]) {
         let v = median((0..repeat).map(|_| wrk(&via, &pt, c, seconds)).collect());
         let b = median((0..repeat).map(|_| wrk(&bare, &ct, c, seconds)).collect());
         let b1 = median((0..repeat).map(|_| wrk(&bare1, &ct, c, seconds)).collect());
+        let b2 = median((0..repeat).map(|_| wrk(&bare2, &ct, c, seconds)).collect());
         print_row("child directly", c, d);
         print_row("through the parent (1 hop)", c, v);
         print_row("through bare-proxy (axum + reqwest only)", c, b);
         print_row("through bare-proxy on one thread", c, b1);
-        println!("| added by the hop | c={c} | | {:+.3} | {:+.3} |", v.0.p50 - d.0.p50, v.0.p99 - d.0.p99);
-        println!("| added by bare-proxy | c={c} | | {:+.3} | {:+.3} |", b.0.p50 - d.0.p50, b.0.p99 - d.0.p99);
-        println!(
-            "| added by bare-proxy on one thread | c={c} | | {:+.3} | {:+.3} |",
-            b1.0.p50 - d.0.p50,
-            b1.0.p99 - d.0.p99
-        );
+        print_row("through bare-proxy with hyper's client", c, b2);
+        for (what, w) in [
+            ("the hop", v),
+            ("bare-proxy", b),
+            ("bare-proxy on one thread", b1),
+            ("bare-proxy with hyper's client", b2),
+        ] {
+            println!("| added by {what} | c={c} | | {:+.3} | {:+.3} |", w.0.p50 - d.0.p50, w.0.p99 - d.0.p99);
+        }
     }
-    for mut f in [floor, floor1] {
+    for mut f in [floor, floor1, floor2] {
         let _ = f.kill();
         let _ = f.wait();
     }
@@ -176,7 +182,8 @@ async fn hop(args: &[String]) {
 /// gateway's ([`api::client::default_http`]) and answers with the bytes it got. No token check,
 /// no route lookup, no decoding: what is left is the HTTP server, the HTTP client and the runtime.
 /// With `--answer BODY` it forwards nothing and answers every request with `BODY` (the floor of a
-/// server on the same stack). `--current-thread` runs it on one thread.
+/// server on the same stack). `--current-thread` runs it on one thread; `--hyper` forwards through
+/// hyper's own client instead of reqwest.
 async fn bare_proxy(args: &[String]) {
     let to: String = arg(args, "--to", String::new());
     let answer: String = arg(args, "--answer", String::new());
@@ -205,8 +212,15 @@ async fn bare_proxy(args: &[String]) {
             Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
         }
     }
+    let hyper_client = args.iter().any(|a| a == "--hyper");
     let serve = async move {
-        let app = if answer.is_empty() {
+        let app = if hyper_client {
+            // hyper's own client, without reqwest's layers (URL parsing, redirects, timeouts).
+            let http: HyperClient = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(64)
+                .build_http();
+            axum::Router::new().route("/v1/instances/{id}", axum::routing::get(forward_hyper)).with_state((to, http))
+        } else if answer.is_empty() {
             axum::Router::new()
                 .route("/v1/instances/{id}", axum::routing::get(forward))
                 .with_state(Upstream { to, http: api::client::default_http() })
@@ -346,6 +360,36 @@ async fn lookup(args: &[String]) {
     drop(sims);
 }
 
+type HyperClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    http_body_util::Empty<axum::body::Bytes>,
+>;
+
+/// `bare-proxy --hyper`'s one route.
+async fn forward_hyper(
+    axum::extract::State((to, http)): axum::extract::State<(String, HyperClient)>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    let mut req = axum::http::Request::get(format!("{to}{}", uri.path()));
+    if let Some(auth) = headers.get(axum::http::header::AUTHORIZATION) {
+        req = req.header(axum::http::header::AUTHORIZATION, auth);
+    }
+    let Ok(req) = req.body(http_body_util::Empty::new()) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    match http.request(req).await {
+        Ok(resp) => {
+            let status = resp.status();
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(_) => axum::http::StatusCode::BAD_GATEWAY.into_response(),
+    }
+}
+
 /// Starts `bare-proxy` with `args`; the process and the port it listens on.
 fn start_bare(args: &[&str]) -> (std::process::Child, u16) {
     let mut child = Command::new(std::env::current_exe().expect("own path"))
@@ -419,6 +463,10 @@ async fn list(args: &[String]) {
         first.sort_by(f64::total_cmp);
         println!("| first page (limit 1000) | {label} | 1000 | {:.0} |", first[2]);
         let mut full = Vec::new();
+        // CPU of every zone process over the five walks (the bench client's own decoding apart):
+        // steadier than wall time on a shared machine.
+        let zone_cpu = || zones.values().filter_map(NodeProcess::pid).map(cpu_seconds).sum::<f64>();
+        let cpu_before = zone_cpu();
         for _ in 0..5 {
             let t = Instant::now();
             let mut n = 0;
@@ -439,8 +487,12 @@ async fn list(args: &[String]) {
             full.push(t.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(n, total, "every instance listed once");
         }
+        let cpu_ms = (zone_cpu() - cpu_before) * 1000.0 / 5.0;
         full.sort_by(f64::total_cmp);
-        println!("| full list (pages of 1000) | {label} | {total} | {:.0} |", full[2]);
+        println!(
+            "| full list (pages of 1000) | {label} | {total} | {:.0} (zones' CPU: {cpu_ms:.0} ms a walk) |",
+            full[2]
+        );
     }
     drop(sims);
 }
