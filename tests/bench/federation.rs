@@ -346,7 +346,12 @@ async fn lookup(args: &[String]) {
     }
     // The floor at 32 connections: a process of the zone's own HTTP stack answering the same
     // body from memory, under the same tree.
-    let body = api::client::default_http().get(&url).bearer_auth(&t).send().await.unwrap().text().await.unwrap();
+    let body = async {
+        let resp = api::client::default_http().get(&url).bearer_auth(&t).send().await?.error_for_status()?;
+        resp.text().await
+    }
+    .await
+    .unwrap_or_else(|e| panic!("cannot read the lookup's answer at {url} to serve it from memory: {e}"));
     let (mut floor, port) = start_bare(&["--answer", &body]);
     let bare = format!("http://127.0.0.1:{port}/v1/clients/client-1/zone");
     wrk(&bare, &t, 4, 1);
