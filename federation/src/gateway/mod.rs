@@ -195,12 +195,37 @@ pub(crate) struct ReadAheadKey {
 /// A child's list items beyond the page they were read for, valid while the child's generation
 /// is the one they were read at (any create, delete or move below it moves the generation, and
 /// the parent hears of it within milliseconds through its watch).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct ReadAhead {
     pub generation: i64,
     pub page: crate::scatter::SourcePage<api::RawInstance>,
     /// The zones below the child that did not answer it then.
     pub unreachable: Vec<String>,
+    /// The child's items after `page`, being read while the walk's client reads its pages.
+    pub next: Option<Prefetch>,
+}
+
+/// A child's items after those a walk keeps, read in the background
+/// ([`Gateway::instances`]): the page after `page` with the zone's name already in front of each
+/// `zone_path` and the zones below that did not answer. Aborted when dropped unread (the walk was
+/// left, or the child changed and its kept items were dropped).
+#[derive(Debug)]
+pub(crate) struct Prefetch(tokio::task::JoinHandle<Result<ChildPage, FedError>>);
+
+/// A child's page of instances as a gateway keeps it: its items and whether more follow, and the
+/// zones below it that did not answer (named from this zone: `child/zone`).
+pub(crate) type ChildPage = (crate::scatter::SourcePage<api::RawInstance>, Vec<String>);
+
+impl Prefetch {
+    pub(crate) fn spawn(read: impl std::future::Future<Output = Result<ChildPage, FedError>> + Send + 'static) -> Prefetch {
+        Prefetch(tokio::spawn(read))
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl ReadAhead {
@@ -209,6 +234,32 @@ impl ReadAhead {
     /// share (or are all the child has). Fewer would cut the page short at their last id.
     pub fn serves(&self, generation: i64, share: usize) -> bool {
         self.generation == generation && (self.page.items.len() >= share || !self.page.more)
+    }
+
+    /// These items for the next page of a child now at `generation`: with the child's next items
+    /// appended (waiting for their read to end) when these fall short of `share`. `None` when
+    /// they cannot serve it (the child changed, or the read of its next items failed): the child
+    /// must be asked.
+    pub async fn for_next_page(mut self, generation: i64, share: usize) -> Option<ReadAhead> {
+        if self.generation != generation {
+            return None;
+        }
+        if self.page.items.len() < share && self.page.more {
+            let mut next = self.next.take()?;
+            match (&mut next.0).await {
+                Ok(Ok((page, unreachable))) => {
+                    self.page.items.extend(page.items);
+                    self.page.more = page.more;
+                    self.unreachable.extend(unreachable);
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "a child's next items could not be read ahead; asking it");
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+        self.serves(generation, share).then_some(self)
     }
 }
 const MISS_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
