@@ -18,6 +18,12 @@ use crate::types::Instance;
 pub struct RawInstance {
     id: String,
     json: Box<RawValue>,
+    /// Zone names put in front of `zone_path` since the text was read: where they go (just after
+    /// the array's `[`) and the names as JSON strings joined by commas. Kept apart and written
+    /// with the text ([`RawInstanceList::to_json`]), so an edit costs no second check of the
+    /// whole instance: the text was checked when read, and a JSON string inserted at the head of
+    /// a top-level array keeps it JSON.
+    zone_path_head: Option<(usize, String)>,
 }
 
 impl RawInstance {
@@ -26,37 +32,49 @@ impl RawInstance {
     }
 
     pub fn from_instance(instance: &Instance) -> serde_json::Result<RawInstance> {
-        Ok(RawInstance { id: instance.id.clone(), json: serde_json::value::to_raw_value(instance)? })
+        Ok(RawInstance { id: instance.id.clone(), json: serde_json::value::to_raw_value(instance)?, zone_path_head: None })
     }
 
     /// The instance, decoded.
     pub fn decode(&self) -> serde_json::Result<Instance> {
-        serde_json::from_str(self.json.get())
+        let mut text = String::new();
+        self.write_json(&mut text);
+        serde_json::from_str(&text)
+    }
+
+    /// The instance's JSON text, edits included, appended to `out`.
+    pub fn write_json(&self, out: &mut String) {
+        let text = self.json.get();
+        match &self.zone_path_head {
+            None => out.push_str(text),
+            Some((at, names)) => {
+                out.push_str(&text[..*at]);
+                out.push_str(names);
+                if !text[*at..].trim_start().starts_with(']') {
+                    out.push(',');
+                }
+                out.push_str(&text[*at..]);
+            }
+        }
     }
 
     /// Puts `zone` in front of the instance's `zone_path` (what a gateway does to an answer of its
-    /// child), editing the text: the `zone_path` key of the top-level object, found by a scan that
-    /// skips strings, so a key or value of the same text inside a string or a nested object is
-    /// never taken for it. False (and nothing changed) when the object has no `zone_path` array.
+    /// child): the `zone_path` key of the top-level object, found by a scan that skips strings, so
+    /// a key or value of the same text inside a string or a nested object is never taken for it.
+    /// False (and nothing changed) when the object has no `zone_path` array.
     pub fn prefix_zone_path(&mut self, zone: &str) -> bool {
-        let text = self.json.get();
-        let Some(at) = zone_path_array_start(text) else { return false };
         let Ok(name) = serde_json::to_string(zone) else { return false };
-        let empty = text[at..].trim_start().starts_with(']');
-        let mut edited = String::with_capacity(text.len() + name.len() + 1);
-        edited.push_str(&text[..at]);
-        edited.push_str(&name);
-        if !empty {
-            edited.push(',');
-        }
-        edited.push_str(&text[at..]);
-        match RawValue::from_string(edited) {
-            Ok(json) => {
-                self.json = json;
-                true
+        match &mut self.zone_path_head {
+            Some((_, names)) => {
+                names.insert(0, ',');
+                names.insert_str(0, &name);
             }
-            Err(_) => false,
+            None => {
+                let Some(at) = zone_path_array_start(self.json.get()) else { return false };
+                self.zone_path_head = Some((at, name));
+            }
         }
+        true
     }
 }
 
@@ -111,8 +129,15 @@ fn id_of(text: &str) -> Option<String> {
 }
 
 impl Serialize for RawInstance {
+    /// The text as read when it was not edited; an edited one is checked again here (the way
+    /// that costs nothing is [`RawInstanceList::to_json`]).
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.json.serialize(s)
+        if self.zone_path_head.is_none() {
+            return self.json.serialize(s);
+        }
+        let mut text = String::with_capacity(self.json.get().len() + 32);
+        self.write_json(&mut text);
+        RawValue::from_string(text).map_err(serde::ser::Error::custom)?.serialize(s)
     }
 }
 
@@ -120,7 +145,7 @@ impl<'de> Deserialize<'de> for RawInstance {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RawInstance, D::Error> {
         let json = Box::<RawValue>::deserialize(d)?;
         let id = id_of(json.get()).ok_or_else(|| serde::de::Error::custom("an instance without a string id"))?;
-        Ok(RawInstance { id, json })
+        Ok(RawInstance { id, json, zone_path_head: None })
     }
 }
 
@@ -145,6 +170,27 @@ impl RawInstanceList {
         })
     }
 
+    /// The list's JSON: what serde writes for it, each instance's text copied as it stands.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(64 + self.instances.iter().map(|i| i.json.get().len() + 16).sum::<usize>());
+        out.push_str("{\"instances\":[");
+        for (n, i) in self.instances.iter().enumerate() {
+            if n > 0 {
+                out.push(',');
+            }
+            i.write_json(&mut out);
+        }
+        out.push_str("],\"unreachable_zones\":");
+        // Strings: serde_json cannot fail on them.
+        out.push_str(&serde_json::to_string(&self.unreachable_zones).unwrap_or_else(|_| "[]".into()));
+        if let Some(marker) = &self.next_marker {
+            out.push_str(",\"next_marker\":");
+            out.push_str(&serde_json::to_string(marker).unwrap_or_else(|_| "null".into()));
+        }
+        out.push('}');
+        out
+    }
+
     pub fn from_list(list: &crate::InstanceList) -> serde_json::Result<RawInstanceList> {
         Ok(RawInstanceList {
             instances: list.instances.iter().map(RawInstance::from_instance).collect::<Result<_, _>>()?,
@@ -162,12 +208,20 @@ mod tests {
         serde_json::from_str(text).expect("an object with an id")
     }
 
+    fn text(i: &RawInstance) -> String {
+        let mut out = String::new();
+        i.write_json(&mut out);
+        // Serde writes the same, checked.
+        assert_eq!(serde_json::to_string(i).expect("edited text is JSON"), out);
+        out
+    }
+
     #[test]
     fn the_zone_path_gets_the_gateway_in_front_and_nothing_else_changes() {
         let mut i = raw(r#"{"id":"a1","name":"zone_path","zone_path":["dc1"],"x":{"zone_path":["no"]}}"#);
         assert!(i.prefix_zone_path("region"));
         assert_eq!(
-            i.json.get(),
+            text(&i),
             r#"{"id":"a1","name":"zone_path","zone_path":["region","dc1"],"x":{"zone_path":["no"]}}"#
         );
         // Spaces as PostgreSQL writes them, a nested object first, an escaped quote in a string.
@@ -175,14 +229,15 @@ mod tests {
             r#"{"id" : "a2", "error_reason" : "said \"zone_path\":[", "r" : {"zone_path" : []}, "zone_path" : []}"#,
         );
         assert!(i.prefix_zone_path("g"));
+        assert!(i.prefix_zone_path("root"), "a second gateway above");
         assert_eq!(
-            i.json.get(),
-            r#"{"id" : "a2", "error_reason" : "said \"zone_path\":[", "r" : {"zone_path" : []}, "zone_path" : ["g"]}"#
+            text(&i),
+            r#"{"id" : "a2", "error_reason" : "said \"zone_path\":[", "r" : {"zone_path" : []}, "zone_path" : ["root","g"]}"#
         );
         assert_eq!(i.id(), "a2");
         let mut none = raw(r#"{"id":"a3"}"#);
         assert!(!none.prefix_zone_path("g"));
-        assert_eq!(none.json.get(), r#"{"id":"a3"}"#);
+        assert_eq!(text(&none), r#"{"id":"a3"}"#);
     }
 
     #[test]
@@ -221,5 +276,21 @@ mod tests {
         assert_eq!(raw(r#"{"idx":"no","id":"a3"}"#).id(), "a3");
         assert!(serde_json::from_str::<RawInstance>(r#"{"id":7}"#).is_err());
         assert!(serde_json::from_str::<RawInstance>(r#"["id","a4"]"#).is_err());
+    }
+
+    #[test]
+    fn a_list_written_by_hand_is_what_serde_writes() {
+        let mut edited = raw(r#"{"id":"a1","zone_path":[]}"#);
+        assert!(edited.prefix_zone_path("dc \"1\""));
+        let list = RawInstanceList {
+            instances: vec![edited, raw(r#"{"id":"a2","zone_path":["x"]}"#)],
+            unreachable_zones: vec!["r/z".into()],
+            next_marker: Some("a2".into()),
+        };
+        assert_eq!(list.to_json(), serde_json::to_string(&list).expect("a list encodes"));
+        let back: RawInstanceList = serde_json::from_str(&list.to_json()).expect("and decodes");
+        assert_eq!(text(&back.instances[0]), r#"{"id":"a1","zone_path":["dc \"1\""]}"#);
+        let empty = RawInstanceList::default();
+        assert_eq!(empty.to_json(), serde_json::to_string(&empty).expect("a list encodes"));
     }
 }

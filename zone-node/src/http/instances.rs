@@ -226,7 +226,10 @@ pub async fn list_instances(
         // frequent question answered without decoding and encoding every row.
         return own_instances_json(&state, &caller.principal(), &query).await;
     }
-    Ok(axum::Json(state.gateway.instances(&caller.context(), &query).await?).into_response())
+    // Written by hand: each instance's text is copied as its child sent it, with this zone's
+    // name put in front of its `zone_path` on the way (`api::RawInstanceList::to_json`).
+    let list = state.gateway.instances(&caller.context(), &query).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], list.to_json()).into_response())
 }
 
 /// This zone's own page of instances, as the body of an [`InstanceList`].
