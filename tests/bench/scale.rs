@@ -262,15 +262,16 @@ async fn seed(database_url: &str, from: usize, to: usize) {
     use sqlx::Connection;
     const SQLITE: &str = "WITH RECURSIVE n(i) AS (SELECT $1 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < $2) \
         INSERT INTO instances (id, name, client_id, state, host_id, vcpus, memory_mb, disk_gb, requirements, \
-        version, created_at_ms, updated_at_ms) \
+        version, created_at_ms, updated_at_ms, created_at, updated_at) \
         SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' || substr(hex(randomblob(2)), 2) \
         || '-8' || substr(hex(randomblob(2)), 2) || '-' || hex(randomblob(6))), \
-        'seed-' || i, 'seed-client-' || (i % $3), 'running', s.id, 1, 512, 10, '[]', 0, 0, 0 \
+        'seed-' || i, 'seed-client-' || (i % $3), 'running', s.id, 1, 512, 10, '[]', 0, 0, 0, \
+        '1970-01-01T00:00:00.000Z', '1970-01-01T00:00:00.000Z' \
         FROM n JOIN seed_hosts s ON s.k = i % $4";
     const POSTGRES: &str = "INSERT INTO instances (id, name, client_id, state, host_id, vcpus, memory_mb, disk_gb, \
-        requirements, version, created_at_ms, updated_at_ms) \
+        requirements, version, created_at_ms, updated_at_ms, created_at, updated_at) \
         SELECT gen_random_uuid()::text, 'seed-' || i, 'seed-client-' || (i % $3), 'running', s.id, 1, 512, 10, \
-        '[]', 0, 0, 0 FROM generate_series($1::bigint, $2::bigint - 1) i JOIN seed_hosts s ON s.k = i % $4";
+        '[]', 0, 0, 0, '1970-01-01T00:00:00.000Z', '1970-01-01T00:00:00.000Z' FROM generate_series($1::bigint, $2::bigint - 1) i JOIN seed_hosts s ON s.k = i % $4";
     const HOSTS: &str =
         "CREATE TEMP TABLE seed_hosts AS SELECT row_number() OVER (ORDER BY id) - 1 AS k, id FROM hosts";
     let batches = (from..to).step_by(SEED_BATCH).map(move |start| (start as i64, (start + SEED_BATCH).min(to) as i64));

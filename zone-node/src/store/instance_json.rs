@@ -10,7 +10,7 @@
 //!
 //! The objects are those of [`crate::services::instance::to_api`]: the same fields, `unknown` for
 //! the state while the host is down, no `error_reason` when there is none, times in RFC 3339 with
-//! milliseconds. The store suite checks that both backends' pages parse to exactly what
+//! milliseconds (stored so by every write, migration 0012). The store suite checks that both backends' pages parse to exactly what
 //! `to_api` gives for the same rows.
 
 use api::ClientScope;
@@ -39,8 +39,8 @@ struct Dialect {
     empty: &'static str,
     /// A text column holding JSON, as JSON.
     json: fn(&str) -> String,
-    /// Epoch milliseconds as `2026-12-03T08:41:37.124Z` (integer arithmetic: no rounding).
-    time: fn(&str) -> String,
+    /// What orders the aggregate (after its argument).
+    order: &'static str,
 }
 
 const SQLITE: Dialect = Dialect {
@@ -49,11 +49,13 @@ const SQLITE: Dialect = Dialect {
     aggregate: "json_group_array",
     empty: "'[]'",
     json: |c| format!("json({c})"),
-    time: |c| {
-        format!(
-            "strftime('%Y-%m-%dT%H:%M:%S', {c} / 1000, 'unixepoch') || '.' || substr('00' || ({c} % 1000), -3) || 'Z'"
-        )
-    },
+    // None: SQLite sorts an aggregate's ORDER BY in a temporary b-tree, a copy of every object
+    // of the page (measured: a tenth of the children's CPU while a parent listed 10 × 10,000).
+    // The page's rows already come in id order from the `LIMIT`ed subquery, which SQLite runs as
+    // a co-routine the aggregate steps through in that order. SQL leaves that order unspecified;
+    // the store suite's `json_pages_are_the_typed_pages` holds SQLite to it for every query
+    // shape, and the SQLite version is the one pinned in Cargo.lock.
+    order: "",
 };
 
 const POSTGRES: Dialect = Dialect {
@@ -62,12 +64,7 @@ const POSTGRES: Dialect = Dialect {
     aggregate: "json_agg",
     empty: "'[]'::json",
     json: |c| format!("CAST({c} AS json)"),
-    time: |c| {
-        format!(
-            "to_char(to_timestamp({c} / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || '.' || \
-             lpad(CAST({c} % 1000 AS TEXT), 3, '0') || 'Z'"
-        )
-    },
+    order: " ORDER BY id",
 };
 
 /// The statement: the first `limit` rows of [`PageFilter::sql`] as one JSON array, how many there
@@ -79,6 +76,8 @@ const POSTGRES: Dialect = Dialect {
 /// page from it into a second one; SQLite copied both into temporary tables. Measured on SQLite
 /// with 10,000 instances: 8.8 ms for a page of 1,000 then, 4.4 ms now. Whether another page
 /// follows is asked apart, and only of a full page ([`Store::instances_page_json`]: 0.03 ms).
+/// The times are copied as stored (as text since migration 0012): formatting two per row was a
+/// third of the statement (4.9 ms a page against 3.6 ms without).
 fn json_page_sql(d: &Dialect, filter: &PageFilter<'_>) -> String {
     let rows = filter.sql();
     let n = 1 + filter.args().len();
@@ -91,19 +90,18 @@ fn json_page_sql(d: &Dialect, filter: &PageFilter<'_>) -> String {
              'zone_id', CAST(${zone_id} AS TEXT), 'zone_path', {arr}(CAST(${zone_name} AS TEXT)), \
              'resources', {obj}('vcpus', vcpus, 'memory_mb', memory_mb, 'disk_gb', disk_gb), \
              'requirements', {requirements}, {error}'version', version, \
-             'created_at', {created}, 'updated_at', {updated})",
+             'created_at', created_at, 'updated_at', updated_at)",
             obj = d.object,
             arr = d.array_of,
             requirements = (d.json)("requirements"),
-            created = (d.time)("created_at_ms"),
-            updated = (d.time)("updated_at_ms"),
         )
     };
     format!(
-        "SELECT CAST(COALESCE({agg}(CASE WHEN error_reason IS NULL THEN {plain} ELSE {with_error} END \
-         ORDER BY id), {empty}) AS TEXT) AS instances, COUNT(*) AS fetched, MAX(id) AS last_id \
+        "SELECT CAST(COALESCE({agg}(CASE WHEN error_reason IS NULL THEN {plain} ELSE {with_error} END\
+         {order}), {empty}) AS TEXT) AS instances, COUNT(*) AS fetched, MAX(id) AS last_id \
          FROM ({rows}) AS page",
         agg = d.aggregate,
+        order = d.order,
         plain = object(false),
         with_error = object(true),
         empty = d.empty,

@@ -66,9 +66,11 @@ pub struct InstanceChange {
     pub move_to: Option<Uuid>,
 }
 
+/// The times also as text (`created_at`, `updated_at`: migration 0012) for the page as JSON
+/// ([`super::instance_json`]); typed rows read the milliseconds.
 const COLUMNS: &str = "i.id, i.name, i.client_id, i.state, i.host_id, h.state AS host_state, i.vcpus, i.memory_mb, \
      i.disk_gb, i.requirements, i.error_reason, i.version, i.task, i.task_node, i.task_target, i.created_at_ms, \
-     i.updated_at_ms";
+     i.updated_at_ms, i.created_at, i.updated_at";
 const FROM: &str = "FROM instances i LEFT JOIN hosts h ON h.id = i.host_id";
 /// See [`Store::instances_in_task`].
 const IN_TASK: &str = "SELECT id, task_node FROM instances WHERE task_node IS NOT NULL ORDER BY id";
@@ -249,10 +251,11 @@ impl Store {
     /// a reservation then exists exactly when its instance row does, whatever happens to the
     /// node in between.
     pub(super) async fn insert_all(&self, new: &[NewInstance], reserve: bool) -> Result<Option<Vec<InstanceRow>>> {
+        // The times as milliseconds and as text, all four from one reading of the clock.
         const INSERT: &str = "INSERT INTO instances (id, name, client_id, state, host_id, vcpus, memory_mb, \
-             disk_gb, requirements, task, task_node, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, 'building', $4, $5, $6, $7, $8, 'create', $9, \
-             (SELECT now_ms FROM db_clock), (SELECT now_ms FROM db_clock)) \
+             disk_gb, requirements, task, task_node, created_at_ms, updated_at_ms, created_at, updated_at) \
+             SELECT $1, $2, $3, 'building', $4, $5, $6, $7, $8, 'create', $9, \
+             clock.now_ms, clock.now_ms, clock.now_text, clock.now_text FROM db_clock_text AS clock \
              RETURNING version, created_at_ms, updated_at_ms";
         if new.is_empty() {
             return Ok(Some(Vec::new()));
@@ -283,7 +286,7 @@ impl Store {
                         return Ok(None);
                     }
                 }
-                // Both stamps as stored: each reads the clock, which may tick between them.
+                // Both stamps as stored.
                 let stamps: (i64, i64, i64) = sqlx::query_as(INSERT)
                     .bind(&id)
                     .bind(&n.name)
@@ -402,7 +405,8 @@ impl Store {
     ) -> Result<Option<InstanceRow>> {
         const UPDATE: &str = "UPDATE instances SET state = $3, error_reason = $4, task = $5, task_node = $6, \
              task_target = $7, host_id = COALESCE($8, host_id), version = version + 1, \
-             updated_at_ms = (SELECT now_ms FROM db_clock) WHERE id = $1 AND version = $2";
+             updated_at_ms = clock.now_ms, updated_at = clock.now_text FROM db_clock_text AS clock \
+             WHERE id = $1 AND version = $2";
         const OLD: &str = "SELECT host_id, vcpus, memory_mb, disk_gb FROM instances WHERE id = $1 AND version = $2";
         let id_text = id.to_string();
         if change.move_to.is_none() {

@@ -7,7 +7,12 @@ use zone_node::{Store, StoreError};
 
 use crate::TestDb;
 
-store_test_suite!(migrations_are_idempotent, database_clock, zone_identity_is_stable,);
+store_test_suite!(
+    migrations_are_idempotent,
+    database_clock,
+    zone_identity_is_stable,
+    instance_times_stored_before_0012_are_filled_in,
+);
 
 async fn migrations_are_idempotent(db: &TestDb) {
     let first = db.connect().await;
@@ -24,6 +29,38 @@ async fn migrations_are_idempotent(db: &TestDb) {
     let m = third.membership().await.unwrap();
     assert_eq!(m.epoch, 0);
     assert!(m.nodes.is_empty());
+}
+
+/// Migration 0012 adds the instances' times as text; a zone upgraded from before it gets them
+/// from the milliseconds it stored, as the API writes them.
+async fn instance_times_stored_before_0012_are_filled_in(db: &TestDb) {
+    use sqlx::Connection;
+    // 2025-12-04T08:21:37.024Z, and 5 ms later.
+    const MS: i64 = 1_764_836_497_024;
+    const INSERT: &str = "INSERT INTO instances (id, name, client_id, state, vcpus, memory_mb, disk_gb, \
+        created_at_ms, updated_at_ms) VALUES ('i-1', 'vm', 'c1', 'running', 1, 512, 10, $1, $2)";
+    // The schema as it was before, with an instance in it.
+    match db.url.strip_prefix("sqlite://") {
+        Some(path) => {
+            let dir = std::path::Path::new(path).parent().expect("a file in a directory");
+            std::fs::create_dir_all(dir).expect("create the database's directory");
+            let mut c = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", db.url)).await.unwrap();
+            sqlx::migrate!("../migrations/sqlite").run_to(11, &mut c).await.unwrap();
+            sqlx::query(INSERT).bind(MS).bind(MS + 5).execute(&mut c).await.unwrap();
+        }
+        None => {
+            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
+            sqlx::migrate!("../migrations/postgres").run_to(11, &mut c).await.unwrap();
+            sqlx::query(INSERT).bind(MS).bind(MS + 5).execute(&mut c).await.unwrap();
+        }
+    }
+    // Connecting applies the rest.
+    let store = db.connect().await;
+    let zone = zone_node::PageZone { id: "z", name: "z" };
+    let page = store.instances_page_json(None, None, None, 10, &zone).await.unwrap();
+    let page: serde_json::Value = serde_json::from_str(&page.instances).expect("a JSON array");
+    assert_eq!(page[0]["created_at"], "2025-12-04T08:21:37.024Z", "{page}");
+    assert_eq!(page[0]["updated_at"], "2025-12-04T08:21:37.029Z", "{page}");
 }
 
 async fn database_clock(db: &TestDb) {
