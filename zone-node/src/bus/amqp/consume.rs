@@ -55,6 +55,9 @@ pub(super) async fn reply_loop(shared: Arc<Shared>, link: Arc<Link>, mut replies
         };
         let _ = call.tx.send(result);
     }
+    if !shared.shutdown.is_cancelled() && link.alive() {
+        warn!("reply consumer stopped; reconnecting");
+    }
     link.dead.cancel();
 }
 
@@ -140,6 +143,9 @@ pub(super) async fn event_loop(shared: Arc<Shared>, link: Arc<Link>, mut consume
         let event = Event { kind: raw.routing_key.as_str().to_owned(), source, body: raw.data };
         // No subscriber is fine: nobody listens yet.
         let _ = shared.events.send(event);
+    }
+    if !shared.shutdown.is_cancelled() && link.alive() {
+        warn!("event consumer stopped; reconnecting");
     }
     link.dead.cancel();
 }
