@@ -32,7 +32,11 @@ impl RawInstance {
     }
 
     pub fn from_instance(instance: &Instance) -> serde_json::Result<RawInstance> {
-        Ok(RawInstance { id: instance.id.clone(), json: serde_json::value::to_raw_value(instance)?, zone_path_head: None })
+        Ok(RawInstance {
+            id: instance.id.clone(),
+            json: serde_json::value::to_raw_value(instance)?,
+            zone_path_head: None,
+        })
     }
 
     /// The instance, decoded.
@@ -220,10 +224,7 @@ mod tests {
     fn the_zone_path_gets_the_gateway_in_front_and_nothing_else_changes() {
         let mut i = raw(r#"{"id":"a1","name":"zone_path","zone_path":["dc1"],"x":{"zone_path":["no"]}}"#);
         assert!(i.prefix_zone_path("region"));
-        assert_eq!(
-            text(&i),
-            r#"{"id":"a1","name":"zone_path","zone_path":["region","dc1"],"x":{"zone_path":["no"]}}"#
-        );
+        assert_eq!(text(&i), r#"{"id":"a1","name":"zone_path","zone_path":["region","dc1"],"x":{"zone_path":["no"]}}"#);
         // Spaces as PostgreSQL writes them, a nested object first, an escaped quote in a string.
         let mut i = raw(
             r#"{"id" : "a2", "error_reason" : "said \"zone_path\":[", "r" : {"zone_path" : []}, "zone_path" : []}"#,

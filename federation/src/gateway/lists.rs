@@ -98,14 +98,18 @@ impl Gateway {
         let own = raw(&own?)?;
         let mut answers = answers.into_iter();
         let mut pages = vec![SourcePage { more: own.next_marker.is_some(), items: own.instances }];
-        // Per page after the first: its child, the child's generation when the page was read, the
-        // zones below that did not answer then, and the read of its next items if one is running.
-        let mut sources: Vec<(Arc<Child>, i64, Vec<String>, Option<Prefetch>)> = Vec::with_capacity(children.len());
+        // Where each page after the first came from.
+        let mut sources: Vec<PageSource> = Vec::with_capacity(children.len());
         for (child, held) in children.iter().zip(kept) {
             if let Some(held) = held {
                 unreachable.extend(held.unreachable.iter().cloned());
                 pages.push(held.page);
-                sources.push((child.clone(), held.generation, held.unreachable, held.next));
+                sources.push(PageSource {
+                    child: child.clone(),
+                    generation: held.generation,
+                    below: held.unreachable,
+                    running: held.next,
+                });
                 continue;
             }
             let (asked, answer) = answers.next().expect("one answer per child asked");
@@ -115,7 +119,12 @@ impl Gateway {
                     let (page, below) = child_page(&self.me.name, &child.name, list);
                     unreachable.extend(below.iter().cloned());
                     pages.push(page);
-                    sources.push((child.clone(), asked.generation, below, None));
+                    sources.push(PageSource {
+                        child: child.clone(),
+                        generation: asked.generation,
+                        below,
+                        running: None,
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(child = %child.name, error = %e, "child zone did not answer a list");
@@ -126,7 +135,9 @@ impl Gateway {
         let (instances, next_marker, rests) = merge_keeping_rest(pages, query.limit, RawInstance::id);
         if let Some(next) = &next_marker {
             // rests[0] is this zone's own: cheap to read again.
-            for ((child, generation, below, running), rest) in sources.into_iter().zip(rests.into_iter().skip(1)) {
+            for (PageSource { child, generation, below, running }, rest) in
+                sources.into_iter().zip(rests.into_iter().skip(1))
+            {
                 let next_read = match running {
                     Some(running) => Some(running),
                     None if walking && rest.more => {
@@ -206,6 +217,15 @@ impl Gateway {
         unreachable.dedup();
         Ok(HostList { hosts, unreachable_zones: unreachable, next_marker })
     }
+}
+
+/// Where a page of a list came from: its child, the child's generation when the page was read, the
+/// zones below it that did not answer then, and the read of its next items if one is running.
+struct PageSource {
+    child: Arc<Child>,
+    generation: i64,
+    below: Vec<String>,
+    running: Option<Prefetch>,
 }
 
 /// A child's answer as this zone passes it on: this zone's name in front of every `zone_path`,

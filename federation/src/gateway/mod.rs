@@ -217,7 +217,9 @@ pub(crate) struct Prefetch(tokio::task::JoinHandle<Result<ChildPage, FedError>>)
 pub(crate) type ChildPage = (crate::scatter::SourcePage<api::RawInstance>, Vec<String>);
 
 impl Prefetch {
-    pub(crate) fn spawn(read: impl std::future::Future<Output = Result<ChildPage, FedError>> + Send + 'static) -> Prefetch {
+    pub(crate) fn spawn(
+        read: impl std::future::Future<Output = Result<ChildPage, FedError>> + Send + 'static,
+    ) -> Prefetch {
         Prefetch(tokio::spawn(read))
     }
 }
