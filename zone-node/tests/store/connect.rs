@@ -44,20 +44,32 @@ async fn instance_times_stored_before_0012_are_filled_in(db: &TestDb) {
         Some(path) => {
             let dir = std::path::Path::new(path).parent().expect("a file in a directory");
             std::fs::create_dir_all(dir).expect("create the database's directory");
-            let mut c = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", db.url)).await.unwrap();
-            sqlx::migrate!("../migrations/sqlite").run_to(11, &mut c).await.unwrap();
-            sqlx::query(INSERT).bind(MS).bind(MS + 5).execute(&mut c).await.unwrap();
+            let mut c = sqlx::SqliteConnection::connect(&format!("{}?mode=rwc", db.url))
+                .await
+                .unwrap_or_else(|e| panic!("open the SQLite file {path}: {e}"));
+            let migrated = sqlx::migrate!("../migrations/sqlite").run_to(11, &mut c).await;
+            migrated.unwrap_or_else(|e| panic!("SQLite: migrate to 0011: {e}"));
+            let inserted = sqlx::query(INSERT).bind(MS).bind(MS + 5).execute(&mut c).await;
+            inserted.unwrap_or_else(|e| panic!("SQLite: insert an instance as of 0011: {e}"));
         }
         None => {
-            let mut c = sqlx::PgConnection::connect(&db.url).await.unwrap();
-            sqlx::migrate!("../migrations/postgres").run_to(11, &mut c).await.unwrap();
-            sqlx::query(INSERT).bind(MS).bind(MS + 5).execute(&mut c).await.unwrap();
+            // The test database exists already (TestDb made it): a failure here is PostgreSQL's.
+            let mut c = sqlx::PgConnection::connect(&db.url)
+                .await
+                .unwrap_or_else(|e| panic!("connect to the test database: {e}"));
+            let migrated = sqlx::migrate!("../migrations/postgres").run_to(11, &mut c).await;
+            migrated.unwrap_or_else(|e| panic!("PostgreSQL: migrate to 0011: {e}"));
+            let inserted = sqlx::query(INSERT).bind(MS).bind(MS + 5).execute(&mut c).await;
+            inserted.unwrap_or_else(|e| panic!("PostgreSQL: insert an instance as of 0011: {e}"));
         }
     }
     // Connecting applies the rest.
     let store = db.connect().await;
     let zone = zone_node::PageZone { id: "z", name: "z" };
-    let page = store.instances_page_json(None, None, None, 10, &zone).await.unwrap();
+    let page = store
+        .instances_page_json(None, None, None, 10, &zone)
+        .await
+        .unwrap_or_else(|e| panic!("{}: the page after migration 0012: {e}", db.backend));
     let page: serde_json::Value = serde_json::from_str(&page.instances).expect("a JSON array");
     assert_eq!(page[0]["created_at"], "2025-12-04T08:21:37.024Z", "{page}");
     assert_eq!(page[0]["updated_at"], "2025-12-04T08:21:37.029Z", "{page}");
