@@ -382,6 +382,29 @@ impl Client {
         }
     }
 
+    /// Every page of the instances `query` selects (`client_id=…&limit=…`, no `marker`), in id
+    /// order, each page's successor asked for while the page is read ([`crate::pages`]).
+    pub fn instance_pages(&self, query: &str) -> crate::pages::InstancePages {
+        crate::pages::InstancePages::new(self.clone(), query)
+    }
+
+    /// Every instance `query` selects, all pages read ([`Client::instance_pages`]); the zones
+    /// that did not answer for any page, each named once.
+    pub async fn all_instances(&self, query: &str) -> Result<InstanceList, ClientError> {
+        let mut pages = self.instance_pages(query);
+        let mut all = InstanceList { instances: Vec::new(), unreachable_zones: Vec::new(), next_marker: None };
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            all.instances.extend(page.instances);
+            for zone in page.unreachable_zones {
+                if !all.unreachable_zones.contains(&zone) {
+                    all.unreachable_zones.push(zone);
+                }
+            }
+        }
+        Ok(all)
+    }
+
     /// [`Client::instances`] with each instance kept as JSON text (what a gateway merges).
     pub async fn instances_raw(&self, query: &str) -> Result<crate::RawInstanceList, ClientError> {
         if query.is_empty() {
@@ -464,6 +487,17 @@ impl Client {
         Self::check(resp, &url).await.map(|_| ())
     }
 
+    /// The full URL of `path` at this zone.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `GET path`, the answer's headers read and its body not yet.
+    pub(crate) async fn get_response(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let url = self.url(path);
+        self.send(self.http.get(&url), &url).await
+    }
+
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let resp = self.send(self.http.get(&url), &url).await?;
@@ -505,7 +539,7 @@ impl Client {
         req.send().await.map_err(|source| ClientError::Transport { url: url.to_owned(), source })
     }
 
-    async fn check(resp: reqwest::Response, url: &str) -> Result<reqwest::Response, ClientError> {
+    pub(crate) async fn check(resp: reqwest::Response, url: &str) -> Result<reqwest::Response, ClientError> {
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             return Ok(resp);
@@ -527,7 +561,11 @@ impl Client {
         }
     }
 
-    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response, url: &str) -> Result<T, ClientError> {
+    pub(crate) async fn decode<T: DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+        url: &str,
+    ) -> Result<T, ClientError> {
         let resp = Self::check(resp, url).await?;
         let status = resp.status().as_u16();
         let bytes = read_body(resp, url, self.max_answer_bytes).await?;

@@ -23,6 +23,7 @@ pub mod error;
 pub mod federation;
 pub mod http;
 pub mod integer;
+pub mod pages;
 pub mod raw;
 pub mod scope;
 pub mod types;
@@ -34,6 +35,7 @@ pub use federation::{
     ChildSummary, ChildZone, LowestZone, SubtreeEntry, SubtreeView, ZoneCreate, ZoneList, ZoneStatus, ZoneUpdate,
     ZoneWatch,
 };
+pub use pages::{InstancePages, NEXT_MARKER_HEADER};
 pub use raw::{RawInstance, RawInstanceList};
 pub use scope::{ClientPattern, ClientScope};
 pub use types::*;

@@ -223,19 +223,7 @@ async fn chaos_of_kills_and_a_pause_leaves_every_invariant_standing() {
     // No instance stays in a transitional state longer than the agent timeout (orphaned tasks are
     // taken over and finished, or end in error, by the agent timeout plus a scan or two).
     let admin = zone.client(0).await;
-    let list_all = || async {
-        let mut all = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let q = marker.as_ref().map_or_else(|| "limit=1000".to_owned(), |m| format!("limit=1000&marker={m}"));
-            let page = admin.instances(&q).await.map_err(|e| e.to_string())?;
-            all.extend(page.instances);
-            marker = page.next_marker;
-            if marker.is_none() {
-                return Ok::<_, String>(all);
-            }
-        }
-    };
+    let list_all = || async { admin.all_instances("limit=1000").await.map(|l| l.instances).map_err(|e| e.to_string()) };
     let instances = zone
         .wait_until(AGENT_TIMEOUT + Duration::from_secs(20), "no instance is in a transitional state", || async {
             let all = list_all().await?;

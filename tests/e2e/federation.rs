@@ -165,20 +165,16 @@ async fn lowest(client: &api::Client, id: &str) -> Option<String> {
 async fn all_instances(client: &api::Client, query: &str) -> (Vec<Instance>, Vec<String>) {
     let mut out = Vec::new();
     let mut unreachable = BTreeSet::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let q = match &marker {
-            Some(m) => format!("{query}&marker={m}"),
-            None => query.to_owned(),
-        };
-        let page = client.instances(&q).await.expect("list");
+    let mut pages = client.instance_pages(query);
+    while let Some(page) = pages.next().await {
+        let page = page.expect("list");
+        // Leaf or parent, every page with a successor names it in its header, and the walk has
+        // asked for it before reading the page (the client checks the header against the body).
+        assert_eq!(pages.asked_ahead(), page.next_marker.is_some(), "{query}: {:?}", page.next_marker);
         unreachable.extend(page.unreachable_zones);
         out.extend(page.instances);
-        marker = page.next_marker;
-        if marker.is_none() {
-            return (out, unreachable.into_iter().collect());
-        }
     }
+    (out, unreachable.into_iter().collect())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -249,25 +249,11 @@ pub async fn instance_create(
 /// Lists every instance the caller sees (all pages), of one client when given.
 pub async fn instance_list(ConnJson { conn, json }: ConnJson, client_id: Option<String>) -> anyhow::Result<()> {
     let client = conn.client().await?;
-    let mut instances = Vec::new();
-    let mut unreachable = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let mut query = vec!["limit=1000".to_owned()];
-        if let Some(c) = &client_id {
-            query.push(format!("client_id={c}"));
-        }
-        if let Some(m) = &marker {
-            query.push(format!("marker={m}"));
-        }
-        let page = client.instances(&query.join("&")).await?;
-        instances.extend(page.instances);
-        unreachable.extend(page.unreachable_zones);
-        marker = page.next_marker;
-        if marker.is_none() {
-            break;
-        }
-    }
+    let query = match &client_id {
+        Some(c) => format!("limit=1000&client_id={c}"),
+        None => "limit=1000".to_owned(),
+    };
+    let api::InstanceList { instances, unreachable_zones: unreachable, .. } = client.all_instances(&query).await?;
     if json {
         return print_json(&api::InstanceList { instances, unreachable_zones: unreachable, next_marker: None });
     }

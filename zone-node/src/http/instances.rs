@@ -209,7 +209,9 @@ pub struct ListParams {
 #[utoipa::path(get, path = "/v1/instances", tag = "instances",
     params(("client_id" = Option<String>, Query, pattern = "^[A-Za-z0-9_.:-]{1,128}$"), ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000),
         ("marker" = Option<String>, Query, format = Uuid)),
-    responses((status = 200, body = InstanceList), (status = 400, body = api::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = InstanceList,
+        headers(("x-next-marker" = String, description = "the body's next_marker, before the body; absent on the last page"))),
+        (status = 400, body = api::ErrorBody)), security(("bearer" = [])))]
 pub async fn list_instances(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -229,7 +231,19 @@ pub async fn list_instances(
     // Written by hand: each instance's text is copied as its child sent it, with this zone's
     // name put in front of its `zone_path` on the way (`api::RawInstanceList::to_json`).
     let list = state.gateway.instances(&caller.context(), &query).await?;
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], list.to_json()).into_response())
+    Ok(page_answer(list.to_json(), list.next_marker.as_deref()))
+}
+
+/// A page of instances: its JSON body, and its `next_marker` in [`api::NEXT_MARKER_HEADER`] too,
+/// so a client can ask for the next page before it has read this one (`api::InstancePages`).
+fn page_answer(body: String, next_marker: Option<&str>) -> Response {
+    let mut resp = ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
+    // An instance id, checked to be a UUID where it was read; a value that is not a header value
+    // is left to the body alone.
+    if let Some(value) = next_marker.and_then(|m| axum::http::HeaderValue::from_str(m).ok()) {
+        resp.headers_mut().insert(api::NEXT_MARKER_HEADER, value);
+    }
+    resp
 }
 
 /// This zone's own page of instances, as the body of an [`InstanceList`].
@@ -249,12 +263,12 @@ async fn own_instances_json(
     body.push_str("{\"instances\":");
     body.push_str(&page.instances);
     body.push_str(",\"unreachable_zones\":[]");
-    if let Some(marker) = page.next_marker {
+    if let Some(marker) = &page.next_marker {
         // An instance id: a UUID, nothing to escape.
         body.push_str(&format!(",\"next_marker\":\"{marker}\""));
     }
     body.push('}');
-    Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response())
+    Ok(page_answer(body, page.next_marker.as_deref()))
 }
 
 /// Show an instance, wherever it is below this zone.

@@ -1,0 +1,142 @@
+//! `Client::instance_pages` against a zone played by a small HTTP/1.1 server that answers from a
+//! table of pages and records what it was asked.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use api::{Client, ClientError};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// One canned answer: status, `x-next-marker` header, body.
+#[derive(Clone)]
+struct Canned {
+    status: u16,
+    header: Option<&'static str>,
+    body: String,
+}
+
+fn page(header: Option<&'static str>, next: Option<&str>) -> Canned {
+    let next = next.map(|m| format!(",\"next_marker\":{}", serde_json::json!(m))).unwrap_or_default();
+    Canned { status: 200, header, body: format!("{{\"instances\":[],\"unreachable_zones\":[]{next}}}") }
+}
+
+/// Serves `answers` by request target (path and query); answers 404 to anything else. Returns
+/// the base URL and the targets asked, in order.
+async fn zone(answers: HashMap<&'static str, Canned>) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let (answers, log) = (Arc::new(answers), asked.clone());
+    tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let (answers, log) = (answers.clone(), log.clone());
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                // Requests without bodies, one after the other on a kept-alive connection.
+                while let Ok(Some(request_line)) = lines.next_line().await {
+                    while let Ok(Some(header)) = lines.next_line().await {
+                        if header.is_empty() {
+                            break;
+                        }
+                    }
+                    let target = request_line.split(' ').nth(1).unwrap_or_default().to_owned();
+                    log.lock().unwrap().push(target.clone());
+                    let canned = answers.get(target.as_str()).cloned().unwrap_or(Canned {
+                        status: 404,
+                        header: None,
+                        body: r#"{"error":{"code":"not_found","message":"no such page"}}"#.into(),
+                    });
+                    let header = canned.header.map(|m| format!("x-next-marker: {m}\r\n")).unwrap_or_default();
+                    let answer = format!(
+                        "HTTP/1.1 {} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{header}\r\n{}",
+                        canned.status,
+                        canned.body.len(),
+                        canned.body
+                    );
+                    if write.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (base, asked)
+}
+
+/// Walks every page; answers, per page, whether the walk had asked for the next one when it
+/// returned the page, and the error that ended the walk, if one did.
+async fn walk(base: &str) -> (Vec<bool>, Option<ClientError>) {
+    let client = Client::new(base);
+    let mut pages = client.instance_pages("limit=2");
+    let mut ahead = Vec::new();
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(_) => ahead.push(pages.asked_ahead()),
+            Err(e) => {
+                assert!(pages.next().await.is_none(), "a walk ends at its first error");
+                return (ahead, Some(e));
+            }
+        }
+    }
+    (ahead, None)
+}
+
+#[tokio::test]
+async fn each_page_is_asked_for_on_the_header_of_the_one_before() {
+    let (base, asked) = zone(HashMap::from([
+        ("/v1/instances?limit=2", page(Some("m1"), Some("m1"))),
+        // A marker that is not a plain word stays one parameter.
+        ("/v1/instances?limit=2&marker=m1", page(Some("m&2"), Some("m&2"))),
+        ("/v1/instances?limit=2&marker=m%262", page(None, None)),
+    ]))
+    .await;
+    let (ahead, error) = walk(&base).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(ahead, [true, true, false]);
+    assert_eq!(
+        *asked.lock().unwrap(),
+        ["/v1/instances?limit=2", "/v1/instances?limit=2&marker=m1", "/v1/instances?limit=2&marker=m%262"]
+    );
+}
+
+#[tokio::test]
+async fn a_zone_without_the_header_is_walked_from_the_body() {
+    let (base, asked) = zone(HashMap::from([
+        ("/v1/instances?limit=2", page(None, Some("m1"))),
+        ("/v1/instances?limit=2&marker=m1", page(None, None)),
+    ]))
+    .await;
+    let (ahead, error) = walk(&base).await;
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(ahead, [false, false], "nothing asked before the body named it");
+    assert_eq!(asked.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_header_that_differs_from_the_body_ends_the_walk_with_an_error() {
+    let (base, _) = zone(HashMap::from([
+        ("/v1/instances?limit=2", page(Some("m1"), Some("m9"))),
+        ("/v1/instances?limit=2&marker=m1", page(None, None)),
+        ("/v1/instances?limit=2&marker=m9", page(None, None)),
+    ]))
+    .await;
+    let (ahead, error) = walk(&base).await;
+    assert!(ahead.is_empty());
+    let e = error.expect("an error");
+    assert!(matches!(e, ClientError::Decode { status: 200, .. }), "{e:?}");
+    assert!(e.to_string().contains("differ"), "{e}");
+}
+
+#[tokio::test]
+async fn an_error_on_a_later_page_ends_the_walk_with_the_zones_error() {
+    // The second page's target is not served: 404 with the zone's error body.
+    let (base, _) = zone(HashMap::from([("/v1/instances?limit=2", page(Some("m1"), Some("m1")))])).await;
+    let (ahead, error) = walk(&base).await;
+    assert_eq!(ahead, [true]);
+    let e = error.expect("an error");
+    assert_eq!(e.status(), Some(404), "{e:?}");
+    assert_eq!(e.code(), Some(api::ErrorCode::NotFound));
+}
