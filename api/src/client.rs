@@ -324,6 +324,25 @@ impl Client {
         self.get("/v1/hosts").await
     }
 
+    /// Every page of the hosts `query` selects (`limit=…`, no `marker`), in id order, each
+    /// page's successor asked for while the page is read ([`crate::pages`]).
+    pub fn host_pages(&self, query: &str) -> crate::pages::HostPages {
+        crate::pages::Pages::new(self.clone(), query)
+    }
+
+    /// Every host this zone and the zones below it hold, all pages read ([`Client::host_pages`]);
+    /// the zones that did not answer for any page, each named once.
+    pub async fn all_hosts(&self) -> Result<HostList, ClientError> {
+        let mut pages = self.host_pages("limit=1000");
+        let mut all = HostList { hosts: Vec::new(), unreachable_zones: Vec::new(), next_marker: None };
+        while let Some(page) = pages.next().await {
+            let page = page?;
+            all.hosts.extend(page.hosts);
+            add_unreachable(&mut all.unreachable_zones, page.unreachable_zones);
+        }
+        Ok(all)
+    }
+
     /// One page of hosts; `query` is the raw query string (`limit=…&marker=…`).
     pub async fn hosts_page(&self, query: &str) -> Result<HostList, ClientError> {
         if query.is_empty() {
@@ -385,7 +404,7 @@ impl Client {
     /// Every page of the instances `query` selects (`client_id=…&limit=…`, no `marker`), in id
     /// order, each page's successor asked for while the page is read ([`crate::pages`]).
     pub fn instance_pages(&self, query: &str) -> crate::pages::InstancePages {
-        crate::pages::InstancePages::new(self.clone(), query)
+        crate::pages::Pages::new(self.clone(), query)
     }
 
     /// Every instance `query` selects, all pages read ([`Client::instance_pages`]); the zones
@@ -396,11 +415,7 @@ impl Client {
         while let Some(page) = pages.next().await {
             let page = page?;
             all.instances.extend(page.instances);
-            for zone in page.unreachable_zones {
-                if !all.unreachable_zones.contains(&zone) {
-                    all.unreachable_zones.push(zone);
-                }
-            }
+            add_unreachable(&mut all.unreachable_zones, page.unreachable_zones);
         }
         Ok(all)
     }
@@ -574,6 +589,16 @@ impl Client {
             status,
             detail: e.to_string(),
         })
+    }
+}
+
+/// Adds the zones of `more` that `all` does not name yet: a zone missing from several pages of a
+/// walk is named once.
+fn add_unreachable(all: &mut Vec<String>, more: Vec<String>) {
+    for zone in more {
+        if !all.contains(&zone) {
+            all.push(zone);
+        }
     }
 }
 

@@ -35,7 +35,7 @@ pub use federation::{
     ChildSummary, ChildZone, LowestZone, SubtreeEntry, SubtreeView, ZoneCreate, ZoneList, ZoneStatus, ZoneUpdate,
     ZoneWatch,
 };
-pub use pages::{InstancePages, NEXT_MARKER_HEADER};
+pub use pages::{HostPages, InstancePages, Page, Pages, NEXT_MARKER_HEADER};
 pub use raw::{RawInstance, RawInstanceList};
 pub use scope::{ClientPattern, ClientScope};
 pub use types::*;

@@ -1,7 +1,8 @@
-//! Walking every page of `GET /v1/instances` with the next page's request already on its way.
+//! Walking every page of a list (`GET /v1/instances`, `GET /v1/hosts`) with the next page's
+//! request already on its way.
 //!
 //! A zone names the next page's marker in the [`NEXT_MARKER_HEADER`] of each page as well as in
-//! its body. The header arrives before the body, so [`InstancePages`] sends the next page's
+//! its body. The header arrives before the body, so [`Pages`] sends the next page's
 //! request as soon as it has it and reads and decodes the page meanwhile: the zone builds page
 //! k + 1 while the client decodes page k, where a client that waits for `next_marker` in the body
 //! leaves the zone idle for the whole decode. For 10 × 10,000 instances through a parent that is
@@ -10,20 +11,51 @@
 //! A zone that sends no header (one from before it) is walked one page after the other, from the
 //! body's `next_marker`.
 
-use crate::client::{Client, ClientError};
-use crate::types::InstanceList;
+use std::marker::PhantomData;
 
-/// The response header of `GET /v1/instances` naming the next page's marker, the same as the
-/// body's `next_marker`; absent on the last page.
+use serde::de::DeserializeOwned;
+
+use crate::client::{Client, ClientError};
+use crate::types::{HostList, InstanceList};
+
+/// The response header of a list's page naming the next page's marker, the same as the body's
+/// `next_marker`; absent on the last page.
 pub const NEXT_MARKER_HEADER: &str = "x-next-marker";
 
-/// The pages of one instance list, in order ([`Client::instance_pages`]).
-pub struct InstancePages {
+/// A page of a list the API pages with `limit` and `marker`.
+pub trait Page: DeserializeOwned {
+    /// Where the list is read.
+    const PATH: &'static str;
+    fn next_marker(&self) -> Option<&str>;
+}
+
+impl Page for InstanceList {
+    const PATH: &'static str = "/v1/instances";
+    fn next_marker(&self) -> Option<&str> {
+        self.next_marker.as_deref()
+    }
+}
+
+impl Page for HostList {
+    const PATH: &'static str = "/v1/hosts";
+    fn next_marker(&self) -> Option<&str> {
+        self.next_marker.as_deref()
+    }
+}
+
+/// The pages of one list, in order ([`Client::instance_pages`], [`Client::host_pages`]).
+pub struct Pages<P> {
     client: Client,
     /// The query without `marker` (`client_id=…&limit=…`).
     query: String,
     next: Next,
+    page: PhantomData<fn() -> P>,
 }
+
+/// The pages of an instance list ([`Client::instance_pages`]).
+pub type InstancePages = Pages<InstanceList>;
+/// The pages of a host list ([`Client::host_pages`]).
+pub type HostPages = Pages<HostList>;
 
 enum Next {
     /// The first page, not asked for yet.
@@ -39,14 +71,14 @@ enum Next {
     Done,
 }
 
-impl InstancePages {
-    pub(crate) fn new(client: Client, query: &str) -> InstancePages {
-        InstancePages { client, query: query.to_owned(), next: Next::First }
+impl<P: Page> Pages<P> {
+    pub(crate) fn new(client: Client, query: &str) -> Pages<P> {
+        Pages { client, query: query.to_owned(), next: Next::First, page: PhantomData }
     }
 
     /// The next page, `None` after the last one. After an error the walk ends: call again and
     /// it answers `None`.
-    pub async fn next(&mut self) -> Option<Result<InstanceList, ClientError>> {
+    pub async fn next(&mut self) -> Option<Result<P, ClientError>> {
         let (marker, answer) = match std::mem::replace(&mut self.next, Next::Done) {
             Next::Done => return None,
             Next::First => (None, self.send(None).await),
@@ -64,17 +96,17 @@ impl InstancePages {
         Some(page)
     }
 
-    /// True when the next page has been asked for already: the last page [`InstancePages::next`]
+    /// True when the next page has been asked for already: the last page [`Pages::next`]
     /// answered named its successor in the [`NEXT_MARKER_HEADER`].
     pub fn asked_ahead(&self) -> bool {
         matches!(self.next, Next::Sent { .. })
     }
 
     /// Reads one answer; sends the next page's request first when the answer names it.
-    async fn page(&mut self, resp: reqwest::Response, url: &str) -> Result<InstanceList, ClientError> {
+    async fn page(&mut self, resp: reqwest::Response, url: &str) -> Result<P, ClientError> {
         let resp = Client::check(resp, url).await?;
         let announced = resp.headers().get(NEXT_MARKER_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let page: InstanceList = match &announced {
+        let page: P = match &announced {
             Some(m) => {
                 let (page, next) = tokio::join!(self.client.decode(resp, url), self.send(Some(m)));
                 self.next = Next::Sent { marker: m.clone(), answer: next };
@@ -82,9 +114,9 @@ impl InstancePages {
             }
             None => self.client.decode(resp, url).await?,
         };
-        match (&announced, &page.next_marker) {
+        match (announced.as_deref(), page.next_marker()) {
             (Some(header), Some(body)) if header == body => {}
-            (None, Some(body)) => self.next = Next::Marker(body.clone()),
+            (None, Some(body)) => self.next = Next::Marker(body.to_owned()),
             (None, None) => {}
             _ => {
                 // Dropping the request sent on the header's word closes its connection.
@@ -94,7 +126,7 @@ impl InstancePages {
                     status: 200,
                     detail: format!(
                         "the page's {NEXT_MARKER_HEADER} header ({announced:?}) and its next_marker ({:?}) differ",
-                        page.next_marker
+                        page.next_marker()
                     ),
                 });
             }
@@ -103,7 +135,7 @@ impl InstancePages {
     }
 
     fn path(&self, marker: Option<&str>) -> String {
-        let mut path = format!("/v1/instances?{}", self.query);
+        let mut path = format!("{}?{}", P::PATH, self.query);
         if let Some(m) = marker {
             if !self.query.is_empty() {
                 path.push('&');

@@ -103,6 +103,22 @@ async fn each_page_is_asked_for_on_the_header_of_the_one_before() {
 }
 
 #[tokio::test]
+async fn host_lists_are_walked_the_same_way() {
+    let hosts = |next: Option<&str>| {
+        let next = next.map(|m| format!(",\"next_marker\":\"{m}\"")).unwrap_or_default();
+        format!("{{\"hosts\":[],\"unreachable_zones\":[\"dc2\"]{next}}}")
+    };
+    let (base, asked) = zone(HashMap::from([
+        ("/v1/hosts?limit=1000", Canned { status: 200, header: Some("h1"), body: hosts(Some("h1")) }),
+        ("/v1/hosts?limit=1000&marker=h1", Canned { status: 200, header: None, body: hosts(None) }),
+    ]))
+    .await;
+    let all = Client::new(&base).all_hosts().await.expect("every page");
+    assert_eq!(all.unreachable_zones, ["dc2"], "named once for the two pages that missed it");
+    assert_eq!(*asked.lock().unwrap(), ["/v1/hosts?limit=1000", "/v1/hosts?limit=1000&marker=h1"]);
+}
+
+#[tokio::test]
 async fn a_zone_without_the_header_is_walked_from_the_body() {
     let (base, asked) = zone(HashMap::from([
         ("/v1/instances?limit=2", page(None, Some("m1"))),

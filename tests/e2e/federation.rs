@@ -215,6 +215,18 @@ async fn a_multi_root_tree_aggregates_routes_and_finds_the_lowest_zone() {
         assert!(settled.is_some(), "{}", t.failure("aggregates are not the merge of their children"));
     }
 
+    // --- the subtree's hosts, two to a page, each page's successor asked for on its header ---
+    let mut walked = Vec::new();
+    let mut pages = g.host_pages("limit=2");
+    while let Some(page) = pages.next().await {
+        let page = page.expect("a page of hosts");
+        assert_eq!(pages.asked_ahead(), page.next_marker.is_some(), "{:?}", page.next_marker);
+        walked.extend(page.hosts.into_iter().map(|h| h.id));
+    }
+    let whole: Vec<String> = g.hosts_page("limit=1000").await.unwrap().hosts.into_iter().map(|h| h.id).collect();
+    assert!(walked.len() > 2, "several pages: {walked:?}");
+    assert_eq!(walked, whole, "the walk lists every host once, in id order");
+
     // --- creates land only where requirements are met, and nowhere when nothing meets them ---
     let on_dc3 = g.instance_create(&create("acme", at("dc3"))).await.expect("create at dc3");
     assert_eq!(on_dc3.zone_path, ["global", "region2", "dc3"]);

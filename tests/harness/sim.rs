@@ -206,20 +206,7 @@ impl SimProcess {
     }
 }
 
-/// Every host the zone lists, a page at a time (a plain `GET /v1/hosts` holds the first 1,000).
+/// Every host the zone lists, every page read (a plain `GET /v1/hosts` holds the first 1,000).
 pub async fn all_hosts(client: &api::Client) -> Result<Vec<api::Host>, api::ClientError> {
-    let mut hosts = Vec::new();
-    let mut marker: Option<String> = None;
-    loop {
-        let query = match &marker {
-            None => "limit=1000".to_owned(),
-            Some(m) => format!("limit=1000&marker={m}"),
-        };
-        let page = client.hosts_page(&query).await?;
-        hosts.extend(page.hosts);
-        match page.next_marker {
-            Some(next) => marker = Some(next),
-            None => return Ok(hosts),
-        }
-    }
+    Ok(client.all_hosts().await?.hosts)
 }

@@ -143,7 +143,8 @@ fn capability_text(c: &Capability) -> String {
 }
 
 pub async fn host_list(ConnJson { conn, json }: ConnJson) -> anyhow::Result<()> {
-    let list = conn.client().await?.hosts().await?;
+    // Every page: a subtree may hold more hosts than one page.
+    let list = conn.client().await?.all_hosts().await?;
     if json {
         return print_json(&list);
     }
@@ -164,6 +165,9 @@ pub async fn host_list(ConnJson { conn, json }: ConnJson) -> anyhow::Result<()> 
         })
         .collect();
     print_table(&["ID", "NAME", "STATE", "ZONE", "VCPUS", "MEMORY MB", "DISK GB", "AGENT"], &rows);
+    if !list.unreachable_zones.is_empty() {
+        eprintln!("zones that did not answer (their hosts are missing): {}", list.unreachable_zones.join(", "));
+    }
     Ok(())
 }
 

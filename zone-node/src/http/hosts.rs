@@ -154,19 +154,23 @@ pub struct HostListParams {
 /// List hosts by id, a page at a time, across this zone and every zone below it (admin).
 #[utoipa::path(get, path = "/v1/hosts", tag = "hosts",
     params(("limit" = Option<i64>, Query, minimum = 1, maximum = 1000), ("marker" = Option<String>, Query, format = Uuid)),
-    responses((status = 200, body = HostList)), security(("bearer" = [])))]
+    responses((status = 200, body = HostList,
+        headers(("x-next-marker" = String, description = "the body's next_marker, before the body; absent on the last page")))),
+    security(("bearer" = [])))]
 pub async fn list_hosts(
     State(state): State<AppState>,
     Admin(caller): Admin,
     query: Result<axum::extract::Query<HostListParams>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<axum::Json<HostList>> {
+) -> ApiResult<axum::response::Response> {
     let axum::extract::Query(q) = query.map_err(|e| Error::api(ErrorCode::InvalidField, e.body_text()))?;
     let limit = match q.limit {
         None => HOST_PAGE_DEFAULT,
         Some(_) => input::limit(q.limit)? as usize,
     };
     let query = federation::ListQuery { client_id: None, limit, marker: input::marker(q.marker)? };
-    Ok(axum::Json(state.gateway.hosts(&caller.context(), &query).await?))
+    let list = state.gateway.hosts(&caller.context(), &query).await?;
+    let next_marker = list.next_marker.clone();
+    Ok(super::with_next_marker(axum::response::IntoResponse::into_response(axum::Json(list)), next_marker.as_deref()))
 }
 
 /// Hosts per page when the caller does not say: every host of a zone of the seed's size (a

@@ -234,16 +234,12 @@ pub async fn list_instances(
     Ok(page_answer(list.to_json(), list.next_marker.as_deref()))
 }
 
-/// A page of instances: its JSON body, and its `next_marker` in [`api::NEXT_MARKER_HEADER`] too,
-/// so a client can ask for the next page before it has read this one (`api::InstancePages`).
+/// A page of instances: its JSON body, its `next_marker` in a header too.
 fn page_answer(body: String, next_marker: Option<&str>) -> Response {
-    let mut resp = ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
-    // An instance id, checked to be a UUID where it was read; a value that is not a header value
-    // is left to the body alone.
-    if let Some(value) = next_marker.and_then(|m| axum::http::HeaderValue::from_str(m).ok()) {
-        resp.headers_mut().insert(api::NEXT_MARKER_HEADER, value);
-    }
-    resp
+    super::with_next_marker(
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+        next_marker,
+    )
 }
 
 /// This zone's own page of instances, as the body of an [`InstanceList`].

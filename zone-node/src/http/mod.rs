@@ -14,6 +14,7 @@
 //! - [`input`]: request parts checked at the edge (requirements, resources, ids, page sizes)
 //! - [`openapi`]: the OpenAPI document served at `/openapi.json`
 //! - `state`: [`AppState`], what every handler shares
+//! - [`with_next_marker`]: a list page's `next_marker` in a header too
 
 pub mod accounts;
 pub mod auth;
@@ -61,4 +62,18 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), server::fence))
         .layer(axum::middleware::from_fn(health::track_metrics))
         .with_state(state)
+}
+
+/// Names a list page's `next_marker` in [`api::NEXT_MARKER_HEADER`] too, so a client can ask for
+/// the next page before it has read this one (`api::Pages`).
+pub(crate) fn with_next_marker(
+    mut resp: axum::response::Response,
+    next_marker: Option<&str>,
+) -> axum::response::Response {
+    // A resource id, checked to be a UUID where it was read; a value that is not a header value
+    // is left to the body alone.
+    if let Some(value) = next_marker.and_then(|m| axum::http::HeaderValue::from_str(m).ok()) {
+        resp.headers_mut().insert(api::NEXT_MARKER_HEADER, value);
+    }
+    resp
 }
