@@ -333,14 +333,7 @@ impl Client {
     /// Every host this zone and the zones below it hold, all pages read ([`Client::host_pages`]);
     /// the zones that did not answer for any page, each named once.
     pub async fn all_hosts(&self) -> Result<HostList, ClientError> {
-        let mut pages = self.host_pages("limit=1000");
-        let mut all = HostList { hosts: Vec::new(), unreachable_zones: Vec::new(), next_marker: None };
-        while let Some(page) = pages.next().await {
-            let page = page?;
-            all.hosts.extend(page.hosts);
-            add_unreachable(&mut all.unreachable_zones, page.unreachable_zones);
-        }
-        Ok(all)
+        self.host_pages("limit=1000").all().await
     }
 
     /// One page of hosts; `query` is the raw query string (`limit=…&marker=…`).
@@ -410,14 +403,7 @@ impl Client {
     /// Every instance `query` selects, all pages read ([`Client::instance_pages`]); the zones
     /// that did not answer for any page, each named once.
     pub async fn all_instances(&self, query: &str) -> Result<InstanceList, ClientError> {
-        let mut pages = self.instance_pages(query);
-        let mut all = InstanceList { instances: Vec::new(), unreachable_zones: Vec::new(), next_marker: None };
-        while let Some(page) = pages.next().await {
-            let page = page?;
-            all.instances.extend(page.instances);
-            add_unreachable(&mut all.unreachable_zones, page.unreachable_zones);
-        }
-        Ok(all)
+        self.instance_pages(query).all().await
     }
 
     /// [`Client::instances`] with each instance kept as JSON text (what a gateway merges).
@@ -589,16 +575,6 @@ impl Client {
             status,
             detail: e.to_string(),
         })
-    }
-}
-
-/// Adds the zones of `more` that `all` does not name yet: a zone missing from several pages of a
-/// walk is named once.
-fn add_unreachable(all: &mut Vec<String>, more: Vec<String>) {
-    for zone in more {
-        if !all.contains(&zone) {
-            all.push(zone);
-        }
     }
 }
 

@@ -23,10 +23,14 @@ use crate::types::{HostList, InstanceList};
 pub const NEXT_MARKER_HEADER: &str = "x-next-marker";
 
 /// A page of a list the API pages with `limit` and `marker`.
-pub trait Page: DeserializeOwned {
+pub trait Page: DeserializeOwned + Default {
     /// Where the list is read.
     const PATH: &'static str;
     fn next_marker(&self) -> Option<&str>;
+    /// Appends `next`'s items to this page's and adds the zones it names unreachable that this
+    /// page does not name yet (a zone missing from several pages is named once); the result has
+    /// no `next_marker`.
+    fn absorb(&mut self, next: Self);
 }
 
 impl Page for InstanceList {
@@ -34,12 +38,31 @@ impl Page for InstanceList {
     fn next_marker(&self) -> Option<&str> {
         self.next_marker.as_deref()
     }
+    fn absorb(&mut self, next: Self) {
+        self.instances.extend(next.instances);
+        add_unreachable(&mut self.unreachable_zones, next.unreachable_zones);
+        self.next_marker = None;
+    }
 }
 
 impl Page for HostList {
     const PATH: &'static str = "/v1/hosts";
     fn next_marker(&self) -> Option<&str> {
         self.next_marker.as_deref()
+    }
+    fn absorb(&mut self, next: Self) {
+        self.hosts.extend(next.hosts);
+        add_unreachable(&mut self.unreachable_zones, next.unreachable_zones);
+        self.next_marker = None;
+    }
+}
+
+/// Adds the zones of `more` that `all` does not name yet.
+fn add_unreachable(all: &mut Vec<String>, more: Vec<String>) {
+    for zone in more {
+        if !all.contains(&zone) {
+            all.push(zone);
+        }
     }
 }
 
@@ -94,6 +117,15 @@ impl<P: Page> Pages<P> {
             Err(e) => Err(e),
         };
         Some(page)
+    }
+
+    /// Every page, read into one: the items of all, the zones that did not answer for any.
+    pub async fn all(mut self) -> Result<P, ClientError> {
+        let mut all = P::default();
+        while let Some(page) = self.next().await {
+            all.absorb(page?);
+        }
+        Ok(all)
     }
 
     /// True when the next page has been asked for already: the last page [`Pages::next`]

@@ -444,7 +444,7 @@ pub struct Host {
 }
 
 /// `{"hosts":[…],"unreachable_zones":[…],"next_marker":…}`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct HostList {
     pub hosts: Vec<Host>,
     /// Child zones that did not answer in time (their hosts are missing from the list).
@@ -931,7 +931,7 @@ pub struct Instance {
 }
 
 /// `{"instances":[…],"unreachable_zones":[…],"next_marker":…}`, sorted by id.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct InstanceList {
     pub instances: Vec<Instance>,
     /// Child zones that did not answer in time (their instances are missing from the list).
