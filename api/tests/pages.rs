@@ -2,7 +2,7 @@
 //! table of pages and records what it was asked.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use api::{Client, ClientError};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -24,13 +24,14 @@ fn page(header: Option<&'static str>, next: Option<&str>) -> Canned {
 /// Serves `answers` by request target (path and query); answers 404 to anything else. Returns
 /// the base URL and the targets asked, in order.
 async fn zone(answers: HashMap<&'static str, Canned>) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port for the zone");
+    let base = format!("http://{}", listener.local_addr().expect("the zone's bound address"));
     let asked = Arc::new(Mutex::new(Vec::new()));
     let (answers, log) = (Arc::new(answers), asked.clone());
     tokio::spawn(async move {
         loop {
-            let (socket, _) = listener.accept().await.unwrap();
+            // A failed accept ends the zone: the walk then fails with a transport error, naming it.
+            let Ok((socket, _)) = listener.accept().await else { return };
             let (answers, log) = (answers.clone(), log.clone());
             tokio::spawn(async move {
                 let (read, mut write) = socket.into_split();
@@ -43,7 +44,7 @@ async fn zone(answers: HashMap<&'static str, Canned>) -> (String, Arc<Mutex<Vec<
                         }
                     }
                     let target = request_line.split(' ').nth(1).unwrap_or_default().to_owned();
-                    log.lock().unwrap().push(target.clone());
+                    locked(&log).push(target.clone());
                     let canned = answers.get(target.as_str()).cloned().unwrap_or(Canned {
                         status: 404,
                         header: None,
@@ -64,6 +65,12 @@ async fn zone(answers: HashMap<&'static str, Canned>) -> (String, Arc<Mutex<Vec<
         }
     });
     (base, asked)
+}
+
+/// The targets asked so far. A lock poisoned by a panicking connection task still holds every
+/// target recorded before it: read it as it is.
+fn locked(log: &Mutex<Vec<String>>) -> MutexGuard<'_, Vec<String>> {
+    log.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Walks every page; answers, per page, whether the walk had asked for the next one when it
@@ -97,7 +104,7 @@ async fn each_page_is_asked_for_on_the_header_of_the_one_before() {
     assert!(error.is_none(), "{error:?}");
     assert_eq!(ahead, [true, true, false]);
     assert_eq!(
-        *asked.lock().unwrap(),
+        *locked(&asked),
         ["/v1/instances?limit=2", "/v1/instances?limit=2&marker=m1", "/v1/instances?limit=2&marker=m%262"]
     );
 }
@@ -115,7 +122,7 @@ async fn host_lists_are_walked_the_same_way() {
     .await;
     let all = Client::new(&base).all_hosts().await.expect("every page");
     assert_eq!(all.unreachable_zones, ["dc2"], "named once for the two pages that missed it");
-    assert_eq!(*asked.lock().unwrap(), ["/v1/hosts?limit=1000", "/v1/hosts?limit=1000&marker=h1"]);
+    assert_eq!(*locked(&asked), ["/v1/hosts?limit=1000", "/v1/hosts?limit=1000&marker=h1"]);
 }
 
 #[tokio::test]
@@ -128,7 +135,7 @@ async fn a_zone_without_the_header_is_walked_from_the_body() {
     let (ahead, error) = walk(&base).await;
     assert!(error.is_none(), "{error:?}");
     assert_eq!(ahead, [false, false], "nothing asked before the body named it");
-    assert_eq!(asked.lock().unwrap().len(), 2);
+    assert_eq!(locked(&asked).len(), 2);
 }
 
 #[tokio::test]

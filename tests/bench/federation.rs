@@ -461,7 +461,7 @@ async fn list(args: &[String]) {
         let mut first = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();
-            let page = client.instances("limit=1000").await.unwrap();
+            let page = client.instances("limit=1000").await.unwrap_or_else(|e| panic!("the first page: {e}"));
             first.push(t.elapsed().as_secs_f64() * 1000.0);
             assert_eq!(page.instances.len().min(1000), page.instances.len());
         }
@@ -502,7 +502,7 @@ async fn walk_in_turn(client: &api::Client) -> usize {
             Some(m) => format!("limit=1000&marker={m}"),
             None => "limit=1000".into(),
         };
-        let page = client.instances(&q).await.unwrap();
+        let page = client.instances(&q).await.unwrap_or_else(|e| panic!("the page after {marker:?}: {e}"));
         assert!(page.unreachable_zones.is_empty(), "{:?}", page.unreachable_zones);
         n += page.instances.len();
         marker = page.next_marker;
@@ -518,7 +518,7 @@ async fn walk_ahead(client: &api::Client) -> usize {
     let mut n = 0;
     let mut pages = client.instance_pages("limit=1000");
     while let Some(page) = pages.next().await {
-        let page = page.unwrap();
+        let page = page.unwrap_or_else(|e| panic!("the page after {n} instances: {e}"));
         assert!(page.unreachable_zones.is_empty(), "{:?}", page.unreachable_zones);
         assert_eq!(pages.asked_ahead(), page.next_marker.is_some(), "the zone names the next page in its header");
         n += page.instances.len();
