@@ -36,7 +36,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::net::{free_port_where, port_bindable};
+use crate::net::free_port;
 
 /// How long `scripts/rabbitmq-node start` may take (an Erlang VM boot on a loaded machine).
 pub const RABBIT_START_TIMEOUT: Duration = Duration::from_secs(180);
@@ -45,8 +45,6 @@ pub const RABBIT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long `scripts/rabbitmq-node join` may take: four rabbitmqctl calls, each an Erlang VM boot, and
 /// the node's application started again.
 pub const RABBIT_JOIN_TIMEOUT: Duration = Duration::from_secs(180);
-/// RabbitMQ's distribution listener is on the AMQP port plus this.
-const DIST_PORT_OFFSET: u16 = 20_000;
 
 /// A RabbitMQ node of one test: created running by [`RabbitInstance::start`], stopped and its
 /// directory removed when dropped. Its methods are those of [`RabbitNode`].
@@ -61,23 +59,19 @@ pub struct RabbitInstance {
 pub struct RabbitNode {
     name: String,
     port: u16,
+    /// Where its Erlang distribution listener is (`DIST_PORT` of the script), kept for restarts.
+    dist_port: u16,
     running: bool,
 }
 
 impl RabbitInstance {
-    /// Starts a new node with a unique name on a free port (whose distribution port, 20000 above, is
-    /// free too), and returns once it accepts AMQP connections.
+    /// Starts a new node with a unique name on free ports, and returns once it accepts AMQP
+    /// connections.
     pub async fn start() -> RabbitInstance {
-        let mut node =
-            RabbitNode { name: format!("zt_{}", crate::net::short_id()), port: free_rabbit_port(), running: false };
+        let mut node = RabbitNode::new(format!("zt_{}", crate::net::short_id()));
         node.start().await;
         RabbitInstance { node }
     }
-}
-
-/// A free AMQP port whose distribution port, 20000 above, is free too.
-fn free_rabbit_port() -> u16 {
-    free_port_where(|p| p.checked_add(DIST_PORT_OFFSET).is_some_and(port_bindable))
 }
 
 /// RabbitMQ nodes of one test joined into one cluster: created running by [`RabbitCluster::start`],
@@ -96,9 +90,7 @@ impl RabbitCluster {
     pub async fn start(n: usize) -> RabbitCluster {
         assert!(n >= 1, "a RabbitMQ cluster needs at least one node");
         let id = crate::net::short_id();
-        let nodes = (0..n)
-            .map(|i| RabbitNode { name: format!("zt_{id}_{i}"), port: free_rabbit_port(), running: false })
-            .collect();
+        let nodes = (0..n).map(|i| RabbitNode::new(format!("zt_{id}_{i}"))).collect();
         // Made before any node starts, so that a failure half-way drops it and stops what did start.
         let mut cluster = RabbitCluster { nodes };
         let (seed, others) = cluster.nodes.split_first_mut().expect("the cluster has at least one node");
@@ -166,6 +158,14 @@ impl DerefMut for RabbitInstance {
 }
 
 impl RabbitNode {
+    /// A node not started yet, on two free ports of this process: AMQP and Erlang distribution. Both
+    /// come from [`free_port`], below the kernel's ephemeral range: the script's default distribution
+    /// port (AMQP + 20000) lies inside it, where an outgoing connection once took it between the check
+    /// and the VM's bind, and the VM exited without a word (CI, 2026-12-04).
+    fn new(name: String) -> RabbitNode {
+        RabbitNode { name, port: free_port(), dist_port: free_port(), running: false }
+    }
+
     /// The node's name (`NAME` in `NAME@localhost`).
     pub fn name(&self) -> &str {
         &self.name
@@ -229,7 +229,12 @@ impl RabbitNode {
             "{} is missing: RabbitInstance and RabbitCluster need it to run extra broker nodes",
             script.display()
         );
-        let child = tokio::process::Command::new(&script).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
+        let child = tokio::process::Command::new(&script)
+            .args(args)
+            .env("DIST_PORT", self.dist_port.to_string())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
         let command = format!("{} {}", script.display(), args.join(" "));
         match tokio::time::timeout(timeout, child).await {
             Ok(Ok(output)) if output.status.success() => {}

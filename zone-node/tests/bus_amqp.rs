@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bus_support::*;
 use lapin::types::ShortString;
+use test_support::net::{free_port, short_id};
 use tokio::sync::{mpsc, Notify};
 use uuid::Uuid;
 use zone_node::{Bus, BusError, Destination, Message};
@@ -34,9 +35,19 @@ fn repo_root() -> PathBuf {
 struct ExtraBroker {
     name: String,
     port: u16,
+    /// Its Erlang distribution listener (the script's `DIST_PORT`).
+    dist_port: u16,
 }
 
 impl ExtraBroker {
+    /// A broker not started yet, on two free ports below the kernel's ephemeral range
+    /// (test-support's `free_port`). The script's default distribution port, AMQP + 20000, lies inside
+    /// that range: once (CI, 2026-12-04) something took it between the check and the bind, and the
+    /// broker's VM exited without a word.
+    fn new(name: String) -> ExtraBroker {
+        ExtraBroker { name, port: free_port(), dist_port: free_port() }
+    }
+
     fn script() -> PathBuf {
         repo_root().join("scripts/rabbitmq-node")
     }
@@ -44,6 +55,7 @@ impl ExtraBroker {
     async fn start(&self) {
         let out = tokio::process::Command::new(Self::script())
             .args(["start", &self.name, &self.port.to_string()])
+            .env("DIST_PORT", self.dist_port.to_string())
             .output()
             .await
             .expect("run scripts/rabbitmq-node");
@@ -66,26 +78,17 @@ impl ExtraBroker {
 }
 
 impl Drop for ExtraBroker {
+    /// Stops the broker and removes its data and logs, unless the test is failing: then they stay
+    /// for a look, and the directory is named.
     fn drop(&mut self) {
         let _ = std::process::Command::new(Self::script()).args(["stop", &self.name]).output();
-    }
-}
-
-/// A port that is free, with its distribution port (+20000) free too.
-fn free_port_pair() -> u16 {
-    for _ in 0..200 {
-        let port = 20_000 + (rand_u16() % 20_000);
-        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if free(port) && free(port + 20_000) {
-            return port;
+        let dir = std::env::temp_dir().join(format!("zone-rabbit-{}", self.name));
+        if std::thread::panicking() {
+            eprintln!("the broker {}'s data and logs are kept at {}", self.name, dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
-    panic!("no free port pair found");
-}
-
-fn rand_u16() -> u16 {
-    let bytes = Uuid::new_v4().into_bytes();
-    u16::from_le_bytes([bytes[0], bytes[1]])
 }
 
 /// Two nodes of one new prefix on `url`: the server serves `echo` and the portal (both echo), and
@@ -105,8 +108,7 @@ async fn echo_pair(url: &str) -> (Bus, Bus, Destination) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_the_broker_restarts() {
     init_logs();
-    let broker =
-        ExtraBroker { name: format!("zt-{}", &Uuid::new_v4().simple().to_string()[..10]), port: free_port_pair() };
+    let broker = ExtraBroker::new(format!("zt-{}", short_id()));
     broker.start().await;
     let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", broker.port);
     let (server, client, dest) = echo_pair(&url).await;
@@ -427,9 +429,9 @@ async fn the_documented_broker_permissions_serve_a_zone_and_keep_a_watcher_read_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bus_moves_to_the_next_broker_when_its_broker_dies() {
     init_logs();
-    let id = &Uuid::new_v4().simple().to_string()[..8];
-    let first = ExtraBroker { name: format!("zt-a-{id}"), port: free_port_pair() };
-    let second = ExtraBroker { name: format!("zt-b-{id}"), port: free_port_pair() };
+    let id = short_id();
+    let first = ExtraBroker::new(format!("zt-a-{id}"));
+    let second = ExtraBroker::new(format!("zt-b-{id}"));
     first.start().await;
     second.start().await;
     // oslo.messaging's form: one scheme, the vhost after the last address.
