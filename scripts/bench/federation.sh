@@ -36,18 +36,19 @@ for w in "${what[@]}"; do
       for p in 18080 18081 18091; do
         for _ in $(seq 1 50); do curl -fs "http://127.0.0.1:$p/" >/dev/null && break; sleep 0.1; done
       done
-      echo "| nginx | connections | req/s (each run) | p50 (each run) |"
-      echo "|---|---|---|---|"
+      echo "| nginx | connections | req/s (each run) | p50 (each run) | p99 (each run) |"
+      echo "|---|---|---|---|---|"
       for p in 18080 18081 18091; do
         for c in 1 32; do
-          rps=(); p50=()
+          rps=(); p50=(); p99=()
           for _ in $(seq 1 "$REPEAT"); do
             out=$(wrk -t1 -c"$c" -d"${WRK_DUR}s" --latency "http://127.0.0.1:$p/")
             rps+=("$(awk '/Requests\/sec/{print $2}' <<<"$out")")
             p50+=("$(awk '$1=="50%"{print $2}' <<<"$out")")
+            p99+=("$(awk '$1=="99%"{print $2}' <<<"$out")")
           done
           case $p in 18080) label=direct ;; 18081) label="1 hop, same worker" ;; *) label="1 hop, own process" ;; esac
-          echo "| $label | c=$c | ${rps[*]} | ${p50[*]} |"
+          echo "| $label | c=$c | ${rps[*]} | ${p50[*]} | ${p99[*]} |"
         done
       done
       kill -QUIT "$(cat "$ngx/run/nginx.pid")" "$(cat "$ngx/run/nginx_hop.pid")"; trap - EXIT

@@ -143,12 +143,15 @@ async fn hop(args: &[String]) {
     let bare1 = format!("http://127.0.0.1:{port}/v1/instances/{}", instance.id);
     let (floor2, port) = start_bare(&["--to", &child.url(), "--hyper"]);
     let bare2 = format!("http://127.0.0.1:{port}/v1/instances/{}", instance.id);
+    let (floor3, port) = start_bare(&["--to", &child.url(), "--lean-reqwest"]);
+    let bare3 = format!("http://127.0.0.1:{port}/v1/instances/{}", instance.id);
     // Warm every path (connections, token caches, the parent's route cache).
     wrk(&direct, &ct, 4, 1);
     wrk(&via, &pt, 4, 1);
     wrk(&bare, &ct, 4, 1);
     wrk(&bare1, &ct, 4, 1);
     wrk(&bare2, &ct, 4, 1);
+    wrk(&bare3, &ct, 4, 1);
     println!("| path | connections | req/s (median [min–max] of {repeat}) | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|");
     for c in [1, 32] {
@@ -157,21 +160,24 @@ async fn hop(args: &[String]) {
         let b = median((0..repeat).map(|_| wrk(&bare, &ct, c, seconds)).collect());
         let b1 = median((0..repeat).map(|_| wrk(&bare1, &ct, c, seconds)).collect());
         let b2 = median((0..repeat).map(|_| wrk(&bare2, &ct, c, seconds)).collect());
+        let b3 = median((0..repeat).map(|_| wrk(&bare3, &ct, c, seconds)).collect());
         print_row("child directly", c, d);
         print_row("through the parent (1 hop)", c, v);
         print_row("through bare-proxy (axum + reqwest only)", c, b);
         print_row("through bare-proxy on one thread", c, b1);
         print_row("through bare-proxy with hyper's client", c, b2);
+        print_row("through bare-proxy with reqwest, no proxy lookup, HTTP/1 only, no timeout", c, b3);
         for (what, w) in [
             ("the hop", v),
             ("bare-proxy", b),
             ("bare-proxy on one thread", b1),
             ("bare-proxy with hyper's client", b2),
+            ("bare-proxy with a lean reqwest", b3),
         ] {
             println!("| added by {what} | c={c} | | {:+.3} | {:+.3} |", w.0.p50 - d.0.p50, w.0.p99 - d.0.p99);
         }
     }
-    for mut f in [floor, floor1, floor2] {
+    for mut f in [floor, floor1, floor2, floor3] {
         let _ = f.kill();
         let _ = f.wait();
     }
@@ -182,8 +188,10 @@ async fn hop(args: &[String]) {
 /// gateway's ([`api::client::default_http`]) and answers with the bytes it got. No token check,
 /// no route lookup, no decoding: what is left is the HTTP server, the HTTP client and the runtime.
 /// With `--answer BODY` it forwards nothing and answers every request with `BODY` (the floor of a
-/// server on the same stack). `--current-thread` runs it on one thread; `--hyper` forwards through
-/// hyper's own client instead of reqwest.
+/// server on the same stack). `--current-thread` runs it on one thread, `--workers N` on a runtime of
+/// N workers (else this binary's own, of two); `--hyper` forwards through
+/// hyper's own client instead of reqwest; `--lean-reqwest` through reqwest without a proxy lookup,
+/// HTTP/2 or a total timeout.
 async fn bare_proxy(args: &[String]) {
     let to: String = arg(args, "--to", String::new());
     let answer: String = arg(args, "--answer", String::new());
@@ -213,6 +221,9 @@ async fn bare_proxy(args: &[String]) {
         }
     }
     let hyper_client = args.iter().any(|a| a == "--hyper");
+    // reqwest without the layers it adds by default: the system proxy lookup, HTTP/2 negotiation
+    // and the total timeout (a timer per request).
+    let lean = args.iter().any(|a| a == "--lean-reqwest");
     let serve = async move {
         let app = if hyper_client {
             // hyper's own client, without reqwest's layers (URL parsing, redirects, timeouts).
@@ -221,9 +232,20 @@ async fn bare_proxy(args: &[String]) {
                 .build_http();
             axum::Router::new().route("/v1/instances/{id}", axum::routing::get(forward_hyper)).with_state((to, http))
         } else if answer.is_empty() {
+            let http = if lean {
+                api::http::client_builder()
+                    .no_proxy()
+                    .http1_only()
+                    .pool_max_idle_per_host(64)
+                    .tcp_nodelay(true)
+                    .build()
+                    .expect("a reqwest client")
+            } else {
+                api::client::default_http()
+            };
             axum::Router::new()
                 .route("/v1/instances/{id}", axum::routing::get(forward))
-                .with_state(Upstream { to, http: api::client::default_http() })
+                .with_state(Upstream { to, http })
         } else {
             let answer = axum::body::Bytes::from(answer);
             axum::Router::new().fallback(move || {
@@ -235,10 +257,23 @@ async fn bare_proxy(args: &[String]) {
         println!("{}", listener.local_addr().expect("bound").port());
         axum::serve(listener, app).await.expect("serve");
     };
+    let workers: usize = arg(args, "--workers", 0);
     if args.iter().any(|a| a == "--current-thread") {
         // One thread doing everything, as nginx's worker does: no hand-off between workers.
         std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(serve)
+        })
+        .join()
+        .expect("bare-proxy thread");
+    } else if workers > 0 {
+        // A runtime of its own with that many workers (this binary's own has two).
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(serve)
         })
         .join()
         .expect("bare-proxy thread");
@@ -352,16 +387,28 @@ async fn lookup(args: &[String]) {
     }
     .await
     .unwrap_or_else(|e| panic!("cannot read the lookup's answer at {url} to serve it from memory: {e}"));
-    let (mut floor, port) = start_bare(&["--answer", &body]);
-    let bare = format!("http://127.0.0.1:{port}/v1/clients/client-1/zone");
-    wrk(&bare, &t, 4, 1);
-    let (m, lo, hi) = median((0..3).map(|_| wrk(&bare, &t, 32, seconds)).collect());
-    println!(
-        "| bare axum answering the same body from memory, wrk c=32 ({:.0} req/s [{lo:.0}–{hi:.0}]) | {seconds} s × 3 | {:.3} | {:.3} | |",
-        m.rps, m.p50, m.p99
-    );
-    let _ = floor.kill();
-    let _ = floor.wait();
+    // On two workers (a zone's default here: one per core) and on one (as nginx's one worker
+    // process): with wrk busy on one core, two workers share the other, and a worker the kernel
+    // puts aside holds its connections' requests for a time slice.
+    for workers in ["2", "1", "current-thread"] {
+        let mut bare_args = vec!["--answer", body.as_str()];
+        match workers {
+            "current-thread" => bare_args.push("--current-thread"),
+            n => bare_args.extend(["--workers", n]),
+        }
+        let (mut floor, port) = start_bare(&bare_args);
+        let bare = format!("http://127.0.0.1:{port}/v1/clients/client-1/zone");
+        wrk(&bare, &t, 4, 1);
+        for c in [1, 32] {
+            let (m, lo, hi) = median((0..3).map(|_| wrk(&bare, &t, c, seconds)).collect());
+            println!(
+                "| bare axum ({workers} workers) answering the same body from memory, wrk c={c} ({:.0} req/s [{lo:.0}–{hi:.0}]) | {seconds} s × 3 | {:.3} | {:.3} | |",
+                m.rps, m.p50, m.p99
+            );
+        }
+        let _ = floor.kill();
+        let _ = floor.wait();
+    }
     drop(sims);
 }
 

@@ -227,7 +227,9 @@ impl Application {
             }
         };
         let reason = tokio::spawn(reason);
-        tracing::info!(addr = %listener.local_addr()?, api_url = state.config.api_url(), "serving the API");
+        // The worker count (ZONE_WORKER_THREADS, else one per core) is said, as it sets the tail.
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        tracing::info!(addr = %listener.local_addr()?, api_url = state.config.api_url(), workers, "serving the API");
         let app = crate::http::router(state.clone());
         // The header-read timeout, connection cap and client address: see `http::server`.
         crate::http::server::serve(listener, app, &state.config.http, tls, stop_http).await;

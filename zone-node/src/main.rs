@@ -34,7 +34,14 @@ fn main() -> ExitCode {
     // Colours only for a person at a terminal, not for log files and collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let workers = match worker_threads() {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -42,6 +49,27 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(run(cli))
+}
+
+/// The runtime's worker threads: `ZONE_WORKER_THREADS` (1 to 1024), else one per core. Read from
+/// the environment only, since the runtime starts before the configuration is loaded. Fewer than
+/// the cores serve a shorter tail where a node shares its cores with other busy processes (several
+/// zones on one machine, or a load generator): a worker the kernel puts aside holds its
+/// connections' requests for a time slice (docs/benchmarks.md, "One worker per zone").
+fn worker_threads() -> Result<usize, String> {
+    const VAR: &str = "ZONE_WORKER_THREADS";
+    match std::env::var(VAR) {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => Err(format!("invalid setting {VAR} = {v:?}: a whole number of threads from 1 to 1024")),
+        },
+        Err(std::env::VarError::NotPresent) => {
+            Ok(std::thread::available_parallelism().map(std::num::NonZeroUsize::get).unwrap_or(1))
+        }
+        Err(std::env::VarError::NotUnicode(_)) => {
+            Err(format!("invalid setting {VAR}: not text; a whole number of threads from 1 to 1024"))
+        }
+    }
 }
 
 async fn run(cli: Cli) -> ExitCode {
