@@ -6,7 +6,9 @@
 #   4. listing 10,000 instances from each of 10 children at their parent;
 #   5. trees of 101 and 31 zones at default settings: convergence, staleness, CPU and memory at rest.
 # Usage: scripts/bench/federation.sh [hop|lookup|list|tree|nginx ...]   (default: all five)
-# Env: PEERS (default ../shared/peers), WRK_DUR seconds (10), REPEAT (3).
+# Env: PEERS (default ../shared/peers), WRK_DUR seconds (10), REPEAT (3), ZONE_ENV (K=V,K=V: settings
+# every zone of hop, lookup and list gets, e.g. ZONE_WORKER_THREADS=1; the zones get none of the
+# caller's own ZONE_* variables).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
@@ -53,9 +55,9 @@ for w in "${what[@]}"; do
       done
       kill -QUIT "$(cat "$ngx/run/nginx.pid")" "$(cat "$ngx/run/nginx_hop.pid")"; trap - EXIT
       ;;
-    hop) target/release/bench-federation hop --duration "$WRK_DUR" --repeat "$REPEAT" ;;
-    lookup) target/release/bench-federation lookup --duration "$WRK_DUR" ;;
-    list) target/release/bench-federation list ;;
+    hop) target/release/bench-federation hop --duration "$WRK_DUR" --repeat "$REPEAT" --zone-env "${ZONE_ENV:-}" ;;
+    lookup) target/release/bench-federation lookup --duration "$WRK_DUR" --zone-env "${ZONE_ENV:-}" ;;
+    list) target/release/bench-federation list --zone-env "${ZONE_ENV:-}" ;;
     # 1 → 4 → 16 → 80 (101 zones, issue 10 item 6), then the 31-zone tree of item 3 at rest.
     tree) target/release/bench-federation tree --fanout 4,4,5
           target/release/bench-federation tree --fanout 2,2,2,2 --changes 20 ;;

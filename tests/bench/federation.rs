@@ -18,10 +18,10 @@
 //!   whole tree's CPU and memory at rest.
 //!
 //! ```text
-//! bench-federation hop [--duration 10] [--repeat 3]
+//! bench-federation hop [--duration 10] [--repeat 3] [--zone-env K=V,K=V]
 //! bench-federation bare-proxy --to http://127.0.0.1:PORT   (prints its port; used by `hop`)
-//! bench-federation lookup [--regions 4] [--dcs 4] [--huddles 3] [--clients 60] [--duration 10]
-//! bench-federation list [--children 10] [--per-child 10000] [--hosts 40]
+//! bench-federation lookup [--regions 4] [--dcs 4] [--huddles 3] [--clients 60] [--duration 10] [--zone-env K=V,K=V]
+//! bench-federation list [--children 10] [--per-child 10000] [--hosts 40] [--zone-env K=V,K=V]
 //! bench-federation tree [--fanout 4,4,5] [--changes 40] [--idle-secs 30] [--zone-env K=V,K=V]
 //! ```
 //! Run with `scripts/bench/federation.sh`, which builds the release binaries and runs the nginx
@@ -32,7 +32,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use api::{InstanceCreate, Op, Requirement, Resources};
-use e2e::federation::{sim_for, start_default_zones, start_default_zones_with_env, zone_add};
+use e2e::federation::{sim_for, start_default_zones_with_env, zone_add};
 use e2e::procfs::{cpu_seconds, rss_mib};
 use e2e::{NodeProcess, SimProcess, SimSpec};
 use futures::StreamExt;
@@ -44,6 +44,16 @@ fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
         Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} needs a value")),
         None => default,
     }
+}
+
+/// `--zone-env K=V,K=V`: settings changed from the defaults for every zone (none by default). The
+/// harness passes a zone none of the caller's own `ZONE_*` environment, so this is the way in.
+fn zone_env(args: &[String]) -> Vec<(String, String)> {
+    arg(args, "--zone-env", String::new())
+        .split(',')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).expect("--zone-env K=V,K=V"))
+        .collect()
 }
 
 fn sim(zone: &NodeProcess, hosts: usize, profile: &str, caps: Vec<(String, serde_json::Value)>) -> SimSpec {
@@ -117,7 +127,7 @@ async fn token(node: &NodeProcess) -> String {
 async fn hop(args: &[String]) {
     let seconds = arg(args, "--duration", 10u64);
     let repeat = arg(args, "--repeat", 3usize);
-    let zones = start_default_zones(&["hop-parent", "hop-child"]).await;
+    let zones = start_default_zones_with_env(&["hop-parent", "hop-child"], &zone_env(args)).await;
     let (parent, child) = (&zones["hop-parent"], &zones["hop-child"]);
     let _sim = SimProcess::start(sim(child, 1, "uniform", vec![])).await;
     zone_add(parent, child).await;
@@ -308,7 +318,7 @@ async fn lookup(args: &[String]) {
     }
     let started = Instant::now();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let zones: BTreeMap<String, NodeProcess> = start_default_zones(&refs).await;
+    let zones: BTreeMap<String, NodeProcess> = start_default_zones_with_env(&refs, &zone_env(args)).await;
     let sims = futures::future::join_all(
         leaves.iter().map(|l| SimProcess::start(sim(&zones[l], 1, "uniform", vec![("site".into(), json!(l))]))),
     )
@@ -465,7 +475,7 @@ async fn list(args: &[String]) {
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     // At the product's defaults: the fast polls and 200 ms host reports of the tests would have
     // 10 × 40 hosts send 2,000 reports a second on the cores the list runs on.
-    let zones = start_default_zones(&refs).await;
+    let zones = start_default_zones_with_env(&refs, &zone_env(args)).await;
     let kids: Vec<&NodeProcess> = names[1..].iter().map(|n| &zones[n]).collect();
     let sims = futures::future::join_all(kids.iter().map(|k| SimProcess::start(sim(k, hosts, "big", vec![])))).await;
     let started = Instant::now();
@@ -618,13 +628,7 @@ async fn tree(args: &[String]) {
     let leaves = frontier;
     let started = Instant::now();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    // `--zone-env K=V,K=V`: settings changed from the defaults for every zone (none by default).
-    let zone_env: Vec<(String, String)> = arg(args, "--zone-env", String::new())
-        .split(',')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).expect("--zone-env K=V,K=V"))
-        .collect();
-    let zones = start_default_zones_with_env(&refs, &zone_env).await;
+    let zones = start_default_zones_with_env(&refs, &zone_env(args)).await;
     // One host per leaf, reporting at the zone's default interval (1 s); agents answer at once.
     let sims = futures::future::join_all(
         leaves.iter().map(|l| SimProcess::start(sim(&zones[l], 1, "uniform", vec![("site".into(), json!(l))]))),
