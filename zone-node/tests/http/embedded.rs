@@ -21,17 +21,18 @@ async fn embedded_node_serves_alone() {
     let probe = client.probe("r-1", 0).await.expect("probe");
     assert_eq!(probe.node_id, zone.node_id);
     assert_eq!(probe.active, 1);
-    // The OpenAPI document is served without a token and names the API's paths.
-    let doc: serde_json::Value = api::http::client_builder()
-        .build()
-        .expect("an HTTP client")
-        .get(format!("{}/openapi.json", node.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The OpenAPI document is served without a token, as JSON, the same each time (it is built
+    // once), and names the API's paths.
+    let http = api::http::client_builder().build().expect("an HTTP client");
+    let fetch = || async {
+        let resp = http.get(format!("{}/openapi.json", node.url)).send().await.expect("GET /openapi.json");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        resp.bytes().await.expect("the OpenAPI document's body")
+    };
+    let first = fetch().await;
+    assert_eq!(fetch().await, first, "the OpenAPI document changed between two requests");
+    let doc: serde_json::Value = serde_json::from_slice(&first).expect("the OpenAPI document is JSON");
     for path in [
         "/v1/auth/tokens",
         "/v1/instances",
