@@ -1,12 +1,12 @@
 //! `/healthz` (the process is up), `/readyz` (it can serve), `/metrics` (Prometheus) and
 //! `/openapi.json`; none needs a token.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -89,7 +89,7 @@ pub async fn openapi() -> Response {
 
 /// The `method` label of a request: the standard methods by name, anything else as `other`, so a
 /// caller cannot create a new series per method string it invents (`/metrics` needs no token).
-fn method_label(method: &axum::http::Method) -> &'static str {
+pub(crate) fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;
     match *method {
         Method::GET => "GET",
@@ -103,17 +103,38 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
-/// Counts requests and their latency per route and status.
-pub async fn track_metrics(req: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route =
-        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
-    let method = method_label(req.method());
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
-        .record(start.elapsed().as_secs_f64());
-    response
+/// Counts a request and its latency per method, route (the matched path, or `unmatched`) and
+/// status. The handles of each combination are registered once: registering builds and hashes a
+/// label set per call, which cost about a microsecond a request (docs/benchmarks.md, "One worker
+/// per zone"). Methods, routes and statuses are bounded sets, so the map is too.
+pub fn record_request(method: &'static str, route: Option<&str>, status: StatusCode, started: Instant) {
+    let route = route.unwrap_or("unmatched");
+    let status = status.as_u16();
+    let seconds = started.elapsed().as_secs_f64();
+    let handles = REQUEST_METRICS.get_or_init(Default::default);
+    {
+        let known = handles.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = known.get(&(method, status)).and_then(|routes| routes.get(route)) {
+            m.requests.increment(1);
+            m.duration.record(seconds);
+            return;
+        }
+    }
+    let mut known = handles.write().unwrap_or_else(|e| e.into_inner());
+    let m = known.entry((method, status)).or_default().entry(route.to_owned()).or_insert_with(|| RequestMetrics {
+        requests: metrics::counter!("http_requests_total", "method" => method, "route" => route.to_owned(), "status" => status.to_string()),
+        duration: metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.to_owned()),
+    });
+    m.requests.increment(1);
+    m.duration.record(seconds);
 }
+
+/// The registered handles of one (method, route, status).
+struct RequestMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// (method, status) → route → handles. A std lock: held for a map lookup, never across `.await`.
+type RequestMetricsMap = HashMap<(&'static str, u16), HashMap<String, RequestMetrics>>;
+static REQUEST_METRICS: OnceLock<RwLock<RequestMetricsMap>> = OnceLock::new();

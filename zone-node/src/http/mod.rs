@@ -58,9 +58,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::no_such_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.http.body_limit_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), server::request_timeout))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), server::fence))
-        .layer(axum::middleware::from_fn(health::track_metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), server::edge))
         .with_state(state)
 }
 

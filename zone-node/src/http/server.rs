@@ -7,9 +7,10 @@
 //! - **Connection cap** (`http.max_connections`, 4,096): at most that many connections are open;
 //!   the loop stops accepting while at the cap, so further clients wait in the kernel's listen
 //!   backlog instead of costing the node memory and file descriptors.
-//! - **Request timeout** (`http.request_timeout_ms`, 120 s): [`request_timeout`], a middleware,
-//!   answers 504 `timeout` for a request still unanswered then. It is longer than the forward
-//!   timeout and the longest watch (the configuration checks), which end by their own deadlines.
+//! - **Request timeout** (`http.request_timeout_ms`, 120 s): [`within_timeout`], in the [`edge`]
+//!   middleware, answers 504 `timeout` for a request still unanswered then. It is longer than the
+//!   forward timeout and the longest watch (the configuration checks), which end by their own
+//!   deadlines.
 //!
 //! - **TLS** (`http.tls_cert_file` + `http.tls_key_file`): rustls with the process's ring
 //!   provider; the handshake must finish within the header-read timeout too.
@@ -20,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -34,7 +35,7 @@ use tower::ServiceExt;
 
 use crate::config::HttpConfig;
 use crate::error::Error;
-use crate::http::AppState;
+use crate::http::{health, AppState};
 
 /// The TLS side of the server, from `http.tls_cert_file` and `http.tls_key_file`: `None` when
 /// they are not set (plain HTTP). An error names the file and what is wrong with it.
@@ -140,27 +141,43 @@ async fn accept_failed(error: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
+/// What every request passes through, in one layer (each layer costs a boxed service clone and a
+/// boxed future per request): outermost its metrics ([`health::record_request`]), then the
+/// database [`fence`], then the request timeout ([`within_timeout`]).
+pub async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = health::method_label(req.method());
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let response = match fence(&state, req.uri().path()) {
+        Some(refused) => refused,
+        None => within_timeout(&state, next.run(req)).await,
+    };
+    health::record_request(method, route.as_ref().map(MatchedPath::as_str), response.status(), started);
+    response
+}
+
 /// Answers 503 `store_unavailable` at once while this node cannot reach the zone's database (its
 /// last heartbeat failed), instead of letting each request wait out the connection pool; the
 /// node serves again by itself at its next good heartbeat. Health, metrics and the OpenAPI
 /// document still answer (`/readyz` says what is wrong).
-pub async fn fence(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
+fn fence(state: &AppState, path: &str) -> Option<Response> {
     let exempt = matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json");
     if !exempt && state.cluster.database_lost() {
-        return Error::api(
-            api::ErrorCode::StoreUnavailable,
-            "this node cannot reach the zone's database; it serves again by itself when the database is back",
-        )
-        .into_response();
+        return Some(
+            Error::api(
+                api::ErrorCode::StoreUnavailable,
+                "this node cannot reach the zone's database; it serves again by itself when the database is back",
+            )
+            .into_response(),
+        );
     }
-    next.run(req).await
+    None
 }
 
 /// Answers 504 `timeout` for a request not answered within `http.request_timeout_ms`.
-pub async fn request_timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+async fn within_timeout(state: &AppState, answer: impl std::future::Future<Output = Response>) -> Response {
     let limit = Duration::from_millis(state.config.http.request_timeout_ms);
-    match tokio::time::timeout(limit, next.run(req)).await {
+    match tokio::time::timeout(limit, answer).await {
         Ok(response) => response,
         Err(_) => {
             Error::api(api::ErrorCode::Timeout, format!("the request was not answered within {} ms", limit.as_millis()))
