@@ -61,11 +61,7 @@ impl Principal {
 
     /// Whether this caller may see and act on `client_id`'s resources.
     pub fn may_see(&self, client_id: &str) -> bool {
-        match self.role {
-            Role::Admin => true,
-            Role::Member => self.client_id.as_deref() == Some(client_id),
-            Role::Parent => self.clients.as_ref().is_some_and(|s| s.matches(client_id)),
-        }
+        sees(self.role, self.client_id.as_deref(), self.clients.as_ref(), client_id)
     }
 
     /// What this caller may see, as a cache key: two callers with the same key see the same
@@ -174,6 +170,16 @@ pub fn effective(account: Principal, stated: Option<Stated>) -> Result<Principal
                 (Role::Member, _) => Principal::parent(username, ClientScope::default()),
             })
         }
+    }
+}
+
+/// Whether a caller of `role` (a member of `own_client`, a parent of `clients`) may see and act
+/// on `client_id`'s resources: [`Principal::may_see`] for a caller not yet made a principal.
+pub fn sees(role: Role, own_client: Option<&str>, clients: Option<&ClientScope>, client_id: &str) -> bool {
+    match role {
+        Role::Admin => true,
+        Role::Member => own_client == Some(client_id),
+        Role::Parent => clients.is_some_and(|s| s.matches(client_id)),
     }
 }
 

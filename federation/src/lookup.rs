@@ -19,6 +19,7 @@
 //!   must still be valid), so a slow fetch never overwrites a newer answer.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use api::LowestZone;
@@ -52,11 +53,38 @@ pub struct LookupCache {
     answers: moka::sync::Cache<(Source, u64, String), Option<LowestZone>>,
     // A std mutex: held for a few map operations, never across an await.
     sources: Mutex<HashMap<Source, SourceState>>,
+    /// Moves after every change to what the cache holds (see [`LookupCache::version`]).
+    version: AtomicU64,
+    /// `federation_lookup_cache_total` by result, registered once: registering looks the label
+    /// set up in the recorder's registry, and a lookup reads one answer per source.
+    hits: metrics::Counter,
+    misses: metrics::Counter,
 }
 
 impl LookupCache {
     pub fn new(capacity: u64) -> LookupCache {
-        LookupCache { answers: moka::sync::Cache::new(capacity), sources: Mutex::new(HashMap::new()) }
+        LookupCache {
+            answers: moka::sync::Cache::new(capacity),
+            sources: Mutex::new(HashMap::new()),
+            version: AtomicU64::new(0),
+            hits: metrics::counter!("federation_lookup_cache_total", "result" => "hit"),
+            misses: metrics::counter!("federation_lookup_cache_total", "result" => "miss"),
+        }
+    }
+
+    /// A number that moves whenever an answer could change: after every store, drop or
+    /// generation change here, and after every replacement of the children
+    /// ([`LookupCache::touch`]). Something derived from the answers while the version read
+    /// before deriving it is still current is still right. The change is made before the version
+    /// moves, so a reader never tags an old derivation with the new version.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Moves the [`LookupCache::version`]: after a change here, or to what answers are composed
+    /// with (the children).
+    pub fn touch(&self) {
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     fn state(&self, source: &Source) -> SourceState {
@@ -67,8 +95,7 @@ impl LookupCache {
     pub fn get(&self, source: &Source, client: &str) -> Option<Option<LowestZone>> {
         let epoch = self.state(source).epoch;
         let hit = self.answers.get(&(source.clone(), epoch, client.to_owned()));
-        metrics::counter!("federation_lookup_cache_total", "result" => if hit.is_some() { "hit" } else { "miss" })
-            .increment(1);
+        if hit.is_some() { &self.hits } else { &self.misses }.increment(1);
         hit
     }
 
@@ -108,6 +135,7 @@ impl LookupCache {
         if unchanged {
             self.answers.insert((source.clone(), st.epoch, client.to_owned()), answer);
         }
+        self.touch();
     }
 
     /// A source's generation as polled (or read from the database, for [`Source::Local`]): a
@@ -121,6 +149,7 @@ impl LookupCache {
                 st.epoch += 1;
                 st.changes += 1;
                 st.accounted = Some(generation);
+                self.touch();
             }
         }
     }
@@ -150,6 +179,7 @@ impl LookupCache {
             Some(a) if newest => self.answers.insert(key, a),
             _ => self.answers.invalidate(&key),
         }
+        self.touch();
     }
 
     /// This zone changed its own generation (to `generation`) for a change it made itself, which
@@ -165,6 +195,7 @@ impl LookupCache {
                 st.epoch += 1;
                 st.changes += 1;
                 st.accounted = Some(generation);
+                self.touch();
             }
         }
     }
@@ -181,6 +212,7 @@ impl LookupCache {
         st.epoch += 1;
         st.changes += 1;
         st.accounted = None;
+        self.touch();
     }
 }
 

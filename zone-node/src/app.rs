@@ -165,6 +165,7 @@ impl Application {
             secrets,
             logins: crate::http::login_limit::LoginLimits::for_this_machine(),
             presence,
+            lookup_answers: moka::sync::Cache::new(crate::http::clients::RENDERED_ANSWERS),
         });
         Ok(Application { state, listener, tls, shutdown: CancellationToken::new() })
     }

@@ -23,6 +23,8 @@ impl Gateway {
         for removed in self.registry.replace(children) {
             self.lookups.forget(&Source::Child(removed));
         }
+        // Answers are composed with the children's names, subtrees and paths.
+        self.lookups.touch();
         for (id, g) in generations {
             self.lookups.observe(&Source::Child(id), g);
         }
@@ -31,6 +33,13 @@ impl Gateway {
     /// This zone's generation as stored (changes made by other nodes of the zone show here).
     pub fn observe_own_generation(&self, generation: i64) {
         self.lookups.observe(&Source::Local, generation);
+    }
+
+    /// Moves whenever a lowest-zone answer of this zone could change (a cached answer stored or
+    /// dropped, a generation moved, the children replaced): a rendering of an answer made while
+    /// the version read before it is still current is still this zone's answer.
+    pub fn lookup_version(&self) -> u64 {
+        self.lookups.version()
     }
 
     /// This zone's generation as this node last knew it (from the database or its own changes):

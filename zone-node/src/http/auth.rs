@@ -110,6 +110,11 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may see and act on `client_id`'s resources ([`federation::Principal::may_see`]).
+    pub fn may_see(&self, client_id: &str) -> bool {
+        federation::identity::sees(self.role, self.client_id.as_deref(), self.clients.as_ref(), client_id)
+    }
+
     /// Who the request acts for, as the gateway sees it.
     pub fn principal(&self) -> federation::Principal {
         federation::Principal {

@@ -58,4 +58,6 @@ pub struct Shared {
     pub logins: crate::http::login_limit::LoginLimits,
     /// Steady host reports answered from memory, for the sweep.
     pub presence: Arc<crate::services::host::Presence>,
+    /// Lowest-zone answers as sent, by client ([`crate::http::clients::Rendered`]).
+    pub lookup_answers: moka::sync::Cache<String, Arc<crate::http::clients::Rendered>>,
 }

@@ -21,6 +21,8 @@
 //! - `parent_role`: a child's `parent` account limited to some clients, used by a parent zone
 //! - `zone_update`: a new `api_url` needs the child's password again; the stored one never goes
 //!   to a new URL
+//! - `lookup`: the lowest-zone lookup's rendered answers follow every change and stay with
+//!   callers who may see the client
 //! - `watch`: `GET /v1/zone/watch` and the conditional `GET /v1/zone` that parents hold and poll
 
 mod agents;
@@ -30,6 +32,7 @@ mod enrollment;
 mod identity;
 mod input;
 mod login;
+mod lookup;
 mod multi_create;
 mod parent_role;
 mod server;
