@@ -20,7 +20,7 @@
 //! ```text
 //! bench-federation hop [--duration 10] [--repeat 3] [--zone-env K=V,K=V]
 //! bench-federation bare-proxy --to http://127.0.0.1:PORT   (prints its port; used by `hop`)
-//! bench-federation lookup [--regions 4] [--dcs 4] [--huddles 3] [--clients 60] [--duration 10] [--zone-env K=V,K=V]
+//! bench-federation lookup [--regions 4] [--dcs 4] [--huddles 3] [--clients 60] [--duration 10] [--report-ms 1000] [--zone-env K=V,K=V]
 //! bench-federation list [--children 10] [--per-child 10000] [--hosts 40] [--zone-env K=V,K=V]
 //! bench-federation tree [--fanout 4,4,5] [--changes 40] [--idle-secs 30] [--zone-env K=V,K=V]
 //! ```
@@ -297,6 +297,9 @@ async fn lookup(args: &[String]) {
         (arg(args, "--regions", 4usize), arg(args, "--dcs", 4usize), arg(args, "--huddles", 3usize));
     let clients = arg(args, "--clients", 60usize);
     let seconds = arg(args, "--duration", 10u64);
+    // How often the leaves' simulated hosts report (the zones are told the same): the tree's
+    // background beside the lookups.
+    let report_ms = arg(args, "--report-ms", 1000u64);
     let mut names = vec!["global".to_string()];
     let mut edges: Vec<(String, String)> = Vec::new();
     let mut leaves = Vec::new();
@@ -318,10 +321,13 @@ async fn lookup(args: &[String]) {
     }
     let started = Instant::now();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    let zones: BTreeMap<String, NodeProcess> = start_default_zones_with_env(&refs, &zone_env(args)).await;
-    let sims = futures::future::join_all(
-        leaves.iter().map(|l| SimProcess::start(sim(&zones[l], 1, "uniform", vec![("site".into(), json!(l))]))),
-    )
+    let mut env = zone_env(args);
+    env.push(("ZONE_HOST_REPORT_INTERVAL_MS".into(), report_ms.to_string()));
+    let zones: BTreeMap<String, NodeProcess> = start_default_zones_with_env(&refs, &env).await;
+    let sims = futures::future::join_all(leaves.iter().map(|l| {
+        let spec = sim(&zones[l], 1, "uniform", vec![("site".into(), json!(l))]);
+        SimProcess::start(SimSpec { report_interval_ms: report_ms, ..spec })
+    }))
     .await;
     for (parent, child) in &edges {
         zone_add(&zones[parent], &zones[child]).await;

@@ -146,7 +146,8 @@ impl Application {
             tracing::warn!(error = %e, "cannot read the child zones yet; the refresh task retries");
         }
 
-        let tokens = Cache::builder().time_to_live(crate::http::auth::TOKEN_CACHE_TTL).max_capacity(100_000).build();
+        let tokens =
+            moka::sync::Cache::builder().time_to_live(crate::http::auth::TOKEN_CACHE_TTL).max_capacity(100_000).build();
         let state = AppState::new(Shared {
             config: Arc::new(config),
             store,
@@ -307,7 +308,7 @@ async fn bootstrap_admin(store: &Store, config: &Config) -> anyhow::Result<()> {
 /// subscription drops it too: a missed revocation must not keep a token alive.
 async fn forget_revoked_tokens(
     bus: Bus,
-    tokens: moka::future::Cache<String, crate::store::TokenRow>,
+    tokens: moka::sync::Cache<String, crate::store::TokenRow>,
     stop: CancellationToken,
 ) {
     use api::bus::BusEvent;

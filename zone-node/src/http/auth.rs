@@ -198,7 +198,7 @@ pub async fn revoke_token(
         .ok_or_else(|| Error::api(ErrorCode::InvalidToken, "the Authorization header must be 'Bearer <token>'"))?;
     let hash = crate::auth::token_hash(token);
     state.store.token_delete(&hash).await?;
-    state.tokens.invalidate(&hash).await;
+    state.tokens.invalidate(&hash);
     crate::services::events::publish(&state.bus, &api::bus::TokensRevoked {}).await;
     tracing::info!(account = %caller.account, "revoked a token (logged out)");
     Ok(StatusCode::NO_CONTENT)
@@ -363,11 +363,11 @@ async fn authenticate(state: &AppState, header: Option<String>) -> ApiResult<Cal
     let token = bearer(&value)
         .ok_or_else(|| Error::api(ErrorCode::InvalidToken, "the Authorization header must be 'Bearer <token>'"))?;
     let hash = crate::auth::token_hash(token);
-    let row: TokenRow = match state.tokens.get(&hash).await {
+    let row: TokenRow = match state.tokens.get(&hash) {
         Some(row) => row,
         None => match state.store.token_lookup(&hash).await? {
             Some(row) => {
-                state.tokens.insert(hash, row.clone()).await;
+                state.tokens.insert(hash, row.clone());
                 row
             }
             None => return host_credential(state, hash).await,

@@ -41,7 +41,8 @@ pub struct Shared {
     pub work: WorkQueues,
     pub zone: ZoneRow,
     /// Verified tokens by SHA-256, for [`crate::http::auth::TOKEN_CACHE_TTL`].
-    pub tokens: Cache<String, TokenRow>,
+    /// A sync cache: read on every request, and a read of moka's future cache costs more.
+    pub tokens: moka::sync::Cache<String, TokenRow>,
     /// Enrolled hosts' credentials (SHA-256) → their host, for
     /// [`crate::http::auth::HOST_CREDENTIAL_CACHE_TTL`]: a host reports every few seconds to
     /// minutes, and each report would otherwise read the database first.
