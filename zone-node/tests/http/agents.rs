@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use api::{ErrorCode, HostRegister, InstanceCreate, Resources};
+use api::{ErrorCode, HostRegister, Resources};
 
 use crate::app::spawn_app_with;
 
@@ -29,13 +29,7 @@ async fn an_agent_that_never_calls_back_leaves_the_instance_in_error() {
         .await
         .expect("a host");
 
-    let req = InstanceCreate {
-        name: "never-built".into(),
-        client_id: Some("acme".into()),
-        requirements: vec![],
-        resources: Resources { vcpus: 1, memory_mb: 512, disk_gb: 1 },
-        count: None,
-    };
+    let req = crate::app::small_instance("never-built", "acme");
     let started = std::time::Instant::now();
     let err = admin.instance_create(&req).await.expect_err("no callback ever comes");
     assert_eq!((err.status(), err.code()), (Some(502), Some(ErrorCode::AgentFailed)), "{err}");

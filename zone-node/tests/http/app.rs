@@ -203,3 +203,15 @@ impl Zone {
         self.app.stop().await;
     }
 }
+
+/// The smallest instance a test creates: `name` for `client`, 1 vCPU, 512 MiB, 1 GB, no
+/// requirements.
+pub fn small_instance(name: &str, client: &str) -> api::InstanceCreate {
+    api::InstanceCreate {
+        name: name.into(),
+        client_id: Some(client.into()),
+        requirements: vec![],
+        resources: api::Resources { vcpus: 1, memory_mb: 512, disk_gb: 1 },
+        count: None,
+    }
+}

@@ -157,13 +157,7 @@ async fn agent_sim_runs_on_an_enrollment_token_alone() {
     assert_eq!(stored.len(), 3);
     assert!(stored.iter().all(|(t,)| t.as_deref().is_some_and(|t| t.starts_with("v1:"))), "{stored:?}");
     let made = admin
-        .instance_create(&api::InstanceCreate {
-            name: "on-an-enrolled-host".into(),
-            client_id: Some("acme".into()),
-            requirements: vec![],
-            resources: Resources { vcpus: 1, memory_mb: 512, disk_gb: 1 },
-            count: None,
-        })
+        .instance_create(&crate::app::small_instance("on-an-enrolled-host", "acme"))
         .await
         .expect("an instance on an enrolled host");
     assert_eq!(made.state, "running", "{made:?}");

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use agent_sim::profile::Profile;
-use api::{InstanceCreate, Resources, Role};
+use api::Role;
 
-use crate::app::zone;
+use crate::app::{small_instance, zone};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rendered_lookup_follows_every_change_and_stays_with_who_may_see_it() {
@@ -16,17 +16,7 @@ async fn a_rendered_lookup_follows_every_change_and_stays_with_who_may_see_it() 
     for _ in 0..2 {
         assert_eq!(z.admin.lowest_zone("acme").await.expect("lookup"), None, "acme has nothing yet");
     }
-    let made = z
-        .admin
-        .instance_create(&InstanceCreate {
-            name: "web".into(),
-            client_id: Some("acme".into()),
-            requirements: vec![],
-            resources: Resources { vcpus: 1, memory_mb: 512, disk_gb: 1 },
-            count: None,
-        })
-        .await
-        .expect("create");
+    let made = z.admin.instance_create(&small_instance("web", "acme")).await.expect("create");
     // At once: the create moved the answers' version.
     for _ in 0..2 {
         let lowest = z.admin.lowest_zone("acme").await.expect("lookup").expect("acme is managed here now");

@@ -6,19 +6,9 @@
 use std::time::Duration;
 
 use agent_sim::profile::Profile;
-use api::{AccountCreate, ClientError, ErrorCode, InstanceCreate, Resources, Role, ZoneCreate};
+use api::{AccountCreate, ClientError, ErrorCode, Role, ZoneCreate};
 
-use crate::app::zone;
-
-fn create(name: &str, client: &str) -> InstanceCreate {
-    InstanceCreate {
-        name: name.into(),
-        client_id: Some(client.into()),
-        requirements: vec![],
-        resources: Resources { vcpus: 1, memory_mb: 256, disk_gb: 1 },
-        count: None,
-    }
-}
+use crate::app::{small_instance, zone};
 
 fn account(username: &str, role: Role, client_id: Option<&str>, client_ids: Option<&[&str]>) -> AccountCreate {
     AccountCreate {
@@ -49,9 +39,9 @@ async fn a_parent_account_sees_and_acts_on_its_clients_only() {
 
     // The child's operator: instances of three clients, and an account for the parent limited
     // to the `acme-` clients.
-    let acme1 = child.admin.instance_create(&create("a1", "acme-1")).await.expect("acme-1's instance");
-    let acme2 = child.admin.instance_create(&create("a2", "acme-2")).await.expect("acme-2's instance");
-    let bob = child.admin.instance_create(&create("b1", "bob")).await.expect("bob's instance");
+    let acme1 = child.admin.instance_create(&small_instance("a1", "acme-1")).await.expect("acme-1's instance");
+    let acme2 = child.admin.instance_create(&small_instance("a2", "acme-2")).await.expect("acme-2's instance");
+    let bob = child.admin.instance_create(&small_instance("b1", "bob")).await.expect("bob's instance");
     // Bad accounts are refused with what to fix.
     for (bad, why) in [
         (account("up", Role::Parent, None, None), "client_ids: required"),
@@ -79,7 +69,7 @@ async fn a_parent_account_sees_and_acts_on_its_clients_only() {
     assert_eq!(code(direct.instance(&bob.id).await.unwrap_err()), (404, ErrorCode::NotFound), "bob's by id");
     assert_eq!(code(direct.instance_delete(&bob.id).await.unwrap_err()), (404, ErrorCode::NotFound));
     assert_eq!(
-        code(direct.instance_create(&create("b2", "bob")).await.unwrap_err()),
+        code(direct.instance_create(&small_instance("b2", "bob")).await.unwrap_err()),
         (403, ErrorCode::Forbidden),
         "a create for a client outside its patterns"
     );
@@ -112,9 +102,9 @@ async fn a_parent_account_sees_and_acts_on_its_clients_only() {
 
     // Creates through the parent: for an acme client they land in the child; for bob the child
     // refuses, and nothing is made.
-    let made = parent.admin.instance_create(&create("a3", "acme-3")).await.expect("acme-3 through the parent");
+    let made = parent.admin.instance_create(&small_instance("a3", "acme-3")).await.expect("acme-3 through the parent");
     assert_eq!(made.zone_path.last(), Some(&name));
-    let e = parent.admin.instance_create(&create("b3", "bob")).await.unwrap_err();
+    let e = parent.admin.instance_create(&small_instance("b3", "bob")).await.unwrap_err();
     assert_eq!(code(e).1, ErrorCode::Forbidden);
     assert_eq!(child.admin.instances("client_id=bob").await.expect("bob's at the child").instances.len(), 1);
     parent.admin.instance_delete(&made.id).await.expect("acme-3's delete through the parent");
