@@ -234,7 +234,7 @@ impl Application {
         tracing::info!(addr = %listener.local_addr()?, api_url = state.config.api_url(), workers, "serving the API");
         let app = crate::http::router(state.clone());
         // The header-read timeout, connection cap and client address: see `http::server`.
-        crate::http::server::serve(listener, app, &state.config.http, tls, stop_http).await;
+        crate::http::server::serve(listener, app, state.clone(), &state.config.http, tls, stop_http).await;
         let reason = reason.await.unwrap_or(Stopped::Shutdown);
         if reason == Stopped::Shutdown {
             state.cluster.leave().await;

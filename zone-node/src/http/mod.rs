@@ -62,6 +62,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The requests answered before the router ([`server::serve`]), from memory and without an
+/// await: a cached lowest-zone lookup ([`clients::answer_rendered`]), the hottest read of a
+/// federation. Counted in the request metrics like any other.
+pub fn before_router<B>(state: &AppState, req: &axum::http::Request<B>) -> Option<axum::response::Response> {
+    let started = std::time::Instant::now();
+    let answer = clients::answer_rendered(state, req)?;
+    health::record_request("GET", Some(clients::ROUTE), answer.status(), started);
+    Some(answer)
+}
+
 /// Names a list page's `next_marker` in [`api::NEXT_MARKER_HEADER`] too, so a client can ask for
 /// the next page before it has read this one (`api::Pages`).
 pub(crate) fn with_next_marker(

@@ -15,9 +15,14 @@
 //! - **TLS** (`http.tls_cert_file` + `http.tls_key_file`): rustls with the process's ring
 //!   provider; the handshake must finish within the header-read timeout too.
 //!
+//! - **Before the router**: a request [`crate::http::before_router`] can answer from memory (a
+//!   cached lowest-zone lookup) is answered on the spot, without the router's layers, boxed
+//!   futures and extractors; everything else, that request's errors included, goes through them.
+//!
 //! What `axum::serve` did is kept: the client's address for the login limits, `TCP_NODELAY`,
 //! accept errors survived, and a graceful stop that lets requests in flight finish.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,9 +30,9 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures::future::Either;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -63,10 +68,12 @@ pub fn tls_acceptor(limits: &HttpConfig) -> anyhow::Result<Option<tokio_rustls::
 }
 
 /// Serves `router` on `listener` (over TLS with `tls`) until `stop` is cancelled, then waits for
-/// the requests in flight.
+/// the requests in flight. A request [`crate::http::before_router`] answers from `state` alone
+/// never reaches the router.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    state: AppState,
     limits: &HttpConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: CancellationToken,
@@ -95,12 +102,15 @@ pub async fn serve(
         if let Err(error) = tcp.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
         }
-        // The client's address, for the per-address login failure limit.
-        let service = router.clone().map_request(move |mut req: Request<hyper::body::Incoming>| {
+        let (router, state) = (router.clone(), state.clone());
+        let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            if let Some(answer) = crate::http::before_router(&state, &req) {
+                return Either::Left(std::future::ready(Ok::<_, Infallible>(answer)));
+            }
+            // The client's address, for the per-address login failure limit.
             req.extensions_mut().insert(ConnectInfo(peer));
-            req
+            Either::Right(router.clone().oneshot(req))
         });
-        let service = TowerToHyperService::new(service);
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
         let watcher = graceful.watcher();

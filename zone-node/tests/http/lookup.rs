@@ -46,3 +46,63 @@ async fn a_rendered_lookup_follows_every_change_and_stays_with_who_may_see_it() 
     assert!(gone.is_some(), "acme's lookup still names a zone after its only instance was deleted");
     z.stop().await;
 }
+
+/// The answer sent before the router (`http::clients::answer_rendered`) is the one the router's
+/// handler composed, header for header; it is counted in the request metrics; and a token revoked
+/// after its lookups were answered that way is refused like anywhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_answered_before_the_router_is_the_handlers_answer_counted_and_checked() {
+    let z = zone(1, Profile::Uniform).await;
+    z.admin.instance_create(&small_instance("web", "acme")).await.expect("create");
+    let (url, http) = (format!("{}/v1/clients/acme/zone", z.app.url), reqwest::Client::new());
+    let token = z.app.admin_token().await;
+    let ask = |token: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let answer = http.get(&url).bearer_auth(token).send().await.expect("an answer");
+            let head: Vec<(String, String)> = answer
+                .headers()
+                .iter()
+                .filter(|(name, _)| *name != "date")
+                .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or("?").to_owned()))
+                .collect();
+            (answer.status(), head, answer.text().await.expect("a body"))
+        }
+    };
+    let composed = ask(token.clone()).await;
+    assert_eq!(composed.0, reqwest::StatusCode::OK, "acme's lookup: {composed:?}");
+    let counted = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("http_requests_total{")
+                    && l.contains(r#"route="/v1/clients/{client_id}/zone""#)
+                    && l.contains(r#"status="200""#)
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let metrics = || async {
+        http.get(format!("{}/metrics", z.app.url)).send().await.expect("metrics").text().await.expect("text")
+    };
+    let before = counted(&metrics().await);
+    for _ in 0..3 {
+        assert_eq!(ask(token.clone()).await, composed, "a rendered answer differs from the composed one");
+    }
+    assert_eq!(counted(&metrics().await) - before, 3.0, "the rendered answers are not all counted");
+
+    // A token revoked after its lookups were answered before the router: refused from then on.
+    // (The first use puts the token in the node's cache; the second is answered before the router.)
+    let revoked = z.app.admin_token().await;
+    for _ in 0..2 {
+        assert_eq!(ask(revoked.clone()).await.0, reqwest::StatusCode::OK);
+    }
+    let answer =
+        http.delete(format!("{}/v1/auth/tokens", z.app.url)).bearer_auth(&revoked).send().await.expect("logout");
+    assert!(answer.status().is_success(), "logout: {}", answer.status());
+    let (status, _, body) = ask(revoked).await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "a revoked token still looks up: {body}");
+    let (status, _, body) = ask("not-a-token".into()).await;
+    assert_eq!(status, reqwest::StatusCode::UNAUTHORIZED, "an unknown token looks up: {body}");
+    z.stop().await;
+}
