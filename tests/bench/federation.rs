@@ -425,7 +425,73 @@ async fn lookup(args: &[String]) {
         let _ = floor.kill();
         let _ = floor.wait();
     }
+    // And nginx (one worker process, as the peer runs it) answering the same body under the same
+    // tree: what the tree's background leaves of the tail to a server that is not on tokio.
+    match start_nginx_answering(&body) {
+        Some((nginx, port)) => {
+            let at = format!("http://127.0.0.1:{port}/v1/clients/client-1/zone");
+            wrk(&at, &t, 4, 1);
+            for c in [1, 32] {
+                let (m, lo, hi) = median((0..3).map(|_| wrk(&at, &t, c, seconds)).collect());
+                println!(
+                    "| nginx (1 worker process) answering the same body, same tree, wrk c={c} ({:.0} req/s [{lo:.0}–{hi:.0}]) | {seconds} s × 3 | {:.3} | {:.3} | |",
+                    m.rps, m.p50, m.p99
+                );
+            }
+            drop(nginx);
+        }
+        None => println!(
+            "| nginx answering the same body: not run (nginx is not installed: apt-get install -y nginx) | | | | |"
+        ),
+    }
     drop(sims);
+}
+
+/// nginx serving `body` as JSON on a free port in one process (no master), no access log, from a
+/// configuration in a directory of its own; stopped (and the directory removed) on drop. `None`
+/// when nginx is not installed.
+fn start_nginx_answering(body: &str) -> Option<(NginxAnswering, u16)> {
+    let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists())?;
+    let dir = tempfile::tempdir().expect("a directory for nginx");
+    let port = test_support::free_port();
+    // nginx's single-quoted strings end at a quote; a JSON body holds none unless a name does.
+    assert!(!body.contains('\'') && !body.contains('\\'), "a body nginx cannot quote: {body}");
+    let conf = format!(
+        "master_process off; daemon off; pid {dir}/nginx.pid; error_log {dir}/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; client_body_temp_path {dir}; proxy_temp_path {dir}; fastcgi_temp_path {dir}; \
+         uwsgi_temp_path {dir}; scgi_temp_path {dir};\n\
+         server {{ listen 127.0.0.1:{port}; location / {{ default_type application/json; return 200 '{body}'; }} }} }}\n",
+        dir = dir.path().display()
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write nginx.conf");
+    let child = Command::new(bin)
+        .args(["-p", &dir.path().display().to_string(), "-c", &conf_path.display().to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let nginx = NginxAnswering { child, _dir: dir };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some((nginx, port));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nginx did not listen on {port} within 5 s");
+}
+
+/// An nginx of [`start_nginx_answering`], stopped on drop.
+struct NginxAnswering {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for NginxAnswering {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 type HyperClient = hyper_util::client::legacy::Client<
