@@ -386,15 +386,7 @@ async fn lookup(args: &[String]) {
     );
     let t = token(&zones["global"]).await;
     let url = format!("{}/v1/clients/client-1/zone", zones["global"].url());
-    wrk(&url, &t, 4, 1);
-    for c in [1, 32] {
-        let runs: Vec<Wrk> = (0..3).map(|_| wrk(&url, &t, c, seconds)).collect();
-        let (m, lo, hi) = median(runs);
-        println!(
-            "| cached, wrk c={c} ({:.0} req/s [{lo:.0}–{hi:.0}]) | {seconds} s × 3 | {:.3} | {:.3} | |",
-            m.rps, m.p50, m.p99
-        );
-    }
+    wrk_rows("cached", &url, &t, seconds);
     // The floor at 32 connections: a process of the zone's own HTTP stack answering the same
     // body from memory, under the same tree.
     let body = async {
@@ -414,30 +406,16 @@ async fn lookup(args: &[String]) {
         }
         let (mut floor, port) = start_bare(&bare_args);
         let bare = format!("http://127.0.0.1:{port}/v1/clients/client-1/zone");
-        wrk(&bare, &t, 4, 1);
-        for c in [1, 32] {
-            let (m, lo, hi) = median((0..3).map(|_| wrk(&bare, &t, c, seconds)).collect());
-            println!(
-                "| bare axum ({workers} workers) answering the same body from memory, wrk c={c} ({:.0} req/s [{lo:.0}–{hi:.0}]) | {seconds} s × 3 | {:.3} | {:.3} | |",
-                m.rps, m.p50, m.p99
-            );
-        }
+        wrk_rows(&format!("bare axum ({workers} workers) answering the same body from memory"), &bare, &t, seconds);
         let _ = floor.kill();
         let _ = floor.wait();
     }
-    // And nginx (one worker process, as the peer runs it) answering the same body under the same
+    // And nginx (one process doing the work, as the peer's one worker does) answering the same body under the same
     // tree: what the tree's background leaves of the tail to a server that is not on tokio.
     match start_nginx_answering(&body) {
         Some((nginx, port)) => {
             let at = format!("http://127.0.0.1:{port}/v1/clients/client-1/zone");
-            wrk(&at, &t, 4, 1);
-            for c in [1, 32] {
-                let (m, lo, hi) = median((0..3).map(|_| wrk(&at, &t, c, seconds)).collect());
-                println!(
-                    "| nginx (1 worker process) answering the same body, same tree, wrk c={c} ({:.0} req/s [{lo:.0}–{hi:.0}]) | {seconds} s × 3 | {:.3} | {:.3} | |",
-                    m.rps, m.p50, m.p99
-                );
-            }
+            wrk_rows("nginx (one process) answering the same body, same tree", &at, &t, seconds);
             drop(nginx);
         }
         None => println!(
@@ -445,6 +423,19 @@ async fn lookup(args: &[String]) {
         ),
     }
     drop(sims);
+}
+
+/// One row per connection count (1, then 32) of the lookup table: `what`, and the median of
+/// three wrk runs of `seconds` against `url` after a second's warm-up.
+fn wrk_rows(what: &str, url: &str, token: &str, seconds: u64) {
+    wrk(url, token, 4, 1);
+    for c in [1, 32] {
+        let (m, lo, hi) = median((0..3).map(|_| wrk(url, token, c, seconds)).collect());
+        println!(
+            "| {what}, wrk c={c} ({:.0} req/s [{lo:.0}–{hi:.0}]) | {seconds} s × 3 | {:.3} | {:.3} | |",
+            m.rps, m.p50, m.p99
+        );
+    }
 }
 
 /// nginx serving `body` as JSON on a free port in one process (no master), no access log, from a
