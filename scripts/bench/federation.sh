@@ -2,7 +2,8 @@
 # Federation benchmarks, side by side with the nginx peer in the same session:
 #   1. nginx direct and one proxy hop (../shared/peers/nginx/nginx.conf), wrk at 1 and 32 connections;
 #   2. one gateway hop: GET /v1/instances/{id} at a parent against the child directly;
-#   3. lowest-zone lookups through a 4-level tree of 69 zones (cold, then cached at 32 connections);
+#   3. lowest-zone lookups through a 4-level tree of 69 zones (cold, then cached at 1 and 32
+#      connections), beside a bare axum server and nginx answering the same body under the same tree;
 #   4. listing 10,000 instances from each of 10 children at their parent;
 #   5. trees of 101 and 31 zones at default settings: convergence, staleness, CPU and memory at rest.
 # Usage: scripts/bench/federation.sh [hop|lookup|list|tree|nginx ...]   (default: all five)
